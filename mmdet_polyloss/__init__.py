@@ -1,0 +1,19 @@
+"""Poly-1 / Poly-N focal losses (Leng et al., ICLR 2022) for MMDetection 3.x.
+
+``import mmdet_polyloss`` (or ``custom_imports=dict(imports=['mmdet_polyloss'])``
+in a config) registers the losses in ``mmdet.registry.MODELS``. Without mmdet
+installed, the pure-PyTorch API in :mod:`mmdet_polyloss.functional` still works.
+"""
+from .functional import poly1_focal_loss, poly_focal_loss
+
+__version__ = '0.1.0'
+__all__ = ['poly_focal_loss', 'poly1_focal_loss', '__version__']
+
+try:
+    import mmdet  # noqa: F401
+except ModuleNotFoundError as err:
+    if err.name != 'mmdet':  # mmdet is installed but broken: say so
+        raise
+else:
+    from .losses import Poly1FocalLoss, PolyNFocalLoss  # noqa: F401  (registers them)
+    __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss']

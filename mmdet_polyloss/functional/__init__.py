@@ -1,0 +1,4 @@
+"""Pure-PyTorch Poly losses: no mmdet import, usable from any framework."""
+from .poly_focal import poly1_focal_loss, poly_focal_loss, weight_reduce
+
+__all__ = ['poly_focal_loss', 'poly1_focal_loss', 'weight_reduce']

@@ -1,0 +1,172 @@
+"""Argument and input validation shared by the losses.
+
+Every check raises ``ValueError`` naming the argument and the value it got,
+so that a bad config or a mismatched head fails at the call with a message a
+user can act on, not deep inside torch.
+"""
+import math
+from numbers import Real
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+REDUCTIONS = ('none', 'mean', 'sum')
+
+
+def check_reduction(reduction: str, avg_factor: Optional[Union[float, Tensor]],
+                    name: str = 'reduction') -> None:
+    """Validate ``reduction`` and its combination with ``avg_factor``.
+
+    mmdet's rules: ``avg_factor`` divides the sum in ``'mean'``, is ignored by
+    ``'none'``, and is an error with ``'sum'``.
+    """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'{name} must be one of {REDUCTIONS}, got {reduction!r}')
+    if reduction == 'sum' and avg_factor is not None:
+        raise ValueError(
+            f"avg_factor={_short(avg_factor)} cannot be used with {name}='sum'; "
+            "use reduction='mean' to divide the sum by avg_factor")
+
+
+def check_real(name: str, value: object, *, minimum: Optional[float] = None,
+               maximum: Optional[float] = None) -> float:
+    """Return ``value`` as a finite float inside [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f'{name} must be a finite number, got {value!r}')
+    if minimum is not None and value < minimum:
+        raise ValueError(f'{name} must be >= {minimum}, got {value!r}')
+    if maximum is not None and value > maximum:
+        raise ValueError(f'{name} must be <= {maximum}, got {value!r}')
+    return float(value)
+
+
+def check_focal_params(gamma: float, alpha: float) -> Tuple[float, float]:
+    """Validate the focal parameters: ``gamma >= 0``; ``alpha <= 1``.
+
+    A negative ``alpha`` turns the class-balance weighting off (alpha_t = 1).
+    """
+    gamma = check_real('gamma', gamma, minimum=0.0)
+    alpha = check_real('alpha', alpha)
+    if alpha > 1:
+        raise ValueError(
+            f'alpha must be in [0, 1] (or negative to disable alpha weighting), got {alpha!r}')
+    return gamma, alpha
+
+
+def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
+                   name: str = 'epsilons') -> Tuple[float, ...]:
+    """Validate the Poly-N coefficients.
+
+    ``epsilons[j-1]`` perturbs the coefficient ``1/j`` of ``(1 - p_t)^j`` in
+    the expansion of cross-entropy. While every ``1/j + epsilons[j-1] >= 0``
+    (so ``epsilon >= -1`` for Poly-1) the loss stays >= 0 and is minimal at the
+    target. Below that it is negative for confident correct predictions and
+    its gradient pushes them away from the target, so it needs an explicit
+    ``allow_negative_loss=True``.
+    """
+    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence) \
+            or len(epsilons) == 0:
+        raise ValueError(f'{name} must be a non-empty sequence of numbers, got {epsilons!r}')
+    values = tuple(check_real(f'{name}[{j}]', e) for j, e in enumerate(epsilons))
+    if not allow_negative_loss:
+        for j, eps in enumerate(values, start=1):
+            if 1.0 / j + eps < 0:
+                label = 'epsilon' if len(values) == 1 else f'{name}[{j - 1}]'
+                bound = '-1' if j == 1 else f'-1/{j}'
+                raise ValueError(
+                    f'{label}={eps!r} is below {bound}: the loss then goes negative for '
+                    'confident correct predictions and its gradient pushes them away '
+                    'from the target. Pass allow_negative_loss=True to use it anyway.')
+    return values
+
+
+def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
+                 activated: bool) -> bool:
+    """Validate pred/target/weight; return True when ``target`` holds class indices.
+
+    Accepted forms (mmdet's ``FocalLoss`` contract):
+      * ``pred`` (N, C) with integer ``target`` (N,) in [0, C]; C is background;
+      * ``pred`` of any shape with a ``target`` of the same shape holding
+        per-element targets in [0, 1] (one-hot or soft scores).
+    ``weight``: the shape of ``pred``, or (N,) per sample, or ``pred``
+    flattened. Costs one host sync for the value checks.
+    """
+    if not isinstance(pred, Tensor) or not pred.is_floating_point():
+        raise ValueError(f'pred must be a floating-point tensor, got {_describe(pred)}')
+    if not isinstance(target, Tensor):
+        raise ValueError(f'target must be a tensor, got {type(target).__name__}')
+    if target.shape == pred.shape:
+        is_index = False
+    elif target.dim() == 1 and pred.dim() == 2 and target.shape[0] == pred.shape[0]:
+        if target.is_floating_point() or target.dtype == torch.bool:
+            raise ValueError(
+                f'target of shape {tuple(target.shape)} for pred of shape {tuple(pred.shape)} '
+                f'must hold integer class indices, got dtype {target.dtype}')
+        is_index = True
+    else:
+        raise ValueError(
+            f'target shape {tuple(target.shape)} does not match pred shape {tuple(pred.shape)}: '
+            'expected class indices of shape (N,) for pred (N, C), or per-element targets '
+            'of the same shape as pred')
+    if weight is not None:
+        check_weight_shape(weight, pred)
+
+    # One combined host sync for all value checks.
+    problems = []
+    if is_index:
+        num_classes = pred.shape[1]
+        problems.append(((target < 0) | (target > num_classes)).any())
+    else:
+        target_f = target.float() if not target.is_floating_point() else target
+        problems.append(~((target_f >= 0) & (target_f <= 1)).all())
+    if activated:
+        problems.append(~((pred >= 0) & (pred <= 1)).all())
+    flags = torch.stack(problems).tolist() if target.numel() else [False] * len(problems)
+    if flags[0]:
+        if is_index:
+            bad = target[(target < 0) | (target > pred.shape[1])]
+            raise ValueError(
+                f'target labels must be in [0, {pred.shape[1]}] (num_classes={pred.shape[1]} '
+                f'is background), got {_first(bad)}')
+        bad = target[~((target >= 0) & (target <= 1))]
+        raise ValueError(f'target values must be in [0, 1], got {_first(bad)}')
+    if activated and flags[1]:
+        bad = pred[~((pred >= 0) & (pred <= 1))]
+        raise ValueError(
+            f'pred must hold probabilities in [0, 1] when activated=True, got {_first(bad)}')
+    return is_index
+
+
+def check_weight_shape(weight: Tensor, pred: Tensor) -> None:
+    """``weight`` must broadcast as mmdet's focal loss does (see check_inputs)."""
+    if not isinstance(weight, Tensor):
+        raise ValueError(f'weight must be a tensor or None, got {type(weight).__name__}')
+    ok = (weight.shape == pred.shape or is_per_sample_weight(weight, pred)
+          or (weight.dim() == 1 and weight.numel() == pred.numel()))
+    if not ok:
+        raise ValueError(
+            f'weight shape {tuple(weight.shape)} does not fit pred shape {tuple(pred.shape)}: '
+            'expected the shape of pred, (N,) with one weight per sample, or pred flattened')
+
+
+def is_per_sample_weight(weight: Tensor, pred: Tensor) -> bool:
+    """True for one weight per sample: shape (N,) or (N, 1) for pred (N, ...)."""
+    return (weight.dim() >= 1 and pred.dim() >= 1 and weight.shape[0] == pred.shape[0]
+            and weight.numel() == pred.shape[0] and weight.shape != pred.shape)
+
+
+def _first(values: Tensor) -> str:
+    return f'{values.flatten()[0].item()!r} ({values.numel()} bad value(s))'
+
+
+def _short(value: object) -> str:
+    if isinstance(value, Tensor):
+        return repr(value.item()) if value.numel() == 1 else f'tensor of shape {tuple(value.shape)}'
+    return repr(value)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f'tensor of dtype {value.dtype}'
+    return type(value).__name__

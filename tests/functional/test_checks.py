@@ -1,0 +1,85 @@
+"""Every bad input raises a ValueError that names the argument and its value."""
+import re
+
+import pytest
+import torch
+
+from loss_inputs import make_labels, make_logits
+from mmdet_polyloss.functional import poly1_focal_loss, poly_focal_loss
+
+LOGITS = make_logits(6, 3)
+LABELS = make_labels(6, 3)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(gamma=-0.5), 'gamma must be >= 0.0, got -0.5'),
+    (dict(gamma=float('nan')), 'gamma must be a finite number, got nan'),
+    (dict(alpha=1.5), 'alpha must be in [0, 1] (or negative to disable alpha weighting), got 1.5'),
+    (dict(epsilon=-1.5), 'epsilon=-1.5 is below -1'),
+    (dict(epsilon='1'), "epsilon must be a finite number, got '1'"),
+    (dict(reduction='avg'), "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
+    (dict(reduction='sum', avg_factor=4.0), "avg_factor=4.0 cannot be used with reduction='sum'"),
+])
+def test_bad_hyperparameters(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        poly1_focal_loss(LOGITS, LABELS, **kwargs)
+
+
+def test_epsilon_below_minus_one_needs_explicit_opt_in():
+    loss = poly1_focal_loss(LOGITS, LABELS, epsilon=-1.5, allow_negative_loss=True,
+                            reduction='none')
+    assert loss.min() < 0  # the opt-in really gives the unbounded-below form
+
+
+@pytest.mark.parametrize('epsilons,message', [
+    ((), 'epsilons must be a non-empty sequence of numbers, got ()'),
+    (0.5, 'epsilons must be a non-empty sequence of numbers, got 0.5'),
+    ((0.0, -0.6), 'epsilons[1]=-0.6 is below -1/2'),
+    ((0.0, float('inf')), 'epsilons[1] must be a finite number, got inf'),
+])
+def test_bad_polyn_epsilons(epsilons, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        poly_focal_loss(LOGITS, LABELS, epsilons=epsilons)
+
+
+@pytest.mark.parametrize('bad_label', [-1, 4, 100])
+def test_labels_outside_zero_to_num_classes(bad_label):
+    labels = LABELS.clone()
+    labels[2] = bad_label
+    with pytest.raises(ValueError, match=re.escape(
+            f'target labels must be in [0, 3] (num_classes=3 is background), got {bad_label}')):
+        poly1_focal_loss(LOGITS, labels)
+
+
+@pytest.mark.parametrize('bad_value', [-0.1, 1.5, float('nan')])
+def test_float_targets_outside_unit_interval(bad_value):
+    target = torch.zeros(6, 3)
+    target[1, 2] = bad_value
+    with pytest.raises(ValueError, match=re.escape(f'target values must be in [0, 1], got {bad_value}')):
+        poly1_focal_loss(LOGITS, target)
+
+
+def test_probabilities_outside_unit_interval_when_activated():
+    with pytest.raises(ValueError, match=r'pred must hold probabilities in \[0, 1\] when '
+                                         r'activated=True, got'):
+        poly1_focal_loss(LOGITS, LABELS, activated=True)
+
+
+@pytest.mark.parametrize('pred,target,message', [
+    (LOGITS, LABELS[:5], 'target shape (5,) does not match pred shape (6, 3)'),
+    (LOGITS, torch.zeros(6, 4), 'target shape (6, 4) does not match pred shape (6, 3)'),
+    (LOGITS.reshape(2, 3, 3), LABELS, 'target shape (6,) does not match pred shape (2, 3, 3)'),
+    (LOGITS, LABELS.float(), 'must hold integer class indices, got dtype torch.float32'),
+    (LABELS, LABELS, 'pred must be a floating-point tensor, got tensor of dtype torch.int64'),
+    (LOGITS, [0, 1], 'target must be a tensor, got list'),
+])
+def test_mismatched_pred_and_target(pred, target, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        poly1_focal_loss(pred, target)
+
+
+@pytest.mark.parametrize('weight', [torch.ones(5), torch.ones(6, 2), torch.ones(3, 6)])
+def test_weight_shape_that_does_not_fit(weight):
+    with pytest.raises(ValueError, match=re.escape(
+            f'weight shape {tuple(weight.shape)} does not fit pred shape (6, 3)')):
+        poly1_focal_loss(LOGITS, LABELS, weight)

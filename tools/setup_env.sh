@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment: .venv/ in the checkout.
+#
+#   bash tools/setup_env.sh
+#
+# Installs the pinned torch/torchvision, builds mmcv 2.1.0 with its CPU ops
+# (the only slow step: ~14 min on 2 cores, once per machine; the wheel is kept
+# in $POLYLOSS_CACHE), then mmengine, mmdet and this package in editable mode
+# with its test extras. Idempotent: when nothing changed it returns in seconds.
+#
+# Environment:
+#   POLYLOSS_VENV   where the venv goes            (default: <repo>/.venv)
+#   POLYLOSS_CACHE  where the built mmcv wheel is kept
+#                   (default: ${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss)
+#   PYTHON          the interpreter to build the venv from (default: python3.11)
+#   FORCE_CUDA=1    build mmcv's CUDA ops too (needs nvcc matching torch's CUDA)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${POLYLOSS_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3.11}
+CACHE=${POLYLOSS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmdet-polyloss}
+CONSTRAINTS=$ROOT/tools/constraints.txt
+
+say() { printf '[setup_env] %s\n' "$*"; }
+pin() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"; }
+
+TORCH=$(pin torch)
+MMCV=$(pin mmcv)
+CUDA_TAG=$([ "${FORCE_CUDA:-0}" = 1 ] && echo cuda || echo cpu)
+# Everything that decides what the venv holds; a change re-runs the install.
+STAMP_KEY=$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$CUDA_TAG
+STAMP=$VENV/.polyloss-setup-done
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_KEY" ]; then
+  say "environment up to date: $VENV"
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtual environment $VENV with $PYTHON"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+
+say "installing torch==$TORCH and torchvision (local wheels; about a minute the first time)"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" pip torch torchvision
+
+PYTAG=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+WHEEL_DIR=$CACHE/wheels/mmcv-$MMCV-torch-$TORCH-$PYTAG-$CUDA_TAG
+mmcv_wheel() { ls "$WHEEL_DIR"/mmcv-"$MMCV"-*.whl 2>/dev/null | head -n 1; }
+
+if [ -z "$(mmcv_wheel)" ]; then
+  say "no cached mmcv $MMCV wheel for torch $TORCH in $WHEEL_DIR: building it from source"
+  say "this compiles mmcv's C++ ops: about 14 minutes on 2 cores, once per machine"
+  # mmcv's setup.py imports pkg_resources (gone from setuptools>=70) and is built
+  # without build isolation, so its build tools go into the venv itself. torch
+  # asks for setuptools>=77; the later installs below bring that back.
+  say "installing mmcv build requirements (setuptools<70, wheel, ninja, numpy)"
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" 'setuptools<70' wheel ninja numpy
+  SRC=$(mktemp -d)
+  trap 'rm -rf "$SRC"' EXIT
+  "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: \
+      "mmcv==$MMCV" -d "$SRC"
+  tar -xzf "$SRC"/mmcv-"$MMCV".tar.gz -C "$SRC"
+  # torch >= 2.14 headers need C++20; mmcv 2.1.0 hard-codes -std=c++17.
+  sed -i 's/-std=c++17/-std=c++20/g' "$SRC/mmcv-$MMCV/setup.py"
+  mkdir -p "$WHEEL_DIR"
+  start=$(date +%s)
+  # -v streams each compiler call, so the long build never looks hung.
+  MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" wheel -v --no-deps \
+      --no-build-isolation -w "$WHEEL_DIR" "$SRC/mmcv-$MMCV" 2>&1 |
+    grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error|Error|Successfully|Stored' || true
+  [ -n "$(mmcv_wheel)" ] || { say "mmcv build failed (no wheel in $WHEEL_DIR)"; exit 1; }
+  say "mmcv built in $(( $(date +%s) - start )) s: $(mmcv_wheel)"
+fi
+say "installing $(basename "$(mmcv_wheel)") from the cache"
+"${PIP[@]}" install -q --no-deps "$(mmcv_wheel)"
+
+say "installing mmengine, mmdet and mmdet_polyloss (editable, with test extras)"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" mmengine mmdet -e "$ROOT[test]"
+# mmcv's own runtime requirements (it was installed with --no-deps).
+"${PIP[@]}" install -q -c "$CONSTRAINTS" addict packaging Pillow pyyaml yapf opencv-python
+
+say "checking the install"
+"$VENV/bin/python" - <<'PY'
+import torch, torchvision, mmcv, mmengine, mmdet
+from mmcv.ops import nms  # needs the compiled ops
+import mmdet_polyloss
+print(f"[setup_env] torch {torch.__version__}, torchvision {torchvision.__version__}, "
+      f"mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmdet {mmdet.__version__}")
+PY
+echo "$STAMP_KEY" > "$STAMP"
+say "done: activate with 'source $VENV/bin/activate'"
