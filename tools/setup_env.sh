@@ -53,11 +53,12 @@ mmcv_wheel() { ls "$WHEEL_DIR"/mmcv-"$MMCV"-*.whl 2>/dev/null | head -n 1; }
 if [ -z "$(mmcv_wheel)" ]; then
   say "no cached mmcv $MMCV wheel for torch $TORCH in $WHEEL_DIR: building it from source"
   say "this compiles mmcv's C++ ops: about 14 minutes on 2 cores, once per machine"
-  # mmcv's setup.py imports pkg_resources (gone from setuptools>=70) and is built
-  # without build isolation, so its build tools go into the venv itself. torch
-  # asks for setuptools>=77; the later installs below bring that back.
+  # mmcv 2.1.0 is built without build isolation, so its build tools go into the
+  # venv itself, with the old setuptools its setup.py was written for. The
+  # install after the build restores the pinned one (torch needs >= 77).
   say "installing mmcv build requirements (setuptools<70, wheel, ninja, numpy)"
-  "${PIP[@]}" install -q -c "$CONSTRAINTS" 'setuptools<70' wheel ninja numpy
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" wheel ninja numpy
+  "${PIP[@]}" install -q 'setuptools<70'
   SRC=$(mktemp -d)
   trap 'rm -rf "$SRC"' EXIT
   "${PIP[@]}" download -q --no-deps --no-build-isolation --no-binary :all: \
@@ -70,7 +71,7 @@ if [ -z "$(mmcv_wheel)" ]; then
   # -v streams each compiler call, so the long build never looks hung.
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" wheel -v --no-deps \
       --no-build-isolation -w "$WHEEL_DIR" "$SRC/mmcv-$MMCV" 2>&1 |
-    grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error|Error|Successfully|Stored' || true
+    grep --line-buffered -E '\[[0-9]+/[0-9]+\]|error:|Error|Stored in' || true
   [ -n "$(mmcv_wheel)" ] || { say "mmcv build failed (no wheel in $WHEEL_DIR)"; exit 1; }
   say "mmcv built in $(( $(date +%s) - start )) s: $(mmcv_wheel)"
 fi
@@ -78,7 +79,7 @@ say "installing $(basename "$(mmcv_wheel)") from the cache"
 "${PIP[@]}" install -q --no-deps "$(mmcv_wheel)"
 
 say "installing mmengine, mmdet and mmdet_polyloss (editable, with test extras)"
-"${PIP[@]}" install -q -c "$CONSTRAINTS" mmengine mmdet -e "$ROOT[test]"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" setuptools mmengine mmdet -e "$ROOT[test]"
 # mmcv's own runtime requirements (it was installed with --no-deps).
 "${PIP[@]}" install -q -c "$CONSTRAINTS" addict packaging Pillow pyyaml yapf opencv-python
 

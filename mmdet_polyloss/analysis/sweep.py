@@ -1,0 +1,312 @@
+"""Compare the COCO results of an epsilon sweep: markdown table and plot.
+
+Each run is an mmengine work dir (``tools/train.py`` / ``tools/test.py``).
+Metrics come from the JSON files mmengine writes there:
+
+- ``<work_dir>/<timestamp>/vis_data/scalars.json`` (training; one line per
+  logged step, validation lines carry ``coco/bbox_mAP`` ...), and
+- ``<work_dir>/<timestamp>/<timestamp>.json`` (a ``tools/test.py`` run).
+
+The newest evaluation wins (timestamps sort; within a file, the last line).
+The loss (type, epsilon, alpha-weighted or not) is read from the config
+mmengine dumps into the work dir. CocoMetric logs recall (``AR@100`` ...) only
+when its ``metric_items`` ask for it; the demo configs do, mmdet's COCO
+configs do not (see docs/reproduction.md for the --cfg-options line). Missing
+figures show as ``n/a``.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+#: (column title, CocoMetric key suffix) in table order.
+METRICS: Tuple[Tuple[str, str], ...] = (
+    ('mAP', 'bbox_mAP'),
+    ('AP50', 'bbox_mAP_50'),
+    ('AP75', 'bbox_mAP_75'),
+    ('AP_s', 'bbox_mAP_s'),
+    ('AP_m', 'bbox_mAP_m'),
+    ('AP_l', 'bbox_mAP_l'),
+    ('AR@100', 'bbox_AR@100'),
+    ('AR_s', 'bbox_AR_s@1000'),
+    ('AR_m', 'bbox_AR_m@1000'),
+    ('AR_l', 'bbox_AR_l@1000'),
+)
+_TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
+
+
+class SweepReportError(ValueError):
+    """Bad input to the sweep report; the message names the culprit."""
+
+
+@dataclass
+class RunResult:
+    """One work dir: its loss settings and final COCO bbox metrics."""
+
+    name: str
+    work_dir: Path
+    loss_type: Optional[str]
+    epsilon: Optional[float]
+    alpha_weighted: Optional[bool]
+    metrics: Dict[str, float] = field(default_factory=dict)
+    source: str = ''
+
+    @property
+    def is_focal(self) -> bool:
+        """A plain focal loss, or Poly-1 at epsilon 0 (the same loss)."""
+        return self.loss_type == 'FocalLoss' or (
+            self.loss_type is not None and self.epsilon == 0.0)
+
+    @property
+    def loss_label(self) -> str:
+        """Short loss description for the table."""
+        if self.loss_type is None:
+            return '?'
+        if self.loss_type == 'FocalLoss':
+            return 'focal'
+        if self.epsilon is None:
+            return self.loss_type
+        label = f'poly-1 eps={self.epsilon:+g}'
+        return label if self.alpha_weighted is not False else (
+            label + ', no alpha_t')
+
+
+def _metric_key(key: str) -> Optional[str]:
+    """``'coco/bbox_mAP'`` -> ``'bbox_mAP'``; None if not a bbox metric."""
+    suffix = key.rsplit('/', 1)[-1]
+    return suffix if suffix.startswith('bbox_') else None
+
+
+def _read_json_records(path: Path) -> List[Dict[str, Any]]:
+    """The dict records of a JSON or JSON-lines file (bad lines skipped)."""
+    records = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _metric_files(work_dir: Path) -> List[Path]:
+    """JSON files that may hold metrics, oldest run first."""
+    files = []
+    for run_dir in sorted(p for p in work_dir.iterdir()
+                          if p.is_dir() and _TIMESTAMP.match(p.name)):
+        files.append(run_dir / 'vis_data' / 'scalars.json')
+        files.append(run_dir / f'{run_dir.name}.json')
+    return [f for f in files if f.is_file()]
+
+
+def read_metrics(work_dir: Path) -> Tuple[Dict[str, float], str]:
+    """The newest COCO bbox metrics in ``work_dir`` and the file they came from.
+
+    Values are as CocoMetric logs them (fractions in [0, 1]; -1 when COCO
+    has no objects of that size).
+    """
+    latest: Dict[str, float] = {}
+    source = ''
+    for path in _metric_files(work_dir):
+        for record in _read_json_records(path):
+            found = {
+                name: float(value)
+                for key, value in record.items()
+                if (name := _metric_key(key)) and isinstance(value, (int,
+                                                                    float))
+            }
+            if 'bbox_mAP' in found:
+                latest, source = found, str(path)
+    return latest, source
+
+
+def _find_loss_cls(node: Any) -> Optional[Dict[str, Any]]:
+    """The first ``loss_cls`` dict in a (nested) model config."""
+    if isinstance(node, dict):
+        if isinstance(node.get('loss_cls'), dict):
+            return node['loss_cls']
+        children = node.values()
+    elif isinstance(node, (list, tuple)):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _find_loss_cls(child)
+        if found is not None:
+            return found
+    return None
+
+
+def read_loss(work_dir: Path) -> Optional[Dict[str, Any]]:
+    """``loss_cls`` from the newest config mmengine dumped in ``work_dir``."""
+    from mmengine.config import Config
+    dumped = sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
+    if not dumped:
+        return None
+    cfg = Config.fromfile(str(dumped[-1]), import_custom_modules=False)
+    loss = _find_loss_cls(cfg.to_dict().get('model', {}))
+    return dict(loss) if loss is not None else None
+
+
+def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
+    """Read one run; raise :class:`SweepReportError` on unusable input."""
+    path = Path(work_dir)
+    if not path.is_dir():
+        raise SweepReportError(
+            f'work_dir {work_dir!r} does not exist or is not a directory')
+    metrics, source = read_metrics(path)
+    if not metrics:
+        raise SweepReportError(
+            f'work_dir {work_dir!r} holds no COCO bbox metrics (looked for '
+            "'bbox_mAP' in <timestamp>/vis_data/scalars.json and "
+            '<timestamp>/<timestamp>.json); train with validation or run '
+            'tools/test.py on it first')
+    loss = read_loss(path) or {}
+    loss_type = loss.get('type')
+    epsilon: Optional[float] = None
+    alpha_weighted: Optional[bool] = None
+    if loss_type == 'FocalLoss':
+        epsilon = 0.0
+    elif 'epsilon' in loss:
+        epsilon = float(loss['epsilon'])
+        alpha_weighted = bool(loss.get('alpha_weighted_poly', True))
+    elif loss_type == 'Poly1FocalLoss':  # the loss's own default
+        epsilon, alpha_weighted = 1.0, bool(
+            loss.get('alpha_weighted_poly', True))
+    return RunResult(
+        name=name or path.resolve().name,
+        work_dir=path,
+        loss_type=loss_type,
+        epsilon=epsilon,
+        alpha_weighted=alpha_weighted,
+        metrics=metrics,
+        source=source)
+
+
+def order_runs(runs: Sequence[RunResult],
+               baseline: Optional[str] = None) -> List[RunResult]:
+    """Baseline first, then by epsilon (unknown last), input order on ties.
+
+    The baseline is the run named ``baseline`` if given, else the first
+    focal-loss run, else the first run.
+    """
+    if not runs:
+        raise SweepReportError('work_dirs: no runs given')
+    if baseline is not None:
+        matches = [r for r in runs if baseline in (r.name, str(r.work_dir))]
+        if not matches:
+            names = ', '.join(r.name for r in runs)
+            raise SweepReportError(
+                f'--baseline {baseline!r} matches none of the runs ({names})')
+        base = matches[0]
+    else:
+        base = next((r for r in runs if r.is_focal), runs[0])
+    rest = [r for r in runs if r is not base]
+    rest.sort(key=lambda r: (r.epsilon is None, r.epsilon or 0.0))
+    return [base] + rest
+
+
+def _fmt(value: Optional[float]) -> str:
+    if value is None or value < 0:  # -1: COCO has no objects of that size
+        return 'n/a'
+    return f'{100 * value:.1f}'
+
+
+def _fmt_delta(value: Optional[float], base: Optional[float]) -> str:
+    text = _fmt(value)
+    if text == 'n/a' or base is None or base < 0:
+        return text
+    return f'{text} ({100 * (value - base):+.1f})'
+
+
+def markdown_table(runs: Sequence[RunResult]) -> str:
+    """Baseline row first, others with (delta) against it, in AP points."""
+    base = runs[0]
+    shown = [(title, key) for title, key in METRICS
+             if any(key in r.metrics for r in runs)]
+    header = ['run', 'loss'] + [title for title, _ in shown]
+    lines = [
+        '| ' + ' | '.join(header) + ' |',
+        '|' + '|'.join(['---'] * 2 + ['---:'] * len(shown)) + '|'
+    ]
+    for i, run in enumerate(runs):
+        name = f'{run.name} (baseline)' if i == 0 else run.name
+        cells = [name, run.loss_label]
+        for _, key in shown:
+            value = run.metrics.get(key)
+            cells.append(
+                _fmt(value) if i == 0 else _fmt_delta(value,
+                                                      base.metrics.get(key)))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
+    """PNG of AP (left) and AR@100 (right) against epsilon.
+
+    Alpha-weighted Poly-1 runs and focal runs (epsilon 0) form the line;
+    runs without alpha_t on the epsilon term are separate crosses; the
+    baseline is a dashed horizontal line.
+    """
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    base = runs[0]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, (title, key) in zip(axes, [('AP', 'bbox_mAP'),
+                                       ('AR@100', 'bbox_AR@100')]):
+        line = sorted((r.epsilon, 100 * r.metrics[key]) for r in runs
+                      if r.epsilon is not None and r.alpha_weighted is not
+                      False and r.metrics.get(key, -1) >= 0)
+        other = [(r.epsilon, 100 * r.metrics[key]) for r in runs
+                 if r.epsilon is not None and r.alpha_weighted is False and
+                 r.metrics.get(key, -1) >= 0]
+        if not line and not other:
+            ax.text(0.5, 0.5, f'{title} not logged', ha='center',
+                    va='center', transform=ax.transAxes)
+        if line:
+            ax.plot(*zip(*line), 'o-', color='tab:blue',
+                    label='Poly-1 (focal at eps=0)')
+        if other:
+            ax.plot(*zip(*other), 'x', color='tab:red', markersize=9,
+                    label='Poly-1, no alpha_t on eps term')
+        if base.metrics.get(key, -1) >= 0:
+            ax.axhline(100 * base.metrics[key], color='gray', ls='--', lw=1,
+                       label=f'baseline ({base.name})')
+        ax.set_xlabel('epsilon')
+        ax.set_ylabel(f'box {title} (%)')
+        ax.set_title(f'COCO box {title} vs epsilon')
+        ax.grid(alpha=0.3)
+        if line or other:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def build_report(work_dirs: Sequence[str],
+                 baseline: Optional[str] = None,
+                 out_png: Optional[str] = None,
+                 out_md: Optional[str] = None) -> str:
+    """Read the runs, write the optional PNG / markdown, return the table."""
+    if not work_dirs:
+        raise SweepReportError('work_dirs: give at least one work dir')
+    runs = order_runs([load_run(d) for d in work_dirs], baseline)
+    table = markdown_table(runs)
+    if out_png:
+        plot_sweep(runs, out_png)
+    if out_md:
+        Path(out_md).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_md).write_text(table + '\n')
+    return table
+

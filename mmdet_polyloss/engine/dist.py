@@ -1,0 +1,57 @@
+"""Run mmengine's ``pytorch`` launcher (torchrun) on machines without CUDA.
+
+mmengine 0.10 assumes one GPU per process under torchrun: ``init_dist`` calls
+``torch.cuda.set_device(LOCAL_RANK)`` before joining the process group with
+the config's backend (``nccl`` by default), and ``Runner.wrap_model`` passes
+``device_ids=[LOCAL_RANK]`` to DistributedDataParallel, which refuses a CPU
+module. Neither works without a GPU, so multi-process training could not be
+exercised (or used) on a CPU-only machine. :func:`setup_cpu_distributed`
+joins the process group over ``gloo`` itself (the Runner then skips its own
+``init_dist``) and asks for DDP without device ids. With CUDA present it does
+nothing: GPU runs take mmengine's usual path.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config
+
+_TORCHRUN_ENV = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR',
+                 'MASTER_PORT')
+
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
+    """Prepare ``cfg`` (and the process group) for a CPU torchrun launch.
+
+    Args:
+        cfg: The full config; ``env_cfg.dist_cfg.backend`` and
+            ``model_wrapper_cfg`` are updated in place.
+        launcher: The ``--launcher`` value.
+
+    Returns:
+        True if the CPU path was taken, False when nothing was changed
+        (another launcher, or CUDA is available).
+    """
+    if launcher != 'pytorch' or torch.cuda.is_available():
+        return False
+    missing = [key for key in _TORCHRUN_ENV if key not in os.environ]
+    if missing:
+        raise RuntimeError(
+            f'--launcher pytorch needs the torchrun environment, but '
+            f'{", ".join(missing)} is not set; start the tool with torchrun '
+            f'(tools/dist_train.sh) or use --launcher none')
+    cfg.setdefault('env_cfg', {})
+    cfg.env_cfg.setdefault('dist_cfg', {})
+    cfg.env_cfg.dist_cfg['backend'] = 'gloo'
+    if not torch_dist.is_initialized():
+        torch_dist.init_process_group(backend='gloo', init_method='env://')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters',
+                       cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None  # a CPU module: DDP takes no device ids
+    cfg.model_wrapper_cfg = wrapper
+    return True

@@ -1,0 +1,148 @@
+"""The registered modules: mmdet's FocalLoss at epsilon 0, the registry, errors."""
+import re
+
+import pytest
+import torch
+
+import mmdet_polyloss  # noqa: F401  (registers the losses)
+from loss_inputs import make_labels, make_logits, make_soft_targets
+from mmdet.models.losses import FocalLoss
+from mmdet.registry import MODELS
+from mmdet_polyloss import Poly1FocalLoss, PolyNFocalLoss
+from mmdet_polyloss.functional import poly_focal_loss
+
+N, C = 53, 7
+
+
+def _inputs(label_format: str, weight_kind: str, device: str):
+    """pred, target and weight for one of the label formats mmdet heads use."""
+    if label_format == 'index':
+        pred, target = make_logits(N, C), make_labels(N, C)
+    elif label_format == 'one_hot':
+        pred = make_logits(N, C)
+        target = torch.nn.functional.one_hot(make_labels(N, C), C + 1)[:, :C].float()
+    elif label_format == 'soft':
+        pred, target = make_logits(N, C), make_soft_targets((N, C))
+    else:  # dense map, as in some one-stage heads: (B, C, H, W)
+        pred = make_logits(2 * 4 * 5, C).reshape(2, C, 4, 5)
+        target = make_soft_targets((2, C, 4, 5))
+    weight = {'none': None,
+              'per_sample': torch.rand(pred.shape[0]),
+              'elementwise': torch.rand(pred.shape)}[weight_kind]
+    move = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return move(pred), move(target), move(weight)
+
+
+CASES = [(fmt, w) for fmt in ('index', 'one_hot', 'soft', 'dense_map')
+         for w in ('none', 'per_sample', 'elementwise')
+         if not (fmt == 'dense_map' and w == 'per_sample')]  # mmdet rejects that one
+
+
+@pytest.mark.parametrize('label_format,weight_kind', CASES)
+@pytest.mark.parametrize('reduction,avg_factor', [('mean', None), ('mean', 11.0),
+                                                  ('sum', None), ('none', None)])
+@pytest.mark.parametrize('activated', [False, True])
+def test_epsilon_zero_equals_mmdet_focal_loss(label_format, weight_kind, reduction, avg_factor,
+                                              activated, device):
+    if activated and label_format == 'index' and device == 'cuda':
+        pytest.skip('mmdet one-hot encodes on the device; same path as the CPU case')
+    pred, target, weight = _inputs(label_format, weight_kind, device)
+    if activated:
+        pred = torch.sigmoid(pred)
+    kwargs = dict(use_sigmoid=True, gamma=1.7, alpha=0.3, reduction=reduction,
+                  loss_weight=2.5, activated=activated)
+    ours_pred = pred.clone().requires_grad_()
+    theirs_pred = pred.clone().requires_grad_()
+    ours = Poly1FocalLoss(epsilon=0.0, **kwargs)(ours_pred, target, weight, avg_factor=avg_factor)
+    theirs = FocalLoss(**kwargs)(theirs_pred, target, weight, avg_factor=avg_factor)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    grad_out = torch.rand_like(ours)
+    ours.backward(grad_out)
+    theirs.backward(grad_out)
+    torch.testing.assert_close(ours_pred.grad, theirs_pred.grad, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('override', ['none', 'sum', 'mean'])
+def test_reduction_override_equals_mmdet(override):
+    pred, labels = make_logits(N, C), make_labels(N, C)
+    ours = Poly1FocalLoss(epsilon=0.0, reduction='mean')(pred, labels, reduction_override=override)
+    theirs = FocalLoss(reduction='mean')(pred, labels, reduction_override=override)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_module_applies_epsilon_and_loss_weight_last():
+    pred, labels = make_logits(N, C), make_labels(N, C)
+    weight = torch.rand(N)
+    module = Poly1FocalLoss(epsilon=-1.0, gamma=2.0, alpha=0.25, loss_weight=3.0)
+    want = 3.0 * poly_focal_loss(pred, labels, weight, epsilons=(-1.0,), avg_factor=9.0)
+    torch.testing.assert_close(module(pred, labels, weight, avg_factor=9.0), want)
+    assert module.epsilon == -1.0 and module.use_sigmoid is True
+
+
+def test_registry_builds_both_losses_with_their_arguments():
+    poly1 = MODELS.build(dict(type='Poly1FocalLoss', use_sigmoid=True, gamma=1.0, alpha=0.5,
+                              epsilon=-1.0, alpha_weighted_poly=False, loss_weight=2.0,
+                              allow_negative_loss=True))
+    assert type(poly1) is Poly1FocalLoss
+    assert (poly1.gamma, poly1.alpha, poly1.epsilons, poly1.alpha_weighted_poly,
+            poly1.loss_weight) == (1.0, 0.5, (-1.0,), False, 2.0)
+    polyn = MODELS.build(dict(type='PolyNFocalLoss', epsilons=[-1.0, 0.25]))
+    assert polyn.epsilons == (-1.0, 0.25)
+    pred, labels = make_logits(N, C), make_labels(N, C)
+    torch.testing.assert_close(
+        polyn(pred, labels),
+        poly_focal_loss(pred, labels, epsilons=(-1.0, 0.25)))
+
+
+def test_registration_needs_only_importing_the_plugin():
+    """What ``custom_imports=dict(imports=['mmdet_polyloss'])`` does, in a fresh
+    interpreter: the type resolves without importing mmdet.models first."""
+    import subprocess
+    import sys
+    code = ('import mmdet_polyloss\n'
+            'from mmdet.registry import MODELS\n'
+            'print(type(MODELS.build(dict(type="Poly1FocalLoss", epsilon=-1.0))).__name__)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'Poly1FocalLoss'
+
+
+def test_functional_module_works_without_mmdet():
+    """The math lives in a pure-torch module: it imports and runs with mmdet blocked."""
+    import subprocess
+    import sys
+    code = ('import sys\n'
+            'sys.modules["mmdet"] = None  # any import of mmdet now fails\n'
+            'import torch\n'
+            'from mmdet_polyloss.functional import poly1_focal_loss\n'
+            'loss = poly1_focal_loss(torch.zeros(2, 3), torch.tensor([0, 3]), epsilon=-1.0)\n'
+            'print(round(loss.item(), 6))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) > 0
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(use_sigmoid=False), 'Poly1FocalLoss is sigmoid-only, got use_sigmoid=False'),
+    (dict(gamma=-1.0), 'gamma must be >= 0.0, got -1.0'),
+    (dict(epsilon=-2.0), 'epsilon=-2.0 is below -1'),
+    (dict(reduction='batchmean'), "reduction must be one of ('none', 'mean', 'sum'), "
+                                  "got 'batchmean'"),
+    (dict(loss_weight=None), 'loss_weight must be a finite number, got None'),
+])
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Poly1FocalLoss(**kwargs)
+
+
+def test_bad_forward_arguments():
+    module = Poly1FocalLoss()
+    pred, labels = make_logits(N, C), make_labels(N, C)
+    with pytest.raises(ValueError, match=re.escape(
+            "reduction_override must be one of ('none', 'mean', 'sum'), got 'avg'")):
+        module(pred, labels, reduction_override='avg')
+    with pytest.raises(ValueError, match=re.escape(
+            "avg_factor=3.0 cannot be used with reduction_override='sum'")):
+        module(pred, labels, avg_factor=3.0, reduction_override='sum')
+    with pytest.raises(ValueError, match=re.escape(
+            f'target labels must be in [0, {C}] (num_classes={C} is background), got -1')):
+        module(pred, torch.full((N,), -1))
