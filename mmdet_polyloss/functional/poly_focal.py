@@ -26,6 +26,7 @@ from torch import Tensor
 
 from .checks import (check_epsilons, check_focal_params, check_inputs, check_real,
                      check_reduction, is_per_sample_weight)
+from .fused import FusedPolyFocalIndex, PolyParams
 
 AvgFactor = Optional[Union[float, Tensor]]
 
@@ -41,7 +42,8 @@ def poly_focal_loss(pred: Tensor,
                     activated: bool = False,
                     reduction: str = 'mean',
                     avg_factor: AvgFactor = None,
-                    allow_negative_loss: bool = False) -> Tensor:
+                    allow_negative_loss: bool = False,
+                    implementation: str = 'auto') -> Tensor:
     r"""Sigmoid Poly-N focal loss (see the module docstring for the formula).
 
     Args:
@@ -61,6 +63,10 @@ def poly_focal_loss(pred: Tensor,
         avg_factor: with 'mean', the sum is divided by ``avg_factor + eps``
             instead of the number of elements (mmdet's rule).
         allow_negative_loss: allow ``1/j + epsilons[j-1] < 0``.
+        implementation: 'auto' uses the fused analytic-gradient path
+            (:mod:`.fused`) for class-index targets with logits and a weight
+            that needs no gradient, and composed autograd ops otherwise;
+            'reference' always uses the composed ops.
 
     Returns:
         The loss, in float32 for half-precision ``pred`` (float64 stays
@@ -71,7 +77,20 @@ def poly_focal_loss(pred: Tensor,
     check_reduction(reduction, avg_factor)
     is_index = check_inputs(pred, target, weight, activated)
 
+    if implementation not in ('auto', 'reference'):
+        raise ValueError(
+            f"implementation must be 'auto' or 'reference', got {implementation!r}")
+
     compute_dtype = torch.promote_types(pred.dtype, torch.float32)
+    if (implementation == 'auto' and is_index and not activated
+            and (weight is None or not weight.requires_grad)):
+        params = PolyParams(epsilons, gamma, alpha, bool(alpha_weighted_poly))
+        if weight is not None:
+            weight = _broadcast_weight(weight, pred).to(compute_dtype)
+        loss = FusedPolyFocalIndex.apply(pred, target, weight, params, reduction != 'none')
+        return loss if reduction == 'none' else _scale_sum(loss, pred.numel(), reduction,
+                                                           avg_factor)
+
     pred = pred.to(compute_dtype)
     target = _dense_target(target, pred) if is_index else target.to(compute_dtype)
     loss = poly_focal_elementwise(pred, target, epsilons, gamma, alpha,
@@ -116,11 +135,16 @@ def weight_reduce(loss: Tensor, weight: Optional[Tensor], reduction: str,
         loss = loss * _broadcast_weight(weight, loss).to(loss.dtype)
     if reduction == 'none':
         return loss
+    return _scale_sum(loss.sum(), loss.numel(), reduction, avg_factor)
+
+
+def _scale_sum(total: Tensor, numel: int, reduction: str, avg_factor: AvgFactor) -> Tensor:
+    """'sum' or 'mean' (over ``numel``, or ``avg_factor + eps``) of a summed loss."""
     if reduction == 'sum':
-        return loss.sum()
+        return total
     if avg_factor is not None:
-        return loss.sum() / (avg_factor + torch.finfo(torch.float32).eps)
-    return loss.mean() if loss.numel() else loss.sum()
+        return total / (avg_factor + torch.finfo(torch.float32).eps)
+    return total / numel if numel else total
 
 
 def _polynomial(x: Tensor, coefficients: Sequence[float]) -> Tensor:
