@@ -1,0 +1,15 @@
+# Demo Poly-1: the same tiny RetinaNet and data as the focal demo, with the
+# Poly-1 focal loss at epsilon -1 (alpha-weighted epsilon term). Only
+# bbox_head.loss_cls differs from retinanet_tiny_fpn_focal_shapes.py.
+_base_ = './_base_/retinanet_tiny_fpn_shapes.py'
+
+model = dict(
+    bbox_head=dict(
+        loss_cls=dict(
+            type='Poly1FocalLoss',
+            use_sigmoid=True,
+            gamma=2.0,
+            alpha=0.25,
+            epsilon=-1.0,
+            alpha_weighted_poly=True,
+            loss_weight=1.0)))

@@ -1,0 +1,15 @@
+# FCOS R50-caffe-FPN GN-head 1x COCO, Poly-1 focal loss, epsilon = -1.
+#
+# mmdet's fcos_r50-caffe_fpn_gn-head_1x_coco.py with only the classification
+# loss replaced: Poly-1 focal with epsilon -1 (alpha-weighted epsilon term).
+# The merged loss_cls keeps mmdet's use_sigmoid, gamma, alpha and loss_weight.
+_base_ = 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py'
+
+custom_imports = dict(imports=['mmdet_polyloss'], allow_failed_imports=False)
+
+model = dict(
+    bbox_head=dict(
+        loss_cls=dict(
+            type='Poly1FocalLoss',
+            epsilon=-1.0,
+        )))

@@ -1,0 +1,5 @@
+# RetinaNet R50-FPN 1x COCO, focal-loss baseline (36.5 box AP in mmdet).
+#
+# mmdet's retinanet_r50_fpn_1x_coco.py unchanged (focal loss), re-exported so
+# the whole sweep lives in one folder and tools/sweep_report.py finds it.
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'

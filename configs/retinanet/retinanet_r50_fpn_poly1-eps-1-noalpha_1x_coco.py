@@ -1,0 +1,19 @@
+# RetinaNet R50-FPN 1x COCO, Poly-1 focal loss, epsilon = -1, epsilon term NOT
+# alpha-weighted.
+#
+# mmdet's retinanet_r50_fpn_1x_coco.py with only the classification loss
+# replaced: Poly-1 focal with epsilon -1 and alpha_weighted_poly=False, the
+# form most public ports use (FL + eps * (1 - pt)^(gamma+1)); see
+# docs/reproduction.md for why the default weights the epsilon term by alpha_t.
+# The merged loss_cls keeps mmdet's use_sigmoid, gamma, alpha and loss_weight.
+_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+
+custom_imports = dict(imports=['mmdet_polyloss'], allow_failed_imports=False)
+
+model = dict(
+    bbox_head=dict(
+        loss_cls=dict(
+            type='Poly1FocalLoss',
+            epsilon=-1.0,
+            alpha_weighted_poly=False,
+        )))

@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Generate the demo's synthetic COCO-format shapes dataset.
+
+    python tools/make_demo_data.py [OUT_DIR] [--seed N] [--num-train N] ...
+
+Default OUT_DIR: data/polyloss_shapes (where configs/demo/ look). Skips the
+work when OUT_DIR already holds the same dataset (same parameters); --force
+regenerates. See mmdet_polyloss/demo/synthetic.py.
+"""
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmdet_polyloss.demo.synthetic import main  # noqa: E402
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Compare the runs of an epsilon sweep: markdown table and AP/AR plot.
+
+    python tools/sweep_report.py WORK_DIR [WORK_DIR ...] [--baseline NAME]
+        [--out-png sweep.png] [--out-md sweep.md]
+
+Each WORK_DIR is a tools/train.py or tools/test.py work dir. The baseline
+(default: the focal-loss run) comes first; the other rows show the change
+against it in AP points. See mmdet_polyloss/analysis/sweep.py.
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmdet_polyloss.analysis.sweep import (SweepReportError,  # noqa: E402
+                                           build_report)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description='COCO bbox results of a sweep, baseline first')
+    parser.add_argument('work_dirs', nargs='+', metavar='WORK_DIR')
+    parser.add_argument(
+        '--baseline',
+        help='run name (work dir basename) or path to compare against '
+        '(default: the focal-loss run)')
+    parser.add_argument('--out-png', help='write the AP/AR vs epsilon plot')
+    parser.add_argument('--out-md', help='write the table to this file')
+    args = parser.parse_args(argv)
+    try:
+        table = build_report(args.work_dirs, args.baseline, args.out_png,
+                             args.out_md)
+    except SweepReportError as err:
+        parser.error(str(err))  # exits with status 2
+    print(table)
+    if args.out_png:
+        print(f'\nplot: {args.out_png}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,76 @@
+#!/usr/bin/env python
+"""Test (and evaluate) a detector checkpoint with MMDetection 3.x.
+
+Same command line as mmdet's ``tools/test.py``::
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out RESULTS.pkl]
+        [--show] [--show-dir DIR] [--wait-time SECONDS] [--tta]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Metrics are logged and written to ``<work-dir>/<timestamp>/<timestamp>.json``
+(what tools/sweep_report.py reads). The checkpoint is loaded with torch's
+weights-only unpickler plus an allow-list of mmengine's own types.
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import mmdet_polyloss  # noqa: E402,F401  (registers Poly1FocalLoss)
+from mmdet_polyloss.engine import cli  # noqa: E402
+from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals  # noqa: E402
+from mmdet_polyloss.engine.dist import setup_cpu_distributed  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description='Test (and evaluate) a detector')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--out', help='also dump the raw predictions to this .pkl file')
+    parser.add_argument(
+        '--show', action='store_true', help='show predictions in a window')
+    parser.add_argument(
+        '--show-dir',
+        help='save images with predictions drawn to '
+        '<work-dir>/<timestamp>/<show-dir>')
+    parser.add_argument(
+        '--wait-time', type=float, default=2,
+        help='seconds each image is shown with --show')
+    parser.add_argument(
+        '--tta', action='store_true',
+        help="test-time augmentation from the config's tta_model and "
+        'tta_pipeline')
+    cli.add_common_args(parser)
+    return cli.parse(parser, argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(
+            f'checkpoint: no such file: {args.checkpoint!r}')
+    cli.check_pickle_path(args.out)
+    cli.limit_dynamo_recompiles()
+    cfg = cli.load_config(args.config, args)
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        cli.enable_visualization(cfg, args.show, args.show_dir,
+                                 args.wait_time)
+    if args.tta:
+        cli.enable_tta(cfg)
+    setup_cpu_distributed(cfg, args.launcher)
+    runner = cli.build_runner(cfg)
+    if args.out is not None:
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(
+            DumpDetResults(out_file_path=args.out))
+    with mmengine_safe_globals():
+        runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Train a detector with MMDetection 3.x, with the Poly-1 losses registered.
+
+Same command line as mmdet's ``tools/train.py``::
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
+        [--resume [CHECKPOINT]] [--cfg-options KEY=VALUE ...]
+        [--launcher {none,pytorch,slurm,mpi}]
+
+``--resume`` alone continues from the latest checkpoint in the work dir;
+with a path, from that checkpoint. Checkpoints are loaded with torch's
+weights-only unpickler plus an allow-list of mmengine's own types (see
+mmdet_polyloss/engine/checkpoint.py). Under torchrun on a machine without
+CUDA the run uses the gloo backend (mmdet_polyloss/engine/dist.py).
+"""
+import argparse
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+# Run from a checkout without installing: make the package importable.
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+import mmdet_polyloss  # noqa: E402,F401  (registers Poly1FocalLoss)
+from mmdet_polyloss.engine import cli  # noqa: E402
+from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals  # noqa: E402
+from mmdet_polyloss.engine.dist import setup_cpu_distributed  # noqa: E402
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description='Train a detector')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='automatic mixed precision (AmpOptimWrapper, dynamic scale)')
+    parser.add_argument(
+        '--auto-scale-lr', action='store_true',
+        help='scale the lr to the actual total batch size '
+        '(config: auto_scale_lr.base_batch_size)')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint, or (no value) from the latest '
+        'one in the work dir')
+    cli.add_common_args(parser)
+    return cli.parse(parser, argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    cli.limit_dynamo_recompiles()
+    cfg = cli.load_config(args.config, args)
+    if args.amp:
+        cli.enable_amp(cfg)
+    if args.auto_scale_lr:
+        cli.enable_auto_scale_lr(cfg)
+    cli.apply_resume(cfg, args.resume)
+    setup_cpu_distributed(cfg, args.launcher)
+    runner = cli.build_runner(cfg)
+    with mmengine_safe_globals():
+        runner.train()
+
+
+if __name__ == '__main__':
+    main()
