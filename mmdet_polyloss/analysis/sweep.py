@@ -283,7 +283,7 @@ def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
                        label=f'baseline ({base.name})')
         ax.set_xlabel('epsilon')
         ax.set_ylabel(f'box {title} (%)')
-        ax.set_title(f'COCO box {title} vs epsilon')
+        ax.set_title(f'box {title} vs epsilon (COCO eval)')
         ax.grid(alpha=0.3)
         if line or other:
             ax.legend(fontsize=7)

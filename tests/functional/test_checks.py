@@ -19,6 +19,7 @@ LABELS = make_labels(6, 3)
     (dict(epsilon='1'), "epsilon must be a finite number, got '1'"),
     (dict(reduction='avg'), "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
     (dict(reduction='sum', avg_factor=4.0), "avg_factor=4.0 cannot be used with reduction='sum'"),
+    (dict(implementation='fast'), "implementation must be 'auto' or 'reference', got 'fast'"),
 ])
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):

@@ -80,19 +80,22 @@ def test_fused_all_background_and_all_positive_rows(device):
         torch.testing.assert_close(grad, want_grad)
 
 
-def test_fused_saves_only_its_inputs():
-    """Backward recomputes from logits + labels: nothing (N, C) but pred is kept."""
-    pred = make_logits(N, C).requires_grad_()
-    labels, weight = make_labels(N, C), torch.rand(N)
+def test_fused_saves_one_tensor_at_most_the_size_of_pred(device):
+    """No one-hot, alpha_t or p_t is kept: CPU keeps the precomputed gradient,
+    CUDA/Triton keeps only its inputs (the labels and a per-sample weight are N long)."""
+    pred = make_logits(N, C, device=device).requires_grad_()
+    labels, weight = make_labels(N, C, device=device), torch.rand(N, device=device)
     loss = poly_focal_loss(pred, labels, weight, epsilons=(-1.0,))
     node = loss.grad_fn
     while type(node).__name__ != 'FusedPolyFocalIndexBackward':
         node = node.next_functions[0][0]
     saved = node.saved_tensors
-    assert len(saved) == 3
-    assert saved[0] is pred or saved[0].data_ptr() == pred.data_ptr()
-    assert torch.equal(saved[1], labels)
-    assert saved[2].numel() == N  # the (N, 1) per-sample weight, not an (N, C) broadcast
+    big = [t for t in saved if t is not None and t.numel() > N]
+    assert len(big) == 1 and big[0].shape == pred.shape
+    if device == 'cpu':
+        assert len(saved) == 1  # the gradient itself
+    else:
+        assert saved[0].data_ptr() == pred.data_ptr() and torch.equal(saved[1], labels)
 
 
 def test_fused_path_is_taken_and_reference_is_not():

@@ -1,0 +1,92 @@
+"""Weights-only loading of mmengine checkpoints (mmdet_polyloss.engine)."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer, MessageHub
+
+from mmdet_polyloss.engine.checkpoint import (history_buffer_getattr,
+                                              mmengine_safe_globals)
+
+needs_allow_list_api = pytest.mark.skipif(
+    not hasattr(torch.serialization, 'safe_globals'),
+    reason='torch < 2.4 has no weights-only allow-list')
+
+
+def _mmengine_like_checkpoint() -> dict:
+    """What mmengine's Runner.save_checkpoint writes, minus the model size."""
+    hub = MessageHub.get_instance('test_engine_checkpoint')
+    for step in range(3):
+        hub.update_scalar('train/loss', 1.0 / (step + 1))
+        hub.update_scalar('train/lr', 0.01)
+    hub.update_info('epoch', 1)
+    hub.update_info('best_score', np.float64(0.25))  # a numpy scalar
+    return dict(
+        meta=dict(epoch=1, iter=3, seed=0, cfg='model = dict()',
+                  dataset_meta=dict(classes=('a', 'b'),
+                                    palette=[(1, 2, 3)])),
+        state_dict={'w': torch.ones(2, 2)},
+        message_hub=hub.state_dict(),
+        optimizer=dict(state={}, param_groups=[dict(lr=0.01, params=[0])]))
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    path = tmp_path / 'epoch_1.pth'
+    torch.save(_mmengine_like_checkpoint(), path)
+    return path
+
+
+@needs_allow_list_api
+def test_default_weights_only_load_refuses_it(checkpoint):
+    """The bug being fixed: torch >= 2.6 refuses mmengine's checkpoints."""
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
+        torch.load(checkpoint)
+
+
+@needs_allow_list_api
+def test_safe_globals_load_it_with_weights_only(checkpoint):
+    with mmengine_safe_globals():
+        ckpt = torch.load(checkpoint, weights_only=True)
+    buf = ckpt['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buf, HistoryBuffer)
+    np.testing.assert_allclose(buf.data[0], [1.0, 0.5, 1.0 / 3])
+    assert buf.mean() == pytest.approx((1.0 + 0.5 + 1.0 / 3) / 3)
+    assert ckpt['message_hub']['runtime_info']['best_score'] == 0.25
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2, 2))
+    # The allow-list is scoped: outside the context the default is back.
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(checkpoint)
+
+
+class _RunsCode:
+    """A pickle that would run a shell command when unpickled."""
+
+    def __reduce__(self):
+        return (os.system, ('echo pwned',))
+
+
+@needs_allow_list_api
+def test_arbitrary_code_stays_refused(tmp_path):
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {}, 'x': _RunsCode()}, path)
+    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
+@needs_allow_list_api
+def test_object_arrays_stay_refused(tmp_path):
+    path = tmp_path / 'objects.pth'
+    torch.save({'x': np.array([{'a': 1}], dtype=object)}, path)
+    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError):
+        torch.load(path)
+
+
+def test_getattr_stand_in_resolves_only_statistics():
+    assert history_buffer_getattr(HistoryBuffer, 'mean') is HistoryBuffer.mean
+    with pytest.raises(pickle.UnpicklingError, match='__init__'):
+        history_buffer_getattr(HistoryBuffer, '__init__')
+    with pytest.raises(pickle.UnpicklingError, match='system'):
+        history_buffer_getattr(os, 'system')

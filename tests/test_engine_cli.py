@@ -1,0 +1,146 @@
+"""Flag handling behind tools/train.py and tools/test.py (no training)."""
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+from mmengine.config import Config
+
+from mmdet_polyloss.engine import cli
+from mmdet_polyloss.engine.dist import setup_cpu_distributed
+
+ROOT = Path(__file__).resolve().parents[1]
+COCO_POLY = ROOT / 'configs/retinanet/retinanet_r50_fpn_poly1-eps-1_1x_coco.py'
+DEMO = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
+
+
+def _load_tool(name: str):
+    """Import tools/<name>.py under a private name (tools/ is no package)."""
+    spec = importlib.util.spec_from_file_location(f'_polyloss_tool_{name}',
+                                                  ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_tool = _load_tool('train')
+test_tool = _load_tool('test')
+
+
+def _args(**kwargs) -> argparse.Namespace:
+    base = dict(work_dir=None, cfg_options=None, launcher='none')
+    base.update(kwargs)
+    return argparse.Namespace(**base)
+
+
+def test_train_cli_matches_mmdet():
+    args = train_tool.parse_args([
+        str(DEMO), '--work-dir', 'w', '--amp', '--auto-scale-lr', '--resume',
+        '--cfg-options', 'train_cfg.max_epochs=3', 'a.b=[1,2]', '--launcher',
+        'pytorch'
+    ])
+    assert args.resume == 'auto'  # bare --resume
+    assert args.amp and args.auto_scale_lr
+    assert args.cfg_options == {'train_cfg.max_epochs': 3, 'a.b': [1, 2]}
+    assert args.launcher == 'pytorch'
+    assert train_tool.parse_args([str(DEMO), '--resume',
+                                  'x.pth']).resume == 'x.pth'
+    assert train_tool.parse_args([str(DEMO)]).resume is None
+
+
+def test_test_cli_matches_mmdet():
+    args = test_tool.parse_args([
+        str(DEMO), 'ckpt.pth', '--out', 'r.pkl', '--show-dir', 'vis',
+        '--work-dir', 'w', '--launcher', 'slurm'
+    ])
+    assert (args.checkpoint, args.out, args.show_dir, args.launcher) == (
+        'ckpt.pth', 'r.pkl', 'vis', 'slurm')
+
+
+def test_work_dir_priority(tmp_path):
+    cfg = cli.load_config(str(DEMO), _args())
+    assert cfg.work_dir == os.path.join('./work_dirs',
+                                        'retinanet_tiny_fpn_focal_shapes')
+    cfg = cli.load_config(str(DEMO), _args(work_dir=str(tmp_path)))
+    assert cfg.work_dir == str(tmp_path)
+    cfg = cli.load_config(
+        str(DEMO),
+        _args(cfg_options={'work_dir': 'from_cfg', 'train_cfg.max_epochs': 2}))
+    assert cfg.work_dir == 'from_cfg'
+    assert cfg.train_cfg.max_epochs == 2
+
+
+def test_missing_config_names_it():
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        cli.load_config('nope.py', _args())
+
+
+def test_amp_and_auto_scale_lr_edit_the_config():
+    cfg = Config.fromfile(str(COCO_POLY))
+    assert cfg.auto_scale_lr.enable is False
+    cli.enable_amp(cfg)
+    cli.enable_auto_scale_lr(cfg)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.optim_wrapper.loss_scale == 'dynamic'
+    assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
+
+
+def test_auto_scale_lr_without_base_batch_size_is_an_error():
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
+    with pytest.raises(KeyError, match='--auto-scale-lr'):
+        cli.enable_auto_scale_lr(cfg)
+
+
+def test_resume(tmp_path):
+    cfg = Config(dict(load_from='pretrained.pth'))
+    cli.apply_resume(cfg, None)
+    assert 'resume' not in cfg and cfg.load_from == 'pretrained.pth'
+    cli.apply_resume(cfg, 'auto')
+    assert cfg.resume is True and cfg.load_from is None
+    ckpt = tmp_path / 'epoch_3.pth'
+    ckpt.write_bytes(b'')
+    cli.apply_resume(cfg, str(ckpt))
+    assert cfg.resume is True and cfg.load_from == str(ckpt)
+    with pytest.raises(FileNotFoundError, match="--resume.*missing.pth"):
+        cli.apply_resume(cfg, str(tmp_path / 'missing.pth'))
+
+
+def test_show_dir_turns_on_drawing():
+    cfg = Config.fromfile(str(DEMO))
+    cli.enable_visualization(cfg, show=False, show_dir='vis', wait_time=1)
+    hook = cfg.default_hooks.visualization
+    assert hook.draw is True and hook.test_out_dir == 'vis'
+    assert not hook.get('show', False)
+
+
+def test_out_must_be_a_pickle():
+    cli.check_pickle_path(None)
+    cli.check_pickle_path('results.pkl')
+    with pytest.raises(ValueError, match="--out.*results.json"):
+        cli.check_pickle_path('results.json')
+
+
+def test_tta_needs_the_configs_tta_settings():
+    cfg = Config.fromfile(str(COCO_POLY))  # retinanet ships retinanet_tta.py
+    cli.enable_tta(cfg)
+    assert cfg.model.type == 'DetTTAModel'
+    assert cfg.model.module.bbox_head.loss_cls.type == 'Poly1FocalLoss'
+    with pytest.raises(KeyError, match='--tta'):
+        cli.enable_tta(Config.fromfile(str(DEMO)))
+
+
+def test_cpu_distributed_is_a_no_op_without_torchrun_launcher():
+    cfg = Config.fromfile(str(DEMO))
+    assert setup_cpu_distributed(cfg, 'none') is False
+    assert 'model_wrapper_cfg' not in cfg
+
+
+def test_cpu_distributed_needs_the_torchrun_environment(monkeypatch):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('with CUDA the GPU path is used')
+    monkeypatch.delenv('MASTER_PORT', raising=False)
+    cfg = Config.fromfile(str(DEMO))
+    with pytest.raises(RuntimeError, match='MASTER_PORT'):
+        setup_cpu_distributed(cfg, 'pytorch')

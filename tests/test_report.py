@@ -1,0 +1,153 @@
+"""The sweep report (mmdet_polyloss.analysis.sweep, tools/sweep_report.py)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, Optional
+
+import pytest
+from PIL import Image
+
+from mmdet_polyloss.analysis.sweep import (SweepReportError, build_report,
+                                           load_run)
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / 'tools' / 'sweep_report.py'
+
+
+def _metrics(ap: float, ar: Optional[float] = None) -> Dict[str, float]:
+    out = {
+        'coco/bbox_mAP': ap,
+        'coco/bbox_mAP_50': ap + 0.2,
+        'coco/bbox_mAP_75': ap - 0.05,
+        'coco/bbox_mAP_s': ap - 0.1,
+        'coco/bbox_mAP_m': ap,
+        'coco/bbox_mAP_l': -1.0,  # no large objects
+    }
+    if ar is not None:
+        out['coco/bbox_AR@100'] = ar
+    return out
+
+
+def make_run(root: Path, name: str, loss: str, ap: float,
+             ar: Optional[float] = None, stale_ap: Optional[float] = None,
+             test_ap: Optional[float] = None) -> Path:
+    """A work dir laid out as mmengine writes it."""
+    work = root / name
+    run = work / '20260101_120000'
+    (run / 'vis_data').mkdir(parents=True)
+    lines = [dict(loss=1.0, step=10)]
+    if stale_ap is not None:
+        lines.append(dict(_metrics(stale_ap, ar), step=1))
+    lines.append(dict(_metrics(ap, ar), step=2))
+    (run / 'vis_data' / 'scalars.json').write_text(
+        '\n'.join(json.dumps(line) for line in lines) + '\n')
+    if test_ap is not None:  # a later tools/test.py run
+        test = work / '20260102_090000'
+        test.mkdir()
+        (test / f'{test.name}.json').write_text(
+            json.dumps(_metrics(test_ap, ar)))
+    (work / f'{name}.py').write_text(
+        f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={loss}))\n')
+    return work
+
+
+FOCAL = 'dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25)'
+
+
+def poly(eps: float, weighted: bool = True) -> str:
+    return (f'dict(type="Poly1FocalLoss", epsilon={eps}, '
+            f'alpha_weighted_poly={weighted})')
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Dict[str, Path]:
+    return {
+        'p1': make_run(tmp_path, 'eps+1', poly(1.0), 0.340, 0.50),
+        'm1': make_run(tmp_path, 'eps-1', poly(-1.0), 0.372, 0.53,
+                       stale_ap=0.1),
+        'base': make_run(tmp_path, 'focal', FOCAL, 0.365, 0.52),
+        'noalpha': make_run(tmp_path, 'eps-1-noalpha', poly(-1.0, False),
+                            0.300, 0.45),
+        'm05': make_run(tmp_path, 'eps-0.5', poly(-0.5), 0.368, None),
+    }
+
+
+def test_table_baseline_first_then_by_epsilon_with_deltas(sweep, tmp_path):
+    table = build_report([str(p) for p in sweep.values()],
+                         out_md=str(tmp_path / 'sweep.md'))
+    rows = table.splitlines()
+    assert rows[0].startswith('| run | loss | mAP | AP50 | AP75 | AP_s')
+    assert 'AR@100' in rows[0]
+    names = [row.split('|')[1].strip() for row in rows[2:]]
+    assert names == [
+        'focal (baseline)', 'eps-1', 'eps-1-noalpha', 'eps-0.5', 'eps+1'
+    ]
+    base, m1 = rows[2].split('|'), rows[3].split('|')
+    assert base[3].strip() == '36.5' and base[9].strip() == 'n/a'  # AP_l -1
+    # The newest evaluation (step 2), not the stale one, with its delta.
+    assert m1[3].strip() == '37.2 (+0.7)'
+    assert m1[4].strip() == '57.2 (+0.7)'
+    assert m1[10].strip() == '53.0 (+1.0)'
+    assert 'no alpha_t' in rows[4]
+    assert rows[5].split('|')[10].strip() == 'n/a'  # AR not logged there
+    assert (tmp_path / 'sweep.md').read_text().strip() == table
+
+
+def test_test_run_after_training_wins(tmp_path):
+    run = make_run(tmp_path, 'r', FOCAL, 0.30, test_ap=0.31)
+    result = load_run(str(run))
+    assert result.metrics['bbox_mAP'] == 0.31
+    assert result.source.endswith('20260102_090000.json')
+    assert (result.loss_type, result.epsilon) == ('FocalLoss', 0.0)
+
+
+def test_explicit_baseline(sweep):
+    table = build_report([str(sweep['base']), str(sweep['m1'])],
+                         baseline='eps-1')
+    rows = table.splitlines()
+    assert rows[2].startswith('| eps-1 (baseline)')
+    assert '36.5 (-0.7)' in rows[3]
+
+
+def test_png_plot(sweep, tmp_path):
+    png = tmp_path / 'plots' / 'sweep.png'
+    build_report([str(p) for p in sweep.values()], out_png=str(png))
+    with Image.open(png) as im:
+        assert im.format == 'PNG'
+        assert im.size[0] > 600 and im.size[1] > 300
+        # Not a blank canvas: lines and markers were drawn.
+        assert len(im.convert('RGB').getcolors(maxcolors=100000)) > 50
+
+
+def test_missing_work_dir_is_named(tmp_path):
+    with pytest.raises(SweepReportError, match='nowhere'):
+        build_report([str(tmp_path / 'nowhere')])
+
+
+def test_work_dir_without_metrics_is_named(tmp_path):
+    work = tmp_path / 'untrained'
+    (work / '20260101_120000' / 'vis_data').mkdir(parents=True)
+    (work / '20260101_120000' / 'vis_data' / 'scalars.json').write_text(
+        json.dumps(dict(loss=1.0, step=1)) + '\n')
+    with pytest.raises(SweepReportError, match='untrained.*no COCO bbox'):
+        build_report([str(work)])
+
+
+def test_unknown_baseline_is_named(sweep):
+    with pytest.raises(SweepReportError, match="--baseline 'nope'"):
+        build_report([str(sweep['base'])], baseline='nope')
+
+
+def test_command_line(sweep, tmp_path):
+    png = tmp_path / 'cli.png'
+    ok = subprocess.run(
+        [sys.executable, str(TOOL), str(sweep['m1']), str(sweep['base']),
+         '--out-png', str(png)], capture_output=True, text=True, check=True)
+    assert ok.stdout.splitlines()[2].startswith('| focal (baseline)')
+    assert png.is_file()
+    bad = subprocess.run(
+        [sys.executable, str(TOOL), str(tmp_path / 'missing')],
+        capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "work_dir '" in bad.stderr and 'missing' in bad.stderr
