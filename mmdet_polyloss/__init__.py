@@ -1,13 +1,16 @@
-"""Poly-1 / Poly-N focal losses (Leng et al., ICLR 2022) for MMDetection 3.x.
+"""Poly-1 / Poly-N focal and Poly-1 cross-entropy losses (Leng et al., ICLR 2022)
+for MMDetection 3.x.
 
 ``import mmdet_polyloss`` (or ``custom_imports=dict(imports=['mmdet_polyloss'])``
 in a config) registers the losses in ``mmdet.registry.MODELS``. Without mmdet
 installed, the pure-PyTorch API in :mod:`mmdet_polyloss.functional` still works.
 """
-from .functional import poly1_focal_loss, poly_focal_loss
+from .functional import (poly1_binary_cross_entropy, poly1_cross_entropy, poly1_focal_loss,
+                         poly_focal_loss)
 
 __version__ = '0.1.0'
-__all__ = ['poly_focal_loss', 'poly1_focal_loss', '__version__']
+__all__ = ['poly_focal_loss', 'poly1_focal_loss', 'poly1_cross_entropy',
+           'poly1_binary_cross_entropy', '__version__']
 
 try:
     import mmdet  # noqa: F401
@@ -15,5 +18,6 @@ except ModuleNotFoundError as err:
     if err.name != 'mmdet':  # mmdet is installed but broken: say so
         raise
 else:
-    from .losses import Poly1FocalLoss, PolyNFocalLoss  # noqa: F401  (registers them)
-    __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss']
+    from .losses import (Poly1CrossEntropyLoss, Poly1FocalLoss,  # noqa: F401 (registers)
+                         PolyNFocalLoss)
+    __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss']

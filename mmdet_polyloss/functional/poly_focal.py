@@ -86,7 +86,7 @@ def poly_focal_loss(pred: Tensor,
             and (weight is None or not weight.requires_grad)):
         params = PolyParams(epsilons, gamma, alpha, bool(alpha_weighted_poly))
         if weight is not None:
-            weight = _broadcast_weight(weight, pred).to(compute_dtype)
+            weight = broadcast_weight(weight, pred).to(compute_dtype)
         loss = FusedPolyFocalIndex.apply(pred, target, weight, params, reduction != 'none')
         return loss if reduction == 'none' else _scale_sum(loss, pred.numel(), reduction,
                                                            avg_factor)
@@ -132,7 +132,7 @@ def weight_reduce(loss: Tensor, weight: Optional[Tensor], reduction: str,
     Unlike mmdet, a 'mean' over zero elements is 0 (with a gradient), not NaN.
     """
     if weight is not None:
-        loss = loss * _broadcast_weight(weight, loss).to(loss.dtype)
+        loss = loss * broadcast_weight(weight, loss).to(loss.dtype)
     if reduction == 'none':
         return loss
     return _scale_sum(loss.sum(), loss.numel(), reduction, avg_factor)
@@ -161,7 +161,8 @@ def _dense_target(labels: Tensor, pred: Tensor) -> Tensor:
     return F.one_hot(labels.long(), num_classes + 1)[:, :num_classes].to(pred.dtype)
 
 
-def _broadcast_weight(weight: Tensor, loss: Tensor) -> Tensor:
+def broadcast_weight(weight: Tensor, loss: Tensor) -> Tensor:
+    """``weight`` (validated by check_weight_shape) shaped to multiply ``loss``."""
     if weight.shape == loss.shape:
         return weight
     if is_per_sample_weight(weight, loss):
