@@ -17,8 +17,8 @@ DEMO = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
 
 def _load_tool(name: str):
     """Import tools/<name>.py under a private name (tools/ is no package)."""
-    spec = importlib.util.spec_from_file_location(f'_polyloss_tool_{name}',
-                                                  ROOT / 'tools' / f'{name}.py')
+    spec = importlib.util.spec_from_file_location(
+        f'_polyloss_tool_{name}', ROOT / 'tools' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

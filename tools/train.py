@@ -23,7 +23,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmdet_polyloss  # noqa: E402,F401  (registers Poly1FocalLoss)
 from mmdet_polyloss.engine import cli  # noqa: E402
-from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals  # noqa: E402
+from mmdet_polyloss.engine.checkpoint import \
+    mmengine_safe_globals  # noqa: E402
 from mmdet_polyloss.engine.dist import setup_cpu_distributed  # noqa: E402
 
 

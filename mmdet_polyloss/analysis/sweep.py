@@ -107,7 +107,7 @@ def _metric_files(work_dir: Path) -> List[Path]:
 
 
 def read_metrics(work_dir: Path) -> Tuple[Dict[str, float], str]:
-    """The newest COCO bbox metrics in ``work_dir`` and the file they came from.
+    """The newest COCO bbox metrics in ``work_dir`` and their source file.
 
     Values are as CocoMetric logs them (fractions in [0, 1]; -1 when COCO
     has no objects of that size).

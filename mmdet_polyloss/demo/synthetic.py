@@ -1,4 +1,4 @@
-"""A small COCO-format detection dataset of drawn shapes, generated from a seed.
+"""A small COCO-format detection dataset of drawn shapes, made from a seed.
 
 The demo needs a detection task a CPU can learn in minutes, on which the
 classification loss still matters. Each image holds one to six filled shapes
@@ -110,8 +110,8 @@ def _shape_polygon(label: str, cx: float, cy: float, w: float, h: float,
     else:
         raise ValueError(f'label {label!r} is not a polygon shape')
     cos, sin = math.cos(angle), math.sin(angle)
-    return [(cx + (x * cos - y * sin) * w / 2, cy + (x * sin + y * cos) * h / 2)
-            for x, y in pts]
+    return [(cx + (x * cos - y * sin) * w / 2,
+             cy + (x * sin + y * cos) * h / 2) for x, y in pts]
 
 
 def _draw_mask(label: str, size: int, cx: float, cy: float, w: float,

@@ -36,7 +36,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def export_local_rank(args: argparse.Namespace) -> None:
-    """Make LOCAL_RANK visible to mmengine when a launcher passed it as a flag."""
+    """Give mmengine LOCAL_RANK when a launcher passed it as a flag."""
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
 
 

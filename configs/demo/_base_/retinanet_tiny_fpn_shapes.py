@@ -175,7 +175,8 @@ auto_scale_lr = dict(enable=False, base_batch_size=8)
 
 # ---------------------------------------------------------------- runtime
 # A fixed seed: both demo runs see the same initialisation and batch order,
-# so the comparison isolates the loss (CPU runs repeat closely, not bit-exactly).
+# so the comparison isolates the loss (CPU reruns agree closely, though not
+# bit for bit).
 randomness = dict(seed=0)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
