@@ -2,7 +2,7 @@
 import copy
 import re
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 import pytest
 from mmengine.config import Config
@@ -23,6 +23,9 @@ BASELINE_COCO_CONFIGS = [p for p in COCO_CONFIGS if 'poly1' not in p.name]
 DEMO_FOCAL = CONFIG_DIR / 'demo' / 'retinanet_tiny_fpn_focal_shapes.py'
 DEMO_POLY = CONFIG_DIR / 'demo' / 'retinanet_tiny_fpn_poly1-eps-1_shapes.py'
 CUSTOM_IMPORTS = dict(imports=['mmdet_polyloss'], allow_failed_imports=False)
+#: mmdet's classification loss -> the Poly-1 loss a config swaps in for it.
+POLY_OF = {'FocalLoss': 'Poly1FocalLoss',
+           'CrossEntropyLoss': 'Poly1CrossEntropyLoss'}
 
 
 def _ids(paths):
@@ -34,6 +37,20 @@ def _mmdet_base(path: Path) -> Path:
     match = re.search(r"_base_ = 'mmdet::([^']+)'", path.read_text())
     assert match, f'{path} does not inherit an mmdet:: config'
     return MMDET_CONFIGS / match.group(1)
+
+
+def _classifier_path(model: Dict[str, Any]) -> Tuple[str, ...]:
+    """Where the box classifier's loss sits: the RoI head's bbox head in
+    two-stage models, else the dense head."""
+    if 'roi_head' in model:
+        return ('roi_head', 'bbox_head', 'loss_cls')
+    return ('bbox_head', 'loss_cls')
+
+
+def _get(node: Any, path: Tuple[str, ...]) -> Any:
+    for key in path:
+        node = node[key]
+    return node
 
 
 def _strip_mmdet_scope(node: Any) -> Any:
@@ -69,6 +86,10 @@ def test_expected_sweep_is_present():
         'fcos_r50-caffe_fpn_gn-head_poly1-eps-1_1x_coco.py',
         'atss_r50_fpn_1x_coco.py',
         'atss_r50_fpn_poly1-eps-1_1x_coco.py',
+        'mask-rcnn_r50_fpn_1x_coco.py',
+        'mask-rcnn_r50_fpn_poly1-eps-1_1x_coco.py',
+        'faster-rcnn_r50_fpn_1x_coco.py',
+        'faster-rcnn_r50_fpn_poly1-eps-1_1x_coco.py',
     }
 
 
@@ -77,20 +98,20 @@ def test_expected_sweep_is_present():
 def test_poly_config_equals_mmdet_but_for_the_loss(path: Path):
     ours = _resolved(path)
     theirs = _resolved(_mmdet_base(path))
+    slot = _classifier_path(theirs['model'])
     # The loss: mmdet's loss_cls with the type swapped and epsilon added.
     eps = float(re.search(r'poly1-eps([+-][0-9.]+?)(-noalpha)?_', path.name)
                 .group(1))
-    weighted = '-noalpha' not in path.name
-    expected_loss = dict(theirs['model']['bbox_head']['loss_cls'],
-                         type='Poly1FocalLoss', epsilon=eps)
-    if not weighted:
+    mmdet_loss = _get(theirs['model'], slot)
+    expected_loss = dict(mmdet_loss, type=POLY_OF[mmdet_loss['type']],
+                         epsilon=eps)
+    if '-noalpha' in path.name:
         expected_loss['alpha_weighted_poly'] = False
-    assert theirs['model']['bbox_head']['loss_cls']['type'] == 'FocalLoss'
-    assert ours['model']['bbox_head']['loss_cls'] == expected_loss
+    assert _get(ours['model'], slot) == expected_loss
     assert ours['custom_imports'] == CUSTOM_IMPORTS
     # Everything else: identical to mmdet's resolved config.
     for cfg in (ours, theirs):
-        del cfg['model']['bbox_head']['loss_cls']
+        del _get(cfg['model'], slot[:-1])[slot[-1]]
     ours.pop('custom_imports')
     assert ours == theirs
 
@@ -98,9 +119,10 @@ def test_poly_config_equals_mmdet_but_for_the_loss(path: Path):
 @pytest.mark.parametrize(
     'path', BASELINE_COCO_CONFIGS, ids=_ids(BASELINE_COCO_CONFIGS))
 def test_baseline_config_is_mmdet_unchanged(path: Path):
-    assert _resolved(path) == _resolved(_mmdet_base(path))
-    assert _resolved(path)['model']['bbox_head']['loss_cls'][
-        'type'] == 'FocalLoss'
+    ours = _resolved(path)
+    assert ours == _resolved(_mmdet_base(path))
+    assert _get(ours['model'], _classifier_path(ours['model']))['type'] \
+        in POLY_OF
 
 
 def test_coco_retinanet_schedule_is_the_papers_baseline():
@@ -141,15 +163,25 @@ def test_demo_config_is_small_and_untrained():
 def test_config_builds_its_model(path: Path):
     register_all_modules()
     cfg = Config.fromfile(str(path))
-    model_cfg = copy.deepcopy(cfg.model)
-    model = MODELS.build(model_cfg)
-    loss_cfg = cfg.model.bbox_head.loss_cls
-    loss = model.bbox_head.loss_cls
+    model = MODELS.build(copy.deepcopy(cfg.model))
+    slot = _classifier_path(cfg.model)
+    loss_cfg = _get(cfg.model, slot)
+    loss = model
+    for name in slot:
+        loss = getattr(loss, name)
     assert type(loss).__name__ == loss_cfg.type
-    assert (loss.gamma, loss.alpha) == (loss_cfg.gamma, loss_cfg.alpha)
-    if loss_cfg.type == 'Poly1FocalLoss':
+    assert loss.use_sigmoid == loss_cfg.use_sigmoid
+    if loss_cfg.type.startswith('Poly1'):
         assert loss.epsilon == loss_cfg.epsilon
+    if loss_cfg.type == 'Poly1FocalLoss':
         assert loss.alpha_weighted_poly == loss_cfg.get(
             'alpha_weighted_poly', True)
-    # Sigmoid classification: one output channel per class, no background.
-    assert model.bbox_head.cls_out_channels == cfg.model.bbox_head.num_classes
+    if 'Focal' in loss_cfg.type:
+        assert (loss.gamma, loss.alpha) == (loss_cfg.gamma, loss_cfg.alpha)
+        # Sigmoid classification: one channel per class, no background.
+        assert model.bbox_head.cls_out_channels == \
+            cfg.model.bbox_head.num_classes
+    else:
+        # Softmax RoI classifier: the classes plus background.
+        head = model.roi_head.bbox_head
+        assert head.fc_cls.out_features == head.num_classes + 1

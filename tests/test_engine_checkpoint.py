@@ -1,6 +1,7 @@
 """Weights-only loading of mmengine checkpoints (mmdet_polyloss.engine)."""
 import os
 import pickle
+import uuid
 
 import numpy as np
 import pytest
@@ -17,7 +18,8 @@ needs_allow_list_api = pytest.mark.skipif(
 
 def _mmengine_like_checkpoint() -> dict:
     """What mmengine's Runner.save_checkpoint writes, minus the model size."""
-    hub = MessageHub.get_instance('test_engine_checkpoint')
+    # A fresh hub each call (instances are global by name).
+    hub = MessageHub.get_instance(f'test_engine_checkpoint_{uuid.uuid4().hex}')
     for step in range(3):
         hub.update_scalar('train/loss', 1.0 / (step + 1))
         hub.update_scalar('train/lr', 0.01)

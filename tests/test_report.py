@@ -78,19 +78,21 @@ def test_table_baseline_first_then_by_epsilon_with_deltas(sweep, tmp_path):
                          out_md=str(tmp_path / 'sweep.md'))
     rows = table.splitlines()
     assert rows[0].startswith('| run | loss | mAP | AP50 | AP75 | AP_s')
-    assert 'AR@100' in rows[0]
+    assert 'AR@100' in rows[0] and 'AR_s' not in rows[0]
     names = [row.split('|')[1].strip() for row in rows[2:]]
     assert names == [
         'focal (baseline)', 'eps-1', 'eps-1-noalpha', 'eps-0.5', 'eps+1'
     ]
     base, m1 = rows[2].split('|'), rows[3].split('|')
-    assert base[3].strip() == '36.5' and base[9].strip() == 'n/a'  # AP_l -1
+    # Columns: '', run, loss, mAP, AP50, AP75, AP_s, AP_m, AP_l, AR@100, ''
+    # (AR_s/m/l are logged by no run here, so the table leaves them out).
+    assert base[3].strip() == '36.5' and base[8].strip() == 'n/a'  # AP_l -1
     # The newest evaluation (step 2), not the stale one, with its delta.
     assert m1[3].strip() == '37.2 (+0.7)'
     assert m1[4].strip() == '57.2 (+0.7)'
-    assert m1[10].strip() == '53.0 (+1.0)'
+    assert m1[9].strip() == '53.0 (+1.0)'
     assert 'no alpha_t' in rows[4]
-    assert rows[5].split('|')[10].strip() == 'n/a'  # AR not logged there
+    assert rows[5].split('|')[9].strip() == 'n/a'  # AR not logged there
     assert (tmp_path / 'sweep.md').read_text().strip() == table
 
 

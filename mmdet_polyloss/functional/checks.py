@@ -112,17 +112,21 @@ def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
     if weight is not None:
         check_weight_shape(weight, pred)
 
-    # One combined host sync for all value checks.
-    problems = []
-    if is_index:
-        num_classes = pred.shape[1]
-        problems.append(((target < 0) | (target > num_classes)).any())
+    # One host sync for all value checks: the ranges (min, max) of the
+    # checked tensors come back together. NaN fails every comparison below.
+    checked = [target.to(torch.uint8) if target.dtype == torch.bool else target]
+    checked += [pred] if activated else []
+    if target.numel() == 0:
+        flags = [False] * len(checked)
     else:
-        target_f = target.float() if not target.is_floating_point() else target
-        problems.append(~((target_f >= 0) & (target_f <= 1)).all())
-    if activated:
-        problems.append(~((pred >= 0) & (pred <= 1)).all())
-    flags = torch.stack(problems).tolist() if target.numel() else [False] * len(problems)
+        extremes = [torch.stack(torch.aminmax(t)) for t in checked]
+        if len(extremes) > 1:
+            extremes = [e.double() for e in extremes]
+        values = torch.cat(extremes).tolist()
+        upper = pred.shape[1] if is_index else 1
+        flags = [not (values[0] >= 0 and values[1] <= upper)]
+        if activated:
+            flags.append(not (values[2] >= 0 and values[3] <= 1))
     if flags[0]:
         if is_index:
             bad = target[(target < 0) | (target > pred.shape[1])]

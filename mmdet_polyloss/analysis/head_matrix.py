@@ -1,0 +1,222 @@
+"""Which of mmdet's focal-loss heads take Poly1FocalLoss: the head matrix.
+
+Walks the configs shipped inside mmdet, finds every model that uses
+``FocalLoss`` (in any head, at any depth), keeps one config per head type
+(preferring a ResNet-50 one), swaps every ``FocalLoss`` for
+``Poly1FocalLoss`` and runs one forward and backward on a small synthetic
+batch on CPU, without pretrained weights. A head is reported as failing only
+if it trains with mmdet's own ``FocalLoss`` on the same batch and not with
+ours; what cannot run here at all (a text encoder from the hub, a
+GPU-only op) is reported as skipped with the reason.
+"""
+import copy
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+Slot = Tuple[Any, ...]  # path from cfg.model to a loss dict, e.g. ('bbox_head', 'loss_cls')
+_BASE = re.compile(r"_base_\s*=\s*(\[[^\]]*\]|'[^']*'|\"[^\"]*\")", re.S)
+
+
+@dataclass
+class HeadCase:
+    head_type: str
+    config: Path
+    slots: List[Slot]
+
+
+@dataclass
+class HeadResult:
+    case: HeadCase
+    status: str  # 'ok', 'failed' or 'skipped'
+    detail: str = ''
+
+
+#: The scan's result for the installed mmdet, committed so that the test can
+#: parametrize per head without re-scanning (about a minute) at collection.
+HEADS_FILE = Path(__file__).with_name('focal_heads.json')
+
+
+def mmdet_config_root() -> Path:
+    import mmdet
+    return Path(mmdet.__file__).parent / '.mim' / 'configs'
+
+
+def mmdet_version() -> str:
+    import mmdet
+    return mmdet.__version__
+
+
+def save_heads(cases: List[HeadCase], path: Path = HEADS_FILE) -> None:
+    """Write a scan (config paths relative to mmdet's config root)."""
+    root = mmdet_config_root()
+    heads = [dict(head=c.head_type, config=str(c.config.relative_to(root)),
+                  slots=[list(s) for s in c.slots]) for c in cases]
+    path.write_text(json.dumps(dict(mmdet=mmdet_version(), heads=heads), indent=1) + '\n')
+
+
+def load_heads(path: Path = HEADS_FILE) -> Tuple[str, List[HeadCase]]:
+    """(the mmdet version it was scanned from, the cases) of a saved scan."""
+    data = json.loads(path.read_text())
+    root = mmdet_config_root()
+    return data['mmdet'], [HeadCase(h['head'], root / h['config'],
+                                    [tuple(s) for s in h['slots']])
+                           for h in data['heads']]
+
+
+def _mentions_focal(path: Path) -> bool:
+    """Whether ``path`` or a config it inherits from mentions FocalLoss (text only)."""
+
+    @lru_cache(maxsize=None)
+    def check(p: Path) -> bool:
+        try:
+            text = p.read_text()
+        except OSError:
+            return False
+        if "'FocalLoss'" in text or '"FocalLoss"' in text:
+            return True
+        match = _BASE.search(text)
+        if not match:
+            return False
+        bases = re.findall(r"['\"]([^'\"]+\.py)['\"]", match.group(1))
+        return any(check((p.parent / b).resolve()) for b in bases if '::' not in b)
+
+    return check(path.resolve())
+
+
+def _focal_slots(node: Any, path: Slot = ()) -> List[Slot]:
+    if isinstance(node, dict):
+        found = [path] if node.get('type') == 'FocalLoss' else []
+        for key, value in node.items():
+            found += _focal_slots(value, path + (key,))
+        return found
+    if isinstance(node, (list, tuple)):
+        return [s for i, v in enumerate(node) for s in _focal_slots(v, path + (i,))]
+    return []
+
+
+def _get(node: Any, path: Slot) -> Any:
+    for key in path:
+        node = node[key]
+    return node
+
+
+def find_focal_heads(root: Optional[Path] = None) -> List[HeadCase]:
+    """One config per head type whose model uses FocalLoss somewhere."""
+    from mmengine.config import Config
+    root = root or mmdet_config_root()
+    by_head: Dict[str, HeadCase] = {}
+    candidates = sorted(p for p in root.rglob('*.py') if '_base_' not in p.parts)
+    for path in candidates:
+        if not _mentions_focal(path):
+            continue
+        try:
+            model = Config.fromfile(str(path)).to_dict().get('model')
+        except Exception:  # noqa: BLE001  (configs needing absent extras)
+            continue
+        slots = _focal_slots(model)
+        if not slots:
+            continue
+        head_type = _get(model, slots[0][:-1]).get('type', '?')
+        best = by_head.get(head_type)
+        if best is None or _preference(path) < _preference(best.config):
+            by_head[head_type] = HeadCase(head_type, path, slots)
+    return [by_head[k] for k in sorted(by_head)]
+
+
+def _preference(path: Path) -> Tuple[int, int, str]:
+    """Prefer ResNet-50 configs, then short names (usually the plain 1x one)."""
+    return (0 if 'r50' in path.name else 1, len(path.name), path.name)
+
+
+def run_head(case: HeadCase, poly_loss: Dict[str, Any], image_size: int = 128) -> HeadResult:
+    """Forward/backward with FocalLoss, then with ``poly_loss`` swapped in."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(case.config))
+    num_classes = _get(cfg.to_dict()['model'], case.slots[0][:-1]).get('num_classes', 80)
+    try:
+        focal_loss = _train_step(cfg.to_dict()['model'], image_size, num_classes)
+    except Exception as err:  # noqa: BLE001
+        return HeadResult(case, 'skipped',
+                          f'does not train here even with FocalLoss: {_short(err)}')
+    model_cfg = cfg.to_dict()['model']
+    for slot in case.slots:
+        loss_cfg = _get(model_cfg, slot)
+        kept = {k: v for k, v in loss_cfg.items()
+                if k in ('use_sigmoid', 'gamma', 'alpha', 'loss_weight', 'reduction',
+                         'activated')}
+        loss_cfg.clear()
+        loss_cfg.update(kept, **poly_loss)
+    try:
+        poly = _train_step(model_cfg, image_size, num_classes)
+    except Exception as err:  # noqa: BLE001
+        return HeadResult(case, 'failed', f'FocalLoss trains, Poly1FocalLoss does not: '
+                                          f'{_short(err)}')
+    return HeadResult(case, 'ok', f'FocalLoss {focal_loss:.4g}, Poly1FocalLoss {poly:.4g}')
+
+
+def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) -> float:
+    """Build without pretrained weights, one loss + backward; the summed loss."""
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.testing import demo_mm_inputs
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    model_cfg = copy.deepcopy(model_cfg)
+    _drop_pretrained(model_cfg)
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    model.train()
+    packed = demo_mm_inputs(batch_size=2, image_shapes=(3, image_size, image_size),
+                            num_items=[3, 2], num_classes=num_classes, with_mask=True)
+    data = model.data_preprocessor(packed, True)
+    losses = model.loss(data['inputs'], data['data_samples'])
+    total = sum(_flatten_losses(losses))
+    if not torch.isfinite(total):
+        raise FloatingPointError(f'non-finite loss {total.item()}')
+    total.backward()
+    return float(total)
+
+
+def _drop_pretrained(node: Any) -> None:
+    if isinstance(node, dict):
+        if 'init_cfg' in node and isinstance(node['init_cfg'], dict) \
+                and node['init_cfg'].get('type') == 'Pretrained':
+            node['init_cfg'] = None
+        node.pop('pretrained', None)
+        for value in node.values():
+            _drop_pretrained(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_pretrained(value)
+
+
+def _flatten_losses(losses: Dict[str, Any]) -> list:
+    out = []
+    for name, value in losses.items():
+        if 'loss' not in name:
+            continue
+        out += list(value) if isinstance(value, (list, tuple)) else [value]
+    return out
+
+
+def _short(err: Exception) -> str:
+    text = f'{type(err).__name__}: {err}'.replace('\n', ' ')
+    return text if len(text) <= 160 else text[:157] + '...'
+
+
+def markdown_table(results: List[HeadResult], root: Optional[Path] = None) -> str:
+    root = root or mmdet_config_root()
+    lines = ['| head | config (mmdet) | FocalLoss slots swapped | result | detail |',
+             '| --- | --- | --- | --- | --- |']
+    for r in results:
+        slots = ', '.join('.'.join(map(str, s)) for s in r.case.slots)
+        config = r.case.config.relative_to(root) if r.case.config.is_relative_to(root) \
+            else r.case.config
+        lines.append(f'| {r.case.head_type} | {config} | {slots} | {r.status} | '
+                     f'{r.detail.replace("|", "/")} |')
+    return '\n'.join(lines)

@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""Where the fixed per-call time of the fused CUDA path goes (1 image, fp32).
+
+The H200 benchmark (docs/benchmarks.md) shows the fused Poly-1 and mmcv's
+kernel both far above the memory floor at 100k x 80, with a fixed cost of
+about 1 ms per forward + backward. This splits that cost: host time of each
+piece (input checks with their one sync, the Triton forward and backward
+launches, the whole call) against its GPU time, then a torch.profiler table
+for the fused call and for mmcv's. Needs CUDA and Triton; mmcv's kernel is
+JIT-built from --mmcv-src as in benchmark_loss.py.
+
+    PYTHONPATH=. python tools/benchmark/profile_cuda_overhead.py --mmcv-src SRC
+"""
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchmark_loss as bench  # noqa: E402
+from mmdet_polyloss.functional import checks, poly1_focal_loss  # noqa: E402
+from mmdet_polyloss.functional import triton_kernels  # noqa: E402
+from mmdet_polyloss.functional.fused import PolyParams  # noqa: E402
+
+
+def host_us(fn: Callable[[], object], repeats: int = 50) -> float:
+    """Median host (Python + launch) microseconds of one call."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - begin) * 1e6)
+    torch.cuda.synchronize()
+    return statistics.median(times)
+
+
+def device_us(fn: Callable[[], object], repeats: int = 50) -> float:
+    """Mean stream microseconds per call, calls back to back."""
+    for _ in range(5):
+        fn()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(repeats):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3 / repeats
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--mmcv-src', default=None)
+    args = parser.parse_args()
+    base = bench.make_base_inputs(1, 100_000, 80, 200, seed=0)
+    case = bench.to_case(base, torch.float32, 'cuda')
+    pred, labels, weight = case.pred, case.labels, case.weight
+    logits, row_weight = pred.detach(), weight.view(-1, 1)
+    params = PolyParams((-1.0,), 2.0, 0.25, True)
+    grad_out = torch.ones((), device='cuda')
+
+    def fused() -> None:
+        pred.grad = None
+        poly1_focal_loss(pred, labels, weight, epsilon=-1.0,
+                         avg_factor=case.avg_factor).backward()
+
+    pieces = {
+        'one torch op (launch cost)': lambda: logits.add(1.0),
+        'check_inputs (one sync)': lambda: checks.check_inputs(logits, labels, weight, False),
+        'triton forward': lambda: triton_kernels.triton_forward(
+            logits, labels, row_weight, params, True),
+        'triton backward': lambda: triton_kernels.triton_backward(
+            logits, labels, row_weight, params, grad_out),
+        'Poly1 fused forward + backward': fused,
+    }
+    try:
+        mmcv_focal = bench.load_mmdet_focal('cuda', args.mmcv_src)
+
+        def mmcv() -> None:
+            pred.grad = None
+            mmcv_focal(pred, labels, weight, case.avg_factor).backward()
+        pieces['mmcv FocalLoss forward + backward'] = mmcv
+    except Exception as err:  # noqa: BLE001
+        print(f'mmcv kernel not loaded: {err}')
+    print('| piece | host us | device us per call |\n|---|---:|---:|')
+    for name, fn in pieces.items():
+        print(f'| {name} | {host_us(fn):.0f} | {device_us(fn):.0f} |')
+    for name in ('Poly1 fused forward + backward', 'mmcv FocalLoss forward + backward'):
+        if name not in pieces:
+            continue
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                pieces[name]()
+            torch.cuda.synchronize()
+        print(f'\n== {name} (10 calls)')
+        print(prof.key_averages().table(sort_by='cpu_time_total', row_limit=25))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
