@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 Slot = Tuple[Any, ...]  # path from cfg.model to a loss dict, e.g. ('bbox_head', 'loss_cls')
 _BASE = re.compile(r"_base_\s*=\s*(\[[^\]]*\]|'[^']*'|\"[^\"]*\")", re.S)
@@ -132,45 +132,73 @@ def _preference(path: Path) -> Tuple[int, int, str]:
     return (0 if 'r50' in path.name else 1, len(path.name), path.name)
 
 
-def run_head(case: HeadCase, poly_loss: Dict[str, Any], image_size: int = 128) -> HeadResult:
-    """Forward/backward with FocalLoss, then with ``poly_loss`` swapped in."""
+def run_head(case: HeadCase, poly_loss: Dict[str, Any],
+             image_sizes: Sequence[int] = (128, 320)) -> HeadResult:
+    """Forward/backward with FocalLoss, then with ``poly_loss`` swapped in.
+
+    Small images first; a head that cannot run on them with FocalLoss (a
+    kernel larger than the feature map, more queries than tokens) is tried
+    once more on the next size.
+    """
     from mmengine.config import Config
-    cfg = Config.fromfile(str(case.config))
-    num_classes = _get(cfg.to_dict()['model'], case.slots[0][:-1]).get('num_classes', 80)
-    try:
-        focal_loss = _train_step(cfg.to_dict()['model'], image_size, num_classes)
-    except Exception as err:  # noqa: BLE001
+    model_cfg = Config.fromfile(str(case.config)).to_dict()['model']
+    num_classes = _get(model_cfg, case.slots[0][:-1]).get('num_classes', 80)
+    for size in image_sizes:
+        try:
+            focal_loss = _train_step(model_cfg, size, num_classes)
+            break
+        except Exception as err:  # noqa: BLE001
+            error = err
+    else:
         return HeadResult(case, 'skipped',
-                          f'does not train here even with FocalLoss: {_short(err)}')
-    model_cfg = cfg.to_dict()['model']
+                          f'does not train here even with FocalLoss: {_short(error)}')
+    poly_cfg = copy.deepcopy(model_cfg)
     for slot in case.slots:
-        loss_cfg = _get(model_cfg, slot)
-        kept = {k: v for k, v in loss_cfg.items()
-                if k in ('use_sigmoid', 'gamma', 'alpha', 'loss_weight', 'reduction',
-                         'activated')}
+        loss_cfg = _get(poly_cfg, slot)
+        kept = {k: v for k, v in loss_cfg.items() if k in _KEPT_LOSS_ARGS}
         loss_cfg.clear()
         loss_cfg.update(kept, **poly_loss)
     try:
-        poly = _train_step(model_cfg, image_size, num_classes)
+        poly = _train_step(poly_cfg, size, num_classes)
     except Exception as err:  # noqa: BLE001
         return HeadResult(case, 'failed', f'FocalLoss trains, Poly1FocalLoss does not: '
                                           f'{_short(err)}')
-    return HeadResult(case, 'ok', f'FocalLoss {focal_loss:.4g}, Poly1FocalLoss {poly:.4g}')
+    return HeadResult(case, 'ok', f'{size}px: FocalLoss {focal_loss:.4g}, '
+                                  f'Poly1FocalLoss {poly:.4g}')
+
+
+#: FocalLoss arguments that carry over to Poly1FocalLoss.
+_KEPT_LOSS_ARGS = ('use_sigmoid', 'gamma', 'alpha', 'loss_weight', 'reduction', 'activated')
 
 
 def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) -> float:
     """Build without pretrained weights, one loss + backward; the summed loss."""
+    import logging
+
     import torch
+    from mmengine.config import ConfigDict
+    from mmengine.logging import MessageHub, MMLogger
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
     register_all_modules()
-    model_cfg = copy.deepcopy(model_cfg)
+    model_cfg = ConfigDict(copy.deepcopy(model_cfg))  # some heads use attribute access
     _drop_pretrained(model_cfg)
-    torch.manual_seed(0)
-    model = MODELS.build(model_cfg)
-    model.init_weights()
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # init_weights logs every parameter
+    try:
+        torch.manual_seed(0)
+        model = MODELS.build(model_cfg)
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
     model.train()
+    # The runner's progress, as a training loop publishes it (TOOD reads the
+    # epoch, BoxInst the iteration).
+    hub = MessageHub.get_current_instance()
+    hub.update_info('epoch', 0)
+    hub.update_info('iter', 0)
     packed = demo_mm_inputs(batch_size=2, image_shapes=(3, image_size, image_size),
                             num_items=[3, 2], num_classes=num_classes, with_mask=True)
     data = model.data_preprocessor(packed, True)
@@ -188,6 +216,8 @@ def _drop_pretrained(node: Any) -> None:
                 and node['init_cfg'].get('type') == 'Pretrained':
             node['init_cfg'] = None
         node.pop('pretrained', None)
+        if node.get('teacher_ckpt'):  # LAD's teacher: no download here
+            node['teacher_ckpt'] = None
         for value in node.values():
             _drop_pretrained(value)
     elif isinstance(node, list):
