@@ -153,3 +153,21 @@ def test_command_line(sweep, tmp_path):
         capture_output=True, text=True)
     assert bad.returncode == 2
     assert "work_dir '" in bad.stderr and 'missing' in bad.stderr
+
+
+def test_two_stage_runs_read_the_roi_classifier_not_the_rpn(tmp_path):
+    """Mask R-CNN: the RPN's CrossEntropyLoss comes first in the config; the
+    report must label runs by the RoI box classifier's loss."""
+    rpn = 'dict(type="CrossEntropyLoss", use_sigmoid=True)'
+    runs = []
+    for name, roi_loss, ap in (
+            ('poly', 'dict(type="Poly1CrossEntropyLoss", epsilon=-1.0)', 0.385),
+            ('ce', 'dict(type="CrossEntropyLoss", use_sigmoid=False)', 0.382)):
+        work = make_run(tmp_path, name, FOCAL, ap)
+        (work / f'{name}.py').write_text(
+            f'model = dict(type="MaskRCNN", rpn_head=dict(loss_cls={rpn}), '
+            f'roi_head=dict(bbox_head=dict(loss_cls={roi_loss})))\n')
+        runs.append(str(work))
+    rows = build_report(runs).splitlines()
+    assert rows[2].split('|')[1:4] == [' ce (baseline) ', ' cross-entropy ', ' 38.2 ']
+    assert rows[3].split('|')[1:4] == [' poly ', ' poly-1 CE eps=-1 ', ' 38.5 (+0.3) ']

@@ -12,7 +12,7 @@
 # 5. prints the comparison table (baseline first, deltas in AP points) and
 #    writes the AP / AR vs epsilon plot
 #
-# About 6 minutes on 2 CPU cores once the environment exists. A second run
+# About 7 minutes on 2 CPU cores once the environment exists. A second run
 # reuses finished trainings (a `.demo-done` marker holding a hash of the
 # config, the demo base and the dataset parameters; any change retrains) and
 # takes well under a minute; FORCE=1 retrains from scratch.

@@ -22,7 +22,8 @@ import mmdet_polyloss  # noqa: E402,F401  (registers Poly1FocalLoss)
 from mmdet_polyloss.engine import cli  # noqa: E402
 from mmdet_polyloss.engine.checkpoint import \
     mmengine_safe_globals  # noqa: E402
-from mmdet_polyloss.engine.dist import setup_cpu_distributed  # noqa: E402
+from mmdet_polyloss.engine.dist import (  # noqa: E402
+    destroy_process_group, setup_cpu_distributed)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -64,13 +65,19 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.tta:
         cli.enable_tta(cfg)
     setup_cpu_distributed(cfg, args.launcher)
-    runner = cli.build_runner(cfg)
-    if args.out is not None:
+    try:
+        with mmengine_safe_globals():
+            test(cli.build_runner(cfg), args.out)
+    finally:
+        destroy_process_group()  # after the runner is gone
+
+
+def test(runner, out: Optional[str]) -> None:
+    """Evaluate; with ``out``, also dump the raw predictions to that pickle."""
+    if out is not None:
         from mmdet.evaluation import DumpDetResults
-        runner.test_evaluator.metrics.append(
-            DumpDetResults(out_file_path=args.out))
-    with mmengine_safe_globals():
-        runner.test()
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+    runner.test()
 
 
 if __name__ == '__main__':

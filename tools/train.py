@@ -25,7 +25,8 @@ import mmdet_polyloss  # noqa: E402,F401  (registers Poly1FocalLoss)
 from mmdet_polyloss.engine import cli  # noqa: E402
 from mmdet_polyloss.engine.checkpoint import \
     mmengine_safe_globals  # noqa: E402
-from mmdet_polyloss.engine.dist import setup_cpu_distributed  # noqa: E402
+from mmdet_polyloss.engine.dist import (  # noqa: E402
+    destroy_process_group, setup_cpu_distributed)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -56,9 +57,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cli.enable_auto_scale_lr(cfg)
     cli.apply_resume(cfg, args.resume)
     setup_cpu_distributed(cfg, args.launcher)
-    runner = cli.build_runner(cfg)
-    with mmengine_safe_globals():
-        runner.train()
+    try:
+        with mmengine_safe_globals():
+            cli.build_runner(cfg).train()
+    finally:
+        destroy_process_group()  # after the runner (and its DDP model) is gone
 
 
 if __name__ == '__main__':

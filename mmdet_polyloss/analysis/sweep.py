@@ -56,8 +56,9 @@ class RunResult:
 
     @property
     def is_focal(self) -> bool:
-        """A plain focal loss, or Poly-1 at epsilon 0 (the same loss)."""
-        return self.loss_type == 'FocalLoss' or (
+        """mmdet's own loss (focal or cross-entropy), or Poly-1 at epsilon 0
+        (the same loss): a baseline."""
+        return self.loss_type in BASELINE_LOSSES or (
             self.loss_type is not None and self.epsilon == 0.0)
 
     @property
@@ -65,13 +66,18 @@ class RunResult:
         """Short loss description for the table."""
         if self.loss_type is None:
             return '?'
-        if self.loss_type == 'FocalLoss':
-            return 'focal'
+        if self.loss_type in BASELINE_LOSSES:
+            return BASELINE_LOSSES[self.loss_type]
         if self.epsilon is None:
             return self.loss_type
-        label = f'poly-1 eps={self.epsilon:+g}'
+        kind = ' CE' if 'CrossEntropy' in self.loss_type else ''
+        label = f'poly-1{kind} eps={self.epsilon:+g}'
         return label if self.alpha_weighted is not False else (
             label + ', no alpha_t')
+
+
+#: mmdet's losses that Poly-1 replaces, and their short names in the table.
+BASELINE_LOSSES = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}
 
 
 def _metric_key(key: str) -> Optional[str]:
@@ -144,14 +150,26 @@ def _find_loss_cls(node: Any) -> Optional[Dict[str, Any]]:
     return None
 
 
+def classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The box classifier's ``loss_cls``: the RoI head's in two-stage models
+    (not the RPN's), else the dense head's, else the first one found."""
+    roi_bbox_head = (model.get('roi_head') or {}).get('bbox_head')
+    if isinstance(roi_bbox_head, (list, tuple)):  # cascades: the first stage
+        roi_bbox_head = roi_bbox_head[0] if roi_bbox_head else None
+    for head in (roi_bbox_head, model.get('bbox_head')):
+        if isinstance(head, dict) and isinstance(head.get('loss_cls'), dict):
+            return head['loss_cls']
+    return _find_loss_cls(model)
+
+
 def read_loss(work_dir: Path) -> Optional[Dict[str, Any]]:
-    """``loss_cls`` from the newest config mmengine dumped in ``work_dir``."""
+    """The classifier's loss from the newest config mmengine dumped in ``work_dir``."""
     from mmengine.config import Config
     dumped = sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
     if not dumped:
         return None
     cfg = Config.fromfile(str(dumped[-1]), import_custom_modules=False)
-    loss = _find_loss_cls(cfg.to_dict().get('model', {}))
+    loss = classifier_loss(cfg.to_dict().get('model', {}))
     return dict(loss) if loss is not None else None
 
 
@@ -172,14 +190,12 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     loss_type = loss.get('type')
     epsilon: Optional[float] = None
     alpha_weighted: Optional[bool] = None
-    if loss_type == 'FocalLoss':
+    if loss_type in BASELINE_LOSSES:
         epsilon = 0.0
-    elif 'epsilon' in loss:
-        epsilon = float(loss['epsilon'])
-        alpha_weighted = bool(loss.get('alpha_weighted_poly', True))
-    elif loss_type == 'Poly1FocalLoss':  # the loss's own default
-        epsilon, alpha_weighted = 1.0, bool(
-            loss.get('alpha_weighted_poly', True))
+    elif loss_type in ('Poly1FocalLoss', 'Poly1CrossEntropyLoss'):
+        epsilon = float(loss.get('epsilon', 1.0))  # 1.0: the losses' default
+        if loss_type == 'Poly1FocalLoss':
+            alpha_weighted = bool(loss.get('alpha_weighted_poly', True))
     return RunResult(
         name=name or path.resolve().name,
         work_dir=path,

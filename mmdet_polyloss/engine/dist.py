@@ -12,6 +12,7 @@ nothing: GPU runs take mmengine's usual path.
 """
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -55,3 +56,17 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     wrapper['device_ids'] = None  # a CPU module: DDP takes no device ids
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def destroy_process_group() -> None:
+    """Leave the process group, if one was joined, before the process exits.
+
+    Call it once the runner is no longer referenced. Otherwise gloo's work
+    objects (held by DDP's reducer) outlive the interpreter, and one rank in
+    a few aborted with "terminate called without an active exception" after
+    a finished run (CPU torchrun, torch 2.14), failing the whole launch.
+    """
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        gc.collect()  # free the runner's DDP model and its pending work
+        torch_dist.barrier()  # no rank leaves while another still talks
+        torch_dist.destroy_process_group()
