@@ -66,6 +66,19 @@ def test_probabilities_outside_unit_interval_when_activated():
         poly1_focal_loss(LOGITS, LABELS, activated=True)
 
 
+@pytest.mark.parametrize('bad_value', [float('nan'), 1.5])
+def test_one_bad_probability_among_good_ones_is_caught(bad_value):
+    """Both ranges (labels and probabilities) come back in one sync; a bad
+    probability must not hide behind valid labels, nor NaN pass as in range."""
+    probs = torch.full((6, 3), 0.5)
+    probs[4, 1] = bad_value
+    with pytest.raises(ValueError, match=f'activated=True, got {bad_value}'):
+        poly1_focal_loss(probs, LABELS, activated=True)
+    # The same probabilities with a soft (float) target of pred's shape.
+    with pytest.raises(ValueError, match=f'activated=True, got {bad_value}'):
+        poly1_focal_loss(probs, torch.zeros(6, 3), activated=True)
+
+
 @pytest.mark.parametrize('pred,target,message', [
     (LOGITS, LABELS[:5], 'target shape (5,) does not match pred shape (6, 3)'),
     (LOGITS, torch.zeros(6, 4), 'target shape (6, 4) does not match pred shape (6, 3)'),
