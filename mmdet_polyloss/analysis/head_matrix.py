@@ -163,6 +163,8 @@ def run_head(case: HeadCase, poly_loss: Dict[str, Any],
     except Exception as err:  # noqa: BLE001
         return HeadResult(case, 'failed', f'FocalLoss trains, Poly1FocalLoss does not: '
                                           f'{_short(err)}')
+    if poly == focal_loss:  # same weights and batch: a swapped loss must show
+        return HeadResult(case, 'failed', f'the swap had no effect: both losses {poly:.6g}')
     return HeadResult(case, 'ok', f'{size}px: FocalLoss {focal_loss:.4g}, '
                                   f'Poly1FocalLoss {poly:.4g}')
 
