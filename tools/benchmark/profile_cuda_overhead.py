@@ -60,6 +60,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--mmcv-src', default=None)
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error(f'needs CUDA, and torch {torch.__version__} sees no GPU here')
     base = bench.make_base_inputs(1, 100_000, 80, 200, seed=0)
     case = bench.to_case(base, torch.float32, 'cuda')
     pred, labels, weight = case.pred, case.labels, case.weight
