@@ -121,8 +121,9 @@ def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
     else:
         extremes = [torch.stack(torch.aminmax(t)) for t in checked]
         if len(extremes) > 1:
-            extremes = [e.double() for e in extremes]
-        values = torch.cat(extremes).tolist()
+            values = torch.cat([e.double() for e in extremes]).tolist()
+        else:  # the usual case: aminmax + stack, two small kernels
+            values = extremes[0].tolist()
         upper = pred.shape[1] if is_index else 1
         flags = [not (values[0] >= 0 and values[1] <= upper)]
         if activated:
