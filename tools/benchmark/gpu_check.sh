@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: on a CUDA machine that already has torch (with Triton), pytest
-# and hypothesis, run the CUDA tests of the pure-torch parts and the GPU
-# benchmark; write everything under $OUT (default: gpu_results/).
+# and hypothesis, run the CUDA tests of the pure-torch parts, the GPU
+# benchmark and the per-call overhead profile; write everything under $OUT
+# (default: gpu_results/). About 3 minutes on an H200.
 #
 #   MMCV_SRC=/path/to/mmcv-2.1.0 bash tools/benchmark/gpu_check.sh
 #
@@ -32,5 +33,10 @@ echo "== GPU benchmark"
 timeout 280 python3 tools/benchmark/benchmark_loss.py --device cuda \
     --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
     --out "$OUT/benchmark_cuda.md" 2>&1 | tee "$OUT/benchmark_cuda.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== where the fixed per-call time goes (host vs device, profiler tables)"
+timeout 90 python3 tools/benchmark/profile_cuda_overhead.py \
+    ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} 2>&1 | tee "$OUT/profile_cuda_overhead.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit "$status"
