@@ -205,7 +205,7 @@ def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) ->
                             num_items=[3, 2], num_classes=num_classes, with_mask=True)
     data = model.data_preprocessor(packed, True)
     losses = model.loss(data['inputs'], data['data_samples'])
-    total = sum(_flatten_losses(losses))
+    total, _ = model.parse_losses(losses)  # the sum a training loop backpropagates
     if not torch.isfinite(total):
         raise FloatingPointError(f'non-finite loss {total.item()}')
     total.backward()
@@ -225,15 +225,6 @@ def _drop_pretrained(node: Any) -> None:
     elif isinstance(node, list):
         for value in node:
             _drop_pretrained(value)
-
-
-def _flatten_losses(losses: Dict[str, Any]) -> list:
-    out = []
-    for name, value in losses.items():
-        if 'loss' not in name:
-            continue
-        out += list(value) if isinstance(value, (list, tuple)) else [value]
-    return out
 
 
 def _short(err: Exception) -> str:

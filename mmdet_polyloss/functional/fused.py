@@ -40,21 +40,22 @@ class PolyParams(NamedTuple):
         return self.alpha_t(positive) if self.alpha_weighted_poly else 1.0
 
 
-def _polynomial(q: Tensor, eps: Sequence[float]) -> Tensor:
-    """``P(q) = sum_j eps_j q^j`` (Horner)."""
-    acc = torch.full_like(q, eps[-1])
-    for c in reversed(eps[:-1]):
-        acc = acc.mul_(q).add_(c)
-    return acc.mul_(q)
-
-
-def _polynomial_derivative(q: Tensor, eps: Sequence[float]) -> Tensor:
-    """``P'(q) = sum_j j eps_j q^(j-1)`` (Horner)."""
-    coeffs = [j * e for j, e in enumerate(eps, start=1)]
+def _horner(q: Tensor, coeffs: Sequence[float]) -> Tensor:
+    """``sum_k coeffs[k] q^k`` (Horner), in a new tensor."""
     acc = torch.full_like(q, coeffs[-1])
     for c in reversed(coeffs[:-1]):
         acc = acc.mul_(q).add_(c)
     return acc
+
+
+def _polynomial(q: Tensor, eps: Sequence[float]) -> Tensor:
+    """``P(q) = sum_j eps_j q^j``."""
+    return _horner(q, eps).mul_(q)
+
+
+def _polynomial_derivative(q: Tensor, eps: Sequence[float]) -> Tensor:
+    """``P'(q) = sum_j j eps_j q^(j-1)``."""
+    return _horner(q, [j * e for j, e in enumerate(eps, start=1)])
 
 
 def hard_target_terms(q: Tensor, ce: Tensor, params: PolyParams, positive: bool,
@@ -192,6 +193,12 @@ class FusedPolyFocalIndex(torch.autograd.Function):
         return grad.to(ctx.pred_dtype), None, None, None, None
 
 
+def compute_dtype(pred: Tensor) -> torch.dtype:
+    """The dtype every loss here computes in: float32 for half types (fp16,
+    bf16), the input's own for float32 and float64."""
+    return torch.promote_types(pred.dtype, torch.float32)
+
+
 def _compute_view(pred: Tensor) -> Tensor:
-    """``pred`` in its compute dtype: half types in float32, others as they are."""
-    return pred.to(torch.promote_types(pred.dtype, torch.float32)).contiguous()
+    """``pred`` in its compute dtype, contiguous."""
+    return pred.to(compute_dtype(pred)).contiguous()

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import check_epsilons, check_real, check_reduction, check_weight_shape
-from .poly_focal import AvgFactor, broadcast_weight, weight_reduce
+from .fused import compute_dtype
+from .poly_focal import AvgFactor, broadcast_weight, dense_target, weight_reduce
 
 DEFAULT_IGNORE_INDEX = -100  # F.cross_entropy's default, as mmdet's
 
@@ -107,8 +108,8 @@ def poly1_binary_cross_entropy(pred: Tensor,
         num_classes = pred.shape[1]
         _check_labels(label, 0, num_classes, ignore_index, 'class indices')
         valid = (label != ignore_index).unsqueeze(1).expand_as(pred)
-        target = F.one_hot(torch.where(label == ignore_index, num_classes, label).long(),
-                           num_classes + 1)[:, :num_classes]
+        # Ignored rows become background (all-zero targets); ``valid`` drops them.
+        target = dense_target(torch.where(label == ignore_index, num_classes, label), x)
     elif label.shape == pred.shape:
         _check_labels(label, 0, 1, ignore_index, 'targets')
         valid = label != ignore_index
@@ -194,4 +195,4 @@ def _upcast(pred: Tensor) -> Tensor:
     if not isinstance(pred, Tensor) or not pred.is_floating_point():
         raise ValueError(f'pred must be a floating-point tensor, got '
                          f'{pred.dtype if isinstance(pred, Tensor) else type(pred).__name__}')
-    return pred.to(torch.promote_types(pred.dtype, torch.float32))
+    return pred.to(compute_dtype(pred))

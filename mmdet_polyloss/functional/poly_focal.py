@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .checks import (check_epsilons, check_focal_params, check_inputs, check_real,
                      check_reduction, is_per_sample_weight)
-from .fused import FusedPolyFocalIndex, PolyParams
+from .fused import FusedPolyFocalIndex, PolyParams, compute_dtype
 
 AvgFactor = Optional[Union[float, Tensor]]
 
@@ -81,18 +81,18 @@ def poly_focal_loss(pred: Tensor,
         raise ValueError(
             f"implementation must be 'auto' or 'reference', got {implementation!r}")
 
-    compute_dtype = torch.promote_types(pred.dtype, torch.float32)
+    dtype = compute_dtype(pred)
     if (implementation == 'auto' and is_index and not activated
             and (weight is None or not weight.requires_grad)):
         params = PolyParams(epsilons, gamma, alpha, bool(alpha_weighted_poly))
         if weight is not None:
-            weight = broadcast_weight(weight, pred).to(compute_dtype)
+            weight = broadcast_weight(weight, pred).to(dtype)
         loss = FusedPolyFocalIndex.apply(pred, target, weight, params, reduction != 'none')
         return loss if reduction == 'none' else _scale_sum(loss, pred.numel(), reduction,
                                                            avg_factor)
 
-    pred = pred.to(compute_dtype)
-    target = _dense_target(target, pred) if is_index else target.to(compute_dtype)
+    pred = pred.to(dtype)
+    target = dense_target(target, pred) if is_index else target.to(dtype)
     loss = poly_focal_elementwise(pred, target, epsilons, gamma, alpha,
                                   alpha_weighted_poly, activated)
     return weight_reduce(loss, weight, reduction, avg_factor)
@@ -155,7 +155,7 @@ def _polynomial(x: Tensor, coefficients: Sequence[float]) -> Tensor:
     return acc * x
 
 
-def _dense_target(labels: Tensor, pred: Tensor) -> Tensor:
+def dense_target(labels: Tensor, pred: Tensor) -> Tensor:
     """One-hot (N, C) targets from class indices in [0, C]; C gives all zeros."""
     num_classes = pred.shape[1]
     return F.one_hot(labels.long(), num_classes + 1)[:, :num_classes].to(pred.dtype)
