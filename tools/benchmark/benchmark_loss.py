@@ -219,13 +219,19 @@ def triton_disabled():
         triton_kernels.AVAILABLE = saved
 
 
-def load_mmdet_focal(device: str, mmcv_src: Optional[str]) -> LossFn:
-    """mmdet's FocalLoss as its heads call it; on CUDA, mmcv's kernel (see
-    ``mmcv_cuda_focal``). Raises when it cannot be loaded."""
+def prepare_mmdet(device: str, mmcv_src: Optional[str]) -> None:
+    """On CUDA, make mmcv's focal op importable before mmdet is imported: mmcv's
+    compiled ops, or its kernel JIT-built from ``mmcv_src`` (``mmcv_cuda_focal``)."""
     if device == 'cuda':
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import mmcv_cuda_focal
-        return mmcv_cuda_focal.load(mmcv_src)
+        mmcv_cuda_focal.ensure_ops(mmcv_src)
+
+
+def load_mmdet_focal(device: str, mmcv_src: Optional[str]) -> LossFn:
+    """mmdet's FocalLoss as its heads call it (on CUDA: mmcv's kernel). Raises
+    when it cannot be loaded."""
+    prepare_mmdet(device, mmcv_src)
     from mmdet.models.losses import FocalLoss
     module = FocalLoss(use_sigmoid=True, gamma=GAMMA, alpha=ALPHA)
 
@@ -613,6 +619,7 @@ def _fill_ratios(rows: List[Row], base: Optional[Row], floor_ms: Optional[float]
 def train_step_benchmark(args: argparse.Namespace) -> Dict[str, object]:
     """Median wall time of a RetinaNet R50-FPN training step, FocalLoss vs
     Poly1FocalLoss(epsilon=-1) in ``bbox_head.loss_cls``, same weights."""
+    prepare_mmdet(args.device, args.mmcv_src)
     from mmengine.config import Config
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs

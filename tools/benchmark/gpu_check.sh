@@ -1,37 +1,63 @@
 #!/usr/bin/env bash
 # The GPU check: on a CUDA machine that already has torch (with Triton), pytest
 # and hypothesis, run the CUDA tests of the pure-torch parts, the GPU
-# benchmark and the per-call overhead profile; write everything under $OUT
-# (default: gpu_results/). About 3 minutes on an H200.
+# benchmark (with a RetinaNet training step) and the per-call overhead
+# profile; write everything under $OUT (default: gpu_results/). About 4
+# minutes on an H200.
 #
-#   MMCV_SRC=/path/to/mmcv-2.1.0 bash tools/benchmark/gpu_check.sh
+#   bash tools/benchmark/prepare_gpu_carry.sh     # here, once (needs pip)
+#   bash tools/benchmark/gpu_check.sh             # there, with .gpu_carry carried
 #
-# MMCV_SRC: an unpacked mmcv 2.1.0 source tree, only needed when mmcv's CUDA
-# ops are not installed: the benchmark then JIT-compiles mmcv's focal kernel
-# as the baseline (pip download --no-deps --no-binary :all: --no-build-isolation
-# mmcv==2.1.0, in an environment with torch, then untar). mmdet is not needed.
+# GPU_CARRY (default .gpu_carry): what prepare_gpu_carry.sh made. Its wheels
+# (mmengine, mmdet, mmcv without compiled ops, ...) are installed into a
+# temporary folder, and its mmcv kernel sources become MMCV_SRC, from which the
+# benchmark JIT-builds mmcv's CUDA focal kernel as mmdet FocalLoss's baseline
+# (tools/benchmark/mmcv_cuda_focal.py). Without it the benchmark runs without
+# the mmdet baseline and the training step.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 OUT=${OUT:-$ROOT/gpu_results}
+GPU_CARRY=${GPU_CARRY:-$ROOT/.gpu_carry}
 mkdir -p "$OUT"
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+if ls "$GPU_CARRY"/wheels/*.whl >/dev/null 2>&1; then
+  SITE=$(mktemp -d /tmp/polyloss-site.XXXX)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --target "$SITE" "$GPU_CARRY"/wheels/*.whl && export PYTHONPATH=$SITE:$PYTHONPATH
+fi
+MMCV_KERNELS=$(ls -d "$GPU_CARRY"/mmcv-*/ 2>/dev/null | head -n 1)
+MMCV_SRC=${MMCV_SRC:-${MMCV_KERNELS%/}}
 status=0
 
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv;
   python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda,
-"triton", triton.__version__, torch.cuda.get_device_name())'; } 2>&1 | tee "$OUT/environment.txt"
+"triton", triton.__version__, torch.cuda.get_device_name())'
+  python3 -c 'import mmdet, mmengine, mmcv; print("mmdet", mmdet.__version__, "mmengine",
+mmengine.__version__, "mmcv", mmcv.__version__)'; echo "MMCV_SRC=$MMCV_SRC"; } 2>&1 | tee "$OUT/environment.txt"
 
 echo "== CUDA tests (tests/functional: every test taking 'device' runs on cuda too)"
 # pytest-xdist, where installed, spreads the CPU side over 4 workers.
 XDIST=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 4")
-timeout 240 python3 -m pytest -q -p no:cacheprovider -rs $XDIST tests/functional 2>&1 |
+timeout 180 python3 -m pytest -q -p no:cacheprovider -rs $XDIST tests/functional 2>&1 |
   tee "$OUT/pytest_cuda.log" | tail -n 15
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+if [ -n "$MMCV_SRC" ] && python3 -c 'import mmdet' 2>/dev/null; then
+  echo "== CUDA tests against mmdet's FocalLoss (mmcv's kernel, JIT-built from MMCV_SRC)"
+  timeout 150 python3 -c 'import sys; sys.path.insert(0, "tools/benchmark")
+import mmcv_cuda_focal, pytest
+print("mmcv focal op:", mmcv_cuda_focal.ensure_ops(sys.argv[1]), flush=True)
+sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-rs", "-k", "equals_mmdet",
+                      "tests/losses/test_poly_focal_loss.py"]))' "$MMCV_SRC" 2>&1 |
+    tee "$OUT/pytest_cuda_mmdet.log" | tail -n 15
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+
 echo "== GPU benchmark"
-timeout 280 python3 tools/benchmark/benchmark_loss.py --device cuda \
+timeout 300 python3 tools/benchmark/benchmark_loss.py --device cuda \
     --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
+    --train-step --train-repeats 20 \
     --out "$OUT/benchmark_cuda.md" 2>&1 | tee "$OUT/benchmark_cuda.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 

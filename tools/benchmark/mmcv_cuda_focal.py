@@ -1,18 +1,26 @@
-"""mmdet's FocalLoss CUDA path, for benchmarking where mmcv has no CUDA ops.
+"""mmcv's CUDA focal-loss op where mmcv was installed without compiled ops.
 
 mmdet's ``FocalLoss`` sends integer labels on CUDA to mmcv's hand-written
-kernel (``mmcv.ops.sigmoid_focal_loss``). Where mmcv's CUDA ops are built,
-:func:`load` returns that op. Otherwise it JIT-compiles mmcv's own kernel
-header (``sigmoid_focal_loss_cuda_kernel.cuh``, from an mmcv source tree the
-caller points to) behind a small launcher that does what mmcv's does: the
-host-synchronising label check, one kernel launch, fp32/fp16 only. The
-Python side mirrors mmcv's ``SigmoidFocalLossFunction`` plus mmdet's weight
-and reduction wrapper, so the timing covers the same work.
-"""
-import os
-from typing import Callable, Optional
+kernel (``mmcv.ops.sigmoid_focal_loss``), which lives in mmcv's compiled
+extension ``mmcv._ext``. Building all of mmcv's CUDA ops takes far longer than
+a lent GPU machine is held, so for benchmarks this module offers the one op
+that matters: :func:`ensure_ops` registers a stand-in ``mmcv._ext`` whose
+``sigmoid_focal_loss_forward``/``_backward`` run mmcv 2.1.0's own kernel
+header (``sigmoid_focal_loss_cuda_kernel.cuh``, JIT-compiled from an mmcv
+source tree on first use) behind a launcher that does what mmcv's does: the
+host-synchronising label check, one kernel launch. mmcv's Python
+``SigmoidFocalLossFunction`` and mmdet's ``FocalLoss`` then run unchanged.
+Every other op of the stand-in raises ``NotImplementedError`` when called
+(importing them is fine, which is all ``import mmdet`` needs).
 
-import torch
+Where mmcv's compiled ops are installed, :func:`ensure_ops` leaves them alone.
+"""
+import importlib.util
+import os
+import sys
+import types
+from typing import Optional
+
 from torch import Tensor
 
 _LAUNCHER = r'''
@@ -67,58 +75,81 @@ void focal_backward(at::Tensor input, at::Tensor target, at::Tensor grad_input,
 '''
 
 
-def _build(mmcv_src: str, verbose: bool = False):
-    from torch.utils.cpp_extension import load_inline
+def _kernel_sources(mmcv_src: str) -> str:
+    """mmcv's ``ops/csrc/common`` folder in ``mmcv_src``, checked to hold the kernel."""
     csrc = os.path.join(mmcv_src, 'mmcv', 'ops', 'csrc', 'common')
     header = os.path.join(csrc, 'cuda', 'sigmoid_focal_loss_cuda_kernel.cuh')
     if not os.path.isfile(header):
         raise ValueError(f'mmcv_src={mmcv_src!r} holds no {header}')
+    return csrc
+
+
+def _build(mmcv_src: str, verbose: bool = False):
+    from torch.utils.cpp_extension import load_inline
+    csrc = _kernel_sources(mmcv_src)
     return load_inline(name='mmcv_sigmoid_focal_bench', cpp_sources=_DECLARATIONS,
                        cuda_sources=_LAUNCHER, functions=['focal_forward', 'focal_backward'],
                        extra_include_paths=[csrc, os.path.join(csrc, 'cuda')],
                        extra_cuda_cflags=['-O3'], verbose=verbose)
 
 
-def load(mmcv_src: Optional[str]) -> Callable[..., Tensor]:
-    """``loss(pred, labels, weight, avg_factor)`` as mmdet FocalLoss runs it on CUDA."""
-    try:
-        from mmcv.ops import sigmoid_focal_loss as op  # real mmcv with CUDA ops
-    except Exception:  # noqa: BLE001  (no mmcv, or mmcv without compiled ops)
-        if mmcv_src is None:
-            raise RuntimeError('mmcv CUDA ops are not importable and no mmcv source '
-                               'tree was given (--mmcv-src)')
-        ext = _build(mmcv_src)
-        op = _make_function(ext).apply
+class FocalOnlyExt(types.ModuleType):
+    """A stand-in for ``mmcv._ext`` that has mmcv's sigmoid focal loss only."""
 
-    def loss(pred: Tensor, labels: Tensor, weight: Optional[Tensor], avg_factor: float,
-             gamma: float = 2.0, alpha: float = 0.25) -> Tensor:
-        # mmdet.models.losses.focal_loss.sigmoid_focal_loss: unreduced op, then weight.
-        out = op(pred.contiguous(), labels.contiguous(), gamma, alpha, None, 'none')
-        if weight is not None:
-            out = out * weight.view(-1, 1)
-        return out.sum() / (avg_factor + torch.finfo(torch.float32).eps)
+    def __init__(self, mmcv_src: str) -> None:
+        super().__init__('mmcv._ext', 'stand-in: sigmoid focal loss only (mmcv_cuda_focal)')
+        self._mmcv_src = mmcv_src
+        self._kernels = None
 
-    return loss
+    def _built(self):
+        if self._kernels is None:
+            self._kernels = _build(self._mmcv_src)
+        return self._kernels
+
+    def sigmoid_focal_loss_forward(self, input: Tensor, target: Tensor, weight: Tensor,
+                                   output: Tensor, gamma: float, alpha: float) -> None:
+        _no_class_weight(weight)
+        self._built().focal_forward(input, target, output, gamma, alpha)
+
+    def sigmoid_focal_loss_backward(self, input: Tensor, target: Tensor, weight: Tensor,
+                                    grad_input: Tensor, gamma: float, alpha: float) -> None:
+        _no_class_weight(weight)
+        self._built().focal_backward(input, target, grad_input, gamma, alpha)
+
+    def __getattr__(self, name: str):
+        if name.startswith('__'):
+            raise AttributeError(name)
+
+        def not_built(*args, **kwargs):
+            raise NotImplementedError(
+                f'mmcv op {name!r} is not available: mmcv has no compiled ops here and '
+                'the stand-in from tools/benchmark/mmcv_cuda_focal.py has only '
+                'sigmoid_focal_loss')
+        return not_built
 
 
-def _make_function(ext):
-    class SigmoidFocal(torch.autograd.Function):
-        """mmcv's SigmoidFocalLossFunction with reduction='none'."""
+def _no_class_weight(weight: Tensor) -> None:
+    if weight.numel():
+        raise NotImplementedError('the stand-in focal op takes no per-class weight '
+                                  f'(got one of shape {tuple(weight.shape)})')
 
-        @staticmethod
-        def forward(ctx, pred, labels, gamma, alpha, weight, reduction):
-            output = pred.new_zeros(pred.shape)
-            ext.focal_forward(pred, labels, output, float(gamma), float(alpha))
-            ctx.save_for_backward(pred, labels)
-            ctx.gamma, ctx.alpha = float(gamma), float(alpha)
-            return output
 
-        @staticmethod
-        def backward(ctx, grad_output):
-            pred, labels = ctx.saved_tensors
-            grad = pred.new_zeros(pred.shape)
-            ext.focal_backward(pred, labels, grad, ctx.gamma, ctx.alpha)
-            grad *= grad_output
-            return grad, None, None, None, None, None
+def ensure_ops(mmcv_src: Optional[str]) -> str:
+    """Make ``mmcv.ops`` importable; return where its focal op comes from.
 
-    return SigmoidFocal
+    Raises ``RuntimeError`` when mmcv is missing, or has no compiled ops and
+    no ``mmcv_src`` is given.
+    """
+    if importlib.util.find_spec('mmcv') is None:
+        raise RuntimeError('mmcv is not installed (mmcv-lite, without ops, is enough '
+                           'together with --mmcv-src)')
+    if isinstance(sys.modules.get('mmcv._ext'), FocalOnlyExt):
+        return 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
+    if importlib.util.find_spec('mmcv._ext') is not None:
+        return "mmcv's compiled ops"
+    if mmcv_src is None:
+        raise RuntimeError('mmcv has no compiled ops here and no mmcv source tree was '
+                           'given (--mmcv-src) to JIT-build its focal kernel from')
+    _kernel_sources(mmcv_src)
+    sys.modules['mmcv._ext'] = FocalOnlyExt(mmcv_src)
+    return 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'

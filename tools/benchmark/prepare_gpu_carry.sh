@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Prepare what a lent GPU machine needs and cannot download: run this once,
+# here (it needs the package registries), before the GPU check.
+#
+#   bash tools/benchmark/prepare_gpu_carry.sh [DEST]      (default DEST: .gpu_carry)
+#
+# DEST/mmcv-2.1.0/mmcv/ops/csrc/common  mmcv's CUDA kernel sources: the GPU
+#     check JIT-builds mmcv's focal kernel from them (mmcv_cuda_focal.py), the
+#     baseline of the benchmark. Building all of mmcv's CUDA ops would outlast
+#     a GPU lease.
+# DEST/wheels/  mmcv without compiled ops (mmcv-lite, built here from the same
+#     sdist), mmengine, mmdet and the dependencies a plain CUDA PyTorch image
+#     lacks, for CPython 3.12 on x86-64 Linux (PYTHON_VERSION to change). With
+#     them the GPU check runs mmdet's FocalLoss and a RetinaNet training step.
+#
+# Idempotent: a second run finds everything in place and returns at once. Then
+# name DEST in the device call's carry list and run tools/benchmark/gpu_check.sh
+# there (it finds DEST by itself). DEST is git-ignored by .gitignore's
+# /.gpu_carry/ entry; keep it under the 64 MiB a device call carries (~7 MiB).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+DEST=$(realpath -m "${1:-$ROOT/.gpu_carry}")
+PY=${PYTHON:-$ROOT/.venv/bin/python}
+PYTHON_VERSION=${PYTHON_VERSION:-3.12}
+CONSTRAINTS=$ROOT/tools/constraints.txt
+pin() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"; }
+MMCV=$(pin mmcv)
+say() { printf '[prepare_gpu_carry] %s\n' "$*"; }
+
+if ! "$PY" -c 'import setuptools, torch' 2>/dev/null; then
+  echo "prepare_gpu_carry: PYTHON=$PY needs torch and setuptools (run tools/setup_env.sh" \
+       "first, or set PYTHON)" >&2
+  exit 2
+fi
+PIP=("$PY" -m pip --disable-pip-version-check -q)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$DEST/wheels"
+
+KERNEL_DIR=$DEST/mmcv-$MMCV/mmcv/ops/csrc/common
+if [ ! -f "$KERNEL_DIR/cuda/sigmoid_focal_loss_cuda_kernel.cuh" ] \
+    || ! ls "$DEST"/wheels/mmcv_lite-"$MMCV"-*.whl >/dev/null 2>&1; then
+  say "fetching the mmcv $MMCV sdist"
+  "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation \
+      "mmcv==$MMCV" -d "$WORK" 2>&1 | grep -v 'is ignored' || true
+  tar xzf "$WORK/mmcv-$MMCV.tar.gz" -C "$WORK"
+  mkdir -p "$KERNEL_DIR"
+  cp -r "$WORK/mmcv-$MMCV/mmcv/ops/csrc/common/." "$KERNEL_DIR/"
+  say "building mmcv-lite $MMCV (no compiled ops: seconds)"
+  MMCV_WITH_OPS=0 "${PIP[@]}" wheel --no-deps --no-build-isolation \
+      "$WORK/mmcv-$MMCV" -w "$DEST/wheels"
+fi
+
+# What mmengine, mmdet and mmcv need beyond a CUDA PyTorch image (which has
+# numpy, opencv-python-headless, matplotlib, scipy, rich, pyyaml, tqdm, six).
+PACKAGES=("mmengine==$(pin mmengine)" "mmdet==$(pin mmdet)" "pycocotools==$(pin pycocotools)"
+          addict yapf platformdirs termcolor terminaltables shapely)
+say "downloading ${PACKAGES[*]} for CPython $PYTHON_VERSION"
+"${PIP[@]}" download --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
+    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d "$DEST/wheels" "${PACKAGES[@]}" 2>&1 | grep -v 'is ignored' || true
+say "done: $(du -sh "$DEST" | cut -f1) in $DEST"
+ls "$DEST/wheels"
