@@ -5,13 +5,15 @@ The H200 benchmark (docs/benchmarks.md) shows the fused Poly-1 and mmcv's
 kernel both far above the memory floor at 100k x 80, with a fixed cost of
 about 1 ms per forward + backward. This splits that cost: host time of each
 piece (input checks with their one sync, the Triton forward and backward
-launches, the whole call) against its GPU time, then a torch.profiler table
-for the fused call and for mmcv's. Needs CUDA and Triton; mmcv's kernel is
+launches, the whole call, the call with its Triton launches stubbed out,
+empty Triton kernels with 1 and with 17 arguments) against its GPU time,
+then a torch.profiler table for the fused call and for mmcv's. Needs CUDA and Triton; mmcv's kernel is
 JIT-built from --mmcv-src as in benchmark_loss.py.
 
     PYTHONPATH=. python tools/benchmark/profile_cuda_overhead.py --mmcv-src SRC
 """
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -19,6 +21,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import triton
+import triton.language as tl
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,6 +30,11 @@ import benchmark_loss as bench  # noqa: E402
 from mmdet_polyloss.functional import checks, poly1_focal_loss  # noqa: E402
 from mmdet_polyloss.functional import triton_kernels  # noqa: E402
 from mmdet_polyloss.functional.fused import PolyParams  # noqa: E402
+
+
+def _stubbed(fn: Callable[[], object]) -> None:
+    with triton_launches_stubbed():
+        fn()
 
 
 def host_us(fn: Callable[[], object], repeats: int = 50) -> float:
@@ -56,6 +65,36 @@ def device_us(fn: Callable[[], object], repeats: int = 50) -> float:
     return start.elapsed_time(end) * 1e3 / repeats
 
 
+@triton.jit
+def _empty_kernel_1(x_ptr):
+    pass
+
+
+@triton.jit
+def _empty_kernel_17(x_ptr, labels_ptr, w_ptr, out_ptr, n, c, g, a1, a2, w1, w2, e1, e2, e3, e4,
+                     MODE_A: tl.constexpr, MODE_B: tl.constexpr):
+    pass
+
+
+@contextlib.contextmanager
+def triton_launches_stubbed():
+    """The fused path with each Triton launch replaced by one allocation: the
+    host cost of everything around the kernels."""
+    saved = triton_kernels.triton_forward, triton_kernels.triton_backward
+
+    def forward(pred, labels, weight, params, reduce_sum):
+        out = torch.empty(8, device=pred.device)
+        return out.sum() if reduce_sum else torch.empty_like(pred, dtype=torch.float32)
+
+    def backward(pred, labels, weight, params, grad_output):
+        return torch.empty_like(pred)
+    triton_kernels.triton_forward, triton_kernels.triton_backward = forward, backward
+    try:
+        yield
+    finally:
+        triton_kernels.triton_forward, triton_kernels.triton_backward = saved
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--mmcv-src', default=None)
@@ -68,6 +107,7 @@ def main() -> int:
     logits, row_weight = pred.detach(), weight.view(-1, 1)
     params = PolyParams((-1.0,), 2.0, 0.25, True)
     grad_out = torch.ones((), device='cuda')
+    addresses = [t.data_ptr() for t in (logits, labels, row_weight, logits)]
 
     def fused() -> None:
         pred.grad = None
@@ -82,6 +122,17 @@ def main() -> int:
         'triton backward': lambda: triton_kernels.triton_backward(
             logits, labels, row_weight, params, grad_out),
         'Poly1 fused forward + backward': fused,
+        'same, Triton launches stubbed': lambda: _stubbed(fused),
+        'sync round trip (one .item())': lambda: grad_out.item(),
+        'empty Triton kernel, 1 argument': lambda: _empty_kernel_1[(1,)](logits),
+        'empty Triton kernel, 17 arguments': lambda: _empty_kernel_17[(1,)](
+            logits, labels, row_weight, logits, logits.numel(), 80, 2.0, 0.25, 0.75, 0.25,
+            0.75, -1.0, 0.0, 0.0, 0.0, MODE_A=1, MODE_B=2),
+        # The same with the 4 tensors passed as plain ints: no data_ptr() call and
+        # no cuPointerGetAttribute per pointer in Triton's launcher.
+        'empty Triton kernel, 17 arguments, no tensors': lambda: _empty_kernel_17[(1,)](
+            *addresses, logits.numel(), 80, 2.0, 0.25, 0.75, 0.25,
+            0.75, -1.0, 0.0, 0.0, 0.0, MODE_A=1, MODE_B=2),
     }
     try:
         mmcv_focal = bench.load_mmdet_focal('cuda', args.mmcv_src)
