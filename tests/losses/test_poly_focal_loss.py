@@ -55,7 +55,12 @@ def test_epsilon_zero_equals_mmdet_focal_loss(label_format, weight_kind, reducti
     theirs_pred = pred.clone().requires_grad_()
     ours = Poly1FocalLoss(epsilon=0.0, **kwargs)(ours_pred, target, weight, avg_factor=avg_factor)
     theirs = FocalLoss(**kwargs)(theirs_pred, target, weight, avg_factor=avg_factor)
-    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    # On CUDA, mmdet sends class indices to mmcv's kernel, which takes log(1 - p)
+    # of a float32 sigmoid: for a background logit x its relative error is about
+    # 2^-25 / ((1 - p) |log(1 - p)|), up to ~4e-5 at the |x| < 9.5 drawn here
+    # (ours uses a stable softplus). Everywhere else mmdet runs torch ops.
+    mmcv_kernel = device == 'cuda' and label_format == 'index' and not activated
+    torch.testing.assert_close(ours, theirs, rtol=1e-4 if mmcv_kernel else 1e-5, atol=1e-6)
     grad_out = torch.rand_like(ours)
     ours.backward(grad_out)
     theirs.backward(grad_out)

@@ -38,6 +38,15 @@ def test_tiny_cpu_run_agrees_and_reports_every_method(tmp_path):
     data = json.loads(out.with_suffix('.json').read_text())
     assert [t['dtype'] for t in data['tables']] == ['float32', 'bfloat16']
     assert all(c['ok'] for t in data['tables'] for c in t['checks'])
+    # Single fp32 elements at |logit| up to 40 against float64: every CPU method
+    # (mmdet's torch path included) is accurate to a few ulp in loss and gradient.
+    probe = data['accuracy_probe']
+    assert {(r['target'], abs(r['logit'])) for r in probe} >= {('background', 40.0),
+                                                               ('positive', 40.0)}
+    for row in probe:
+        assert set(row['errors']) == set(CPU_METHODS), row
+        assert all(max(err) < 1e-5 for err in row['errors'].values()), row
+    assert '## Accuracy at large logits' in result.stdout
     assert data['tables'][0]['baseline'] == 'mmdet FocalLoss'
 
 

@@ -442,6 +442,57 @@ def agreement_checks(methods: List[Method], case: Inputs, where: str) -> List[Ch
     return checks
 
 
+#: |logit| of the accuracy probe: a background element at +logit (a confident
+#: false positive) and a positive one at -logit (a confident miss).
+PROBE_LOGITS = (4.0, 8.0, 12.0, 16.0, 20.0, 40.0)
+
+
+@dataclass
+class ProbeRow:
+    """One element's focal loss (epsilon 0) in float64, and each method's
+    relative error in fp32: {method: (loss error, gradient error)}."""
+    target: str
+    logit: float
+    loss64: float
+    grad64: float
+    errors: Dict[str, Tuple[float, float]]
+
+
+def _relative_error(value: float, reference: float) -> float:
+    return abs(value - reference) / abs(reference) if reference else abs(value)
+
+
+def accuracy_probe(mmdet_fn: Optional[LossFn], device: str) -> List[ProbeRow]:
+    """Focal loss (Poly-1 at epsilon 0) of single fp32 elements at large |logit|,
+    each method against the float64 formula."""
+    from mmdet_polyloss.functional import poly1_focal_loss
+    methods = [Method(MMDET, mmdet_fn), Method(FUSED, poly1(0.0))]
+    if device == 'cuda':
+        methods.append(Method(EAGER, poly1(0.0), context=triton_disabled))
+    methods.append(Method(NAIVE, poly1(0.0, 'reference')))
+    # The methods divide by avg_factor + fp32 eps, as mmdet does; so does the reference.
+    divisor = 1.0 + torch.finfo(torch.float32).eps
+    rows = []
+    for target, sign, label in (('background', 1.0, 1), ('positive', -1.0, 0)):
+        for logit in PROBE_LOGITS:
+            x64 = torch.tensor([[sign * logit]], dtype=torch.float64, requires_grad=True)
+            labels = torch.tensor([label])
+            ref = poly1_focal_loss(x64, labels, epsilon=0.0, gamma=GAMMA, alpha=ALPHA,
+                                   reduction='sum', implementation='reference') / divisor
+            ref.backward()
+            errors = {}
+            for method in methods:
+                if method.fn is None:
+                    continue
+                case = Inputs(x64.detach().float().to(device).requires_grad_(),
+                              labels.to(device), torch.ones(1, device=device), 1.0)
+                loss, grad = loss_and_grad(method, case)
+                errors[method.name] = (_relative_error(loss.item(), ref.item()),
+                                       _relative_error(grad.item(), x64.grad.item()))
+            rows.append(ProbeRow(target, sign * logit, ref.item(), x64.grad.item(), errors))
+    return rows
+
+
 # ------------------------------------------------------------------- benchmark
 
 
@@ -715,7 +766,7 @@ def _cpu_model() -> str:
 
 def render(env: Dict[str, str], args: argparse.Namespace, tables: List[Table],
            bandwidth: Optional[float], train: Optional[Dict[str, object]],
-           notes: List[str]) -> str:
+           notes: List[str], probe: Sequence[ProbeRow] = ()) -> str:
     """The markdown report."""
     lines = ['# Loss benchmark: Poly-1 focal vs mmdet FocalLoss', '',
              f"Command: `{env['command']}`", '',
@@ -739,6 +790,18 @@ def render(env: Dict[str, str], args: argparse.Namespace, tables: List[Table],
                   'bandwidth.', '']
     lines += [f'- {note}' for note in notes] + ([''] if notes else [])
     lines += ['## Agreement', ''] + [f'- {c.line()}' for t in tables for c in t.checks] + ['']
+    if probe:
+        names = list(probe[0].errors)
+        lines += ['## Accuracy at large logits (fp32, focal loss = Poly-1 at epsilon 0)', '',
+                  'One element at a time, relative error of the loss / of its gradient '
+                  'against the float64 formula.', '',
+                  '| target | logit | float64 loss | ' + ' | '.join(names) + ' |',
+                  '|---|---:|---:|' + '---:|' * len(names)]
+        for row in probe:
+            cells = [f'{row.errors[n][0]:.1e} / {row.errors[n][1]:.1e}' for n in names]
+            lines.append(f'| {row.target} | {row.logit:g} | {row.loss64:.6g} | '
+                         + ' | '.join(cells) + ' |')
+        lines.append('')
     for table in tables:
         lines += [f'## {table.dtype}, {table.images} image(s): {table.rows_n} x {table.classes}, '
                   f'{table.positives} positives', '']
@@ -821,6 +884,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             notes.append('Triton kernels unavailable: the fused method runs its eager path')
 
     bandwidth = copy_bandwidth('cuda') if args.device == 'cuda' else None
+    probe = accuracy_probe(mmdet_fn, args.device)
     tables = [benchmark_case(methods, case, args, dtype_name, images, bandwidth)
               for images, dtype_name, case, methods in iter_cases(args, mmdet_fn, mmdet_error)]
 
@@ -843,7 +907,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                                    mmdet_error)):
             apply_memory(table, measure_memory(methods, case, args.device))
 
-    report = render(env, args, tables, bandwidth, train, notes)
+    report = render(env, args, tables, bandwidth, train, notes, probe)
     print('\n' + report, flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -852,7 +916,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             dict(env=env, args={k: (str(v) if isinstance(v, Path) else v)
                                 for k, v in vars(args).items()},
                  copy_bandwidth_bytes_per_s=bandwidth, notes=notes,
-                 tables=[asdict(t) for t in tables], train_step=train), indent=1) + '\n')
+                 tables=[asdict(t) for t in tables], train_step=train,
+                 accuracy_probe=[asdict(r) for r in probe]), indent=1) + '\n')
 
     failed_checks = [c for t in tables for c in t.checks if c.ok is False]
     failed_rows = [f'{t.dtype}/{t.images}: {r.method}: {r.note}' for t in tables for r in t.rows
