@@ -31,7 +31,7 @@ def _metrics(ap: float, ar: Optional[float] = None) -> Dict[str, float]:
 
 def make_run(root: Path, name: str, loss: str, ap: float,
              ar: Optional[float] = None, stale_ap: Optional[float] = None,
-             test_ap: Optional[float] = None) -> Path:
+             test_ap: Optional[float] = None, seed: Optional[int] = None) -> Path:
     """A work dir laid out as mmengine writes it."""
     work = root / name
     run = work / '20260101_120000'
@@ -48,7 +48,8 @@ def make_run(root: Path, name: str, loss: str, ap: float,
         (test / f'{test.name}.json').write_text(
             json.dumps(_metrics(test_ap, ar)))
     (work / f'{name}.py').write_text(
-        f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={loss}))\n')
+        f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={loss}))\n'
+        + ('' if seed is None else f'randomness = dict(seed={seed})\n'))
     return work
 
 
@@ -171,3 +172,45 @@ def test_two_stage_runs_read_the_roi_classifier_not_the_rpn(tmp_path):
     rows = build_report(runs).splitlines()
     assert rows[2].split('|')[1:4] == [' ce (baseline) ', ' cross-entropy ', ' 38.2 ']
     assert rows[3].split('|')[1:4] == [' poly ', ' poly-1 CE eps=-1 ', ' 38.5 (+0.3) ']
+
+
+def _seed_rows(table: str) -> Dict[str, list]:
+    part = table.split('Across seeds')[1]
+    rows = [line.split('|')[1:-1] for line in part.splitlines() if line.startswith('| ')]
+    return {row[0].strip(): [cell.strip() for cell in row] for row in rows[1:]}
+
+
+def test_seeds_are_summarised_with_paired_differences(tmp_path):
+    runs = [make_run(tmp_path, 'focal_s0', FOCAL, 0.365, 0.50, seed=0),
+            make_run(tmp_path, 'focal_s1', FOCAL, 0.375, 0.52, seed=1),
+            make_run(tmp_path, 'poly_s0', poly(-1.0), 0.372, 0.53, seed=0),
+            make_run(tmp_path, 'poly_s1', poly(-1.0), 0.390, 0.53, seed=1),
+            make_run(tmp_path, 'plus1', poly(1.0), 0.340, seed=0)]
+    table = build_report([str(r) for r in runs], out_png=str(tmp_path / 'p.png'))
+    # The per-run table still lists every run.
+    assert len([line for line in table.split('Across seeds')[0].splitlines()
+                if line.startswith('| ') and not line.startswith('| run')]) == 5
+    rows = _seed_rows(table)
+    # Columns: loss, runs, mAP, Δ mAP, AP50, Δ AP50, AR@100, Δ AR@100
+    focal = rows['focal (baseline)']
+    assert focal[1] == '2 (0, 1)' and focal[2] == '37.0 ± 0.7' and focal[3] == ''
+    eps_m1 = rows['poly-1 eps=-1']
+    assert eps_m1[2] == '38.1 ± 1.3'  # 37.2 and 39.0
+    assert eps_m1[3] == '+1.1 ± 0.6 (2 paired)'  # +0.7 (seed 0), +1.5 (seed 1)
+    assert eps_m1[6] == '53.0 ± 0.0' and eps_m1[7] == '+2.0 ± 1.4 (2 paired)'
+    plus1 = rows['poly-1 eps=+1']
+    assert plus1[1] == '1 (0)' and plus1[2] == '34.0' and plus1[3] == '-2.5 (1 paired)'
+    assert plus1[6] == 'n/a' and plus1[7] == 'n/a'  # AR not logged for that run
+    assert Image.open(tmp_path / 'p.png').size[0] > 0
+
+
+def test_unpaired_seeds_compare_means(tmp_path):
+    runs = [make_run(tmp_path, 'f0', FOCAL, 0.30, seed=0),
+            make_run(tmp_path, 'f1', FOCAL, 0.32, seed=1),
+            make_run(tmp_path, 'p5', poly(-1.0), 0.35, seed=5)]
+    rows = _seed_rows(build_report([str(r) for r in runs]))
+    assert rows['poly-1 eps=-1'][3] == '+4.0 (means)'  # 35.0 - 31.0
+
+
+def test_no_seed_table_when_every_setting_ran_once(sweep):
+    assert 'Across seeds' not in build_report([str(p) for p in sweep.values()])

@@ -19,6 +19,10 @@
 #
 # Environment:
 #   WORK_DIR      where runs, table and plot go (default: work_dirs/demo)
+#   SEEDS         training seeds, e.g. "0 1 2" (default: 0). Seed 0 runs in
+#                 <config name>/, seed N in <config name>_seedN/; with several
+#                 seeds the report adds mean +- sd per loss and the per-seed
+#                 differences against focal loss.
 #   FORCE=1       retrain even if a finished run exists
 #   POLYLOSS_VENV the virtual environment (default: .venv in the checkout)
 set -euo pipefail
@@ -43,33 +47,45 @@ say "2/5 synthetic dataset in $DATA_DIR"
 
 say "3/5 training (mmengine logs every 10 iterations)"
 run_dirs=()
-for cfg in "${CONFIGS[@]}"; do
-  name=$(basename "$cfg" .py)
-  dir=$WORK_DIR/$name
-  run_dirs+=("$dir")
-  # A finished run is reused only if config, demo base and dataset are unchanged.
-  key=$(cat "$cfg" configs/demo/_base_/*.py "$DATA_DIR/meta.json" | sha256sum | cut -c1-16)
-  if [ "${FORCE:-0}" != 1 ] && [ "$(cat "$dir/.demo-done" 2>/dev/null)" = "$key" ]; then
-    say "$name: finished run found in $dir, not retraining (FORCE=1 to redo)"
-    continue
-  fi
-  rm -rf "$dir"
-  say "$name: training"
-  t0=$(date +%s)
-  "$PY" tools/train.py "$cfg" --work-dir "$dir"
-  say "$name: trained in $(( $(date +%s) - t0 )) s"
-  echo "$key" > "$dir/.demo-done"
+run_cfgs=()
+run_seeds=()
+for seed in ${SEEDS:-0}; do
+  case $seed in
+    ''|*[!0-9]*) echo "run_demo: SEEDS must hold non-negative integers, got '$seed'" >&2; exit 2 ;;
+  esac
+  for cfg in "${CONFIGS[@]}"; do
+    name=$(basename "$cfg" .py)
+    dir=$WORK_DIR/$name$([ "$seed" = 0 ] || echo "_seed$seed")
+    run_dirs+=("$dir")
+    run_cfgs+=("$cfg")
+    run_seeds+=("$seed")
+    # A finished run is reused only if config, demo base, dataset and seed are unchanged.
+    key=$(cat "$cfg" configs/demo/_base_/*.py "$DATA_DIR/meta.json" | sha256sum | cut -c1-16)
+    [ "$seed" = 0 ] || key=$key-seed$seed
+    if [ "${FORCE:-0}" != 1 ] && [ "$(cat "$dir/.demo-done" 2>/dev/null)" = "$key" ]; then
+      say "$(basename "$dir"): finished run found in $dir, not retraining (FORCE=1 to redo)"
+      continue
+    fi
+    rm -rf "$dir"
+    say "$(basename "$dir"): training (seed $seed)"
+    t0=$(date +%s)
+    "$PY" tools/train.py "$cfg" --work-dir "$dir" --cfg-options randomness.seed="$seed"
+    say "$(basename "$dir"): trained in $(( $(date +%s) - t0 )) s"
+    echo "$key" > "$dir/.demo-done"
+  done
 done
 
 say "4/5 COCO evaluation of the final checkpoints with tools/test.py"
-for dir in "${run_dirs[@]}"; do
-  name=$(basename "$dir")
+for i in "${!run_dirs[@]}"; do
+  dir=${run_dirs[$i]}
   ckpt=$(cat "$dir/last_checkpoint")
   if [ -f "$dir/.demo-tested" ] && [ "$dir/.demo-tested" -nt "$ckpt" ]; then
-    say "$name: already evaluated"
+    say "$(basename "$dir"): already evaluated"
     continue
   fi
-  "$PY" tools/test.py "configs/demo/$name.py" "$ckpt" --work-dir "$dir"
+  # The seed too: the report reads it from the config this run dumps.
+  "$PY" tools/test.py "${run_cfgs[$i]}" "$ckpt" --work-dir "$dir" \
+      --cfg-options randomness.seed="${run_seeds[$i]}"
   touch "$dir/.demo-tested"
 done
 

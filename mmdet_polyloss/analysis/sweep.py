@@ -53,6 +53,12 @@ class RunResult:
     alpha_weighted: Optional[bool]
     metrics: Dict[str, float] = field(default_factory=dict)
     source: str = ''
+    seed: Optional[int] = None
+
+    @property
+    def setting(self) -> Tuple[Optional[str], Optional[float], Optional[bool]]:
+        """What the runs of one loss setting share (seeds aside)."""
+        return self.loss_type, self.epsilon, self.alpha_weighted
 
     @property
     def is_focal(self) -> bool:
@@ -162,15 +168,13 @@ def classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return _find_loss_cls(model)
 
 
-def read_loss(work_dir: Path) -> Optional[Dict[str, Any]]:
-    """The classifier's loss from the newest config mmengine dumped in ``work_dir``."""
+def read_config(work_dir: Path) -> Dict[str, Any]:
+    """The newest config mmengine dumped in ``work_dir``, as a dict ({} if none)."""
     from mmengine.config import Config
     dumped = sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
     if not dumped:
-        return None
-    cfg = Config.fromfile(str(dumped[-1]), import_custom_modules=False)
-    loss = classifier_loss(cfg.to_dict().get('model', {}))
-    return dict(loss) if loss is not None else None
+        return {}
+    return Config.fromfile(str(dumped[-1]), import_custom_modules=False).to_dict()
 
 
 def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
@@ -186,7 +190,9 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
             "'bbox_mAP' in <timestamp>/vis_data/scalars.json and "
             '<timestamp>/<timestamp>.json); train with validation or run '
             'tools/test.py on it first')
-    loss = read_loss(path) or {}
+    config = read_config(path)
+    loss = dict(classifier_loss(config.get('model', {})) or {})
+    seed = (config.get('randomness') or {}).get('seed')
     loss_type = loss.get('type')
     epsilon: Optional[float] = None
     alpha_weighted: Optional[bool] = None
@@ -203,7 +209,8 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
         epsilon=epsilon,
         alpha_weighted=alpha_weighted,
         metrics=metrics,
-        source=source)
+        source=source,
+        seed=seed if isinstance(seed, int) else None)
 
 
 def order_runs(runs: Sequence[RunResult],
@@ -264,12 +271,100 @@ def markdown_table(runs: Sequence[RunResult]) -> str:
     return '\n'.join(lines)
 
 
+#: Metrics of the across-seeds table: (column title, CocoMetric key suffix).
+SEED_METRICS: Tuple[Tuple[str, str], ...] = (
+    ('mAP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AR@100', 'bbox_AR@100'))
+
+
+def group_by_setting(runs: Sequence[RunResult]) -> List[List[RunResult]]:
+    """Runs of the same loss setting together, groups in order of first appearance."""
+    groups: Dict[Tuple[Optional[str], Optional[float], Optional[bool]],
+                 List[RunResult]] = {}
+    for run in runs:
+        groups.setdefault(run.setting, []).append(run)
+    return list(groups.values())
+
+
+def _mean_sd(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """Mean and sample standard deviation (None for a single value)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _fmt_mean_sd(values: Sequence[float], signed: bool = False) -> str:
+    mean, sd = _mean_sd([100 * v for v in values])
+    text = f'{mean:+.1f}' if signed else f'{mean:.1f}'
+    return text if sd is None else f'{text} ± {sd:.1f}'
+
+
+def _delta(group: Sequence[RunResult], base: Sequence[RunResult], key: str) -> str:
+    """Change against the baseline group: mean ± sd of the per-seed differences
+    where seeds pair up, else the difference of the means."""
+    base_by_seed = {r.seed: r.metrics[key] for r in base
+                    if r.seed is not None and r.metrics.get(key, -1) >= 0}
+    paired = [r.metrics[key] - base_by_seed[r.seed] for r in group
+              if r.seed in base_by_seed and r.metrics.get(key, -1) >= 0]
+    if paired:
+        return f'{_fmt_mean_sd(paired, signed=True)} ({len(paired)} paired)'
+    ours = [r.metrics[key] for r in group if r.metrics.get(key, -1) >= 0]
+    theirs = [r.metrics[key] for r in base if r.metrics.get(key, -1) >= 0]
+    if not ours or not theirs:
+        return 'n/a'
+    return f'{100 * (_mean_sd(ours)[0] - _mean_sd(theirs)[0]):+.1f} (means)'
+
+
+def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
+    """Mean ± sd over the runs (seeds) of each loss setting, and the change
+    against the baseline's setting; None when no setting has two runs."""
+    groups = group_by_setting(runs)
+    if all(len(group) < 2 for group in groups):
+        return None
+    shown = [(title, key) for title, key in SEED_METRICS
+             if any(r.metrics.get(key, -1) >= 0 for r in runs)]
+    header = ['loss', 'runs (seeds)']
+    for title, _ in shown:
+        header += [title, f'Δ {title}']
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '|'.join(['---'] * 2 + ['---:'] * (2 * len(shown))) + '|']
+    base = groups[0]
+    for group in groups:
+        seeds = ', '.join('?' if r.seed is None else str(r.seed) for r in group)
+        label = group[0].loss_label + (' (baseline)' if group is base else '')
+        cells = [label, f'{len(group)} ({seeds})']
+        for _, key in shown:
+            values = [r.metrics[key] for r in group if r.metrics.get(key, -1) >= 0]
+            cells.append(_fmt_mean_sd(values) if values else 'n/a')
+            cells.append('' if group is base else _delta(group, base, key))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def _points(runs: Sequence[RunResult], key: str,
+            alpha_weighted: bool) -> List[Tuple[float, float, float]]:
+    """(epsilon, mean, sd) in % of the runs with ``key``, alpha-weighted
+    (or focal) runs or the others, by epsilon."""
+    by_eps: Dict[float, List[float]] = {}
+    for run in runs:
+        if (run.epsilon is None or run.metrics.get(key, -1) < 0
+                or (run.alpha_weighted is False) == alpha_weighted):
+            continue
+        by_eps.setdefault(run.epsilon, []).append(100 * run.metrics[key])
+    points = []
+    for eps, values in sorted(by_eps.items()):
+        mean, sd = _mean_sd(values)
+        points.append((eps, mean, sd or 0.0))
+    return points
+
+
 def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
     """PNG of AP (left) and AR@100 (right) against epsilon.
 
     Alpha-weighted Poly-1 runs and focal runs (epsilon 0) form the line;
     runs without alpha_t on the epsilon term are separate crosses; the
-    baseline is a dashed horizontal line.
+    baseline is a dashed horizontal line. Several runs (seeds) at one
+    epsilon are drawn as their mean with a bar of one standard deviation.
     """
     import matplotlib
     matplotlib.use('Agg')
@@ -279,24 +374,22 @@ def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, (title, key) in zip(axes, [('AP', 'bbox_mAP'),
                                        ('AR@100', 'bbox_AR@100')]):
-        line = sorted((r.epsilon, 100 * r.metrics[key]) for r in runs
-                      if r.epsilon is not None and r.alpha_weighted is not
-                      False and r.metrics.get(key, -1) >= 0)
-        other = [(r.epsilon, 100 * r.metrics[key]) for r in runs
-                 if r.epsilon is not None and r.alpha_weighted is False and
-                 r.metrics.get(key, -1) >= 0]
+        line = _points(runs, key, alpha_weighted=True)
+        other = _points(runs, key, alpha_weighted=False)
         if not line and not other:
             ax.text(0.5, 0.5, f'{title} not logged', ha='center',
                     va='center', transform=ax.transAxes)
         if line:
-            ax.plot(*zip(*line), 'o-', color='tab:blue',
-                    label='Poly-1 (focal at eps=0)')
+            ax.errorbar(*zip(*line), fmt='o-', color='tab:blue', capsize=3,
+                        label='Poly-1 (focal at eps=0)')
         if other:
-            ax.plot(*zip(*other), 'x', color='tab:red', markersize=9,
-                    label='Poly-1, no alpha_t on eps term')
-        if base.metrics.get(key, -1) >= 0:
-            ax.axhline(100 * base.metrics[key], color='gray', ls='--', lw=1,
-                       label=f'baseline ({base.name})')
+            ax.errorbar(*zip(*other), fmt='x', color='tab:red', markersize=9,
+                        capsize=3, label='Poly-1, no alpha_t on eps term')
+        base_values = [r.metrics[key] for r in runs
+                       if r.setting == base.setting and r.metrics.get(key, -1) >= 0]
+        if base_values:
+            ax.axhline(100 * _mean_sd(base_values)[0], color='gray', ls='--', lw=1,
+                       label=f'baseline ({base.loss_label})')
         ax.set_xlabel('epsilon')
         ax.set_ylabel(f'box {title} (%)')
         ax.set_title(f'box {title} vs epsilon (COCO eval)')
@@ -319,6 +412,10 @@ def build_report(work_dirs: Sequence[str],
         raise SweepReportError('work_dirs: give at least one work dir')
     runs = order_runs([load_run(d) for d in work_dirs], baseline)
     table = markdown_table(runs)
+    across_seeds = seed_table(runs)
+    if across_seeds:
+        table += '\n\nAcross seeds (mean ± sd; Δ against the baseline\'s setting):\n\n' \
+            + across_seeds
     if out_png:
         plot_sweep(runs, out_png)
     if out_md:
