@@ -37,6 +37,12 @@ CONFIGS=(
   configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py
 )
 say() { printf '\n[run_demo] %s\n' "$*"; }
+for seed in ${SEEDS:-0}; do
+  case $seed in
+    *[!0-9]*) echo "run_demo: SEEDS must hold non-negative integers, got '$seed' in" \
+                   "SEEDS='$SEEDS'" >&2; exit 2 ;;
+  esac
+done
 start=$(date +%s)
 
 say "1/5 environment"
@@ -50,9 +56,6 @@ run_dirs=()
 run_cfgs=()
 run_seeds=()
 for seed in ${SEEDS:-0}; do
-  case $seed in
-    ''|*[!0-9]*) echo "run_demo: SEEDS must hold non-negative integers, got '$seed'" >&2; exit 2 ;;
-  esac
   for cfg in "${CONFIGS[@]}"; do
     name=$(basename "$cfg" .py)
     dir=$WORK_DIR/$name$([ "$seed" = 0 ] || echo "_seed$seed")

@@ -215,7 +215,8 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
 
 def order_runs(runs: Sequence[RunResult],
                baseline: Optional[str] = None) -> List[RunResult]:
-    """Baseline first, then by epsilon (unknown last), input order on ties.
+    """Baseline first, then the other runs of its setting (seeds), then by
+    epsilon (unknown last), input order on ties.
 
     The baseline is the run named ``baseline`` if given, else the first
     focal-loss run, else the first run.
@@ -232,7 +233,7 @@ def order_runs(runs: Sequence[RunResult],
     else:
         base = next((r for r in runs if r.is_focal), runs[0])
     rest = [r for r in runs if r is not base]
-    rest.sort(key=lambda r: (r.epsilon is None, r.epsilon or 0.0))
+    rest.sort(key=lambda r: (r.setting != base.setting, r.epsilon is None, r.epsilon or 0.0))
     return [base] + rest
 
 
