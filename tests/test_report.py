@@ -214,3 +214,21 @@ def test_unpaired_seeds_compare_means(tmp_path):
 
 def test_no_seed_table_when_every_setting_ran_once(sweep):
     assert 'Across seeds' not in build_report([str(p) for p in sweep.values()])
+
+
+def test_runs_repeating_a_seed_are_not_averaged(tmp_path):
+    """Same loss, same seed: the runs differ in something else (a schedule), so
+    the report must not present them as seed replicates."""
+    runs = [make_run(tmp_path, 'f0', FOCAL, 0.30, seed=0),
+            make_run(tmp_path, 'f1', FOCAL, 0.32, seed=1),
+            make_run(tmp_path, 'p_24e', poly(-1.0), 0.25, seed=0),
+            make_run(tmp_path, 'p_48e', poly(-1.0), 0.35, seed=0)]
+    table = build_report([str(r) for r in runs])
+    assert 'Not averaged: poly-1 eps=-1 has runs (p_24e, p_48e)' in table
+    rows = _seed_rows(table)
+    assert list(rows) == ['focal (baseline)'] and rows['focal (baseline)'][2] == '31.0 ± 1.4'
+
+    base_mixed = build_report([str(r) for r in runs[2:]] + [str(runs[0])],
+                              baseline='p_24e')
+    assert 'Not averaged: poly-1 eps=-1' in base_mixed
+    assert '| loss | runs (seeds)' not in base_mixed  # no baseline to average against

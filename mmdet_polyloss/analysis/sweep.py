@@ -316,12 +316,33 @@ def _delta(group: Sequence[RunResult], base: Sequence[RunResult], key: str) -> s
     return f'{100 * (_mean_sd(ours)[0] - _mean_sd(theirs)[0]):+.1f} (means)'
 
 
+def is_seed_group(group: Sequence[RunResult]) -> bool:
+    """True when the runs differ only by seed as far as the report can tell:
+    every seed known and none repeated. Runs with the same seed differ in
+    something else (a schedule, say) and must not be averaged."""
+    seeds = [r.seed for r in group]
+    return None not in seeds and len(set(seeds)) == len(seeds)
+
+
 def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
     """Mean ± sd over the runs (seeds) of each loss setting, and the change
-    against the baseline's setting; None when no setting has two runs."""
+    against the baseline's setting; None when no setting has two runs.
+
+    A setting whose runs repeat a seed (or lack one) is left out with a note
+    saying why; without an averageable baseline there is only the note.
+    """
     groups = group_by_setting(runs)
     if all(len(group) < 2 for group in groups):
         return None
+    mixed = [g for g in groups if not is_seed_group(g)]
+    notes = [f'Not averaged: {g[0].loss_label} has runs '
+             f"({', '.join(r.name for r in g)}) with repeated or unknown seeds "
+             f"({', '.join('?' if r.seed is None else str(r.seed) for r in g)}), so "
+             'they differ in more than the seed; compare them row by row above.'
+             for g in mixed]
+    base = groups[0]
+    if base in mixed:
+        return '\n'.join(notes)
     shown = [(title, key) for title, key in SEED_METRICS
              if any(r.metrics.get(key, -1) >= 0 for r in runs)]
     header = ['loss', 'runs (seeds)']
@@ -329,9 +350,10 @@ def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
         header += [title, f'Δ {title}']
     lines = ['| ' + ' | '.join(header) + ' |',
              '|' + '|'.join(['---'] * 2 + ['---:'] * (2 * len(shown))) + '|']
-    base = groups[0]
     for group in groups:
-        seeds = ', '.join('?' if r.seed is None else str(r.seed) for r in group)
+        if group in mixed:
+            continue
+        seeds = ', '.join(str(r.seed) for r in group)
         label = group[0].loss_label + (' (baseline)' if group is base else '')
         cells = [label, f'{len(group)} ({seeds})']
         for _, key in shown:
@@ -339,24 +361,26 @@ def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
             cells.append(_fmt_mean_sd(values) if values else 'n/a')
             cells.append('' if group is base else _delta(group, base, key))
         lines.append('| ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+    return '\n'.join(lines + ([''] + notes if notes else []))
 
 
 def _points(runs: Sequence[RunResult], key: str,
             alpha_weighted: bool) -> List[Tuple[float, float, float]]:
-    """(epsilon, mean, sd) in % of the runs with ``key``, alpha-weighted
-    (or focal) runs or the others, by epsilon."""
-    by_eps: Dict[float, List[float]] = {}
-    for run in runs:
-        if (run.epsilon is None or run.metrics.get(key, -1) < 0
-                or (run.alpha_weighted is False) == alpha_weighted):
-            continue
-        by_eps.setdefault(run.epsilon, []).append(100 * run.metrics[key])
+    """(epsilon, value, sd) in % of the runs with ``key``: alpha-weighted (or
+    focal) runs, or the others. The runs of a setting that differ only by
+    seed become their mean and sd; any other run is its own point."""
     points = []
-    for eps, values in sorted(by_eps.items()):
-        mean, sd = _mean_sd(values)
-        points.append((eps, mean, sd or 0.0))
-    return points
+    for group in group_by_setting(runs):
+        group = [r for r in group if r.epsilon is not None and r.metrics.get(key, -1) >= 0
+                 and (r.alpha_weighted is False) != alpha_weighted]
+        if not group:
+            continue
+        if is_seed_group(group):
+            mean, sd = _mean_sd([100 * r.metrics[key] for r in group])
+            points.append((group[0].epsilon, mean, sd or 0.0))
+        else:
+            points += [(r.epsilon, 100 * r.metrics[key], 0.0) for r in group]
+    return sorted(points)
 
 
 def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
@@ -386,8 +410,10 @@ def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
         if other:
             ax.errorbar(*zip(*other), fmt='x', color='tab:red', markersize=9,
                         capsize=3, label='Poly-1, no alpha_t on eps term')
-        base_values = [r.metrics[key] for r in runs
-                       if r.setting == base.setting and r.metrics.get(key, -1) >= 0]
+        base_runs = [r for r in runs if r.setting == base.setting]
+        if not is_seed_group(base_runs):
+            base_runs = [base]
+        base_values = [r.metrics[key] for r in base_runs if r.metrics.get(key, -1) >= 0]
         if base_values:
             ax.axhline(100 * _mean_sd(base_values)[0], color='gray', ls='--', lw=1,
                        label=f'baseline ({base.loss_label})')
