@@ -58,7 +58,8 @@ run_seeds=()
 for seed in ${SEEDS:-0}; do
   for cfg in "${CONFIGS[@]}"; do
     name=$(basename "$cfg" .py)
-    dir=$WORK_DIR/$name$([ "$seed" = 0 ] || echo "_seed$seed")
+    run=$name$([ "$seed" = 0 ] || echo "_seed$seed")
+    dir=$WORK_DIR/$run
     run_dirs+=("$dir")
     run_cfgs+=("$cfg")
     run_seeds+=("$seed")
@@ -66,14 +67,14 @@ for seed in ${SEEDS:-0}; do
     key=$(cat "$cfg" configs/demo/_base_/*.py "$DATA_DIR/meta.json" | sha256sum | cut -c1-16)
     [ "$seed" = 0 ] || key=$key-seed$seed
     if [ "${FORCE:-0}" != 1 ] && [ "$(cat "$dir/.demo-done" 2>/dev/null)" = "$key" ]; then
-      say "$(basename "$dir"): finished run found in $dir, not retraining (FORCE=1 to redo)"
+      say "$run: finished run found in $dir, not retraining (FORCE=1 to redo)"
       continue
     fi
     rm -rf "$dir"
-    say "$(basename "$dir"): training (seed $seed)"
+    say "$run: training (seed $seed)"
     t0=$(date +%s)
     "$PY" tools/train.py "$cfg" --work-dir "$dir" --cfg-options randomness.seed="$seed"
-    say "$(basename "$dir"): trained in $(( $(date +%s) - t0 )) s"
+    say "$run: trained in $(( $(date +%s) - t0 )) s"
     echo "$key" > "$dir/.demo-done"
   done
 done

@@ -286,6 +286,12 @@ def group_by_setting(runs: Sequence[RunResult]) -> List[List[RunResult]]:
     return list(groups.values())
 
 
+def _logged(runs: Sequence[RunResult], key: str) -> List[float]:
+    """The values of ``key`` in the runs that logged it (CocoMetric's -1 means
+    no objects of that size: not logged)."""
+    return [r.metrics[key] for r in runs if r.metrics.get(key, -1) >= 0]
+
+
 def _mean_sd(values: Sequence[float]) -> Tuple[float, Optional[float]]:
     """Mean and sample standard deviation (None for a single value)."""
     mean = sum(values) / len(values)
@@ -309,8 +315,7 @@ def _delta(group: Sequence[RunResult], base: Sequence[RunResult], key: str) -> s
               if r.seed in base_by_seed and r.metrics.get(key, -1) >= 0]
     if paired:
         return f'{_fmt_mean_sd(paired, signed=True)} ({len(paired)} paired)'
-    ours = [r.metrics[key] for r in group if r.metrics.get(key, -1) >= 0]
-    theirs = [r.metrics[key] for r in base if r.metrics.get(key, -1) >= 0]
+    ours, theirs = _logged(group, key), _logged(base, key)
     if not ours or not theirs:
         return 'n/a'
     return f'{100 * (_mean_sd(ours)[0] - _mean_sd(theirs)[0]):+.1f} (means)'
@@ -343,8 +348,7 @@ def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
     base = groups[0]
     if base in mixed:
         return '\n'.join(notes)
-    shown = [(title, key) for title, key in SEED_METRICS
-             if any(r.metrics.get(key, -1) >= 0 for r in runs)]
+    shown = [(title, key) for title, key in SEED_METRICS if _logged(runs, key)]
     header = ['loss', 'runs (seeds)']
     for title, _ in shown:
         header += [title, f'Δ {title}']
@@ -357,7 +361,7 @@ def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
         label = group[0].loss_label + (' (baseline)' if group is base else '')
         cells = [label, f'{len(group)} ({seeds})']
         for _, key in shown:
-            values = [r.metrics[key] for r in group if r.metrics.get(key, -1) >= 0]
+            values = _logged(group, key)
             cells.append(_fmt_mean_sd(values) if values else 'n/a')
             cells.append('' if group is base else _delta(group, base, key))
         lines.append('| ' + ' | '.join(cells) + ' |')
@@ -413,7 +417,7 @@ def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
         base_runs = [r for r in runs if r.setting == base.setting]
         if not is_seed_group(base_runs):
             base_runs = [base]
-        base_values = [r.metrics[key] for r in base_runs if r.metrics.get(key, -1) >= 0]
+        base_values = _logged(base_runs, key)
         if base_values:
             ax.axhline(100 * _mean_sd(base_values)[0], color='gray', ls='--', lw=1,
                        label=f'baseline ({base.loss_label})')

@@ -241,18 +241,18 @@ def load_mmdet_focal(device: str, mmcv_src: Optional[str]) -> LossFn:
 
 
 def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
-                  dtype: torch.dtype) -> List[Method]:
-    """The timed methods for one dtype (Poly-1 at epsilon=-1)."""
+                  dtype: torch.dtype, epsilon: float = -1.0) -> List[Method]:
+    """The compared methods for one dtype, Poly-1 at ``epsilon`` (timed at -1)."""
     if mmdet_fn is None:
         mmdet = Method(MMDET, None, unsupported=f'not loaded: {mmdet_error}')
     elif device == 'cuda' and dtype == torch.bfloat16:
         mmdet = Method(MMDET, None, unsupported="unsupported (mmcv's kernel: fp32/fp16 only)")
     else:
         mmdet = Method(MMDET, mmdet_fn)
-    methods = [mmdet, Method(FUSED, poly1(-1.0))]
+    methods = [mmdet, Method(FUSED, poly1(epsilon))]
     if device == 'cuda':
-        methods.append(Method(EAGER, poly1(-1.0), context=triton_disabled))
-    methods.append(Method(NAIVE, poly1(-1.0, 'reference')))
+        methods.append(Method(EAGER, poly1(epsilon), context=triton_disabled))
+    methods.append(Method(NAIVE, poly1(epsilon, 'reference')))
     return methods
 
 
@@ -462,14 +462,12 @@ def _relative_error(value: float, reference: float) -> float:
     return abs(value - reference) / abs(reference) if reference else abs(value)
 
 
-def accuracy_probe(mmdet_fn: Optional[LossFn], device: str) -> List[ProbeRow]:
+def accuracy_probe(mmdet_fn: Optional[LossFn], mmdet_error: str,
+                   device: str) -> List[ProbeRow]:
     """Focal loss (Poly-1 at epsilon 0) of single fp32 elements at large |logit|,
     each method against the float64 formula."""
     from mmdet_polyloss.functional import poly1_focal_loss
-    methods = [Method(MMDET, mmdet_fn), Method(FUSED, poly1(0.0))]
-    if device == 'cuda':
-        methods.append(Method(EAGER, poly1(0.0), context=triton_disabled))
-    methods.append(Method(NAIVE, poly1(0.0, 'reference')))
+    methods = build_methods(device, mmdet_fn, mmdet_error, torch.float32, epsilon=0.0)
     # The methods divide by avg_factor + fp32 eps, as mmdet does; so does the reference.
     divisor = 1.0 + torch.finfo(torch.float32).eps
     rows = []
@@ -884,7 +882,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             notes.append('Triton kernels unavailable: the fused method runs its eager path')
 
     bandwidth = copy_bandwidth('cuda') if args.device == 'cuda' else None
-    probe = accuracy_probe(mmdet_fn, args.device)
+    probe = accuracy_probe(mmdet_fn, mmdet_error, args.device)
     tables = [benchmark_case(methods, case, args, dtype_name, images, bandwidth)
               for images, dtype_name, case, methods in iter_cases(args, mmdet_fn, mmdet_error)]
 

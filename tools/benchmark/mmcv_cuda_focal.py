@@ -134,6 +134,10 @@ def _no_class_weight(weight: Tensor) -> None:
                                   f'(got one of shape {tuple(weight.shape)})')
 
 
+#: What :func:`ensure_ops` answers when the stand-in serves mmcv's focal op.
+STAND_IN = 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
+
+
 def ensure_ops(mmcv_src: Optional[str]) -> str:
     """Make ``mmcv.ops`` importable; return where its focal op comes from.
 
@@ -144,7 +148,7 @@ def ensure_ops(mmcv_src: Optional[str]) -> str:
         raise RuntimeError('mmcv is not installed (mmcv-lite, without ops, is enough '
                            'together with --mmcv-src)')
     if isinstance(sys.modules.get('mmcv._ext'), FocalOnlyExt):
-        return 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
+        return STAND_IN
     if importlib.util.find_spec('mmcv._ext') is not None:
         return "mmcv's compiled ops"
     if mmcv_src is None:
@@ -152,4 +156,4 @@ def ensure_ops(mmcv_src: Optional[str]) -> str:
                            'given (--mmcv-src) to JIT-build its focal kernel from')
     _kernel_sources(mmcv_src)
     sys.modules['mmcv._ext'] = FocalOnlyExt(mmcv_src)
-    return 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
+    return STAND_IN
