@@ -87,7 +87,8 @@ def poly_focal_loss(pred: Tensor,
         params = PolyParams(epsilons, gamma, alpha, bool(alpha_weighted_poly))
         if weight is not None:
             weight = broadcast_weight(weight, pred).to(dtype)
-        loss = FusedPolyFocalIndex.apply(pred, target, weight, params, reduction != 'none')
+        loss = FusedPolyFocalIndex.apply(pred, target, weight, params, reduction != 'none',
+                                         torch.is_grad_enabled())
         return loss if reduction == 'none' else _scale_sum(loss, pred.numel(), reduction,
                                                            avg_factor)
 

@@ -38,7 +38,9 @@ if triton is not None:
         inv = 1.0 / (1.0 + e)
         q = tl.where(z >= 0, e * inv, inv)  # sigmoid(-z)
         p_t = tl.where(z >= 0, inv, e * inv)  # sigmoid(z)
-        log1p_e = tl.where(e < 1e-4, e * (1.0 - 0.5 * e), tl.log(1.0 + e))
+        # log1p(e) by Goldberg's trick: log(u) * e / (u - 1), u = 1 + e rounded.
+        u = 1.0 + e
+        log1p_e = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
         ce = tl.maximum(-z, 0.0) + log1p_e  # softplus(-z)
         alpha_t = tl.where(positive, a_pos, a_neg)
         w_poly = tl.where(positive, wp_pos, wp_neg)

@@ -118,9 +118,9 @@ def test_gradcheck_float64(activated, alpha_weighted_poly):
                                activated=activated, reduction='none',
                                implementation=implementation)
 
-    assert torch.autograd.gradcheck(loss_fn, (pred,))  # the fused path for logits
-    # Second derivatives: the composed-ops path (the fused one is once-differentiable).
-    assert torch.autograd.gradgradcheck(lambda p: loss_fn(p, 'reference'), (pred,))
+    for implementation in ('auto', 'reference'):  # 'auto' is the fused path for logits
+        assert torch.autograd.gradcheck(lambda p: loss_fn(p, implementation), (pred,))
+        assert torch.autograd.gradgradcheck(lambda p: loss_fn(p, implementation), (pred,))
 
 
 @pytest.mark.parametrize('gamma', [0.0, 0.5, 2.0])
@@ -140,6 +140,9 @@ def test_extreme_logits_give_finite_loss_and_gradient(gamma, epsilon, dtype, dev
     ce = float(torch.tensor(big, dtype=dtype))
     expected = torch.tensor([[0.0, 0.0], [0.0, 0.75 * (ce + epsilon)]], device=device)
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-6)
+    # There p = 1 exactly: d/dx of 0.75 * p^gamma * (CE + epsilon * p) is 0.75.
+    expected_grad = torch.tensor([[0.0, 0.0], [0.0, 0.75]], device=device)
+    torch.testing.assert_close(logits.grad.float(), expected_grad, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])

@@ -1,4 +1,5 @@
-"""The Triton kernels equal the eager fused path, run in Triton's CPU interpreter.
+"""The Triton kernels equal the composed formula (float64 autograd), run in
+Triton's CPU interpreter.
 
 On a CUDA machine the same kernels are also exercised for real by the
 ``device``-parametrised tests in test_fused.py.
@@ -15,32 +16,41 @@ pytest.importorskip('triton')
 SCRIPT = textwrap.dedent('''
     import itertools
     import torch
-    from mmdet_polyloss.functional import triton_kernels as tk
-    from mmdet_polyloss.functional.fused import PolyParams, dense_loss_and_grad
+    from mmdet_polyloss.functional import poly_focal_loss, triton_kernels as tk
+    from mmdet_polyloss.functional.fused import PolyParams
 
     torch.manual_seed(0)
-    N, C = 97, 7
+    N, C = 331, 7  # 2317 elements: three blocks of 1024, the last one partial
+    assert 2 * tk.BLOCK < N * C < 3 * tk.BLOCK
     x = torch.randn(N, C) * 4
     x[0, 0], x[1, 1] = 1e4, -1e4  # saturated logits
     labels = torch.randint(0, C + 1, (N,))  # C is background
-    cases = itertools.product([(-1.0,), (0.5, -0.2, 0.1)], [0.0, 2.0, 1.5], [0.25, -1.0],
-                              [True, False], ['none', 'row', 'elem'])
-    for eps, gamma, alpha, weighted, weight_kind in cases:
+    weights = {'none': None, 'row': torch.rand(N, 1), 'elem': torch.rand(N, C)}
+    others = itertools.cycle(itertools.product([0.25, -1.0], [True, False], weights))
+    for eps, gamma in itertools.product([(-1.0,), (0.5, -0.2), (0.5, -0.2, 0.1, -0.05)],
+                                        [0.0, 0.5, 1.0, 1.5, 2.0]):
+        alpha, weighted, weight_kind = next(others)
         p = PolyParams(eps, gamma, alpha, weighted)
-        w = {'none': None, 'row': torch.rand(N, 1), 'elem': torch.rand(N, C)}[weight_kind]
-        want, want_grad = dense_loss_and_grad(x, labels, w, p, need_grad=True)
-        torch.testing.assert_close(tk.triton_forward(x, labels, w, p, False), want,
-                                   rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(tk.triton_forward(x, labels, w, p, True), want.sum(),
-                                   rtol=1e-5, atol=1e-4)
+        w = weights[weight_kind]
+        # Independent reference: the composed formula in float64, autograd gradient.
+        x64 = x.double().requires_grad_()
+        want = poly_focal_loss(x64, labels, None if w is None else w.double(),
+                               epsilons=eps, gamma=gamma, alpha=alpha,
+                               alpha_weighted_poly=weighted, reduction='none',
+                               allow_negative_loss=True, implementation='reference')
+        got = tk.triton_forward(x, labels, w, p, False)
+        torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-6)
+        got_sum = tk.triton_forward(x, labels, w, p, True)
+        torch.testing.assert_close(got_sum.double(), want.detach().sum(), rtol=1e-5, atol=1e-4)
         for gout in (torch.rand(N, C), torch.tensor(0.7)):
-            torch.testing.assert_close(tk.triton_backward(x, labels, w, p, gout),
-                                       want_grad * gout, rtol=1e-5, atol=1e-6)
-        x16 = x.half()
-        g16 = tk.triton_backward(x16, labels, w, p, torch.tensor(1.0))
+            want_grad, = torch.autograd.grad(want, x64, gout.double().expand(N, C),
+                                             retain_graph=True)
+            torch.testing.assert_close(tk.triton_backward(x, labels, w, p, gout).double(),
+                                       want_grad, rtol=1e-5, atol=1e-6)
+        g16 = tk.triton_backward(x.half(), labels, w, p, torch.tensor(1.0))
         assert g16.dtype == torch.float16
-        want16 = dense_loss_and_grad(x16.float(), labels, w, p, need_grad=True)[1]
-        torch.testing.assert_close(g16.float(), want16, rtol=1e-2, atol=1e-3)
+        want16, = torch.autograd.grad(want.sum(), x64)
+        torch.testing.assert_close(g16.double(), want16, rtol=1e-2, atol=1e-3)
     print('ok')
 ''')
 
