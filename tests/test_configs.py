@@ -107,6 +107,7 @@ def test_poly_config_equals_mmdet_but_for_the_loss(path: Path):
                          epsilon=eps)
     if '-noalpha' in path.name:
         expected_loss['alpha_weighted_poly'] = False
+        expected_loss['allow_negative_loss'] = True  # that form goes negative at -1
     assert _get(ours['model'], slot) == expected_loss
     assert ours['custom_imports'] == CUSTOM_IMPORTS
     # Everything else: identical to mmdet's resolved config.

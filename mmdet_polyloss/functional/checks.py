@@ -55,29 +55,39 @@ def check_focal_params(gamma: float, alpha: float) -> Tuple[float, float]:
 
 
 def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
-                   name: str = 'epsilons') -> Tuple[float, ...]:
+                   name: str = 'epsilons', alpha: float = -1.0,
+                   alpha_weighted_poly: bool = True) -> Tuple[float, ...]:
     """Validate the Poly-N coefficients.
 
-    ``epsilons[j-1]`` perturbs the coefficient ``1/j`` of ``(1 - p_t)^j`` in
-    the expansion of cross-entropy. While every ``1/j + epsilons[j-1] >= 0``
-    (so ``epsilon >= -1`` for Poly-1) the loss stays >= 0 and is minimal at the
-    target. Below that it is negative for confident correct predictions and
-    its gradient pushes them away from the target, so it needs an explicit
-    ``allow_negative_loss=True``.
+    Focal loss is ``alpha_t * sum_j (1 - p_t)^(gamma + j) / j``; Poly-N adds
+    ``w * epsilons[j-1]`` to the coefficient of ``(1 - p_t)^(gamma + j)``, with
+    ``w = alpha_t`` (``alpha_weighted_poly``, or no alpha weighting at all,
+    ``alpha < 0``: then every bound is ``-1/j``; cross-entropy is this case) or
+    ``w = 1`` (then ``-min(alpha, 1 - alpha)/j``). While every coefficient stays
+    >= 0 the loss is >= 0 and minimal at the target. Below, it is negative for
+    confident correct predictions and its gradient pushes them away from the
+    target, so that needs an explicit ``allow_negative_loss=True``.
     """
     if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence) \
             or len(epsilons) == 0:
         raise ValueError(f'{name} must be a non-empty sequence of numbers, got {epsilons!r}')
     values = tuple(check_real(f'{name}[{j}]', e) for j, e in enumerate(epsilons))
-    if not allow_negative_loss:
-        for j, eps in enumerate(values, start=1):
-            if 1.0 / j + eps < 0:
-                label = 'epsilon' if len(values) == 1 else f'{name}[{j - 1}]'
+    if allow_negative_loss:
+        return values
+    weighted = alpha_weighted_poly or alpha < 0
+    scale = 1.0 if weighted else min(alpha, 1.0 - alpha)
+    for j, eps in enumerate(values, start=1):
+        if eps < -scale / j:
+            label = 'epsilon' if len(values) == 1 else f'{name}[{j - 1}]'
+            if weighted:
                 bound = '-1' if j == 1 else f'-1/{j}'
-                raise ValueError(
-                    f'{label}={eps!r} is below {bound}: the loss then goes negative for '
-                    'confident correct predictions and its gradient pushes them away '
-                    'from the target. Pass allow_negative_loss=True to use it anyway.')
+            else:
+                bound = (f'{-scale / j:g} (with alpha_weighted_poly=False the bound is '
+                         f'-min(alpha, 1 - alpha)/{j}, alpha={alpha!r})')
+            raise ValueError(
+                f'{label}={eps!r} is below {bound}: the loss then goes negative for '
+                'confident correct predictions and its gradient pushes them away '
+                'from the target. Pass allow_negative_loss=True to use it anyway.')
     return values
 
 

@@ -62,7 +62,9 @@ def poly_focal_loss(pred: Tensor,
         reduction: 'none', 'mean' or 'sum'.
         avg_factor: with 'mean', the sum is divided by ``avg_factor + eps``
             instead of the number of elements (mmdet's rule).
-        allow_negative_loss: allow ``1/j + epsilons[j-1] < 0``.
+        allow_negative_loss: allow epsilons below the bound that keeps the
+            loss >= 0 (``-1/j``; ``-min(alpha, 1 - alpha)/j`` without alpha_t on
+            the epsilon terms; see ``checks.check_epsilons``).
         implementation: 'auto' uses the fused analytic-gradient path
             (:mod:`.fused`) for class-index targets with logits and a weight
             that needs no gradient, and composed autograd ops otherwise;
@@ -72,8 +74,9 @@ def poly_focal_loss(pred: Tensor,
         The loss, in float32 for half-precision ``pred`` (float64 stays
         float64); element-wise of the shape of ``pred`` for 'none'.
     """
-    epsilons = check_epsilons(epsilons, allow_negative_loss)
     gamma, alpha = check_focal_params(gamma, alpha)
+    epsilons = check_epsilons(epsilons, allow_negative_loss, alpha=alpha,
+                              alpha_weighted_poly=alpha_weighted_poly)
     check_reduction(reduction, avg_factor)
     is_index = check_inputs(pred, target, weight, activated)
 

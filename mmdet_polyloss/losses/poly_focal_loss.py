@@ -26,7 +26,8 @@ class PolyNFocalLoss(nn.Module):
         reduction: 'none', 'mean' or 'sum'.
         loss_weight: multiplies the reduced loss.
         activated: ``pred`` holds probabilities instead of logits.
-        allow_negative_loss: allow ``epsilons[j-1] < -1/j``, where the loss
+        allow_negative_loss: allow ``epsilons[j-1] < -1/j`` (without alpha_t
+            on the epsilon terms: ``< -min(alpha, 1 - alpha)/j``), where the loss
             is negative for confident correct predictions.
     """
 
@@ -48,9 +49,10 @@ class PolyNFocalLoss(nn.Module):
                 "CrossEntropyLoss")
         self.use_sigmoid = True
         self.gamma, self.alpha = check_focal_params(gamma, alpha)
-        self.epsilons = check_epsilons(epsilons, allow_negative_loss)
-        check_reduction(reduction, None)
         self.alpha_weighted_poly = bool(alpha_weighted_poly)
+        self.epsilons = check_epsilons(epsilons, allow_negative_loss, alpha=self.alpha,
+                                       alpha_weighted_poly=self.alpha_weighted_poly)
+        check_reduction(reduction, None)
         self.reduction = reduction
         self.loss_weight = check_real('loss_weight', loss_weight)
         self.activated = bool(activated)

@@ -36,11 +36,31 @@ def test_epsilon_below_minus_one_needs_explicit_opt_in():
     ((), 'epsilons must be a non-empty sequence of numbers, got ()'),
     (0.5, 'epsilons must be a non-empty sequence of numbers, got 0.5'),
     ((0.0, -0.6), 'epsilons[1]=-0.6 is below -1/2'),
+    ((0.0, -0.2), None),  # -0.2 >= -1/2: accepted
     ((0.0, float('inf')), 'epsilons[1] must be a finite number, got inf'),
 ])
 def test_bad_polyn_epsilons(epsilons, message):
+    if message is None:
+        assert poly_focal_loss(LOGITS, LABELS, epsilons=epsilons) > 0
+        return
     with pytest.raises(ValueError, match=re.escape(message)):
         poly_focal_loss(LOGITS, LABELS, epsilons=epsilons)
+
+
+@pytest.mark.parametrize('alpha,epsilons,message', [
+    (0.25, (-0.3,), 'epsilon=-0.3 is below -0.25 (with alpha_weighted_poly=False'),
+    (0.25, (-0.25,), None),
+    (0.9, (-0.11,), 'epsilon=-0.11 is below -0.1 (with alpha_weighted_poly=False'),
+    (0.25, (0.0, -0.13), 'epsilons[1]=-0.13 is below -0.125 (with'),
+    (-1.0, (-1.0,), None),  # no alpha weighting: the bound is -1 again
+])
+def test_unweighted_epsilon_bound_follows_alpha(alpha, epsilons, message):
+    kwargs = dict(epsilons=epsilons, alpha=alpha, alpha_weighted_poly=False)
+    if message is None:
+        assert poly_focal_loss(LOGITS, LABELS, **kwargs) >= 0
+        return
+    with pytest.raises(ValueError, match=re.escape(message)):
+        poly_focal_loss(LOGITS, LABELS, **kwargs)
 
 
 @pytest.mark.parametrize('bad_label', [-1, 4, 100])

@@ -1,6 +1,7 @@
 """Values, gradients and numerics of the pure-torch Poly focal loss."""
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -78,29 +79,42 @@ def test_gamma0_no_alpha_epsilon0_is_binary_cross_entropy():
 
 def test_unweighted_form_goes_negative_where_alpha_weighted_does_not():
     """The public ports' form (no alpha_t on the epsilon term) at epsilon -1 gives
-    a negative loss for a confident positive; the paper's form does not."""
+    a negative loss for a confident positive, so it needs the explicit opt-in;
+    the paper's form does not."""
     logits, labels = torch.tensor([[3.0, -3.0]]), torch.tensor([0])
     kwargs = dict(epsilon=-1.0, gamma=2.0, alpha=0.25, reduction='none')
     assert poly1_focal_loss(logits, labels, **kwargs).min() >= 0
-    unweighted = poly1_focal_loss(logits, labels, alpha_weighted_poly=False, **kwargs)
+    with pytest.raises(ValueError, match=re.escape(
+            'epsilon=-1.0 is below -0.25 (with alpha_weighted_poly=False')):
+        poly1_focal_loss(logits, labels, alpha_weighted_poly=False, **kwargs)
+    unweighted = poly1_focal_loss(logits, labels, alpha_weighted_poly=False,
+                                  allow_negative_loss=True, **kwargs)
     assert unweighted[0, 0] < 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(logits=st.lists(st.floats(-30, 30), min_size=1, max_size=16),
-       soft=st.booleans(),
+       target_form=st.sampled_from(['soft', 'one-hot', 'index']),
        seed=st.integers(0, 2**16),
        epsilon=st.floats(-1.0, 10.0),
        gamma=st.floats(0.0, 5.0),
-       alpha=st.one_of(st.floats(0.0, 1.0), st.just(-1.0)))
-def test_loss_is_nonnegative_for_epsilon_at_least_minus_one(logits, soft, seed, epsilon,
-                                                            gamma, alpha):
+       alpha=st.one_of(st.floats(0.0, 1.0), st.just(-1.0)),
+       alpha_weighted_poly=st.booleans())
+def test_loss_is_nonnegative_wherever_the_epsilon_check_passes(
+        logits, target_form, seed, epsilon, gamma, alpha, alpha_weighted_poly):
+    """epsilon >= -1 (alpha-weighted) or >= -min(alpha, 1 - alpha) (not): the
+    loss is >= 0 for soft, one-hot and class-index (fused path) targets."""
+    if not alpha_weighted_poly and alpha >= 0:
+        epsilon = max(epsilon, -min(alpha, 1 - alpha))
     x = torch.tensor(logits, dtype=torch.float64).reshape(-1, 1)
     gen = torch.Generator().manual_seed(seed)
     target = torch.rand(x.shape, generator=gen, dtype=torch.float64)
-    target = target if soft else target.round()
+    if target_form != 'soft':
+        target = target.round()
+    if target_form == 'index':  # class 0 or background (1)
+        target = (1 - target[:, 0]).long()
     loss = poly1_focal_loss(x, target, epsilon=epsilon, gamma=gamma, alpha=alpha,
-                            reduction='none')
+                            alpha_weighted_poly=alpha_weighted_poly, reduction='none')
     assert torch.all(loss >= -1e-12), (loss, target)
 
 
@@ -116,7 +130,7 @@ def test_gradcheck_float64(activated, alpha_weighted_poly):
         return poly_focal_loss(p, labels, weight, epsilons=(-0.8, 0.3), gamma=1.5,
                                alpha=0.3, alpha_weighted_poly=alpha_weighted_poly,
                                activated=activated, reduction='none',
-                               implementation=implementation)
+                               allow_negative_loss=True, implementation=implementation)
 
     for implementation in ('auto', 'reference'):  # 'auto' is the fused path for logits
         assert torch.autograd.gradcheck(lambda p: loss_fn(p, implementation), (pred,))
