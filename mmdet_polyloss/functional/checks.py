@@ -23,10 +23,30 @@ def check_reduction(reduction: str, avg_factor: Optional[Union[float, Tensor]],
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f'{name} must be one of {REDUCTIONS}, got {reduction!r}')
+    check_avg_factor(avg_factor)
     if reduction == 'sum' and avg_factor is not None:
         raise ValueError(
             f"avg_factor={_short(avg_factor)} cannot be used with {name}='sum'; "
             "use reduction='mean' to divide the sum by avg_factor")
+
+
+def check_avg_factor(avg_factor: object) -> None:
+    """``avg_factor``: None, a finite number >= 0, or a one-element real tensor.
+
+    A tensor's value is not checked: that would cost a host sync (mmdet heads
+    pass tensors that are already reduced across GPUs).
+    """
+    if avg_factor is None:
+        return
+    if isinstance(avg_factor, Tensor):
+        if avg_factor.numel() == 1 and not avg_factor.is_complex() \
+                and avg_factor.dtype != torch.bool:
+            return
+    elif isinstance(avg_factor, Real) and not isinstance(avg_factor, bool) \
+            and math.isfinite(avg_factor) and avg_factor >= 0:
+        return
+    raise ValueError('avg_factor must be None, a finite number >= 0 or a one-element '
+                     f'tensor, got {_describe_value(avg_factor)}')
 
 
 def check_real(name: str, value: object, *, minimum: Optional[float] = None,
@@ -113,6 +133,8 @@ def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
             raise ValueError(
                 f'target of shape {tuple(target.shape)} for pred of shape {tuple(pred.shape)} '
                 f'must hold integer class indices, got dtype {target.dtype}')
+        if pred.shape[1] == 0:
+            raise ValueError(f'pred of shape {tuple(pred.shape)} has no classes (dim 1 is 0)')
         is_index = True
     else:
         raise ValueError(
@@ -185,3 +207,9 @@ def _describe(value: object) -> str:
     if isinstance(value, Tensor):
         return f'tensor of dtype {value.dtype}'
     return type(value).__name__
+
+
+def _describe_value(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f'a tensor of shape {tuple(value.shape)} and dtype {value.dtype}'
+    return repr(value)

@@ -147,6 +147,8 @@ def _scale_sum(total: Tensor, numel: int, reduction: str, avg_factor: AvgFactor)
     if reduction == 'sum':
         return total
     if avg_factor is not None:
+        if isinstance(avg_factor, Tensor):  # (1,) or (1, 1) gives a scalar loss too
+            avg_factor = avg_factor.reshape(())
         return total / (avg_factor + torch.finfo(torch.float32).eps)
     return total / numel if numel else total
 

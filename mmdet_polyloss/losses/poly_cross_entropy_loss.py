@@ -23,6 +23,7 @@ class Poly1CrossEntropyLoss(nn.Module):
 
     Args:
         use_sigmoid: element-wise sigmoid instead of softmax over classes.
+        use_mask: must be False (mmdet's argument for mask heads; no mask form).
         epsilon: Poly-1 coefficient, >= -1 unless ``allow_negative_loss``.
         class_weight: one non-negative weight per class.
         ignore_index: label ignored by the loss (default -100).
@@ -34,6 +35,7 @@ class Poly1CrossEntropyLoss(nn.Module):
 
     def __init__(self,
                  use_sigmoid: bool = False,
+                 use_mask: bool = False,
                  epsilon: float = 1.0,
                  class_weight: Optional[Sequence[float]] = None,
                  ignore_index: Optional[int] = None,
@@ -42,6 +44,10 @@ class Poly1CrossEntropyLoss(nn.Module):
                  avg_non_ignore: bool = False,
                  allow_negative_loss: bool = False) -> None:
         super().__init__()
+        if use_mask:
+            raise ValueError(
+                f'{type(self).__name__} has no mask form, got use_mask={use_mask!r}; '
+                "keep mmdet's CrossEntropyLoss(use_mask=True) for mask heads")
         self.use_sigmoid = bool(use_sigmoid)
         self.epsilon, _ = check_common_args(epsilon, reduction, None, ignore_index,
                                             allow_negative_loss)

@@ -93,9 +93,13 @@ class PolyNFocalLoss(nn.Module):
         return self.loss_weight * loss
 
     def extra_repr(self) -> str:
-        return (f'gamma={self.gamma}, alpha={self.alpha}, epsilons={self.epsilons}, '
+        return (f'gamma={self.gamma}, alpha={self.alpha}, {self._epsilon_repr()}, '
                 f'alpha_weighted_poly={self.alpha_weighted_poly}, '
-                f'reduction={self.reduction!r}, loss_weight={self.loss_weight}')
+                f'reduction={self.reduction!r}, loss_weight={self.loss_weight}, '
+                f'activated={self.activated}, allow_negative_loss={self.allow_negative_loss}')
+
+    def _epsilon_repr(self) -> str:
+        return f'epsilons={self.epsilons}'
 
 
 @MODELS.register_module()
@@ -131,3 +135,6 @@ class Poly1FocalLoss(PolyNFocalLoss):
     @property
     def epsilon(self) -> float:
         return self.epsilons[0]
+
+    def _epsilon_repr(self) -> str:
+        return f'epsilon={self.epsilon}'

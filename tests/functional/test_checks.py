@@ -20,6 +20,13 @@ LABELS = make_labels(6, 3)
     (dict(reduction='avg'), "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
     (dict(reduction='sum', avg_factor=4.0), "avg_factor=4.0 cannot be used with reduction='sum'"),
     (dict(implementation='fast'), "implementation must be 'auto' or 'reference', got 'fast'"),
+    (dict(avg_factor='3'), "avg_factor must be None, a finite number >= 0 or a one-element "
+                           "tensor, got '3'"),
+    (dict(avg_factor=-3.0), 'a one-element tensor, got -3.0'),
+    (dict(avg_factor=float('nan')), 'a one-element tensor, got nan'),
+    (dict(avg_factor=True), 'a one-element tensor, got True'),
+    (dict(avg_factor=torch.tensor([1.0, 2.0])),
+     'a one-element tensor, got a tensor of shape (2,) and dtype torch.float32'),
 ])
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -117,3 +124,21 @@ def test_weight_shape_that_does_not_fit(weight):
     with pytest.raises(ValueError, match=re.escape(
             f'weight shape {tuple(weight.shape)} does not fit pred shape (6, 3)')):
         poly1_focal_loss(LOGITS, LABELS, weight)
+
+
+def test_avg_factor_as_a_tensor_equals_the_number():
+    """mmdet heads pass avg_factor as a number or a reduced tensor, 0-dim or (1,);
+    the loss is a scalar either way, and 0 is allowed (mmdet's rule: sum / eps)."""
+    want = poly1_focal_loss(LOGITS, LABELS, avg_factor=4.0)
+    for avg_factor in (torch.tensor(4.0), torch.tensor([4.0]), torch.tensor([[4]])):
+        got = poly1_focal_loss(LOGITS, LABELS, avg_factor=avg_factor)
+        assert got.shape == ()
+        torch.testing.assert_close(got, want)
+    total = poly1_focal_loss(LOGITS, LABELS, reduction='sum')
+    torch.testing.assert_close(poly1_focal_loss(LOGITS, LABELS, avg_factor=0),
+                               total / torch.finfo(torch.float32).eps)
+
+
+def test_pred_without_classes():
+    with pytest.raises(ValueError, match=re.escape('pred of shape (6, 0) has no classes')):
+        poly1_focal_loss(torch.zeros(6, 0), torch.zeros(6, dtype=torch.long))

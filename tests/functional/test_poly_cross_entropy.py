@@ -134,6 +134,18 @@ def test_gradcheck_both_forms():
      'label targets must be in [0, 1] or ignore_index=-100, got 2.0'),
     (lambda: poly1_binary_cross_entropy(make_logits(N, C), torch.zeros(N, C + 1)),
      'label shape (29, 7) does not match pred shape (29, 6)'),
+    # Float or bool class indices would be truncated silently by .long().
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels().float() + 0.7),
+     'label of shape (29,) for pred of shape (29, 6) must hold integer class indices, '
+     'got dtype torch.float32'),
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels() > 2),
+     'must hold integer class indices, got dtype torch.bool'),
+    (lambda: poly1_binary_cross_entropy(make_logits(N, C), _labels().double()),
+     'must hold integer class indices, got dtype torch.float64'),
+    (lambda: poly1_cross_entropy(make_logits(N, 0), torch.zeros(N, dtype=torch.long)),
+     'pred of shape (29, 0) has no classes (dim 1 is 0)'),
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), avg_factor=-2.0),
+     'avg_factor must be None, a finite number >= 0 or a one-element tensor, got -2.0'),
 ])
 def test_bad_inputs(call, message):
     with pytest.raises(ValueError, match=re.escape(message)):

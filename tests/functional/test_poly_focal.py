@@ -233,3 +233,13 @@ def test_background_label_has_no_positive_target():
     want = reference_poly_focal(logits, torch.zeros(4, 3), (-1.0,), 2.0, 0.25)
     torch.testing.assert_close(got, want)
     assert math.isclose(got.sum().item(), want.sum().item(), rel_tol=1e-12)
+
+
+def test_weight_that_requires_grad_gets_the_elementwise_loss_as_gradient():
+    """A learned weight (e.g. a reweighting head) takes the composed path:
+    d(sum weight * loss)/d(weight) is the unweighted element-wise loss."""
+    logits, labels = make_logits(N, C), make_labels(N, C)
+    weight = torch.rand(N, C).requires_grad_()
+    poly1_focal_loss(logits, labels, weight, epsilon=-1.0, reduction='sum').backward()
+    want = poly1_focal_loss(logits, labels, epsilon=-1.0, reduction='none')
+    torch.testing.assert_close(weight.grad, want)

@@ -99,6 +99,7 @@ def test_registry_and_epsilon_effect():
                                      'non-negative weights, got [1.0, -1.0]'),
     (dict(reduction='avg'), "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
     (dict(ignore_index='255'), "ignore_index must be an int or None, got '255'"),
+    (dict(use_mask=True), 'Poly1CrossEntropyLoss has no mask form, got use_mask=True'),
 ])
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):

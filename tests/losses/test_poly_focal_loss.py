@@ -151,3 +151,12 @@ def test_bad_forward_arguments():
     with pytest.raises(ValueError, match=re.escape(
             f'target labels must be in [0, {C}] (num_classes={C} is background), got -1')):
         module(pred, torch.full((N,), -1))
+
+
+def test_printed_module_shows_its_arguments():
+    """print(model) is how a user checks what a config built."""
+    text = repr(Poly1FocalLoss(epsilon=-1.0, activated=True))
+    assert 'epsilon=-1.0' in text and 'epsilons' not in text and 'activated=True' in text
+    text = repr(PolyNFocalLoss(epsilons=(-1.0, 0.5), alpha_weighted_poly=False,
+                               allow_negative_loss=True))
+    assert 'epsilons=(-1.0, 0.5)' in text and 'allow_negative_loss=True' in text
