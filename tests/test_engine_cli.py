@@ -2,6 +2,7 @@
 import argparse
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,18 @@ def test_resume(tmp_path):
     assert cfg.resume is True and cfg.load_from == str(ckpt)
     with pytest.raises(FileNotFoundError, match="--resume.*missing.pth"):
         cli.apply_resume(cfg, str(tmp_path / 'missing.pth'))
+
+
+def test_checkpoint_urls_are_left_to_mmengine():
+    """mmdet's tools take checkpoint URLs; only local paths are checked here."""
+    url = 'https://download.openmmlab.com/mmdetection/v2.0/retinanet/x.pth'
+    cli.check_checkpoint(url, 'checkpoint')  # no error
+    cfg = Config(dict(load_from=None))
+    cli.apply_resume(cfg, 's3://bucket/epoch_3.pth')
+    assert cfg.resume and cfg.load_from == 's3://bucket/epoch_3.pth'
+    with pytest.raises(FileNotFoundError, match=re.escape(
+            "checkpoint: no such checkpoint: 'missing.pth'")):
+        cli.check_checkpoint('missing.pth', 'checkpoint')
 
 
 def test_show_dir_turns_on_drawing():

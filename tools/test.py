@@ -52,9 +52,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(
-            f'checkpoint: no such file: {args.checkpoint!r}')
+    cli.check_checkpoint(args.checkpoint, 'checkpoint')
     cli.check_pickle_path(args.out)
     cli.limit_dynamo_recompiles()
     cfg = cli.load_config(args.config, args)

@@ -19,7 +19,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     """Arguments both tools take: --work-dir, --cfg-options, --launcher."""
     parser.add_argument(
         '--work-dir',
-        help='where logs, checkpoints and metrics go (default: '
+        help='where logs and metrics go, and checkpoints when training (default: '
         'work_dirs/<config name>, unless the config sets work_dir)')
     parser.add_argument(
         '--cfg-options',
@@ -80,12 +80,19 @@ def enable_auto_scale_lr(cfg: Config) -> None:
     cfg.auto_scale_lr.enable = True
 
 
+def check_checkpoint(path: str, what: str) -> None:
+    """A local checkpoint must exist; URLs (``https://``, ``s3://``, ...) are left
+    to mmengine's loader, as mmdet does."""
+    if '://' not in path and not osp.isfile(path):
+        raise FileNotFoundError(f'{what}: no such checkpoint: {path!r}')
+
+
 def apply_resume(cfg: Config, resume: Optional[str]) -> None:
     """--resume: 'auto' finds the latest checkpoint in the work dir."""
     if resume is None:
         return
-    if resume != 'auto' and not osp.isfile(resume):
-        raise FileNotFoundError(f'--resume: no such checkpoint: {resume!r}')
+    if resume != 'auto':
+        check_checkpoint(resume, '--resume')
     cfg.resume = True
     cfg.load_from = None if resume == 'auto' else resume
 

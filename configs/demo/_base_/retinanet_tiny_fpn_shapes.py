@@ -4,8 +4,11 @@
 # Poly-1 demo configs share; they differ only in bbox_head.loss_cls.
 #
 # Data: `python tools/make_demo_data.py` (or tools/run_demo.sh) writes it to
-# data/polyloss_shapes/; override with --cfg-options data_root=... plus the
-# three dataloader data_root keys, as tests/ do.
+# data/polyloss_shapes/, relative to the working directory (the repository
+# root; tests/ run in a temporary directory holding that folder). To read it
+# from elsewhere, override five keys, since data_root is substituted when this
+# file is parsed: {train,val,test}_dataloader.dataset.data_root=DIR/ and
+# {val,test}_evaluator.ann_file=DIR/annotations/instances_val.json.
 _base_ = 'mmdet::_base_/default_runtime.py'
 
 custom_imports = dict(imports=['mmdet_polyloss'], allow_failed_imports=False)
