@@ -40,19 +40,20 @@ class PolyParams(NamedTuple):
 
 
 def _horner(q: Tensor, coeffs: Sequence[float]) -> Tensor:
-    """``sum_k coeffs[k] q^k`` (Horner), in a new tensor."""
+    """``sum_k coeffs[k] q^k`` (Horner), in a new tensor, updated in place: no
+    autograd through it (the composed path in poly_focal has its own)."""
     acc = torch.full_like(q, coeffs[-1])
     for c in reversed(coeffs[:-1]):
         acc = acc.mul_(q).add_(c)
     return acc
 
 
-def _polynomial(q: Tensor, eps: Sequence[float]) -> Tensor:
+def _polynomial_no_grad(q: Tensor, eps: Sequence[float]) -> Tensor:
     """``P(q) = sum_j eps_j q^j``."""
     return _horner(q, eps).mul_(q)
 
 
-def _polynomial_derivative(q: Tensor, eps: Sequence[float]) -> Tensor:
+def _polynomial_derivative_no_grad(q: Tensor, eps: Sequence[float]) -> Tensor:
     """``P'(q) = sum_j j eps_j q^(j-1)``."""
     return _horner(q, [j * e for j, e in enumerate(eps, start=1)])
 
@@ -70,7 +71,7 @@ def hard_target_terms(q: Tensor, ce: Tensor, params: PolyParams, positive: bool,
     if len(eps) == 1:
         inner.add_(q, alpha=w * eps[0])
     else:
-        inner.add_(_polynomial(q, eps).mul_(w))
+        inner.add_(_polynomial_no_grad(q, eps).mul_(w))
     q_pow = None if gamma in (0.0, 1.0, 2.0) else q.pow(gamma)
 
     def mul_pow_(out: Tensor) -> Tensor:  # out *= q^gamma
@@ -89,7 +90,7 @@ def hard_target_terms(q: Tensor, ce: Tensor, params: PolyParams, positive: bool,
         if len(eps) == 1:
             slope = p_t.mul_(w * eps[0]).add_(alpha_t)
         else:
-            slope = _polynomial_derivative(q, eps).mul_(p_t).mul_(w).add_(alpha_t)
+            slope = _polynomial_derivative_no_grad(q, eps).mul_(p_t).mul_(w).add_(alpha_t)
         slope.mul_(q)
         grad = mul_pow_(slope if grad is None else grad.add_(slope))
     return mul_pow_(inner), grad

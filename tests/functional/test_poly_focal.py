@@ -48,12 +48,12 @@ def test_matches_reference_on_soft_targets_and_probabilities(epsilon, gamma, alp
                                                          alpha, activated=True))
 
 
-def test_poly1_is_polyn_with_one_epsilon():
-    logits, labels = make_logits(N, C), make_labels(N, C)
-    torch.testing.assert_close(
-        poly1_focal_loss(logits, labels, epsilon=-0.7, gamma=1.5, reduction='none'),
-        poly_focal_loss(logits, labels, epsilons=(-0.7,), gamma=1.5, reduction='none'),
-        rtol=0, atol=0)
+def test_poly1_on_class_labels_matches_float64_reference():
+    """poly1_focal_loss (epsilon) on the fused path, against the independent formula."""
+    logits, labels = make_logits(N, C, dtype=torch.float64), make_labels(N, C)
+    got = poly1_focal_loss(logits, labels, epsilon=-0.7, gamma=1.5, reduction='none')
+    want = reference_poly_focal(logits, one_hot(labels, C), (-0.7,), 1.5, 0.25, True)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
 def test_epsilon_minus_one_removes_leading_term_of_the_expansion():
