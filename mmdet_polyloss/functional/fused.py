@@ -14,8 +14,10 @@ finite for every ``gamma >= 0`` and every logit.
 
 With ~99% background, every element is first treated as a negative (one
 dense pass, no one-hot), then the one target element per row is corrected
-through a gather/scatter of N elements. No host sync. On CUDA with Triton
-the dense passes run as one kernel each way (``triton_kernels``).
+through a gather/scatter of N elements. No host sync. In eager ops this
+runs over blocks of rows small enough for the CPU caches
+(``blockwise_loss_and_grad``); on CUDA with Triton the dense passes run as
+one kernel each way (``triton_kernels``).
 """
 from typing import NamedTuple, Optional, Sequence, Tuple
 
@@ -141,7 +143,8 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     pos_loss, pos_g = hard_target_terms(*_positive_terms(x_target), params, True, need_grad)
     # Overwrite (not add a difference: that cancels the small loss of a
     # confident positive), one element per row; background rows keep theirs.
-    loss.view(-1).index_copy_(0, flat, torch.where(is_positive, pos_loss, loss.view(-1).take(flat)))
+    loss.view(-1).index_copy_(0, flat, torch.where(is_positive, pos_loss,
+                                                   loss.view(-1).take(flat)))
     if need_grad:  # dL/dx = G on negatives, -G on the target class
         grad.view(-1).index_copy_(0, flat, torch.where(is_positive, pos_g.neg_(),
                                                        grad.view(-1).take(flat)))
@@ -149,6 +152,41 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
         loss.mul_(weight)
         if need_grad:
             grad.mul_(weight)
+    return loss, grad
+
+
+#: Elements per block of the eager path (``blockwise_loss_and_grad``): its
+#: ~25 element-wise passes then run in the CPU's caches, not main memory.
+BLOCK_ELEMENTS = 1 << 18
+
+
+def blockwise_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
+                            params: PolyParams, need_grad: bool,
+                            reduce_sum: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """:func:`dense_loss_and_grad` over blocks of rows of about ``BLOCK_ELEMENTS``.
+
+    Returns the loss summed (0-dim) if ``reduce_sum``, else element-wise, and
+    the gradient. Main memory then sees one read of ``x`` and one write of the
+    gradient (and of the loss for ``reduce_sum=False``).
+    """
+    num_rows = x.shape[0]
+    rows = max(1, BLOCK_ELEMENTS // max(1, x.shape[1]))
+    if num_rows <= rows:
+        loss, grad = dense_loss_and_grad(x, labels, weight, params, need_grad=need_grad)
+        return (loss.sum() if reduce_sum else loss), grad
+    loss = x.new_zeros(()) if reduce_sum else torch.empty_like(x)
+    grad = torch.empty_like(x) if need_grad else None
+    for start in range(0, num_rows, rows):
+        block = slice(start, start + rows)
+        block_loss, block_grad = dense_loss_and_grad(
+            x[block], labels[block], None if weight is None else weight[block], params,
+            need_grad=need_grad)
+        if reduce_sum:
+            loss += block_loss.sum()
+        else:
+            loss[block] = block_loss
+        if need_grad:
+            grad[block] = block_grad
     return loss, grad
 
 
@@ -168,9 +206,10 @@ class FusedPolyFocalIndex(torch.autograd.Function):
     no gradient. ``track_grad`` is the caller's grad mode (forward runs with
     grad off): without it no gradient is computed. CUDA (Triton) recomputes
     in backward from the inputs, since a memory-bound kernel reads them again
-    almost for free. Elsewhere the work is bound by the transcendental
-    functions, so the forward computes the gradient alongside the loss (they
-    share sigmoid, CE and the polynomial) and keeps that one (N, C) tensor.
+    almost for free. Elsewhere (eager ops, some 25 passes over each element)
+    the forward computes the gradient alongside the loss (they share sigmoid,
+    CE and the polynomial), in cache-sized blocks of rows, and keeps that one
+    (N, C) tensor.
     A backward that builds a graph (``create_graph=True``) differentiates the
     composed formula instead, so higher derivatives are right too.
     """
@@ -184,10 +223,11 @@ class FusedPolyFocalIndex(torch.autograd.Function):
             from .triton_kernels import triton_forward
             ctx.save_for_backward(pred, labels, weight)
             return triton_forward(pred, labels, weight, params, reduce_sum)
-        loss, grad = dense_loss_and_grad(_compute_view(pred), labels, weight, params,
-                                         need_grad=track_grad and ctx.needs_input_grad[0])
+        loss, grad = blockwise_loss_and_grad(
+            _compute_view(pred), labels, weight, params,
+            need_grad=track_grad and ctx.needs_input_grad[0], reduce_sum=reduce_sum)
         ctx.save_for_backward(pred, labels, weight, grad)
-        return loss.sum() if reduce_sum else loss
+        return loss
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):

@@ -44,8 +44,14 @@ def test_fused_equals_reference_over_parameters(epsilons, gamma, alpha, alpha_we
                                          'flat'])
 @pytest.mark.parametrize('reduction,avg_factor', [('none', None), ('mean', None),
                                                   ('mean', 17.0), ('sum', None)])
+@pytest.mark.parametrize('block_elements', [None, 50])
 def test_fused_equals_reference_over_weights_and_reductions(weight_kind, reduction, avg_factor,
-                                                            device):
+                                                            block_elements, device,
+                                                            monkeypatch):
+    """block_elements=50: the CPU path's blocks of rows are 8 rows, the last one
+    partial (401 rows), as a 100k x 80 input is cut into blocks."""
+    if block_elements is not None:
+        monkeypatch.setattr(fused, 'BLOCK_ELEMENTS', block_elements)
     pred = make_logits(N_LARGE, C, device=device)
     labels = make_labels(N_LARGE, C, device=device)
     gen = torch.Generator().manual_seed(5)
