@@ -155,8 +155,9 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     return loss, grad
 
 
-#: Elements per block of the eager path (``blockwise_loss_and_grad``): its
-#: ~25 element-wise passes then run in the CPU's caches, not main memory.
+#: Elements per block of the eager path on CPU (``blockwise_loss_and_grad``):
+#: its ~25 element-wise passes then run in the caches, not main memory. (On a
+#: GPU, blocks would only multiply kernel launches: there it is one block.)
 BLOCK_ELEMENTS = 1 << 18
 
 
@@ -170,7 +171,7 @@ def blockwise_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     gradient (and of the loss for ``reduce_sum=False``).
     """
     num_rows = x.shape[0]
-    rows = max(1, BLOCK_ELEMENTS // max(1, x.shape[1]))
+    rows = max(1, BLOCK_ELEMENTS // max(1, x.shape[1])) if x.device.type == 'cpu' else num_rows
     if num_rows <= rows:
         loss, grad = dense_loss_and_grad(x, labels, weight, params, need_grad=need_grad)
         return (loss.sum() if reduce_sum else loss), grad

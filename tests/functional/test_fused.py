@@ -49,7 +49,8 @@ def test_fused_equals_reference_over_weights_and_reductions(weight_kind, reducti
                                                             block_elements, device,
                                                             monkeypatch):
     """block_elements=50: the CPU path's blocks of rows are 8 rows, the last one
-    partial (401 rows), as a 100k x 80 input is cut into blocks."""
+    partial (401 rows), as a 100k x 80 input is cut into blocks (on CUDA: one
+    block whatever the setting)."""
     if block_elements is not None:
         monkeypatch.setattr(fused, 'BLOCK_ELEMENTS', block_elements)
     pred = make_logits(N_LARGE, C, device=device)
