@@ -157,3 +157,25 @@ def test_cpu_distributed_needs_the_torchrun_environment(monkeypatch):
     cfg = Config.fromfile(str(DEMO))
     with pytest.raises(RuntimeError, match='MASTER_PORT'):
         setup_cpu_distributed(cfg, 'pytorch')
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_a_failed_run_skips_the_closing_barrier(tool, tmp_path, monkeypatch):
+    """After an exception the closing barrier would wait for ranks that never
+    come (a hang until the collective timeout): only a finished run leaves the
+    process group."""
+    module = train_tool if tool == 'train' else test_tool
+    left = []
+    monkeypatch.setattr(module, 'destroy_process_group', lambda: left.append(True))
+
+    def broken_runner(cfg):
+        raise RuntimeError('rank failed')
+    monkeypatch.setattr(cli, 'build_runner', broken_runner)
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'')
+    argv = [str(DEMO), '--work-dir', str(tmp_path)]
+    if tool == 'test':
+        argv.insert(1, str(ckpt))
+    with pytest.raises(RuntimeError, match='rank failed'):
+        module.main(argv)
+    assert left == []

@@ -31,7 +31,8 @@ def _metrics(ap: float, ar: Optional[float] = None) -> Dict[str, float]:
 
 def make_run(root: Path, name: str, loss: str, ap: float,
              ar: Optional[float] = None, stale_ap: Optional[float] = None,
-             test_ap: Optional[float] = None, seed: Optional[int] = None) -> Path:
+             test_ap: Optional[float] = None, seed: Optional[int] = None,
+             extra_config: str = '') -> Path:
     """A work dir laid out as mmengine writes it."""
     work = root / name
     run = work / '20260101_120000'
@@ -49,7 +50,7 @@ def make_run(root: Path, name: str, loss: str, ap: float,
             json.dumps(_metrics(test_ap, ar)))
     (work / f'{name}.py').write_text(
         f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={loss}))\n'
-        + ('' if seed is None else f'randomness = dict(seed={seed})\n'))
+        + ('' if seed is None else f'randomness = dict(seed={seed})\n') + extra_config)
     return work
 
 
@@ -232,3 +233,61 @@ def test_runs_repeating_a_seed_are_not_averaged(tmp_path):
                               baseline='p_24e')
     assert 'Not averaged: poly-1 eps=-1' in base_mixed
     assert '| loss | runs (seeds)' not in base_mixed  # no baseline to average against
+
+
+def test_runs_differing_in_loss_arguments_or_schedule_are_not_averaged(tmp_path):
+    """Only runs that differ in nothing but the seed are averaged: other loss
+    arguments (PolyN's epsilons, gamma) and the schedule keep settings apart."""
+    polyn = 'dict(type="PolyNFocalLoss", epsilons={})'
+    runs = [make_run(tmp_path, 'f0', FOCAL, 0.30, seed=0),
+            make_run(tmp_path, 'f1', FOCAL, 0.32, seed=1),
+            make_run(tmp_path, 'n_plus', polyn.format((1.0,)), 0.40, seed=0),
+            make_run(tmp_path, 'n_minus', polyn.format((-1.0,)), 0.30, seed=1),
+            make_run(tmp_path, 'g1', FOCAL.replace('gamma=2.0', 'gamma=1.0'), 0.20, seed=2),
+            make_run(tmp_path, 'f48', FOCAL, 0.50, seed=2,
+                     extra_config='train_cfg = dict(max_epochs=48)\n')]
+    table = build_report([str(r) for r in runs])
+    rows = _seed_rows(table)
+    assert rows['focal (baseline)'][1] == '2 (0, 1)'
+    assert rows['poly-N eps=(1.0,)'][1] == '1 (0)'
+    assert rows['poly-N eps=(-1.0,)'][1] == '1 (1)'
+    assert rows['focal (gamma=1.0)'][1] == '1 (2)'
+    assert rows['focal (schedule=48)'][1] == '1 (2)'
+
+
+def test_loss_settings_come_from_the_run_that_logged_the_metrics(tmp_path):
+    """A later run that logged no metrics (interrupted) overwrites the top-level
+    config; the report still reads the loss of the run whose metrics it shows."""
+    work = make_run(tmp_path, 'r', poly(-1.0), 0.30, seed=3)
+    trained = work / '20260101_120000'
+    (trained / 'vis_data' / 'config.py').write_text(
+        f'model = dict(bbox_head=dict(loss_cls={poly(-1.0)}))\nrandomness = dict(seed=3)\n')
+    later = work / '20260103_080000' / 'vis_data'
+    later.mkdir(parents=True)
+    (later / 'scalars.json').write_text(json.dumps(dict(loss=2.0, step=1)) + '\n')
+    newer = f'model = dict(bbox_head=dict(loss_cls={poly(1.0)}))\nrandomness = dict(seed=9)\n'
+    (later / 'config.py').write_text(newer)
+    (work / 'r.py').write_text(newer)
+    result = load_run(str(work))
+    assert result.metrics['bbox_mAP'] == 0.30
+    assert result.epsilon == -1.0
+
+
+def test_seed_comes_from_the_training_run_not_a_later_test(tmp_path):
+    """tools/test.py without --cfg-options randomness.seed dumps seed 0."""
+    work = make_run(tmp_path, 'r', FOCAL, 0.30, test_ap=0.31)
+    (work / '20260101_120000' / 'vis_data' / 'config.py').write_text(
+        f'model = dict(bbox_head=dict(loss_cls={FOCAL}))\nrandomness = dict(seed=2)\n')
+    test_vis = work / '20260102_090000' / 'vis_data'
+    test_vis.mkdir()
+    (test_vis / 'config.py').write_text(
+        f'model = dict(bbox_head=dict(loss_cls={FOCAL}))\nrandomness = dict(seed=0)\n')
+    result = load_run(str(work))
+    assert result.metrics['bbox_mAP'] == 0.31 and result.seed == 2
+
+
+def test_baseline_given_as_a_path(sweep):
+    """As tab completion writes it: trailing slash, or an absolute path."""
+    for given in (str(sweep['m1']) + '/', str(sweep['m1'].resolve())):
+        table = build_report([str(sweep['base']), str(sweep['m1'])], baseline=given)
+        assert table.splitlines()[2].startswith('| eps-1 (baseline)')

@@ -14,11 +14,13 @@
 #
 # About 7 minutes on 2 CPU cores once the environment exists. A second run
 # reuses finished trainings (a `.demo-done` marker holding a hash of the
-# config, the demo base and the dataset parameters; any change retrains) and
+# config, the demo base, the dataset parameters and the package's code; any
+# change retrains) and
 # takes well under a minute; FORCE=1 retrains from scratch.
 #
 # Environment:
-#   WORK_DIR      where runs, table and plot go (default: work_dirs/demo)
+#   WORK_DIR      where runs, table and plot go (default: work_dirs/demo;
+#                 a relative path is relative to the repository root)
 #   SEEDS         training seeds, e.g. "0 1 2" (default: 0). Seed 0 runs in
 #                 <config name>/, seed N in <config name>_seedN/; with several
 #                 seeds the report adds mean +- sd per loss and the per-seed
@@ -28,6 +30,11 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# A relative POLYLOSS_VENV means the caller's directory (as setup_env.sh reads it).
+case ${POLYLOSS_VENV:-} in
+  ''|/*) ;;
+  *) export POLYLOSS_VENV=$PWD/$POLYLOSS_VENV ;;
+esac
 cd "$ROOT"
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
 DATA_DIR=data/polyloss_shapes  # where configs/demo/ read it (data_root)
@@ -63,8 +70,10 @@ for seed in ${SEEDS:-0}; do
     run_dirs+=("$dir")
     run_cfgs+=("$cfg")
     run_seeds+=("$seed")
-    # A finished run is reused only if config, demo base, dataset and seed are unchanged.
-    key=$(cat "$cfg" configs/demo/_base_/*.py "$DATA_DIR/meta.json" | sha256sum | cut -c1-16)
+    # A finished run is reused only if config, demo base, dataset, seed and the
+    # code that trains (the package and tools/train.py) are unchanged.
+    key=$(cat "$cfg" configs/demo/_base_/*.py "$DATA_DIR/meta.json" tools/train.py \
+          $(find mmdet_polyloss -name '*.py' | LC_ALL=C sort) | sha256sum | cut -c1-16)
     [ "$seed" = 0 ] || key=$key-seed$seed
     if [ "${FORCE:-0}" != 1 ] && [ "$(cat "$dir/.demo-done" 2>/dev/null)" = "$key" ]; then
       say "$run: finished run found in $dir, not retraining (FORCE=1 to redo)"

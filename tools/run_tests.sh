@@ -7,6 +7,11 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# A relative POLYLOSS_VENV means the caller's directory (as setup_env.sh reads it).
+case ${POLYLOSS_VENV:-} in
+  ''|/*) ;;
+  *) export POLYLOSS_VENV=$PWD/$POLYLOSS_VENV ;;
+esac
 bash "$ROOT/tools/setup_env.sh"
 VENV=${POLYLOSS_VENV:-$ROOT/.venv}
 cd "$ROOT"

@@ -63,11 +63,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.tta:
         cli.enable_tta(cfg)
     setup_cpu_distributed(cfg, args.launcher)
-    try:
-        with mmengine_safe_globals():
-            test(cli.build_runner(cfg), args.out)
-    finally:
-        destroy_process_group()  # after the runner is gone
+    with mmengine_safe_globals():
+        test(cli.build_runner(cfg), args.out)
+    # Only after a finished run: after an exception the barrier inside would wait
+    # for ranks that never arrive (a hang until the collective timeout).
+    destroy_process_group()  # the runner (and its DDP model) is gone by now
 
 
 def test(runner, out: Optional[str]) -> None:

@@ -57,11 +57,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cli.enable_auto_scale_lr(cfg)
     cli.apply_resume(cfg, args.resume)
     setup_cpu_distributed(cfg, args.launcher)
-    try:
-        with mmengine_safe_globals():
-            cli.build_runner(cfg).train()
-    finally:
-        destroy_process_group()  # after the runner (and its DDP model) is gone
+    with mmengine_safe_globals():
+        cli.build_runner(cfg).train()
+    # Only after a finished run: after an exception the barrier inside would wait
+    # for ranks that never arrive (a hang until the collective timeout).
+    destroy_process_group()  # the runner (and its DDP model) is gone by now
 
 
 if __name__ == '__main__':

@@ -54,11 +54,14 @@ class RunResult:
     metrics: Dict[str, float] = field(default_factory=dict)
     source: str = ''
     seed: Optional[int] = None
+    #: Everything else that must match for runs to count as seeds of one
+    #: setting: the other loss_cls arguments and the schedule, as text pairs.
+    other: Tuple[Tuple[str, str], ...] = ()
 
     @property
-    def setting(self) -> Tuple[Optional[str], Optional[float], Optional[bool]]:
+    def setting(self) -> Tuple[Any, ...]:
         """What the runs of one loss setting share (seeds aside)."""
-        return self.loss_type, self.epsilon, self.alpha_weighted
+        return self.loss_type, self.epsilon, self.alpha_weighted, self.other
 
     @property
     def is_focal(self) -> bool:
@@ -74,12 +77,24 @@ class RunResult:
             return '?'
         if self.loss_type in BASELINE_LOSSES:
             return BASELINE_LOSSES[self.loss_type]
+        epsilons = dict(self.other).get('epsilons')
+        if self.loss_type == 'PolyNFocalLoss' and epsilons is not None:
+            return f'poly-N eps={epsilons}'
         if self.epsilon is None:
             return self.loss_type
         kind = ' CE' if 'CrossEntropy' in self.loss_type else ''
         label = f'poly-1{kind} eps={self.epsilon:+g}'
         return label if self.alpha_weighted is not False else (
             label + ', no alpha_t')
+
+
+    def label_against(self, base: 'RunResult') -> str:
+        """``loss_label`` plus what else differs from ``base`` (loss arguments,
+        schedule), so that no two settings in a table read the same."""
+        theirs = dict(base.other)
+        diffs = [f'{key}={value}' for key, value in self.other
+                 if key != 'epsilons' and theirs.get(key) != value]
+        return self.loss_label + (f" ({', '.join(diffs)})" if diffs else '')
 
 
 #: mmdet's losses that Poly-1 replaces, and their short names in the table.
@@ -168,13 +183,41 @@ def classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     return _find_loss_cls(model)
 
 
-def read_config(work_dir: Path) -> Dict[str, Any]:
-    """The newest config mmengine dumped in ``work_dir``, as a dict ({} if none)."""
+def read_config(work_dir: Path, run_dir: Optional[Path] = None) -> Dict[str, Any]:
+    """The config of one run, as a dict ({} if none): the one mmengine dumped
+    in ``run_dir`` (``<timestamp>/vis_data/config.py``) if given and present,
+    else the newest ``*.py`` in ``work_dir`` (which every run overwrites)."""
     from mmengine.config import Config
-    dumped = sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
-    if not dumped:
-        return {}
-    return Config.fromfile(str(dumped[-1]), import_custom_modules=False).to_dict()
+    own = None if run_dir is None else run_dir / 'vis_data' / 'config.py'
+    if own is not None and own.is_file():
+        path = own
+    else:
+        dumped = sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
+        if not dumped:
+            return {}
+        path = dumped[-1]
+    return Config.fromfile(str(path), import_custom_modules=False).to_dict()
+
+
+def _run_dir(source: str, work_dir: Path) -> Optional[Path]:
+    """The ``<timestamp>`` folder a metrics file belongs to."""
+    for parent in Path(source).parents:
+        if parent.parent == work_dir and _TIMESTAMP.match(parent.name):
+            return parent
+    return None
+
+
+def training_seed(work_dir: Path) -> Optional[int]:
+    """``randomness.seed`` of the newest training run in ``work_dir`` (one that
+    logged a training loss), or None. A test run's config carries its own seed
+    (0 unless told), which says nothing about the checkpoint's."""
+    for run_dir in sorted((p for p in work_dir.iterdir()
+                           if p.is_dir() and _TIMESTAMP.match(p.name)), reverse=True):
+        scalars = run_dir / 'vis_data' / 'scalars.json'
+        if scalars.is_file() and any('loss' in r for r in _read_json_records(scalars)):
+            seed = (read_config(work_dir, run_dir).get('randomness') or {}).get('seed')
+            return seed if isinstance(seed, int) else None
+    return None
 
 
 def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
@@ -190,10 +233,19 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
             "'bbox_mAP' in <timestamp>/vis_data/scalars.json and "
             '<timestamp>/<timestamp>.json); train with validation or run '
             'tools/test.py on it first')
-    config = read_config(path)
+    # Loss settings from the run that logged these metrics; the seed from
+    # the training run (the metrics may come from a later tools/test.py).
+    config = read_config(path, _run_dir(source, path))
     loss = dict(classifier_loss(config.get('model', {})) or {})
-    seed = (config.get('randomness') or {}).get('seed')
+    seed = training_seed(path)
+    if seed is None:
+        seed = (config.get('randomness') or {}).get('seed')
     loss_type = loss.get('type')
+    train_cfg = config.get('train_cfg') or {}
+    schedule = train_cfg.get('max_epochs', train_cfg.get('max_iters'))
+    other = tuple(sorted((key, repr(value)) for key, value in loss.items()
+                         if key not in ('type', 'epsilon', 'alpha_weighted_poly')))
+    other += (('schedule', repr(schedule)),)
     epsilon: Optional[float] = None
     alpha_weighted: Optional[bool] = None
     if loss_type in BASELINE_LOSSES:
@@ -210,7 +262,8 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
         alpha_weighted=alpha_weighted,
         metrics=metrics,
         source=source,
-        seed=seed if isinstance(seed, int) else None)
+        seed=seed if isinstance(seed, int) else None,
+        other=other)
 
 
 def order_runs(runs: Sequence[RunResult],
@@ -224,7 +277,8 @@ def order_runs(runs: Sequence[RunResult],
     if not runs:
         raise SweepReportError('work_dirs: no runs given')
     if baseline is not None:
-        matches = [r for r in runs if baseline in (r.name, str(r.work_dir))]
+        matches = [r for r in runs if baseline == r.name
+                   or Path(baseline).resolve() == r.work_dir.resolve()]
         if not matches:
             names = ', '.join(r.name for r in runs)
             raise SweepReportError(
@@ -262,7 +316,7 @@ def markdown_table(runs: Sequence[RunResult]) -> str:
     ]
     for i, run in enumerate(runs):
         name = f'{run.name} (baseline)' if i == 0 else run.name
-        cells = [name, run.loss_label]
+        cells = [name, run.label_against(base)]
         for _, key in shown:
             value = run.metrics.get(key)
             cells.append(
@@ -340,7 +394,7 @@ def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
     if all(len(group) < 2 for group in groups):
         return None
     mixed = [g for g in groups if not is_seed_group(g)]
-    notes = [f'Not averaged: {g[0].loss_label} has runs '
+    notes = [f'Not averaged: {g[0].label_against(groups[0][0])} has runs '
              f"({', '.join(r.name for r in g)}) with repeated or unknown seeds "
              f"({', '.join('?' if r.seed is None else str(r.seed) for r in g)}), so "
              'they differ in more than the seed; compare them row by row above.'
@@ -358,7 +412,7 @@ def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
         if group in mixed:
             continue
         seeds = ', '.join(str(r.seed) for r in group)
-        label = group[0].loss_label + (' (baseline)' if group is base else '')
+        label = group[0].label_against(base[0]) + (' (baseline)' if group is base else '')
         cells = [label, f'{len(group)} ({seeds})']
         for _, key in shown:
             values = _logged(group, key)

@@ -65,6 +65,7 @@ def destroy_process_group() -> None:
     objects (held by DDP's reducer) outlive the interpreter, and one rank in
     a few aborted with "terminate called without an active exception" after
     a finished run (CPU torchrun, torch 2.14), failing the whole launch.
+    Not for a failed run: its barrier would wait for ranks that never come.
     """
     if torch_dist.is_available() and torch_dist.is_initialized():
         gc.collect()  # free the runner's DDP model and its pending work
