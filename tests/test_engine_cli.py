@@ -134,13 +134,33 @@ def test_out_must_be_a_pickle():
         cli.check_pickle_path('results.json')
 
 
-def test_tta_needs_the_configs_tta_settings():
+def test_tta_uses_the_configs_tta_settings():
     cfg = Config.fromfile(str(COCO_POLY))  # retinanet ships retinanet_tta.py
+    want_pipeline = cfg.tta_pipeline
     cli.enable_tta(cfg)
     assert cfg.model.type == 'DetTTAModel'
     assert cfg.model.module.bbox_head.loss_cls.type == 'Poly1FocalLoss'
-    with pytest.raises(KeyError, match='--tta'):
-        cli.enable_tta(Config.fromfile(str(DEMO)))
+    assert cfg.test_dataloader.dataset.pipeline == want_pipeline
+
+
+def test_tta_without_tta_settings_flips_as_mmdet_does():
+    """Configs without tta_model/tta_pipeline (ATSS, FCOS, the demo) get
+    mmdet's default, with a warning, and both build."""
+    from mmcv.transforms import Compose
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(str(DEMO))
+    test_steps = list(cfg.test_dataloader.dataset.pipeline)
+    with pytest.warns(UserWarning, match='--tta: the config has no tta_model'):
+        cli.enable_tta(cfg)
+    tta = cfg.test_dataloader.dataset.pipeline
+    assert [s['type'] for s in tta[:-1]] == [s['type'] for s in test_steps[:-1]]
+    flips, (pack,) = tta[-1]['transforms']
+    assert [f['prob'] for f in flips] == [1.0, 0.0]
+    assert pack['type'] == 'PackDetInputs' and 'flip' in pack['meta_keys']
+    assert type(MODELS.build(cfg.model)).__name__ == 'DetTTAModel'
+    assert len(Compose(tta).transforms) == len(test_steps)
 
 
 def test_cpu_distributed_is_a_no_op_without_torchrun_launcher():

@@ -136,6 +136,18 @@ def test_test_tool_evaluates_and_dumps(workspace, trained):
     assert '| poly_test (baseline) | poly-1 eps=-1 |' in table
 
 
+def test_test_tool_with_flip_tta(workspace, trained):
+    """--tta on a config without tta settings (mmdet's default: flip and merge)."""
+    out = run([
+        sys.executable, str(ROOT / 'tools/test.py'), str(CONFIG),
+        str(trained / 'epoch_1.pth'), '--tta', '--work-dir', 'work/poly_tta',
+        '--cfg-options', *FAST
+    ], workspace)
+    assert '--tta: the config has no tta_pipeline' in out
+    (metrics_file, ) = (workspace / 'work/poly_tta').glob('*/2*.json')
+    assert 0.0 <= json.loads(metrics_file.read_text())['coco/bbox_mAP'] <= 1.0
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -6,9 +6,11 @@ lives here so it can be tested without starting a run.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import os.path as osp
-from typing import Optional, Sequence
+import warnings
+from typing import Any, Dict, List, Optional, Sequence
 
 from mmengine.config import Config, ConfigDict, DictAction
 
@@ -116,13 +118,47 @@ def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
         hook['test_out_dir'] = show_dir
 
 
+#: What --tta uses when a config has no ``tta_model`` (mmdet's test.py default).
+DEFAULT_TTA_MODEL = dict(type='DetTTAModel',
+                         tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
+                                      max_per_img=100))
+
+
 def enable_tta(cfg: Config) -> None:
-    """--tta: wrap the model in the config's test-time augmentation."""
-    missing = [key for key in ('tta_model', 'tta_pipeline') if key not in cfg]
-    if missing:
-        raise KeyError(f'--tta: the config has no {" or ".join(missing)}')
+    """--tta: wrap the model in test-time augmentation.
+
+    The config's ``tta_model`` and ``tta_pipeline`` if it has them; else, as
+    mmdet's tools/test.py does (with a warning), ``DetTTAModel`` merging the
+    test pipeline's predictions with and without a horizontal flip.
+    """
+    if 'tta_model' not in cfg:
+        warnings.warn('--tta: the config has no tta_model; using DetTTAModel '
+                      '(NMS at IoU 0.5, 100 boxes per image)')
+        cfg.tta_model = copy.deepcopy(DEFAULT_TTA_MODEL)
+    if 'tta_pipeline' not in cfg:
+        warnings.warn('--tta: the config has no tta_pipeline; using its test pipeline '
+                      'with and without a horizontal flip')
+        cfg.tta_pipeline = flip_tta_pipeline(cfg)
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def flip_tta_pipeline(cfg: Config) -> List[Dict[str, Any]]:
+    """The test pipeline with its last step (the packing) run twice, after a
+    horizontal flip and without, through ``TestTimeAug``."""
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # wrappers such as ClassBalancedDataset
+        dataset = dataset['dataset']
+    steps = copy.deepcopy(list(dataset['pipeline']))
+    pack = dict(steps[-1])
+    if 'meta_keys' in pack:  # the merge needs to know which pass was flipped
+        keys = tuple(pack['meta_keys'])
+        pack['meta_keys'] = keys + tuple(k for k in ('flip', 'flip_direction')
+                                         if k not in keys)
+    steps[-1] = dict(type='TestTimeAug',
+                     transforms=[[dict(type='RandomFlip', prob=1.0),
+                                  dict(type='RandomFlip', prob=0.0)], [pack]])
+    return steps
 
 
 def build_runner(cfg: Config):
