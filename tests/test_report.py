@@ -114,9 +114,30 @@ def test_explicit_baseline(sweep):
     assert '36.5 (-0.7)' in rows[3]
 
 
-def test_png_plot(sweep, tmp_path):
+def test_png_plot(sweep, tmp_path, monkeypatch):
+    """The plot draws AP and AR@100 per epsilon, alpha-weighted runs as the line,
+    the no-alpha run apart, the baseline as a horizontal line."""
+    from matplotlib.axes import Axes
+    drawn = []
+    errorbar, axhline = Axes.errorbar, Axes.axhline
+
+    def record_errorbar(ax, x, y, *args, **kwargs):
+        drawn.append(('errorbar', kwargs.get('label'), list(x), [round(v, 1) for v in y]))
+        return errorbar(ax, x, y, *args, **kwargs)
+
+    def record_axhline(ax, y=0, *args, **kwargs):
+        drawn.append(('hline', kwargs.get('label'), [], [round(y, 1)]))
+        return axhline(ax, y, *args, **kwargs)
+    monkeypatch.setattr(Axes, 'errorbar', record_errorbar)
+    monkeypatch.setattr(Axes, 'axhline', record_axhline)
     png = tmp_path / 'plots' / 'sweep.png'
     build_report([str(p) for p in sweep.values()], out_png=str(png))
+    line_ap, other_ap, base_ap, line_ar, other_ar, base_ar = drawn
+    assert line_ap[2:] == ([-1.0, -0.5, 0.0, 1.0], [37.2, 36.8, 36.5, 34.0])
+    assert other_ap[2:] == ([-1.0], [30.0])
+    assert base_ap[0] == 'hline' and base_ap[3] == [36.5]
+    assert line_ar[2:] == ([-1.0, 0.0, 1.0], [53.0, 52.0, 50.0])  # eps -0.5 logged no AR
+    assert other_ar[3] == [45.0] and base_ar[3] == [52.0]
     with Image.open(png) as im:
         assert im.format == 'PNG'
         assert im.size[0] > 600 and im.size[1] > 300

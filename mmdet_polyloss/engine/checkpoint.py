@@ -90,6 +90,10 @@ def mmengine_safe_globals() -> Iterator[None]:
     if not _has_safe_globals_api():
         yield
         return
+    if not hasattr(torch.serialization, 'safe_globals'):  # torch 2.4: no context manager
+        torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+        yield
+        return
     with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
         yield
 
