@@ -499,8 +499,10 @@ def build_report(work_dirs: Sequence[str],
     table = markdown_table(runs)
     across_seeds = seed_table(runs)
     if across_seeds:
-        table += '\n\nAcross seeds (mean ± sd; Δ against the baseline\'s setting):\n\n' \
-            + across_seeds
+        table += ('\n\n(Deltas above are against the one baseline run; per-seed '
+                  'paired differences are below.)'
+                  '\n\nAcross seeds (mean ± sd; Δ against the baseline\'s setting):\n\n'
+                  + across_seeds)
     if out_png:
         plot_sweep(runs, out_png)
     if out_md:
