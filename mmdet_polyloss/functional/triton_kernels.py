@@ -75,7 +75,8 @@ if triton is not None:
         elif GAMMA_MODE == 2:
             return q * q
         else:
-            return tl.where(q > 0, tl.exp2(gamma * tl.log2(tl.maximum(q, 1e-38))), 0.0)
+            safe_q = tl.where(q > 0, q, 1.0)  # no log2(0); those lanes give 0 below
+            return tl.where(q > 0, tl.exp2(gamma * tl.log2(safe_q)), 0.0)
 
     @triton.jit
     def _forward_kernel(x_ptr, labels_ptr, w_ptr, out_ptr, n_elements, num_classes, gamma,

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -47,10 +48,11 @@ SCRIPT = textwrap.dedent('''
                                              retain_graph=True)
             torch.testing.assert_close(tk.triton_backward(x, labels, w, p, gout).double(),
                                        want_grad, rtol=1e-5, atol=1e-6)
-        g16 = tk.triton_backward(x.half(), labels, w, p, torch.tensor(1.0))
-        assert g16.dtype == torch.float16
-        want16, = torch.autograd.grad(want.sum(), x64)
-        torch.testing.assert_close(g16.double(), want16, rtol=1e-2, atol=1e-3)
+        want_half, = torch.autograd.grad(want.sum(), x64)
+        for half, tol in ((torch.float16, 1e-2), (torch.bfloat16, 2e-2)):
+            g_half = tk.triton_backward(x.to(half), labels, w, p, torch.tensor(1.0))
+            assert g_half.dtype == half
+            torch.testing.assert_close(g_half.double(), want_half, rtol=tol, atol=tol / 10)
     print('ok')
 ''')
 
@@ -61,3 +63,25 @@ def test_triton_kernels_match_eager_path_in_interpreter():
                             env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == 'ok'
+
+
+#: Tests about the CPU path's own design (what it saves, its no_grad shortcut).
+CPU_PATH_ONLY = 'not saves_its_inputs and not no_gradient_is_computed'
+
+
+@pytest.mark.slow
+def test_loss_tests_pass_with_every_call_on_the_triton_kernels():
+    """The value, gradient, mmdet-equality, dtype and edge-case tests of the
+    focal loss, rerun with the fused path on the Triton kernels (interpreter):
+    what CUDA runs, checked on every CI run."""
+    tests = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(tests), os.environ.get('PYTHONPATH', '')]))
+    result = subprocess.run(
+        [sys.executable, '-m', 'pytest', '-q', '-p', 'triton_everywhere', '-m', 'not slow',
+         '-k', CPU_PATH_ONLY, '-p', 'no:cacheprovider',
+         str(tests / 'functional/test_fused.py'), str(tests / 'functional/test_poly_focal.py'),
+         str(tests / 'functional/test_checks.py'), str(tests / 'losses/test_poly_focal_loss.py')],
+        capture_output=True, text=True, env=env, timeout=900, cwd=tests.parent)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert ' passed' in result.stdout.splitlines()[-1]
