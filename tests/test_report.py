@@ -266,10 +266,12 @@ def test_runs_differing_in_loss_arguments_or_schedule_are_not_averaged(tmp_path)
             make_run(tmp_path, 'n_minus', polyn.format((-1.0,)), 0.30, seed=1),
             make_run(tmp_path, 'g1', FOCAL.replace('gamma=2.0', 'gamma=1.0'), 0.20, seed=2),
             make_run(tmp_path, 'f48', FOCAL, 0.50, seed=2,
-                     extra_config='train_cfg = dict(max_epochs=48)\n')]
+                     extra_config='train_cfg = dict(max_epochs=48)\n'),
+            # gamma=2 is gamma=2.0: a seed of the baseline's setting.
+            make_run(tmp_path, 'f2', FOCAL.replace('gamma=2.0', 'gamma=2'), 0.31, seed=2)]
     table = build_report([str(r) for r in runs])
     rows = _seed_rows(table)
-    assert rows['focal (baseline)'][1] == '2 (0, 1)'
+    assert rows['focal (baseline)'][1] == '3 (0, 1, 2)'
     assert rows['poly-N eps=(1.0,)'][1] == '1 (0)'
     assert rows['poly-N eps=(-1.0,)'][1] == '1 (1)'
     assert rows['focal (gamma=1.0)'][1] == '1 (2)'

@@ -220,6 +220,16 @@ def training_seed(work_dir: Path) -> Optional[int]:
     return None
 
 
+def _canonical(value: Any) -> str:
+    """A config value as text, numbers as floats: ``gamma=2`` equals ``gamma=2.0``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return repr(float(value))
+    if isinstance(value, (list, tuple)):
+        return repr(tuple(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                          else v for v in value))
+    return repr(value)
+
+
 def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     """Read one run; raise :class:`SweepReportError` on unusable input."""
     path = Path(work_dir)
@@ -243,7 +253,7 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     loss_type = loss.get('type')
     train_cfg = config.get('train_cfg') or {}
     schedule = train_cfg.get('max_epochs', train_cfg.get('max_iters'))
-    other = tuple(sorted((key, repr(value)) for key, value in loss.items()
+    other = tuple(sorted((key, _canonical(value)) for key, value in loss.items()
                          if key not in ('type', 'epsilon', 'alpha_weighted_poly')))
     other += (('schedule', repr(schedule)),)
     epsilon: Optional[float] = None

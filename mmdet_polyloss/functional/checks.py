@@ -102,7 +102,7 @@ def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
             if weighted:
                 bound = '-1' if j == 1 else f'-1/{j}'
             else:
-                bound = (f'{-scale / j:g} (with alpha_weighted_poly=False the bound is '
+                bound = (f'{-scale / j + 0.0:g} (with alpha_weighted_poly=False the bound is '
                          f'-min(alpha, 1 - alpha)/{j}, alpha={alpha!r})')
             raise ValueError(
                 f'{label}={eps!r} is below {bound}: the loss then goes negative for '

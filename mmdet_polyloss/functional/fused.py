@@ -212,7 +212,10 @@ class FusedPolyFocalIndex(torch.autograd.Function):
     CE and the polynomial), in cache-sized blocks of rows, and keeps that one
     (N, C) tensor.
     A backward that builds a graph (``create_graph=True``) differentiates the
-    composed formula instead, so higher derivatives are right too.
+    composed formula instead, so higher derivatives are right too; for that
+    ``pred`` itself is kept until backward on every path (a head's reshaped
+    copy of its scores then lives that long, and editing ``pred`` in place
+    before backward is an error, as for most torch ops).
     """
 
     @staticmethod
@@ -232,7 +235,8 @@ class FusedPolyFocalIndex(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        pred, labels, weight = ctx.saved_tensors[:3]
+        # Unpacked once: non-reentrant checkpointing allows no second unpack.
+        pred, labels, weight, *saved_grad = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True
             grad = _composed_grad(pred, labels, weight, ctx.params, ctx.reduce_sum,
                                   grad_output)
@@ -240,7 +244,7 @@ class FusedPolyFocalIndex(torch.autograd.Function):
             from .triton_kernels import triton_backward
             grad = triton_backward(pred, labels, weight, ctx.params, grad_output)
         else:
-            grad = ctx.saved_tensors[3] * grad_output
+            grad = saved_grad[0] * grad_output
         return grad.to(pred.dtype), None, None, None, None, None
 
 

@@ -60,6 +60,7 @@ def test_bad_polyn_epsilons(epsilons, message):
     (0.9, (-0.11,), 'epsilon=-0.11 is below -0.1 (with alpha_weighted_poly=False'),
     (0.25, (0.0, -0.13), 'epsilons[1]=-0.13 is below -0.125 (with'),
     (-1.0, (-1.0,), None),  # no alpha weighting: the bound is -1 again
+    (1.0, (-0.01,), 'epsilon=-0.01 is below 0 (with alpha_weighted_poly=False'),
 ])
 def test_unweighted_epsilon_bound_follows_alpha(alpha, epsilons, message):
     kwargs = dict(epsilons=epsilons, alpha=alpha, alpha_weighted_poly=False)

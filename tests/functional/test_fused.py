@@ -162,3 +162,14 @@ def test_no_gradient_is_computed_under_no_grad(monkeypatch):
         poly_focal_loss(pred, labels)
     poly_focal_loss(pred, labels).backward()
     assert asked == [False, True]
+
+
+def test_works_under_non_reentrant_activation_checkpointing():
+    """torch.utils.checkpoint(use_reentrant=False) lets backward unpack each
+    saved tensor only once."""
+    from torch.utils.checkpoint import checkpoint
+    pred, labels = make_logits(N, C).requires_grad_(), make_labels(N, C)
+    checkpoint(lambda x: poly_focal_loss(x, labels), pred, use_reentrant=False).backward()
+    want = pred.detach().clone().requires_grad_()
+    poly_focal_loss(want, labels).backward()
+    torch.testing.assert_close(pred.grad, want.grad)
