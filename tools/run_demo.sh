@@ -30,15 +30,12 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# A relative POLYLOSS_VENV means the caller's directory (as setup_env.sh reads it).
-case ${POLYLOSS_VENV:-} in
-  ''|/*) ;;
-  *) export POLYLOSS_VENV=$PWD/$POLYLOSS_VENV ;;
-esac
+# Absolute, before any cd: a relative POLYLOSS_VENV means the caller's directory.
+export POLYLOSS_VENV=$(realpath -ms "${POLYLOSS_VENV:-$ROOT/.venv}")
 cd "$ROOT"
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
 DATA_DIR=data/polyloss_shapes  # where configs/demo/ read it (data_root)
-PY=${POLYLOSS_VENV:-$ROOT/.venv}/bin/python
+PY=$POLYLOSS_VENV/bin/python
 CONFIGS=(
   configs/demo/retinanet_tiny_fpn_focal_shapes.py
   configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py

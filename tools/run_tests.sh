@@ -7,13 +7,10 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-# A relative POLYLOSS_VENV means the caller's directory (as setup_env.sh reads it).
-case ${POLYLOSS_VENV:-} in
-  ''|/*) ;;
-  *) export POLYLOSS_VENV=$PWD/$POLYLOSS_VENV ;;
-esac
+# Absolute, before any cd: a relative POLYLOSS_VENV means the caller's directory.
+export POLYLOSS_VENV=$(realpath -ms "${POLYLOSS_VENV:-$ROOT/.venv}")
 bash "$ROOT/tools/setup_env.sh"
-VENV=${POLYLOSS_VENV:-$ROOT/.venv}
+VENV=$POLYLOSS_VENV
 cd "$ROOT"
 status=0
 "$VENV/bin/python" -m pytest "$@" || status=$?

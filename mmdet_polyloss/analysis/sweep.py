@@ -87,7 +87,6 @@ class RunResult:
         return label if self.alpha_weighted is not False else (
             label + ', no alpha_t')
 
-
     def label_against(self, base: 'RunResult') -> str:
         """``loss_label`` plus what else differs from ``base`` (loss arguments,
         schedule), so that no two settings in a table read the same."""
@@ -207,27 +206,29 @@ def _run_dir(source: str, work_dir: Path) -> Optional[Path]:
     return None
 
 
-def training_seed(work_dir: Path) -> Optional[int]:
-    """``randomness.seed`` of the newest training run in ``work_dir`` (one that
-    logged a training loss), or None. A test run's config carries its own seed
-    (0 unless told), which says nothing about the checkpoint's."""
+def training_run_dir(work_dir: Path) -> Optional[Path]:
+    """The newest ``<timestamp>`` folder in ``work_dir`` that logged a training
+    loss, or None. Its config holds the checkpoint's seed; a later test run's
+    config carries its own (0 unless told)."""
     for run_dir in sorted((p for p in work_dir.iterdir()
                            if p.is_dir() and _TIMESTAMP.match(p.name)), reverse=True):
         scalars = run_dir / 'vis_data' / 'scalars.json'
         if scalars.is_file() and any('loss' in r for r in _read_json_records(scalars)):
-            seed = (read_config(work_dir, run_dir).get('randomness') or {}).get('seed')
-            return seed if isinstance(seed, int) else None
+            return run_dir
     return None
 
 
 def _canonical(value: Any) -> str:
     """A config value as text, numbers as floats: ``gamma=2`` equals ``gamma=2.0``."""
+    return repr(_as_floats(value))
+
+
+def _as_floats(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return repr(float(value))
+        return float(value)
     if isinstance(value, (list, tuple)):
-        return repr(tuple(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
-                          else v for v in value))
-    return repr(value)
+        return tuple(_as_floats(v) for v in value)
+    return value
 
 
 def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
@@ -245,10 +246,12 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
             'tools/test.py on it first')
     # Loss settings from the run that logged these metrics; the seed from
     # the training run (the metrics may come from a later tools/test.py).
-    config = read_config(path, _run_dir(source, path))
+    metrics_dir, train_dir = _run_dir(source, path), training_run_dir(path)
+    config = read_config(path, metrics_dir)
     loss = dict(classifier_loss(config.get('model', {})) or {})
-    seed = training_seed(path)
-    if seed is None:
+    seed_config = config if train_dir in (None, metrics_dir) else read_config(path, train_dir)
+    seed = (seed_config.get('randomness') or {}).get('seed')
+    if not isinstance(seed, int):
         seed = (config.get('randomness') or {}).get('seed')
     loss_type = loss.get('type')
     train_cfg = config.get('train_cfg') or {}
@@ -343,8 +346,7 @@ SEED_METRICS: Tuple[Tuple[str, str], ...] = (
 
 def group_by_setting(runs: Sequence[RunResult]) -> List[List[RunResult]]:
     """Runs of the same loss setting together, groups in order of first appearance."""
-    groups: Dict[Tuple[Optional[str], Optional[float], Optional[bool]],
-                 List[RunResult]] = {}
+    groups: Dict[Tuple[Any, ...], List[RunResult]] = {}
     for run in runs:
         groups.setdefault(run.setting, []).append(run)
     return list(groups.values())

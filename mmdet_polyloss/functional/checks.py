@@ -129,12 +129,7 @@ def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
     if target.shape == pred.shape:
         is_index = False
     elif target.dim() == 1 and pred.dim() == 2 and target.shape[0] == pred.shape[0]:
-        if target.is_floating_point() or target.dtype == torch.bool:
-            raise ValueError(
-                f'target of shape {tuple(target.shape)} for pred of shape {tuple(pred.shape)} '
-                f'must hold integer class indices, got dtype {target.dtype}')
-        if pred.shape[1] == 0:
-            raise ValueError(f'pred of shape {tuple(pred.shape)} has no classes (dim 1 is 0)')
+        check_class_indices(target, pred, 'target')
         is_index = True
     else:
         raise ValueError(
@@ -173,6 +168,17 @@ def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
         raise ValueError(
             f'pred must hold probabilities in [0, 1] when activated=True, got {_first(bad)}')
     return is_index
+
+
+def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> None:
+    """Class-index ``labels`` must be integers (a float or bool label would be
+    truncated silently) and ``pred`` (N, C, ...) must have at least one class."""
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise ValueError(
+            f'{name} of shape {tuple(labels.shape)} for pred of shape {tuple(pred.shape)} '
+            f'must hold integer class indices, got dtype {labels.dtype}')
+    if pred.shape[1] == 0:
+        raise ValueError(f'pred of shape {tuple(pred.shape)} has no classes (dim 1 is 0)')
 
 
 def check_weight_shape(weight: Tensor, pred: Tensor) -> None:

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import check_epsilons, check_real, check_reduction, check_weight_shape
+from .checks import (check_class_indices, check_epsilons, check_real, check_reduction,
+                     check_weight_shape)
 from .fused import compute_dtype
 from .poly_focal import AvgFactor, broadcast_weight, dense_target, weight_reduce
 
@@ -63,7 +64,7 @@ def poly1_cross_entropy(pred: Tensor,
         raise ValueError(
             f'label shape {tuple(label.shape)} does not match pred shape {tuple(pred.shape)}: '
             'expected logits (N, C, *) and class indices (N, *)')
-    _check_class_indices(label, pred)
+    check_class_indices(label, pred, 'label')
     num_classes = pred.shape[1]
     _check_labels(label, 0, num_classes - 1, ignore_index, 'class indices')
     class_weight = _class_weight(class_weight, num_classes, pred)
@@ -106,7 +107,7 @@ def poly1_binary_cross_entropy(pred: Tensor,
     x = _upcast(pred)
     _check_label_tensor(label)
     if label.dim() == 1 and pred.dim() == 2 and label.shape[0] == pred.shape[0]:
-        _check_class_indices(label, pred)
+        check_class_indices(label, pred, 'label')
         num_classes = pred.shape[1]
         _check_labels(label, 0, num_classes, ignore_index, 'class indices')
         valid = (label != ignore_index).unsqueeze(1).expand_as(pred)
@@ -156,17 +157,6 @@ def check_common_args(epsilon: float, reduction: str, avg_factor: AvgFactor,
 def _check_label_tensor(label: object) -> None:
     if not isinstance(label, Tensor):
         raise ValueError(f'label must be a tensor, got {type(label).__name__}')
-
-
-def _check_class_indices(label: Tensor, pred: Tensor) -> None:
-    """Class-index labels must be integers (a float label would be truncated)
-    and ``pred`` must have at least one class."""
-    if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
-        raise ValueError(f'label of shape {tuple(label.shape)} for pred of shape '
-                         f'{tuple(pred.shape)} must hold integer class indices, got dtype '
-                         f'{label.dtype}')
-    if pred.shape[1] == 0:
-        raise ValueError(f'pred of shape {tuple(pred.shape)} has no classes (dim 1 is 0)')
 
 
 def _check_labels(label: Tensor, low: float, high: float, ignore_index: int,
