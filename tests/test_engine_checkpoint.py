@@ -2,6 +2,7 @@
 import os
 import pickle
 import uuid
+import zipfile
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import torch
 from mmengine.logging import HistoryBuffer, MessageHub
 
 from mmdet_polyloss.engine.checkpoint import (history_buffer_getattr,
-                                              mmengine_safe_globals)
+                                              mmengine_safe_globals, numeric_dtype)
 
 needs_allow_list_api = pytest.mark.skipif(
     not hasattr(torch.serialization, 'safe_globals'),
@@ -78,12 +79,73 @@ def test_arbitrary_code_stays_refused(tmp_path):
         torch.load(path)
 
 
+def _renamed_modules(path, new_path, old: bytes, new: bytes) -> None:
+    """Copy a torch checkpoint, renaming a module in its pickle (as another
+    numpy version would have written it)."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(new_path, 'w') as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename.endswith('data.pkl'):
+                assert old in data
+                data = data.replace(old, new)
+            dst.writestr(item, data)
+
+
+@needs_allow_list_api
+@pytest.mark.parametrize('saved_by', ['numpy 1', 'numpy 2'])
+def test_checkpoint_of_the_other_numpy_major_loads(checkpoint, tmp_path, saved_by):
+    """numpy 1 pickles arrays as numpy.core.multiarray.*, numpy 2 as numpy._core.*;
+    mmdet 3.3 setups run either, so a checkpoint must load under both."""
+    names = {'numpy 1': b'numpy.core.multiarray', 'numpy 2': b'numpy._core.multiarray'}
+    running = names['numpy 2'] if int(np.__version__.split('.')[0]) >= 2 else names['numpy 1']
+    moved = tmp_path / 'moved.pth'
+    _renamed_modules(checkpoint, moved, running, names[saved_by])
+    with mmengine_safe_globals():
+        ckpt = torch.load(moved, weights_only=True)
+    buf = ckpt['message_hub']['log_scalars']['train/loss']
+    np.testing.assert_allclose(buf.data[0], [1.0, 0.5, 1.0 / 3])
+    assert ckpt['message_hub']['runtime_info']['best_score'] == 0.25
+
+
 @needs_allow_list_api
 def test_object_arrays_stay_refused(tmp_path):
     path = tmp_path / 'objects.pth'
     torch.save({'x': np.array([{'a': 1}], dtype=object)}, path)
-    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError):
+    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError, match="kind 'O'"):
         torch.load(path)
+
+
+class _ObjectDtype:
+    """Pickles as ``np.dtype('O8')`` with no state step (numpy adds one)."""
+
+    def __reduce__(self):
+        return (np.dtype, ('O8', False, True))
+
+
+class _ObjectArray:
+    """An object array pickled by hand around an object dtype without state."""
+
+    def __reduce__(self):
+        return (np.ndarray, ((0,), 'b'), (1, (2,), _ObjectDtype(), False, [{'a': 1}, 's']))
+
+
+@needs_allow_list_api
+def test_crafted_object_arrays_stay_refused(tmp_path):
+    path = tmp_path / 'crafted.pth'
+    torch.save({'x': _ObjectArray()}, path)
+    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError, match="kind 'O'"):
+        torch.load(path)
+
+
+@pytest.mark.parametrize('spec', ['O8', 'U3', 'S2', 'V4', [('a', 'f4'), ('b', 'O')]])
+def test_numeric_dtype_refuses_non_numeric_kinds(spec):
+    with pytest.raises(pickle.UnpicklingError, match='only the numeric kinds'):
+        numeric_dtype(spec)
+
+
+@pytest.mark.parametrize('spec', ['f8', 'f4', 'f2', 'i8', 'u1', 'b1', '>f4'])
+def test_numeric_dtype_builds_numeric_kinds(spec):
+    assert numeric_dtype(spec) == np.dtype(spec)
 
 
 def test_getattr_stand_in_resolves_only_statistics():

@@ -9,6 +9,7 @@ import pytest
 from mmengine.config import Config
 
 from mmdet_polyloss.engine import cli
+from mmdet_polyloss.engine import dist
 from mmdet_polyloss.engine.dist import setup_cpu_distributed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,7 +153,8 @@ def test_tta_without_tta_settings_flips_as_mmdet_does():
     register_all_modules()
     cfg = Config.fromfile(str(DEMO))
     test_steps = list(cfg.test_dataloader.dataset.pipeline)
-    with pytest.warns(UserWarning, match='--tta: the config has no tta_model'):
+    with pytest.warns(UserWarning, match='--tta: the config has no tta_model'), \
+            pytest.warns(UserWarning, match='--tta: the config has no tta_pipeline'):
         cli.enable_tta(cfg)
     tta = cfg.test_dataloader.dataset.pipeline
     assert [s['type'] for s in tta[:-1]] == [s['type'] for s in test_steps[:-1]]
@@ -177,6 +179,35 @@ def test_cpu_distributed_needs_the_torchrun_environment(monkeypatch):
     cfg = Config.fromfile(str(DEMO))
     with pytest.raises(RuntimeError, match='MASTER_PORT'):
         setup_cpu_distributed(cfg, 'pytorch')
+
+
+def test_cpu_distributed_keeps_the_configs_dist_settings(monkeypatch):
+    """env_cfg.dist_cfg reaches init_process_group as mmengine's init_dist
+    passes it (timeout in seconds), with the backend switched to gloo."""
+    import datetime
+
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('with CUDA the GPU path is used')
+    for key, value in dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR='127.0.0.1',
+                           MASTER_PORT='29500').items():
+        monkeypatch.setenv(key, value)
+    joined = []
+    monkeypatch.setattr(dist.torch_dist, 'is_initialized', lambda: False)
+    monkeypatch.setattr(dist.torch_dist, 'init_process_group',
+                        lambda **kwargs: joined.append(kwargs))
+    cfg = Config.fromfile(str(DEMO))
+    cfg.merge_from_dict({'env_cfg.dist_cfg.timeout': 7200})
+    assert setup_cpu_distributed(cfg, 'pytorch') is True
+    assert joined == [dict(init_method='env://', backend='gloo',
+                           timeout=datetime.timedelta(hours=2))]
+
+
+@pytest.mark.parametrize('timeout', ['1800', 0, -5, True])
+def test_bad_dist_timeout_names_the_setting(timeout):
+    with pytest.raises(ValueError, match=f'env_cfg.dist_cfg.timeout must be a positive number '
+                                         f'of seconds, got {re.escape(repr(timeout))}'):
+        dist.process_group_kwargs(dict(backend='gloo', timeout=timeout))
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])

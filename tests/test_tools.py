@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,6 +103,17 @@ def test_resume_continues_from_the_checkpoint(workspace, trained):
     assert (trained / 'epoch_1.pth').is_file()
 
 
+def test_bare_resume_continues_from_the_work_dirs_last_checkpoint(workspace, trained):
+    """``--resume`` without a path: mmengine's auto-resume from last_checkpoint."""
+    work_dir = workspace / 'work/poly_auto'
+    work_dir.mkdir(parents=True)
+    shutil.copy(trained / 'epoch_1.pth', work_dir / 'epoch_1.pth')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'epoch_1.pth'))
+    out = train(workspace, str(work_dir), ['--resume'], ['train_cfg.max_epochs=2'])
+    assert re.search(r'resumed epoch: 1, iter: 4', out), out[-3000:]
+    assert (work_dir / 'epoch_2.pth').is_file()
+
+
 def test_resume_from_missing_checkpoint_names_it(workspace):
     proc = subprocess.run(
         [sys.executable, str(ROOT / 'tools/train.py'), str(CONFIG),
@@ -155,7 +167,8 @@ def _free_port() -> int:
 
 
 def test_torchrun_two_cpu_processes(workspace):
-    """The multi-GPU path (torchrun, DDP, sharded data) on gloo / CPU."""
+    """The multi-GPU path (torchrun, DDP, sharded data) on gloo / CPU, for
+    dist_train.sh and then dist_test.sh on its checkpoint."""
     out = run([
         'bash', str(ROOT / 'tools/dist_train.sh'), str(CONFIG), '2',
         '--work-dir', 'work/dist', '--cfg-options', *FAST
@@ -167,3 +180,18 @@ def test_torchrun_two_cpu_processes(workspace):
     assert (workspace / 'work/dist/epoch_1.pth').is_file()
     scalars = next((workspace / 'work/dist').glob('*/vis_data/scalars.json'))
     assert len(coco_metrics(scalars)) == 1  # evaluated across both ranks
+
+    out = run([
+        'bash', str(ROOT / 'tools/dist_test.sh'), str(CONFIG), 'work/dist/epoch_1.pth', '2',
+        '--work-dir', 'work/dist_test', '--out', 'work/dist_test/preds.pkl',
+        '--cfg-options', *FAST
+    ], workspace, PYTHON=sys.executable, PORT=str(_free_port()),
+        OMP_NUM_THREADS='1')
+    assert 'Distributed training: True' in out
+    with open(workspace / 'work/dist_test/preds.pkl', 'rb') as f:
+        predictions = pickle.load(f)
+    # Both ranks' shards gathered: one prediction per val image, none twice.
+    val = json.loads((workspace / 'data/polyloss_shapes/annotations/instances_val.json')
+                     .read_text())
+    assert sorted(p['img_id'] for p in predictions) == sorted(i['id'] for i in val['images'])
+    assert re.search(r'coco/bbox_mAP: \d', out)

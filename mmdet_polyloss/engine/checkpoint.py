@@ -12,7 +12,10 @@ The fix here keeps weights-only loading on and allow-lists exactly those
 types, rather than passing ``weights_only=False`` (which would execute
 arbitrary pickled code from any file a user points at). ``builtins.getattr``
 is not allowed as such: a stand-in that only resolves HistoryBuffer's
-statistics methods takes its name.
+statistics methods takes its name, and ``numpy.dtype`` is a stand-in that
+builds numeric dtypes only. numpy's array helpers are accepted under both
+their numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) names, so a
+checkpoint saved with either numpy loads with the other.
 """
 from __future__ import annotations
 
@@ -25,22 +28,43 @@ import torch
 
 
 def _numpy_reconstruct_globals() -> List[Any]:
-    """numpy functions that pickles of arrays and scalars call."""
+    """numpy functions that pickles of arrays and scalars call, under the
+    module names of numpy 1 and numpy 2 (a pickle names the one it was saved with)."""
     try:  # numpy >= 2
         from numpy._core import multiarray
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray  # type: ignore[no-redef]
-    return [multiarray._reconstruct, multiarray.scalar]
+    return [(function, f'{module}.multiarray.{function.__name__}')
+            for function in (multiarray._reconstruct, multiarray.scalar)
+            for module in ('numpy.core', 'numpy._core')]
+
+
+#: numpy dtype kinds a checkpoint may hold: bool, signed and unsigned integers, floats.
+NUMERIC_DTYPE_KINDS = 'biuf'
+_NUMERIC_DTYPE_NAMES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16',
+                        'uint32', 'uint64', 'float16', 'float32', 'float64')
+
+
+def numeric_dtype(*args: Any) -> np.dtype:
+    """``np.dtype(*args)`` for numeric kinds only.
+
+    Registered under the name ``numpy.dtype`` while unpickling: every array
+    and scalar in a checkpoint names its dtype through it, so object,
+    string and structured arrays are refused however the pickle is written.
+    """
+    dtype = np.dtype(*args)
+    if dtype.kind not in NUMERIC_DTYPE_KINDS or dtype.hasobject:
+        raise pickle.UnpicklingError(
+            f'checkpoint asks for numpy dtype {dtype!r} (kind {dtype.kind!r}); only the '
+            f'numeric kinds {NUMERIC_DTYPE_KINDS!r} (bool, int, uint, float) are allowed')
+    return dtype
 
 
 def _numpy_dtype_globals() -> List[Any]:
-    """``np.dtype`` and, on numpy >= 1.25, its per-dtype classes.
-
-    Only the numeric dtypes: object arrays stay refused.
-    """
-    types: List[Any] = [np.dtype]
-    for name in ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16',
-                 'uint32', 'uint64', 'float16', 'float32', 'float64'):
+    """The ``numpy.dtype`` stand-in and, on numpy >= 1.25, the per-dtype
+    classes of the numeric dtypes (a pickled dtype's state is applied to one)."""
+    types: List[Any] = [(numeric_dtype, 'numpy.dtype')]
+    for name in _NUMERIC_DTYPE_NAMES:
         dtype_cls = type(np.dtype(name))
         if dtype_cls is not np.dtype and dtype_cls not in types:
             types.append(dtype_cls)

@@ -6,12 +6,14 @@ the config's backend (``nccl`` by default), and ``Runner.wrap_model`` passes
 ``device_ids=[LOCAL_RANK]`` to DistributedDataParallel, which refuses a CPU
 module. Neither works without a GPU, so multi-process training could not be
 exercised (or used) on a CPU-only machine. :func:`setup_cpu_distributed`
-joins the process group over ``gloo`` itself (the Runner then skips its own
+joins the process group over ``gloo`` itself, with the config's other
+``dist_cfg`` settings such as ``timeout`` (the Runner then skips its own
 ``init_dist``) and asks for DDP without device ids. With CUDA present it does
 nothing: GPU runs take mmengine's usual path.
 """
 from __future__ import annotations
 
+import datetime
 import gc
 import os
 
@@ -47,7 +49,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     cfg.env_cfg.setdefault('dist_cfg', {})
     cfg.env_cfg.dist_cfg['backend'] = 'gloo'
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(backend='gloo', init_method='env://')
+        torch_dist.init_process_group(init_method='env://',
+                                      **process_group_kwargs(cfg.env_cfg.dist_cfg))
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
     wrapper.setdefault('broadcast_buffers', False)
@@ -56,6 +59,19 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     wrapper['device_ids'] = None  # a CPU module: DDP takes no device ids
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def process_group_kwargs(dist_cfg: dict) -> dict:
+    """``init_process_group`` arguments from ``env_cfg.dist_cfg``, as mmengine's
+    ``init_dist`` passes them: every entry, ``timeout`` in seconds as a timedelta."""
+    kwargs = dict(dist_cfg)
+    timeout = kwargs.get('timeout')
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f'env_cfg.dist_cfg.timeout must be a positive number of '
+                             f'seconds, got {timeout!r}')
+        kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+    return kwargs
 
 
 def destroy_process_group() -> None:
