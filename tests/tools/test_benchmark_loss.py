@@ -1,10 +1,15 @@
-"""tools/benchmark/benchmark_loss.py end to end, on CPU with tiny sizes, in a subprocess."""
+"""tools/benchmark/benchmark_loss.py: end to end on CPU with tiny sizes in a
+subprocess, and its agreement check against wrong implementations."""
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import List
+
+import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'tools' / 'benchmark' / 'benchmark_loss.py'
@@ -24,9 +29,13 @@ def test_tiny_cpu_run_agrees_and_reports_every_method(tmp_path):
                    '--out', str(out)])
     assert result.returncode == 0, result.stdout + result.stderr
     agreement = [line for line in result.stdout.splitlines() if line.startswith('[OK]')]
-    assert len(agreement) == 4, result.stdout  # 2 checks x 2 dtypes
-    assert any('at epsilon=0 vs mmdet FocalLoss' in line for line in agreement)
-    assert any('vs Poly-1 naive autograd at epsilon=-1' in line for line in agreement)
+    # (mmdet, fused at 0, fused at -1, naive) x (label, element weights) x 2 dtypes
+    assert len(agreement) == 16, result.stdout
+    for dtype in ('float32', 'bfloat16'):
+        for weights in ('label weights', 'element weights'):
+            where = f'{dtype}, 1 image(s), {weights}: '
+            assert where + 'mmdet FocalLoss vs float64 (epsilon=0)' in result.stdout
+            assert where + 'Poly1FocalLoss (fused) at epsilon=-1 vs float64' in result.stdout
     assert 'MISMATCH' not in result.stdout
     rows = [line for line in result.stdout.splitlines() if line.startswith('| ')]
     for method in CPU_METHODS:
@@ -35,6 +44,7 @@ def test_tiny_cpu_run_agrees_and_reports_every_method(tmp_path):
         assert all(float(r.split('|')[3]) > 0 for r in timed), timed
 
     assert out.read_text().startswith('# Loss benchmark')
+    assert 'Load average (1 min):' in out.read_text()
     data = json.loads(out.with_suffix('.json').read_text())
     assert [t['dtype'] for t in data['tables']] == ['float32', 'bfloat16']
     assert all(c['ok'] for t in data['tables'] for c in t['checks'])
@@ -59,10 +69,70 @@ def test_bad_arguments_give_a_clear_error():
 
 
 def test_cuda_requested_without_cuda_is_an_error():
-    import pytest
-    import torch
     if torch.cuda.is_available():
         pytest.skip('CUDA is available here')
     result = _run(['--device', 'cuda'])
     assert result.returncode == 2
     assert '--device' in result.stderr and 'cuda' in result.stderr
+
+
+def _benchmark_module():
+    spec = importlib.util.spec_from_file_location('benchmark_loss', SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _zero_small_gradients(bench, fraction: float):
+    """Poly-1 at epsilon -1 whose gradient elements below ``fraction`` of the
+    largest are dropped (a kernel that loses small values)."""
+    correct = bench.poly1(-1.0)
+
+    def loss(pred, labels, weight, avg_factor):
+        routed = pred * 1.0
+        routed.register_hook(
+            lambda g: torch.where(g.abs() < fraction * g.abs().max(), torch.zeros_like(g), g))
+        return correct(routed, labels, weight, avg_factor)
+    return loss
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16, torch.float16])
+def test_agreement_check_fails_wrong_implementations(dtype):
+    """The float64 check passes the real fused loss and fails a loss 1 % off
+    (alpha 0.2525, epsilon -0.99) and a gradient zeroed below 1e-5 of its maximum,
+    in every dtype (the per-dtype tolerances of the old check let bf16 pass
+    3 to 5 % errors)."""
+    bench = _benchmark_module()
+    base = bench.make_base_inputs(1, 3000, 8, 20, seed=0)
+    case = bench.to_case(base, dtype, 'cpu')
+    reference = bench.float64_reference(case, -1.0)
+    tolerances = (bench.LOSS_RTOL, bench.GRAD_RTOL, bench.GRAD_ATOL_FRACTION[dtype])
+
+    def check(fn):
+        return bench.compare('check', bench.Method('m', fn), reference, case, tolerances)
+
+    assert check(bench.poly1(-1.0)).ok
+    assert not check(bench.poly1(-0.99)).ok
+    saved = bench.ALPHA
+    bench.ALPHA = 0.2525
+    try:
+        off_alpha = bench.poly1(-1.0)
+    finally:
+        bench.ALPHA = saved
+    assert not check(off_alpha).ok
+    assert not check(_zero_small_gradients(bench, 1e-5)).ok
+
+
+def test_a_failed_training_step_fails_the_run(monkeypatch, capsys):
+    """The GPU check relies on the exit status: a --train-step that crashed is
+    a failure, not a 'Skipped' line in a report that exits 0."""
+    bench = _benchmark_module()
+
+    def crash(args):
+        raise RuntimeError('train step crashed')
+    monkeypatch.setattr(bench, 'train_step_benchmark', crash)
+    status = bench.main(['--device', 'cpu', '--images', '1', '--anchors-per-image', '300',
+                         '--classes', '4', '--positives-per-image', '3', '--repeats', '1',
+                         '--train-step'])
+    assert status == 1
+    assert '--train-step: RuntimeError: train step crashed' in capsys.readouterr().err

@@ -26,6 +26,9 @@ CONSTRAINTS=$ROOT/tools/constraints.txt
 pin() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"; }
 MMCV=$(pin mmcv)
 say() { printf '[prepare_gpu_carry] %s\n' "$*"; }
+# pip's output without its 'is ignored' chatter; a failed pip still fails the
+# script (pipefail; grep's own 'no lines left' status is not an error).
+quiet_pip() { "${PIP[@]}" "$@" 2>&1 | { grep -v 'is ignored' || true; }; }
 
 if ! "$PY" -c 'import setuptools, torch' 2>/dev/null; then
   echo "prepare_gpu_carry: PYTHON=$PY needs torch and setuptools (run tools/setup_env.sh" \
@@ -41,8 +44,8 @@ KERNEL_DIR=$DEST/mmcv-$MMCV/mmcv/ops/csrc/common
 if [ ! -f "$KERNEL_DIR/cuda/sigmoid_focal_loss_cuda_kernel.cuh" ] \
     || ! ls "$DEST"/wheels/mmcv_lite-"$MMCV"-*.whl >/dev/null 2>&1; then
   say "fetching the mmcv $MMCV sdist"
-  "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation \
-      "mmcv==$MMCV" -d "$WORK" 2>&1 | grep -v 'is ignored' || true
+  quiet_pip download --no-deps --no-binary :all: --no-build-isolation \
+      "mmcv==$MMCV" -d "$WORK"
   tar xzf "$WORK/mmcv-$MMCV.tar.gz" -C "$WORK"
   mkdir -p "$KERNEL_DIR"
   cp -r "$WORK/mmcv-$MMCV/mmcv/ops/csrc/common/." "$KERNEL_DIR/"
@@ -56,9 +59,9 @@ fi
 PACKAGES=("mmengine==$(pin mmengine)" "mmdet==$(pin mmdet)" "pycocotools==$(pin pycocotools)"
           addict yapf platformdirs termcolor terminaltables shapely)
 say "downloading ${PACKAGES[*]} for CPython $PYTHON_VERSION"
-"${PIP[@]}" download --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
+quiet_pip download --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$DEST/wheels" "${PACKAGES[@]}" 2>&1 | grep -v 'is ignored' || true
+    -d "$DEST/wheels" "${PACKAGES[@]}"
 say "done: $(du -sh "$DEST" | cut -f1) in $DEST"
 ls "$DEST/wheels"
