@@ -44,7 +44,7 @@ def test_tiny_cpu_run_agrees_and_reports_every_method(tmp_path):
         assert all(float(r.split('|')[3]) > 0 for r in timed), timed
 
     assert out.read_text().startswith('# Loss benchmark')
-    assert 'Load average (1 min):' in out.read_text()
+    assert 'Other processes used' in out.read_text()
     data = json.loads(out.with_suffix('.json').read_text())
     assert [t['dtype'] for t in data['tables']] == ['float32', 'bfloat16']
     assert all(c['ok'] for t in data['tables'] for c in t['checks'])

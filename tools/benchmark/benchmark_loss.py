@@ -34,6 +34,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shlex
 import statistics
 import subprocess
@@ -934,16 +935,38 @@ def write_report(path: Path, report: str) -> None:
     path.write_text(report + '\n')
 
 
-def load_note(before: float, after: float, device: str) -> str:
-    """The 1-minute load average around the run, with a warning on CPU when
-    other work competed for the cores (timings of many small parallel ops then
+def busy_cpu_seconds() -> Optional[Tuple[float, float]]:
+    """(CPU seconds all processes have used since boot, of which this process and
+    its children), from /proc/stat; None where there is no /proc."""
+    try:
+        with open('/proc/stat') as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal: all but idle and iowait
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf('SC_CLK_TCK')
+    own = sum(getattr(resource.getrusage(who), key)
+              for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for key in ('ru_utime', 'ru_stime'))
+    return busy, own
+
+
+def contention_note(before: Optional[Tuple[float, float]], wall_s: float,
+                    device: str) -> str:
+    """How much CPU other processes used during the run; on CPU a warning when
+    it was more than a tenth of the machine (many small parallel ops then
     stall on descheduled threads, by 10x and more on 2 cores)."""
-    threads, cpus = torch.get_num_threads(), os.cpu_count() or 1
-    note = (f'Load average (1 min): {before:.2f} at the start, {after:.2f} at the end; '
-            f'{cpus} CPUs, {threads} torch threads.')
-    if device == 'cpu' and before > cpus - threads + 0.5:
-        note += (' **Other processes were using the CPUs at the start: CPU timings are not '
-                 'reliable; rerun on an idle machine (or with --threads 1).**')
+    after = busy_cpu_seconds()
+    if before is None or after is None:
+        return 'CPU use of other processes during the run: unknown (no /proc/stat).'
+    cpus = os.cpu_count() or 1
+    others = max(0.0, (after[0] - before[0]) - (after[1] - before[1]))
+    share = others / (wall_s * cpus) if wall_s > 0 else 0.0
+    note = (f'Other processes used {others:.0f} CPU-seconds during the {wall_s:.0f} s run '
+            f'({share:.0%} of {cpus} CPUs; {torch.get_num_threads()} torch threads).')
+    if device == 'cpu' and share > 0.1:
+        note += (' **CPU timings are not reliable: rerun on an idle machine (or with '
+                 '--threads 1).**')
     return note
 
 
@@ -993,7 +1016,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not triton_kernels.AVAILABLE:
             notes.append('Triton kernels unavailable: the fused method runs its eager path')
 
-    load_before = os.getloadavg()[0]
+    cpu_before, started = busy_cpu_seconds(), time.perf_counter()
     bandwidth = copy_bandwidth('cuda') if args.device == 'cuda' else None
     probe = accuracy_probe(mmdet_fn, mmdet_error, args.device)
     tables = []
@@ -1022,7 +1045,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                                    mmdet_error)):
             apply_memory(table, measure_memory(methods, case, args.device))
 
-    notes.append(load_note(load_before, os.getloadavg()[0], args.device))
+    notes.append(contention_note(cpu_before, time.perf_counter() - started, args.device))
     report = render(env, args, tables, bandwidth, train, notes, probe)
     print('\n' + report, flush=True)
     if args.out is not None:
