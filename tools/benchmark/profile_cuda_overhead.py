@@ -6,7 +6,9 @@ kernel both far above the memory floor at 100k x 80, with a fixed cost of
 about 1 ms per forward + backward. This splits that cost: host time of each
 piece (input checks with their one sync, the Triton forward and backward
 launches, the whole call, the call with its Triton launches stubbed out,
-empty Triton kernels with 1 and with 17 arguments) against its GPU time,
+empty Triton kernels with 1 and with 17 arguments) against its stream time
+per call back to back (GPU time plus any gaps where the stream waits for the
+host; kernel-only times are in the profiler tables),
 then a torch.profiler table for the fused call and for mmcv's. Needs CUDA and Triton; mmcv's kernel is
 JIT-built from --mmcv-src as in benchmark_loss.py.
 
@@ -52,7 +54,8 @@ def host_us(fn: Callable[[], object], repeats: int = 50) -> float:
 
 
 def device_us(fn: Callable[[], object], repeats: int = 50) -> float:
-    """Mean stream microseconds per call, calls back to back."""
+    """Mean stream microseconds per call, calls back to back (kernels and the
+    idle gaps while the stream waits for the host)."""
     for _ in range(5):
         fn()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -143,7 +146,7 @@ def main() -> int:
         pieces['mmcv FocalLoss forward + backward'] = mmcv
     except Exception as err:  # noqa: BLE001
         print(f'mmcv kernel not loaded: {err}')
-    print('| piece | host us | device us per call |\n|---|---:|---:|')
+    print('| piece | host us | stream us per call, back to back |\n|---|---:|---:|')
     for name, fn in pieces.items():
         print(f'| {name} | {host_us(fn):.0f} | {device_us(fn):.0f} |')
     for name in ('Poly1 fused forward + backward', 'mmcv FocalLoss forward + backward'):
