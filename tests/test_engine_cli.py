@@ -203,6 +203,17 @@ def test_cpu_distributed_keeps_the_configs_dist_settings(monkeypatch):
                            timeout=datetime.timedelta(hours=2))]
 
 
+def test_dist_cfg_keys_mmengine_accepts_are_accepted():
+    """init_backend is mmengine's (not torch's) and init_method may be set
+    in the config, as mmengine's init_dist allows."""
+    kwargs = dist.process_group_kwargs(
+        dict(backend='gloo', init_backend='torch', init_method='tcp://127.0.0.1:1'))
+    assert kwargs == dict(backend='gloo', init_method='tcp://127.0.0.1:1')
+    assert dist.process_group_kwargs(dict(backend='gloo'))['init_method'] == 'env://'
+    with pytest.raises(ValueError, match="init_backend must be 'torch'.*got 'nccl'"):
+        dist.process_group_kwargs(dict(backend='gloo', init_backend='nccl'))
+
+
 @pytest.mark.parametrize('timeout', ['1800', 0, -5, True])
 def test_bad_dist_timeout_names_the_setting(timeout):
     with pytest.raises(ValueError, match=f'env_cfg.dist_cfg.timeout must be a positive number '

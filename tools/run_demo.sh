@@ -22,7 +22,7 @@
 # Environment:
 #   WORK_DIR      where runs, table and plot go (default: work_dirs/demo;
 #                 a relative path is relative to the repository root)
-#   SEEDS         training seeds, e.g. "0 1 2" (default: 0). Seed 0 runs in
+#   SEEDS         training seeds, e.g. "0 1 2" (default: 0), each once. Seed 0 runs in
 #                 <config name>/, seed N in <config name>_seedN/; with several
 #                 seeds the report adds mean +- sd per loss and the per-seed
 #                 differences against focal loss.
@@ -33,6 +33,8 @@
 #                 retinanet_tiny_fpn_poly1-eps<e>_shapes/ (e as in -0.5, +0.5);
 #                 the report and plot put every epsilon on one axis.
 #   FORCE=1       retrain even if a finished run exists
+#   DRY_RUN=1     print the train / test / report commands it would run, and
+#                 nothing else (no set-up, data, training or evaluation)
 #   POLYLOSS_VENV the virtual environment (default: .venv in the checkout)
 set -euo pipefail
 
@@ -45,23 +47,34 @@ DATA_DIR=data/polyloss_shapes  # where configs/demo/ read it (data_root)
 PY=$POLYLOSS_VENV/bin/python
 POLY1_CONFIG=configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py
 say() { printf '\n[run_demo] %s\n' "$*"; }
+DRY=${DRY_RUN:-0}
+# tools/<script> with the environment's python; with DRY_RUN=1 only printed.
+tool() { if [ "$DRY" = 1 ]; then echo "DRY_RUN: $*"; else "$PY" "$@"; fi; }
+
+# Seeds: non-negative integers, each once (01 is seed 1).
+seeds=()
 for seed in ${SEEDS:-0}; do
   case $seed in
     *[!0-9]*) echo "run_demo: SEEDS must hold non-negative integers, got '$seed' in" \
                    "SEEDS='$SEEDS'" >&2; exit 2 ;;
   esac
+  seed=$((10#$seed))
+  case " ${seeds[*]} " in
+    *" $seed "*) echo "run_demo: SEEDS lists seed $seed twice: SEEDS='$SEEDS'" >&2; exit 2 ;;
+  esac
+  seeds+=("$seed")
 done
-# The runs: (config, run name, --cfg-options for the loss), focal first.
+# The trainings: (config, run name, --cfg-options for the loss), focal first.
 CONFIGS=(configs/demo/retinanet_tiny_fpn_focal_shapes.py)
 NAMES=(retinanet_tiny_fpn_focal_shapes)
 LOSS_OPTIONS=("")
 for eps in ${EPSILONS:--1}; do
   # A plain decimal >= -1 (below, the loss goes negative; see the README),
-  # written as in the COCO config names: -1, -0.5, 0, +0.5.
+  # written as in the COCO config names: -1, -0.5, 0, +0.5 (15 digits kept).
   if ! name_eps=$(awk -v e="$eps" 'BEGIN {
         if (e !~ /^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)$/ || e + 0 < -1) exit 1
         v = e + 0; if (v == 0) v = 0  # no -0
-        printf "%s%g", (v > 0 ? "+" : ""), v }'); then
+        printf "%s%.15g", (v > 0 ? "+" : ""), v }'); then
     echo "run_demo: EPSILONS must hold decimal numbers >= -1, got '$eps' in EPSILONS='$EPSILONS'" >&2
     exit 2
   fi
@@ -72,68 +85,76 @@ for eps in ${EPSILONS:--1}; do
   esac
   CONFIGS+=("$POLY1_CONFIG")
   NAMES+=("$name")
-  # Epsilon -1 is the config file as it stands (its finished runs stay valid).
+  # Epsilon -1 is the config file as it stands.
   LOSS_OPTIONS+=("$([ "$name_eps" = -1 ] || echo "model.bbox_head.loss_cls.epsilon=$name_eps")")
 done
-start=$(date +%s)
-
-say "1/5 environment"
-bash tools/setup_env.sh
-
-say "2/5 synthetic dataset in $DATA_DIR"
-"$PY" tools/make_demo_data.py "$DATA_DIR"
-
-say "3/5 training (mmengine logs every 10 iterations)"
+# Every (seed, training): its work dir, config and --cfg-options (one word
+# each, no spaces: passed unquoted).
 run_dirs=()
 run_cfgs=()
 run_options=()
-for seed in ${SEEDS:-0}; do
+for seed in "${seeds[@]}"; do
   for j in "${!CONFIGS[@]}"; do
-    cfg=${CONFIGS[$j]}
-    run=${NAMES[$j]}$([ "$seed" = 0 ] || echo "_seed$seed")
-    dir=$WORK_DIR/$run
-    # The options are one word (no spaces), hence unquoted below.
-    options="randomness.seed=$seed ${LOSS_OPTIONS[$j]}"
-    run_dirs+=("$dir")
-    run_cfgs+=("$cfg")
-    run_options+=("$options")
-    # A finished run is reused only if config (and loss options), demo base,
-    # dataset, seed and the code that trains (the package and tools/train.py)
-    # are unchanged.
-    key=$({ cat "$cfg" configs/demo/_base_/*.py "$DATA_DIR/meta.json" tools/train.py \
-                $(find mmdet_polyloss -name '*.py' | LC_ALL=C sort)
-            [ -z "${LOSS_OPTIONS[$j]}" ] || echo "${LOSS_OPTIONS[$j]}"
-          } | sha256sum | cut -c1-16)
-    [ "$seed" = 0 ] || key=$key-seed$seed
+    run_dirs+=("$WORK_DIR/${NAMES[$j]}$([ "$seed" = 0 ] || echo "_seed$seed")")
+    run_cfgs+=("${CONFIGS[$j]}")
+    run_options+=("randomness.seed=$seed${LOSS_OPTIONS[$j]:+ ${LOSS_OPTIONS[$j]}}")
+  done
+done
+start=$(date +%s)
+
+if [ "$DRY" = 1 ]; then
+  say "DRY_RUN=1: the commands only, no set-up, data, training or evaluation"
+else
+  say "1/5 environment"
+  bash tools/setup_env.sh
+  say "2/5 synthetic dataset in $DATA_DIR"
+  "$PY" tools/make_demo_data.py "$DATA_DIR"
+fi
+
+say "3/5 training (mmengine logs every 10 iterations)"
+for i in "${!run_dirs[@]}"; do
+  dir=${run_dirs[$i]}
+  run=$(basename "$dir")
+  if [ "$DRY" != 1 ]; then
+    # A finished run is reused only if config, loss options, seed, demo base,
+    # dataset and the code that trains (the package and tools/train.py) are
+    # unchanged.
+    key=$({ cat "${run_cfgs[$i]}" configs/demo/_base_/*.py "$DATA_DIR/meta.json" \
+                tools/train.py $(find mmdet_polyloss -name '*.py' | LC_ALL=C sort)
+            echo "${run_options[$i]}"; } | sha256sum | cut -c1-16)
     if [ "${FORCE:-0}" != 1 ] && [ "$(cat "$dir/.demo-done" 2>/dev/null)" = "$key" ]; then
       say "$run: finished run found in $dir, not retraining (FORCE=1 to redo)"
       continue
     fi
     rm -rf "$dir"
-    say "$run: training (seed $seed)"
-    t0=$(date +%s)
-    "$PY" tools/train.py "$cfg" --work-dir "$dir" --cfg-options $options
+  fi
+  say "$run: training (${run_options[$i]})"
+  t0=$(date +%s)
+  tool tools/train.py "${run_cfgs[$i]}" --work-dir "$dir" --cfg-options ${run_options[$i]}
+  if [ "$DRY" != 1 ]; then
     say "$run: trained in $(( $(date +%s) - t0 )) s"
     echo "$key" > "$dir/.demo-done"
-  done
+  fi
 done
 
 say "4/5 COCO evaluation of the final checkpoints with tools/test.py"
 for i in "${!run_dirs[@]}"; do
   dir=${run_dirs[$i]}
-  ckpt=$(cat "$dir/last_checkpoint")
-  if [ -f "$dir/.demo-tested" ] && [ "$dir/.demo-tested" -nt "$ckpt" ]; then
-    say "$(basename "$dir"): already evaluated"
-    continue
+  ckpt=$dir/LAST_CHECKPOINT
+  if [ "$DRY" != 1 ]; then
+    ckpt=$(cat "$dir/last_checkpoint")
+    if [ -f "$dir/.demo-tested" ] && [ "$dir/.demo-tested" -nt "$ckpt" ]; then
+      say "$(basename "$dir"): already evaluated"
+      continue
+    fi
   fi
   # Seed and loss options too: the report reads them from the config this run dumps.
-  "$PY" tools/test.py "${run_cfgs[$i]}" "$ckpt" --work-dir "$dir" \
-      --cfg-options ${run_options[$i]}
-  touch "$dir/.demo-tested"
+  tool tools/test.py "${run_cfgs[$i]}" "$ckpt" --work-dir "$dir" --cfg-options ${run_options[$i]}
+  [ "$DRY" = 1 ] || touch "$dir/.demo-tested"
 done
 
 say "5/5 comparison (COCO bbox metrics on the val split, in %)"
-"$PY" tools/sweep_report.py "${run_dirs[@]}" \
+tool tools/sweep_report.py "${run_dirs[@]}" \
   --out-png "$WORK_DIR/sweep.png" --out-md "$WORK_DIR/sweep.md"
 say "table: $WORK_DIR/sweep.md, plot: $WORK_DIR/sweep.png, " \
   "total $(( $(date +%s) - start )) s"

@@ -45,15 +45,54 @@ _NUMERIC_DTYPE_NAMES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uin
                         'uint32', 'uint64', 'float16', 'float32', 'float64')
 
 
+def is_plain_numeric(dtype: np.dtype) -> bool:
+    """A bool, int, uint or float dtype with no fields, sub-array or object flag."""
+    return (dtype.kind in NUMERIC_DTYPE_KINDS and dtype.names is None
+            and dtype.subdtype is None and not dtype.hasobject)
+
+
+def check_numpy_values(obj: Any) -> None:
+    """Raise if a loaded checkpoint holds a numpy array or scalar whose dtype is
+    not plain numeric.
+
+    :func:`numeric_dtype` vets each dtype as it is built, but torch then applies
+    the dtype's pickled state (fields, flags) to it, which no allow-list sees;
+    this walks the loaded containers (dicts, lists, tuples and HistoryBuffer's
+    attributes) and checks the result.
+    """
+    from mmengine.logging import HistoryBuffer
+    stack, seen = [obj], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (np.ndarray, np.generic)):
+            if not is_plain_numeric(item.dtype):
+                raise pickle.UnpicklingError(
+                    f'checkpoint holds a numpy value of dtype {item.dtype!r} (fields '
+                    f'{item.dtype.names}, object flag {item.dtype.hasobject}); only plain '
+                    f'numeric dtypes are allowed')
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, HistoryBuffer):
+            stack.extend(vars(item).values())
+
+
 def numeric_dtype(*args: Any) -> np.dtype:
     """``np.dtype(*args)`` for numeric kinds only.
 
     Registered under the name ``numpy.dtype`` while unpickling: every array
-    and scalar in a checkpoint names its dtype through it, so object,
-    string and structured arrays are refused however the pickle is written.
+    and scalar in a checkpoint names its dtype through it, so object, string,
+    structured and sub-array dtypes are refused as they are built. No dtype
+    of object type can be made, so numpy never reads loaded bytes as object
+    pointers; a state applied to a dtype afterwards (fields, flags) is caught
+    after loading by :func:`check_numpy_values`.
     """
     dtype = np.dtype(*args)
-    if dtype.kind not in NUMERIC_DTYPE_KINDS or dtype.hasobject:
+    if not is_plain_numeric(dtype):
         raise pickle.UnpicklingError(
             f'checkpoint asks for numpy dtype {dtype!r} (kind {dtype.kind!r}); only the '
             f'numeric kinds {NUMERIC_DTYPE_KINDS!r} (bool, int, uint, float) are allowed')
@@ -104,28 +143,48 @@ def _has_safe_globals_api() -> bool:
 
 
 @contextlib.contextmanager
+def _checked_torch_load() -> Iterator[None]:
+    """Within this context ``torch.load`` (which mmengine calls) also runs
+    :func:`check_numpy_values` on what it loaded."""
+    original = torch.load
+
+    def checked_load(*args: Any, **kwargs: Any) -> Any:
+        loaded = original(*args, **kwargs)
+        check_numpy_values(loaded)
+        return loaded
+    torch.load = checked_load
+    try:
+        yield
+    finally:
+        torch.load = original
+
+
+@contextlib.contextmanager
 def mmengine_safe_globals() -> Iterator[None]:
     """Within this context, ``torch.load`` accepts mmengine checkpoints.
 
     Weights-only loading stays on: anything outside
-    :func:`mmengine_checkpoint_globals` is still refused. On torch < 2.4
-    (no allow-list API, and weights-only off by default) this does nothing.
+    :func:`mmengine_checkpoint_globals` is still refused, and numpy values
+    must have plain numeric dtypes (:func:`check_numpy_values`). On torch <
+    2.4 (no allow-list API, and weights-only off by default) this does nothing.
     """
     if not _has_safe_globals_api():
         yield
         return
     if not hasattr(torch.serialization, 'safe_globals'):  # torch 2.4: no context manager
         torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
-        yield
+        with _checked_torch_load():
+            yield
         return
-    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+    with torch.serialization.safe_globals(mmengine_checkpoint_globals()), _checked_torch_load():
         yield
 
 
 def allow_mmengine_checkpoints() -> None:
     """Add mmengine's checkpoint types to torch's process-wide allow-list.
 
-    Prefer :func:`mmengine_safe_globals`, which undoes itself on exit.
+    Prefer :func:`mmengine_safe_globals`, which undoes itself on exit and
+    also runs :func:`check_numpy_values` on what is loaded.
     """
     if _has_safe_globals_api():
         torch.serialization.add_safe_globals(mmengine_checkpoint_globals())

@@ -49,8 +49,7 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     cfg.env_cfg.setdefault('dist_cfg', {})
     cfg.env_cfg.dist_cfg['backend'] = 'gloo'
     if not torch_dist.is_initialized():
-        torch_dist.init_process_group(init_method='env://',
-                                      **process_group_kwargs(cfg.env_cfg.dist_cfg))
+        torch_dist.init_process_group(**process_group_kwargs(cfg.env_cfg.dist_cfg))
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
     wrapper.setdefault('type', 'MMDistributedDataParallel')
     wrapper.setdefault('broadcast_buffers', False)
@@ -63,8 +62,15 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
 
 def process_group_kwargs(dist_cfg: dict) -> dict:
     """``init_process_group`` arguments from ``env_cfg.dist_cfg``, as mmengine's
-    ``init_dist`` passes them: every entry, ``timeout`` in seconds as a timedelta."""
+    ``init_dist`` passes them: every entry but ``init_backend`` (only
+    ``'torch'`` here), ``timeout`` in seconds as a timedelta, ``init_method``
+    ``'env://'`` (torchrun's) unless given."""
     kwargs = dict(dist_cfg)
+    init_backend = kwargs.pop('init_backend', 'torch')
+    if init_backend != 'torch':
+        raise ValueError(f"env_cfg.dist_cfg.init_backend must be 'torch' for --launcher "
+                         f'pytorch on a machine without CUDA, got {init_backend!r}')
+    kwargs.setdefault('init_method', 'env://')
     timeout = kwargs.get('timeout')
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:

@@ -227,7 +227,7 @@ def poly1(epsilon: float, implementation: str = 'auto') -> LossFn:
     if implementation == 'auto':
         try:
             from mmdet_polyloss.losses import Poly1FocalLoss
-        except ImportError:
+        except Exception:  # noqa: BLE001  (no mmdet, or mmdet refusing its mmcv version)
             pass
         else:
             module = Poly1FocalLoss(use_sigmoid=True, **settings)
@@ -445,13 +445,15 @@ class Check:
 
 def loss_and_grad(method: Method, case: Inputs) -> Tuple[Tensor, Tensor]:
     """Loss and gradient in float64; half inputs backpropagate under LOSS_SCALE."""
-    scale = LOSS_SCALE[case.pred.dtype]
-    case.pred.grad = None
-    with method.context():
-        loss = method.fn(case.pred, case.labels, case.weight, case.avg_factor)
-        (loss * scale).backward()
-    grad = case.pred.grad.double() / scale
-    case.pred.grad = None
+    for scale in dict.fromkeys((LOSS_SCALE[case.pred.dtype], 1.0)):
+        case.pred.grad = None
+        with method.context():
+            loss = method.fn(case.pred, case.labels, case.weight, case.avg_factor)
+            (loss.float() * scale).backward()
+        grad = case.pred.grad.double() / scale
+        case.pred.grad = None
+        if bool(torch.isfinite(grad).all()):  # else overflow: unscaled, as GradScaler backs off
+            break
     return loss.detach().double(), grad
 
 
