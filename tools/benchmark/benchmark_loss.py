@@ -297,12 +297,13 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def fwd_bwd(method: Method, case: Inputs) -> Tensor:
-    """One loss + ``.backward()``; returns the (detached) loss, leaves ``pred.grad``."""
+def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
+    """One loss + backward (of ``loss_scale`` times it, in float32, if not 1);
+    returns the (detached) loss, leaves ``pred.grad``."""
     case.pred.grad = None
     with method.context():
         loss = method.fn(case.pred, case.labels, case.weight, case.avg_factor)
-        loss.backward()
+        (loss if loss_scale == 1.0 else loss.float() * loss_scale).backward()
     return loss.detach()
 
 
@@ -446,15 +447,12 @@ class Check:
 def loss_and_grad(method: Method, case: Inputs) -> Tuple[Tensor, Tensor]:
     """Loss and gradient in float64; half inputs backpropagate under LOSS_SCALE."""
     for scale in dict.fromkeys((LOSS_SCALE[case.pred.dtype], 1.0)):
-        case.pred.grad = None
-        with method.context():
-            loss = method.fn(case.pred, case.labels, case.weight, case.avg_factor)
-            (loss.float() * scale).backward()
+        loss = fwd_bwd(method, case, scale)
         grad = case.pred.grad.double() / scale
         case.pred.grad = None
         if bool(torch.isfinite(grad).all()):  # else overflow: unscaled, as GradScaler backs off
             break
-    return loss.detach().double(), grad
+    return loss.double(), grad
 
 
 def float64_reference(case: Inputs, epsilon: float) -> Tuple[Tensor, Tensor]:
