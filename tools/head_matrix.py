@@ -5,7 +5,7 @@ one step with Poly1FocalLoss swapped in, on CPU.
     python tools/head_matrix.py [--scan] [--heads NAME ...] [--out-md FILE]
 
 Without --scan it runs the heads listed in
-mmdet_polyloss/analysis/focal_heads.json (one config per head type, scanned
+tools/lib/focal_heads.json (one config per head type, scanned
 from the installed mmdet); --scan walks mmdet's configs again (about a
 minute) and rewrites that file. Prints a markdown table; exits 1 when a head
 trains with FocalLoss but not with Poly1FocalLoss.
@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmdet_polyloss.analysis import head_matrix  # noqa: E402
+from tools.lib import head_matrix  # noqa: E402
 
 POLY_LOSS = dict(type='Poly1FocalLoss', epsilon=-1.0)
 

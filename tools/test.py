@@ -19,10 +19,10 @@ from typing import Optional, Sequence
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmdet_polyloss  # noqa: E402,F401  (registers Poly1FocalLoss)
-from mmdet_polyloss.engine import cli  # noqa: E402
+from tools.lib import cli  # noqa: E402
 from mmdet_polyloss.engine.checkpoint import \
     mmengine_safe_globals  # noqa: E402
-from mmdet_polyloss.engine.dist import (  # noqa: E402
+from tools.lib.dist import (  # noqa: E402
     destroy_process_group, setup_cpu_distributed)
 
 

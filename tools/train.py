@@ -11,7 +11,7 @@ Same command line as mmdet's ``tools/train.py``::
 with a path, from that checkpoint. Checkpoints are loaded with torch's
 weights-only unpickler plus an allow-list of mmengine's own types (see
 mmdet_polyloss/engine/checkpoint.py). Under torchrun on a machine without
-CUDA the run uses the gloo backend (mmdet_polyloss/engine/dist.py).
+CUDA the run uses the gloo backend (tools/lib/dist.py).
 """
 import argparse
 import os.path as osp
@@ -22,10 +22,10 @@ from typing import Optional, Sequence
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 import mmdet_polyloss  # noqa: E402,F401  (registers Poly1FocalLoss)
-from mmdet_polyloss.engine import cli  # noqa: E402
+from tools.lib import cli  # noqa: E402
 from mmdet_polyloss.engine.checkpoint import \
     mmengine_safe_globals  # noqa: E402
-from mmdet_polyloss.engine.dist import (  # noqa: E402
+from tools.lib.dist import (  # noqa: E402
     destroy_process_group, setup_cpu_distributed)
 
 

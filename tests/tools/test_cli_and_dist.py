@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from mmdet_polyloss.engine import cli
-from mmdet_polyloss.engine import dist
-from mmdet_polyloss.engine.dist import setup_cpu_distributed
+from tools.lib import cli
+from tools.lib import dist
+from tools.lib.dist import setup_cpu_distributed
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COCO_POLY = ROOT / 'configs/retinanet/retinanet_r50_fpn_poly1-eps-1_1x_coco.py'
 DEMO = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
 

@@ -11,7 +11,7 @@ from PIL import Image
 from mmdet_polyloss.analysis.sweep import (SweepReportError, build_report,
                                            load_run)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'sweep_report.py'
 
 

@@ -12,7 +12,7 @@ import mmdet_polyloss  # noqa: F401  (registers the losses)
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / 'configs'
 MMDET_CONFIGS = Path(mmdet.__file__).parent / '.mim' / 'configs'
 ALL_CONFIGS = sorted(CONFIG_DIR.rglob('*.py'))

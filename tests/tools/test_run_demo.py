@@ -1,13 +1,13 @@
 """tools/run_demo.sh: SEEDS and EPSILONS checked before any work, and the commands
 they make (DRY_RUN=1); the full demo run is what users run by hand, and
-tests/test_tools.py runs the same tools end to end."""
+tests/tools/test_train_test.py runs the same tools end to end."""
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize('variable,value,message', [

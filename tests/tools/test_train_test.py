@@ -15,7 +15,7 @@ import pytest
 
 from mmdet_polyloss.demo.synthetic import SyntheticConfig, generate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
 TIMEOUT = 600
 

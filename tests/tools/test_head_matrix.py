@@ -1,6 +1,6 @@
 """Every mmdet head that uses FocalLoss trains a step with Poly1FocalLoss.
 
-The heads come from mmdet_polyloss/analysis/focal_heads.json (one config per
+The heads come from tools/lib/focal_heads.json (one config per
 head type, scanned from mmdet's own configs); the last test proves that list
 is what a fresh scan of the installed mmdet finds. A head that cannot run here
 even with mmdet's FocalLoss is skipped with the reason; one that runs with
@@ -8,7 +8,7 @@ FocalLoss but not with Poly1FocalLoss fails.
 """
 import pytest
 
-from mmdet_polyloss.analysis import head_matrix
+from tools.lib import head_matrix
 
 SCANNED_FROM, CASES = head_matrix.load_heads()
 POLY_LOSS = dict(type='Poly1FocalLoss', epsilon=-1.0)
