@@ -6,10 +6,10 @@ in a config) registers the losses in ``mmdet.registry.MODELS``. Without mmdet
 installed, the pure-PyTorch API in :mod:`mmdet_polyloss.functional` still works.
 """
 from .functional import (poly1_binary_cross_entropy, poly1_cross_entropy, poly1_focal_loss,
-                         poly_focal_loss)
+                         polyn_focal_loss)
 
 __version__ = '0.1.0'
-__all__ = ['poly_focal_loss', 'poly1_focal_loss', 'poly1_cross_entropy',
+__all__ = ['polyn_focal_loss', 'poly1_focal_loss', 'poly1_cross_entropy',
            'poly1_binary_cross_entropy', '__version__']
 
 try:

@@ -1,33 +1,100 @@
-"""Argument and input validation shared by the losses.
+"""Every argument and input check of the losses, in one place.
 
-Every check raises ``ValueError`` naming the argument and the value it got,
+A wrong type raises ``TypeError``, a wrong value ``ValueError``; both name the
+argument, the value it got and, where there is one, the mathematical reason,
 so that a bad config or a mismatched head fails at the call with a message a
 user can act on, not deep inside torch.
+
+Value checks of tensors (labels in range, targets in [0, 1], probabilities
+for ``activated``) need the values on the host: one sync with the device per
+call. :func:`set_value_checks` (or ``POLYLOSS_VALUE_CHECKS=0`` in the
+environment) turns them off; shapes, dtypes and hyper-parameters are always
+checked, since that costs no sync. docs/benchmarks.md gives the measured cost.
+With them off, bad values are the caller's responsibility: a focal class label
+outside [0, C] counts as background (as in mmcv's CUDA kernel), a target
+outside [0, 1] is used as it is.
 """
 import math
+import os
 from numbers import Real
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from .common import AvgFactor, CrossEntropySettings, PolyParams, is_per_sample_weight
+
 REDUCTIONS = ('none', 'mean', 'sum')
+IMPLEMENTATIONS = ('auto', 'reference')
+#: ``F.cross_entropy``'s default, as mmdet's.
+DEFAULT_IGNORE_INDEX = -100
+
+_value_checks = os.environ.get('POLYLOSS_VALUE_CHECKS', '1') != '0'
 
 
-def check_reduction(reduction: str, avg_factor: Optional[Union[float, Tensor]],
-                    name: str = 'reduction') -> None:
+def set_value_checks(enabled: bool) -> bool:
+    """Turn the tensor value checks (one host sync per call) on or off, for the
+    whole process; returns the previous setting. On by default."""
+    global _value_checks
+    previous, _value_checks = _value_checks, check_bool('enabled', enabled)
+    return previous
+
+
+def value_checks_enabled() -> bool:
+    """True while the tensor value checks run (see :func:`set_value_checks`)."""
+    return _value_checks
+
+
+# ----------------------------------------------------------------- scalars
+
+
+def check_bool(name: str, value: object) -> bool:
+    """``value`` must be a bool (or numpy bool): a string such as 'False' is refused."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f'{name} must be a bool, got {value!r} of type {type(value).__name__}')
+
+
+def check_real(name: str, value: object, *, minimum: Optional[float] = None,
+               maximum: Optional[float] = None) -> float:
+    """Return ``value`` as a finite float inside [minimum, maximum]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
+        raise TypeError(
+            f'{name} must be a real number, got {value!r} of type {type(value).__name__}')
+    if not math.isfinite(value):
+        raise ValueError(f'{name} must be a finite number, got {value!r}')
+    if minimum is not None and value < minimum:
+        raise ValueError(f'{name} must be >= {minimum}, got {value!r}')
+    if maximum is not None and value > maximum:
+        raise ValueError(f'{name} must be <= {maximum}, got {value!r}')
+    return float(value)
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    """``value`` must be one of the strings ``choices``."""
+    if not isinstance(value, str):
+        raise TypeError(f'{name} must be one of {tuple(choices)}, got {value!r} of type '
+                        f'{type(value).__name__}')
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}')
+    return value
+
+
+def check_reduction(reduction: object, avg_factor: AvgFactor,
+                    name: str = 'reduction') -> str:
     """Validate ``reduction`` and its combination with ``avg_factor``.
 
     mmdet's rules: ``avg_factor`` divides the sum in ``'mean'``, is ignored by
     ``'none'``, and is an error with ``'sum'``.
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f'{name} must be one of {REDUCTIONS}, got {reduction!r}')
+    reduction = check_choice(name, reduction, REDUCTIONS)
     check_avg_factor(avg_factor)
     if reduction == 'sum' and avg_factor is not None:
         raise ValueError(
-            f"avg_factor={_short(avg_factor)} cannot be used with {name}='sum'; "
+            f"avg_factor={_brief(avg_factor)} cannot be used with {name}='sum'; "
             "use reduction='mean' to divide the sum by avg_factor")
+    return reduction
 
 
 def check_avg_factor(avg_factor: object) -> None:
@@ -38,27 +105,19 @@ def check_avg_factor(avg_factor: object) -> None:
     """
     if avg_factor is None:
         return
+    expected = 'avg_factor must be None, a finite number >= 0 or a one-element tensor'
     if isinstance(avg_factor, Tensor):
         if avg_factor.numel() == 1 and not avg_factor.is_complex() \
                 and avg_factor.dtype != torch.bool:
             return
-    elif isinstance(avg_factor, Real) and not isinstance(avg_factor, bool) \
-            and math.isfinite(avg_factor) and avg_factor >= 0:
+    elif isinstance(avg_factor, (bool, np.bool_)) or not isinstance(avg_factor, Real):
+        raise TypeError(f'{expected}, got {avg_factor!r} of type {type(avg_factor).__name__}')
+    elif math.isfinite(avg_factor) and avg_factor >= 0:
         return
-    raise ValueError('avg_factor must be None, a finite number >= 0 or a one-element '
-                     f'tensor, got {_describe_value(avg_factor)}')
+    raise ValueError(f'{expected}, got {_describe_value(avg_factor)}')
 
 
-def check_real(name: str, value: object, *, minimum: Optional[float] = None,
-               maximum: Optional[float] = None) -> float:
-    """Return ``value`` as a finite float inside [minimum, maximum]."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise ValueError(f'{name} must be a finite number, got {value!r}')
-    if minimum is not None and value < minimum:
-        raise ValueError(f'{name} must be >= {minimum}, got {value!r}')
-    if maximum is not None and value > maximum:
-        raise ValueError(f'{name} must be <= {maximum}, got {value!r}')
-    return float(value)
+# ----------------------------------------------------- focal hyper-parameters
 
 
 def check_focal_params(gamma: float, alpha: float) -> Tuple[float, float]:
@@ -88,11 +147,13 @@ def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
     confident correct predictions and its gradient pushes them away from the
     target, so that needs an explicit ``allow_negative_loss=True``.
     """
-    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence) \
-            or len(epsilons) == 0:
+    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence):
+        raise TypeError(f'{name} must be a non-empty sequence of numbers, got {epsilons!r} '
+                        f'of type {type(epsilons).__name__}')
+    if len(epsilons) == 0:
         raise ValueError(f'{name} must be a non-empty sequence of numbers, got {epsilons!r}')
     values = tuple(check_real(f'{name}[{j}]', e) for j, e in enumerate(epsilons))
-    if allow_negative_loss:
+    if check_bool('allow_negative_loss', allow_negative_loss):
         return values
     weighted = alpha_weighted_poly or alpha < 0
     scale = 1.0 if weighted else min(alpha, 1.0 - alpha)
@@ -111,8 +172,21 @@ def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
     return values
 
 
-def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
-                 activated: bool) -> bool:
+def check_poly_params(epsilons: Sequence[float], gamma: float, alpha: float,
+                      alpha_weighted_poly: bool, allow_negative_loss: bool) -> PolyParams:
+    """All hyper-parameters of the Poly-N focal loss, validated together."""
+    gamma, alpha = check_focal_params(gamma, alpha)
+    weighted = check_bool('alpha_weighted_poly', alpha_weighted_poly)
+    epsilons = check_epsilons(epsilons, allow_negative_loss, alpha=alpha,
+                              alpha_weighted_poly=weighted)
+    return PolyParams(epsilons, gamma, alpha, weighted)
+
+
+# ------------------------------------------------------ focal loss inputs
+
+
+def check_focal_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
+                       activated: bool) -> bool:
     """Validate pred/target/weight; return True when ``target`` holds class indices.
 
     Accepted forms (mmdet's ``FocalLoss`` contract):
@@ -120,12 +194,10 @@ def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
       * ``pred`` of any shape with a ``target`` of the same shape holding
         per-element targets in [0, 1] (one-hot or soft scores).
     ``weight``: the shape of ``pred``, or (N,) per sample, or ``pred``
-    flattened. Costs one host sync for the value checks.
+    flattened. The value checks cost one host sync (see :func:`set_value_checks`).
     """
-    if not isinstance(pred, Tensor) or not pred.is_floating_point():
-        raise ValueError(f'pred must be a floating-point tensor, got {_describe(pred)}')
-    if not isinstance(target, Tensor):
-        raise ValueError(f'target must be a tensor, got {type(target).__name__}')
+    check_logits(pred)
+    check_tensor('target', target)
     if target.shape == pred.shape:
         is_index = False
     elif target.dim() == 1 and pred.dim() == 2 and target.shape[0] == pred.shape[0]:
@@ -138,24 +210,24 @@ def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
             'of the same shape as pred')
     if weight is not None:
         check_weight_shape(weight, pred)
+    if _value_checks and target.numel():
+        _check_focal_values(pred, target, is_index, activated)
+    return is_index
 
-    # One host sync for all value checks: the ranges (min, max) of the
-    # checked tensors come back together. NaN fails every comparison below.
+
+def _check_focal_values(pred: Tensor, target: Tensor, is_index: bool, activated: bool) -> None:
+    """Labels in [0, C] or targets in [0, 1], and probabilities in [0, 1] for
+    ``activated``: the ranges (min, max) come back in one sync. NaN fails every
+    comparison below."""
     checked = [target.to(torch.uint8) if target.dtype == torch.bool else target]
     checked += [pred] if activated else []
-    if target.numel() == 0:
-        flags = [False] * len(checked)
-    else:
-        extremes = [torch.stack(torch.aminmax(t)) for t in checked]
-        if len(extremes) > 1:
-            values = torch.cat([e.double() for e in extremes]).tolist()
-        else:  # the usual case: aminmax + stack, two small kernels
-            values = extremes[0].tolist()
-        upper = pred.shape[1] if is_index else 1
-        flags = [not (values[0] >= 0 and values[1] <= upper)]
-        if activated:
-            flags.append(not (values[2] >= 0 and values[3] <= 1))
-    if flags[0]:
+    extremes = [torch.stack(torch.aminmax(t)) for t in checked]
+    if len(extremes) > 1:
+        values = torch.cat([e.double() for e in extremes]).tolist()
+    else:  # the usual case: aminmax + stack, two small kernels
+        values = extremes[0].tolist()
+    upper = pred.shape[1] if is_index else 1
+    if not (values[0] >= 0 and values[1] <= upper):
         if is_index:
             bad = target[(target < 0) | (target > pred.shape[1])]
             raise ValueError(
@@ -163,18 +235,28 @@ def check_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
                 f'is background), got {_first(bad)}')
         bad = target[~((target >= 0) & (target <= 1))]
         raise ValueError(f'target values must be in [0, 1], got {_first(bad)}')
-    if activated and flags[1]:
+    if activated and not (values[2] >= 0 and values[3] <= 1):
         bad = pred[~((pred >= 0) & (pred <= 1))]
         raise ValueError(
             f'pred must hold probabilities in [0, 1] when activated=True, got {_first(bad)}')
-    return is_index
+
+
+def check_tensor(name: str, value: object) -> None:
+    if not isinstance(value, Tensor):
+        raise TypeError(f'{name} must be a tensor, got {type(value).__name__}')
+
+
+def check_logits(pred: object) -> None:
+    """``pred`` must be a floating-point tensor."""
+    if not isinstance(pred, Tensor) or not pred.is_floating_point():
+        raise TypeError(f'pred must be a floating-point tensor, got {_describe(pred)}')
 
 
 def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> None:
     """Class-index ``labels`` must be integers (a float or bool label would be
     truncated silently) and ``pred`` (N, C, ...) must have at least one class."""
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-        raise ValueError(
+        raise TypeError(
             f'{name} of shape {tuple(labels.shape)} for pred of shape {tuple(pred.shape)} '
             f'must hold integer class indices, got dtype {labels.dtype}')
     if pred.shape[1] == 0:
@@ -182,9 +264,9 @@ def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> None:
 
 
 def check_weight_shape(weight: Tensor, pred: Tensor) -> None:
-    """``weight`` must broadcast as mmdet's focal loss does (see check_inputs)."""
+    """``weight`` must broadcast as mmdet's focal loss does (see check_focal_inputs)."""
     if not isinstance(weight, Tensor):
-        raise ValueError(f'weight must be a tensor or None, got {type(weight).__name__}')
+        raise TypeError(f'weight must be a tensor or None, got {type(weight).__name__}')
     ok = (weight.shape == pred.shape or is_per_sample_weight(weight, pred)
           or (weight.dim() == 1 and weight.numel() == pred.numel()))
     if not ok:
@@ -193,17 +275,74 @@ def check_weight_shape(weight: Tensor, pred: Tensor) -> None:
             'expected the shape of pred, (N,) with one weight per sample, or pred flattened')
 
 
-def is_per_sample_weight(weight: Tensor, pred: Tensor) -> bool:
-    """True for one weight per sample: shape (N,) or (N, 1) for pred (N, ...)."""
-    return (weight.dim() >= 1 and pred.dim() >= 1 and weight.shape[0] == pred.shape[0]
-            and weight.numel() == pred.shape[0] and weight.shape != pred.shape)
+# ------------------------------------------------------------ cross-entropy
+
+
+def check_cross_entropy_settings(epsilon: float, class_weight: Optional[Sequence[float]],
+                                 ignore_index: Optional[int], avg_non_ignore: bool,
+                                 allow_negative_loss: bool) -> CrossEntropySettings:
+    """All settings of the Poly-1 cross-entropy, validated together."""
+    epsilon = check_real('epsilon', epsilon)
+    check_epsilons((epsilon,), allow_negative_loss)
+    return CrossEntropySettings(epsilon, check_class_weight(class_weight),
+                                check_ignore_index(ignore_index),
+                                check_bool('avg_non_ignore', avg_non_ignore))
+
+
+def check_ignore_index(ignore_index: Optional[int]) -> int:
+    """An int, or None for the default (-100)."""
+    if ignore_index is None:
+        return DEFAULT_IGNORE_INDEX
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index,
+                                                                   (int, np.integer)):
+        raise TypeError(f'ignore_index must be an int or None, got {ignore_index!r} of type '
+                        f'{type(ignore_index).__name__}')
+    return int(ignore_index)
+
+
+def check_class_weight(class_weight: Optional[Sequence[float]],
+                       num_classes: Optional[int] = None) -> Optional[Tuple[float, ...]]:
+    """``class_weight``: None, or a sequence of finite non-negative numbers,
+    ``num_classes`` long if given."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, (str, bytes)) or not isinstance(class_weight, Sequence):
+        raise TypeError(f'class_weight must be a sequence of numbers or None, got '
+                        f'{class_weight!r} of type {type(class_weight).__name__}')
+    values = tuple(check_real(f'class_weight[{i}]', v) for i, v in enumerate(class_weight))
+    count = 'one per class' if num_classes is None else f'{num_classes}'
+    if not values or (num_classes is not None and len(values) != num_classes) \
+            or not all(v >= 0 for v in values):
+        raise ValueError(f'class_weight must hold {count} finite non-negative weights, '
+                         f'got {class_weight!r}')
+    return values
+
+
+def check_label_tensor(label: object) -> None:
+    check_tensor('label', label)
+
+
+def check_labels_in_range(label: Tensor, low: float, high: float, ignore_index: int,
+                          what: str) -> None:
+    """Every label in [low, high] or equal to ``ignore_index``; one host sync
+    (skipped while value checks are off)."""
+    if not _value_checks or not label.numel():
+        return
+    bad = ~(((label >= low) & (label <= high)) | (label == ignore_index))
+    if bad.any():
+        value = label[bad].flatten()[0].item()
+        raise ValueError(f'label {what} must be in [{low}, {high}] or ignore_index='
+                         f'{ignore_index}, got {value!r}')
+
+
+# ------------------------------------------------------------ formatting
 
 
 def _first(values: Tensor) -> str:
     return f'{values.flatten()[0].item()!r} ({values.numel()} bad value(s))'
 
 
-def _short(value: object) -> str:
+def _brief(value: object) -> str:
     if isinstance(value, Tensor):
         return repr(value.item()) if value.numel() == 1 else f'tensor of shape {tuple(value.shape)}'
     return repr(value)

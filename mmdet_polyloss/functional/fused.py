@@ -19,31 +19,19 @@ runs over blocks of rows small enough for the CPU caches
 (``blockwise_loss_and_grad``); on CUDA with Triton the dense passes run as
 one kernel each way (``triton_kernels``).
 """
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-
-class PolyParams(NamedTuple):
-    """Hyper-parameters of the loss, already validated."""
-    epsilons: Tuple[float, ...]
-    gamma: float
-    alpha: float
-    alpha_weighted_poly: bool
-
-    def alpha_t(self, positive: bool) -> float:
-        if self.alpha < 0:
-            return 1.0
-        return self.alpha if positive else 1.0 - self.alpha
-
-    def poly_weight(self, positive: bool) -> float:
-        return self.alpha_t(positive) if self.alpha_weighted_poly else 1.0
+from . import triton_kernels
+from .common import PolyParams, compute_dtype
+from .reference import poly_focal_from_labels
 
 
 def _horner(q: Tensor, coeffs: Sequence[float]) -> Tensor:
     """``sum_k coeffs[k] q^k`` (Horner), in a new tensor, updated in place: no
-    autograd through it (the composed path in poly_focal has its own)."""
+    autograd through it (the reference path has its own, out of place)."""
     acc = torch.full_like(q, coeffs[-1])
     for c in reversed(coeffs[:-1]):
         acc = acc.mul_(q).add_(c)
@@ -123,10 +111,13 @@ def _positive_terms(x: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def _target_elements(labels: Tensor, num_classes: int) -> Tuple[Tensor, Tensor]:
-    """Flat index of each row's target element (class clamped) and its positive mask."""
+    """Flat index of each row's target element (class clamped) and its positive mask.
+
+    A label outside [0, C) is background, as in the Triton kernels (only reachable
+    with the value checks off)."""
     rows = torch.arange(labels.numel(), device=labels.device)
-    flat = rows.mul_(num_classes).add_(labels.clamp(max=num_classes - 1))
-    return flat, labels < num_classes
+    flat = rows.mul_(num_classes).add_(labels.clamp(0, num_classes - 1))
+    return flat, (labels >= 0) & (labels < num_classes)
 
 
 def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
@@ -191,15 +182,7 @@ def blockwise_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     return loss, grad
 
 
-def _use_triton(pred: Tensor, params: PolyParams) -> bool:
-    """Triton for CUDA fp32/fp16/bf16 (float64 keeps its precision in eager ops)."""
-    if not pred.is_cuda or pred.dtype == torch.float64:
-        return False
-    from . import triton_kernels
-    return triton_kernels.AVAILABLE and triton_kernels.supports(params)
-
-
-class FusedPolyFocalIndex(torch.autograd.Function):
+class FusedPolyFocalClassIndices(torch.autograd.Function):
     """Poly-N focal loss for (N, C) logits and labels (N,) in [0, C].
 
     Returns the weighted element-wise loss (``reduce_sum=False``) or its sum,
@@ -222,11 +205,10 @@ class FusedPolyFocalIndex(torch.autograd.Function):
     def forward(ctx, pred: Tensor, labels: Tensor, weight: Optional[Tensor],
                 params: PolyParams, reduce_sum: bool, track_grad: bool) -> Tensor:
         ctx.params, ctx.reduce_sum = params, reduce_sum
-        ctx.recompute = _use_triton(pred, params)
+        ctx.recompute = triton_kernels.applies_to(pred, params)
         if ctx.recompute:
-            from .triton_kernels import triton_forward
             ctx.save_for_backward(pred, labels, weight)
-            return triton_forward(pred, labels, weight, params, reduce_sum)
+            return triton_kernels.triton_forward(pred, labels, weight, params, reduce_sum)
         loss, grad = blockwise_loss_and_grad(
             _compute_view(pred), labels, weight, params,
             need_grad=track_grad and ctx.needs_input_grad[0], reduce_sum=reduce_sum)
@@ -241,8 +223,7 @@ class FusedPolyFocalIndex(torch.autograd.Function):
             grad = _composed_grad(pred, labels, weight, ctx.params, ctx.reduce_sum,
                                   grad_output)
         elif ctx.recompute:
-            from .triton_kernels import triton_backward
-            grad = triton_backward(pred, labels, weight, ctx.params, grad_output)
+            grad = triton_kernels.triton_backward(pred, labels, weight, ctx.params, grad_output)
         else:
             grad = saved_grad[0] * grad_output
         return grad.to(pred.dtype), None, None, None, None, None
@@ -252,21 +233,10 @@ def _composed_grad(pred: Tensor, labels: Tensor, weight: Optional[Tensor],
                    params: PolyParams, reduce_sum: bool, grad_output: Tensor) -> Tensor:
     """``d(loss)/d(pred) . grad_output`` through autograd of the composed formula,
     keeping the graph (for second derivatives)."""
-    from .poly_focal import dense_target, poly_focal_elementwise
-    x = pred.to(compute_dtype(pred))
-    loss = poly_focal_elementwise(x, dense_target(labels, x), params.epsilons, params.gamma,
-                                  params.alpha, params.alpha_weighted_poly, activated=False)
-    if weight is not None:
-        loss = loss * weight
+    loss = poly_focal_from_labels(pred, labels, weight, params)
     if reduce_sum:
         loss = loss.sum()
     return torch.autograd.grad(loss, pred, grad_output, create_graph=True)[0]
-
-
-def compute_dtype(pred: Tensor) -> torch.dtype:
-    """The dtype every loss here computes in: float32 for half types (fp16,
-    bf16), the input's own for float32 and float64."""
-    return torch.promote_types(pred.dtype, torch.float32)
 
 
 def _compute_view(pred: Tensor) -> Tensor:

@@ -17,19 +17,17 @@ passes ``class_weight`` there)::
 each log term keeping its own leading polynomial term, as for softmax.
 Ignored labels contribute 0. Reductions follow mmdet's ``CrossEntropyLoss``.
 """
-import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import (check_class_indices, check_epsilons, check_real, check_reduction,
+from .checks import (check_class_indices, check_class_weight, check_cross_entropy_settings,
+                     check_label_tensor, check_labels_in_range, check_logits, check_reduction,
                      check_weight_shape)
-from .fused import compute_dtype
-from .poly_focal import AvgFactor, broadcast_weight, dense_target, weight_reduce
-
-DEFAULT_IGNORE_INDEX = -100  # F.cross_entropy's default, as mmdet's
+from .common import (AvgFactor, CrossEntropySettings, broadcast_weight, compute_dtype,
+                     dense_target, weight_reduce)
 
 
 def poly1_cross_entropy(pred: Tensor,
@@ -55,33 +53,18 @@ def poly1_cross_entropy(pred: Tensor,
         reduction, avg_factor: mmdet's rules.
         avg_non_ignore: with 'mean' and no ``avg_factor``, average over the
             non-ignored labels only.
-    """
-    epsilon, ignore_index = check_common_args(epsilon, reduction, avg_factor, ignore_index,
-                                          allow_negative_loss)
-    x = _upcast(pred)
-    _check_label_tensor(label)
-    if pred.dim() < 2 or label.shape != pred.shape[:1] + pred.shape[2:]:
-        raise ValueError(
-            f'label shape {tuple(label.shape)} does not match pred shape {tuple(pred.shape)}: '
-            'expected logits (N, C, *) and class indices (N, *)')
-    check_class_indices(label, pred, 'label')
-    num_classes = pred.shape[1]
-    _check_labels(label, 0, num_classes - 1, ignore_index, 'class indices')
-    class_weight = _class_weight(class_weight, num_classes, pred)
-    if weight is not None and weight.shape != label.shape:
-        raise ValueError(f'weight shape {tuple(weight.shape)} does not match label shape '
-                         f'{tuple(label.shape)}: expected one weight per sample')
 
-    valid = label != ignore_index
-    safe_label = torch.where(valid, label, torch.zeros_like(label)).long()
-    log_p_y = F.log_softmax(x, dim=1).gather(1, safe_label.unsqueeze(1)).squeeze(1)
-    loss = -log_p_y - epsilon * torch.expm1(log_p_y)  # CE + epsilon * (1 - p_y)
-    if class_weight is not None:
-        loss = loss * class_weight[safe_label]
-    loss = loss * valid
-    if avg_factor is None and avg_non_ignore and reduction == 'mean':
-        avg_factor = valid.sum().item()
-    return weight_reduce(loss, weight, reduction, avg_factor)
+    Example::
+
+        >>> import torch
+        >>> logits, labels = torch.zeros(2, 4), torch.tensor([1, 3])
+        >>> poly1_cross_entropy(logits, labels, epsilon=-1.0)  # log 4 - 3/4
+        tensor(0.6363)
+    """
+    settings = check_cross_entropy_settings(epsilon, class_weight, ignore_index,
+                                            avg_non_ignore, allow_negative_loss)
+    return softmax_poly1_with_settings(pred, label, weight, settings, reduction=reduction,
+                                       avg_factor=avg_factor)
 
 
 def poly1_binary_cross_entropy(pred: Tensor,
@@ -101,20 +84,73 @@ def poly1_binary_cross_entropy(pred: Tensor,
     background (all-zero targets, as RPN uses), or targets in [0, 1] of the
     shape of ``pred``. ``ignore_index`` elements get weight 0.
     ``class_weight`` (C,) weights the positive term, like BCE's pos_weight.
+
+    Example::
+
+        >>> import torch
+        >>> logits, targets = torch.zeros(1, 2), torch.tensor([[1.0, 0.0]])
+        >>> poly1_binary_cross_entropy(logits, targets, epsilon=0.0)  # BCE: log 2
+        tensor(0.6931)
     """
-    epsilon, ignore_index = check_common_args(epsilon, reduction, avg_factor, ignore_index,
-                                          allow_negative_loss)
-    x = _upcast(pred)
-    _check_label_tensor(label)
+    settings = check_cross_entropy_settings(epsilon, class_weight, ignore_index,
+                                            avg_non_ignore, allow_negative_loss)
+    return sigmoid_poly1_with_settings(pred, label, weight, settings, reduction=reduction,
+                                       avg_factor=avg_factor)
+
+
+def softmax_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Tensor],
+                                settings: CrossEntropySettings, *, reduction: str,
+                                avg_factor: AvgFactor,
+                                reduction_name: str = 'reduction') -> Tensor:
+    """:func:`poly1_cross_entropy` with settings validated already (by
+    ``checks.check_cross_entropy_settings``): checks the call's inputs only."""
+    check_reduction(reduction, avg_factor, name=reduction_name)
+    check_logits(pred)
+    check_label_tensor(label)
+    if pred.dim() < 2 or label.shape != pred.shape[:1] + pred.shape[2:]:
+        raise ValueError(
+            f'label shape {tuple(label.shape)} does not match pred shape {tuple(pred.shape)}: '
+            'expected logits (N, C, *) and class indices (N, *)')
+    check_class_indices(label, pred, 'label')
+    num_classes, ignore_index = pred.shape[1], settings.ignore_index
+    check_labels_in_range(label, 0, num_classes - 1, ignore_index, 'class indices')
+    class_weight = _class_weight_tensor(settings, num_classes, pred)
+    if weight is not None and weight.shape != label.shape:
+        raise ValueError(f'weight shape {tuple(weight.shape)} does not match label shape '
+                         f'{tuple(label.shape)}: expected one weight per sample')
+
+    x = pred.to(compute_dtype(pred))
+    valid = label != ignore_index
+    safe_label = torch.where(valid, label, torch.zeros_like(label)).long()
+    log_p_y = F.log_softmax(x, dim=1).gather(1, safe_label.unsqueeze(1)).squeeze(1)
+    loss = -log_p_y - settings.epsilon * torch.expm1(log_p_y)  # CE + epsilon * (1 - p_y)
+    if class_weight is not None:
+        loss = loss * class_weight[safe_label]
+    loss = loss * valid
+    if avg_factor is None and settings.avg_non_ignore and reduction == 'mean':
+        avg_factor = valid.sum().item()
+    return weight_reduce(loss, weight, reduction, avg_factor)
+
+
+def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Tensor],
+                                settings: CrossEntropySettings, *, reduction: str,
+                                avg_factor: AvgFactor,
+                                reduction_name: str = 'reduction') -> Tensor:
+    """:func:`poly1_binary_cross_entropy` with settings validated already:
+    checks the call's inputs only."""
+    check_reduction(reduction, avg_factor, name=reduction_name)
+    check_logits(pred)
+    check_label_tensor(label)
+    x, ignore_index = pred.to(compute_dtype(pred)), settings.ignore_index
     if label.dim() == 1 and pred.dim() == 2 and label.shape[0] == pred.shape[0]:
         check_class_indices(label, pred, 'label')
         num_classes = pred.shape[1]
-        _check_labels(label, 0, num_classes, ignore_index, 'class indices')
+        check_labels_in_range(label, 0, num_classes, ignore_index, 'class indices')
         valid = (label != ignore_index).unsqueeze(1).expand_as(pred)
         # Ignored rows become background (all-zero targets); ``valid`` drops them.
         target = dense_target(torch.where(label == ignore_index, num_classes, label), x)
     elif label.shape == pred.shape:
-        _check_labels(label, 0, 1, ignore_index, 'targets')
+        check_labels_in_range(label, 0, 1, ignore_index, 'targets')
         valid = label != ignore_index
         target = torch.where(valid, label, torch.zeros_like(label))
     else:
@@ -123,7 +159,7 @@ def poly1_binary_cross_entropy(pred: Tensor,
             'expected class indices (N,) for pred (N, C), or targets of the shape of pred')
     if weight is not None:
         check_weight_shape(weight, pred)
-    pos_weight = _class_weight(class_weight, pred.shape[-1], pred)
+    pos_weight = _class_weight_tensor(settings, pred.shape[-1], pred)
 
     target = target.to(x.dtype)
     prob = torch.sigmoid(x)
@@ -132,70 +168,18 @@ def poly1_binary_cross_entropy(pred: Tensor,
         positive_part = positive_part * pos_weight
     loss = (F.binary_cross_entropy_with_logits(x, target, pos_weight=pos_weight,
                                                reduction='none')
-            + epsilon * (positive_part + (1 - target) * prob))
+            + settings.epsilon * (positive_part + (1 - target) * prob))
     valid = valid.to(x.dtype)
     weight = valid if weight is None else broadcast_weight(weight, pred).to(x.dtype) * valid
-    if avg_factor is None and avg_non_ignore and reduction == 'mean':
+    if avg_factor is None and settings.avg_non_ignore and reduction == 'mean':
         avg_factor = valid.sum().item()
     return weight_reduce(loss, weight, reduction, avg_factor)
 
 
-def check_common_args(epsilon: float, reduction: str, avg_factor: AvgFactor,
-                      ignore_index: Optional[int],
-                      allow_negative_loss: bool) -> Tuple[float, int]:
-    """Validate the arguments both Poly-1 CE forms share; return epsilon, ignore_index."""
-    epsilon = check_real('epsilon', epsilon)
-    check_epsilons((epsilon,), allow_negative_loss)
-    check_reduction(reduction, avg_factor)
-    if ignore_index is None:
-        ignore_index = DEFAULT_IGNORE_INDEX
-    elif isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-        raise ValueError(f'ignore_index must be an int or None, got {ignore_index!r}')
-    return epsilon, ignore_index
-
-
-def _check_label_tensor(label: object) -> None:
-    if not isinstance(label, Tensor):
-        raise ValueError(f'label must be a tensor, got {type(label).__name__}')
-
-
-def _check_labels(label: Tensor, low: float, high: float, ignore_index: int,
-                  what: str) -> None:
-    """Every label in [low, high] or equal to ``ignore_index``; one host sync."""
-    bad = ~(((label >= low) & (label <= high)) | (label == ignore_index))
-    if label.numel() and bad.any():
-        value = label[bad].flatten()[0].item()
-        raise ValueError(f'label {what} must be in [{low}, {high}] or ignore_index='
-                         f'{ignore_index}, got {value!r}')
-
-
-def check_class_weight(class_weight: Optional[Sequence[float]],
-                       num_classes: Optional[int] = None) -> Optional[Tuple[float, ...]]:
-    """Validate ``class_weight``: finite, non-negative, ``num_classes`` long if given."""
-    if class_weight is None:
-        return None
-    try:
-        values = tuple(float(v) for v in class_weight)
-    except (TypeError, ValueError):
-        values = ()
-    if (not values or (num_classes is not None and len(values) != num_classes)
-            or not all(math.isfinite(v) and v >= 0 for v in values)):
-        count = 'one per class' if num_classes is None else f'{num_classes}'
-        raise ValueError(f'class_weight must hold {count} finite non-negative weights, '
-                         f'got {class_weight!r}')
-    return values
-
-
-def _class_weight(class_weight: Optional[Sequence[float]], num_classes: int,
-                  like: Tensor) -> Optional[Tensor]:
-    values = check_class_weight(class_weight, num_classes)
+def _class_weight_tensor(settings: CrossEntropySettings, num_classes: int,
+                         like: Tensor) -> Optional[Tensor]:
+    """The class weights as a tensor beside ``like``, checked against its classes."""
+    values = check_class_weight(settings.class_weight, num_classes)
     if values is None:
         return None
-    return torch.tensor(values, device=like.device, dtype=_upcast(like).dtype)
-
-
-def _upcast(pred: Tensor) -> Tensor:
-    if not isinstance(pred, Tensor) or not pred.is_floating_point():
-        raise ValueError(f'pred must be a floating-point tensor, got '
-                         f'{pred.dtype if isinstance(pred, Tensor) else type(pred).__name__}')
-    return pred.to(compute_dtype(pred))
+    return torch.tensor(values, device=like.device, dtype=compute_dtype(like))

@@ -1,4 +1,4 @@
-r"""Poly-N focal loss in plain PyTorch (no mmdet import).
+r"""Poly-N focal loss in plain PyTorch (no mmdet import): the public API.
 
 Sigmoid, per class and per anchor. With logit ``x``, target ``t`` in [0, 1],
 ``p = sigmoid(x)``::
@@ -15,35 +15,39 @@ moves its leading coefficient from ``alpha_t`` to ``alpha_t * (1 + epsilon)``:
 ``epsilon = -1`` removes the leading term exactly and ``epsilon >= -1`` keeps
 the loss non-negative. Poly-1 is PolyN with ``epsilons=(epsilon,)``.
 
+This module validates and dispatches: class-index targets go to the fused
+analytic-gradient path (:mod:`.fused`), everything else to the composed
+reference formula (:mod:`.reference`).
+
 Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification
 Loss Functions", ICLR 2022 (arXiv 2204.12511).
 """
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import (check_epsilons, check_focal_params, check_inputs, check_real,
-                     check_reduction, is_per_sample_weight)
-from .fused import FusedPolyFocalIndex, PolyParams, compute_dtype
+from .checks import (IMPLEMENTATIONS, check_bool, check_choice, check_focal_inputs,
+                     check_poly_params, check_real, check_reduction)
+from .common import AvgFactor, PolyParams, broadcast_weight, compute_dtype, dense_target, \
+    scale_sum, weight_reduce
+from .fused import FusedPolyFocalClassIndices
+from .reference import poly_focal_elementwise
 
-AvgFactor = Optional[Union[float, Tensor]]
 
-
-def poly_focal_loss(pred: Tensor,
-                    target: Tensor,
-                    weight: Optional[Tensor] = None,
-                    *,
-                    epsilons: Sequence[float] = (1.0,),
-                    gamma: float = 2.0,
-                    alpha: float = 0.25,
-                    alpha_weighted_poly: bool = True,
-                    activated: bool = False,
-                    reduction: str = 'mean',
-                    avg_factor: AvgFactor = None,
-                    allow_negative_loss: bool = False,
-                    implementation: str = 'auto') -> Tensor:
+def polyn_focal_loss(pred: Tensor,
+                     target: Tensor,
+                     weight: Optional[Tensor] = None,
+                     *,
+                     epsilons: Sequence[float] = (1.0,),
+                     gamma: float = 2.0,
+                     alpha: float = 0.25,
+                     alpha_weighted_poly: bool = True,
+                     activated: bool = False,
+                     reduction: str = 'mean',
+                     avg_factor: AvgFactor = None,
+                     allow_negative_loss: bool = False,
+                     implementation: str = 'auto') -> Tensor:
     r"""Sigmoid Poly-N focal loss (see the module docstring for the formula).
 
     Args:
@@ -67,113 +71,27 @@ def poly_focal_loss(pred: Tensor,
             the epsilon terms; see ``checks.check_epsilons``).
         implementation: 'auto' uses the fused analytic-gradient path
             (:mod:`.fused`) for class-index targets with logits and a weight
-            that needs no gradient, and composed autograd ops otherwise;
-            'reference' always uses the composed ops.
+            that needs no gradient, and the composed formula otherwise;
+            'reference' always uses the composed formula.
 
     Returns:
         The loss, in float32 for half-precision ``pred`` (float64 stays
         float64); element-wise of the shape of ``pred`` for 'none'.
+
+    Example::
+
+        >>> import torch
+        >>> logits = torch.tensor([[2.0, -1.0], [-3.0, 0.5]])
+        >>> labels = torch.tensor([0, 2])  # class 0; background
+        >>> polyn_focal_loss(logits, labels, epsilons=(-1.0, 0.5), reduction='sum')
+        tensor(0.1629)
     """
-    gamma, alpha = check_focal_params(gamma, alpha)
-    epsilons = check_epsilons(epsilons, allow_negative_loss, alpha=alpha,
-                              alpha_weighted_poly=alpha_weighted_poly)
-    check_reduction(reduction, avg_factor)
-    is_index = check_inputs(pred, target, weight, activated)
-
-    if implementation not in ('auto', 'reference'):
-        raise ValueError(
-            f"implementation must be 'auto' or 'reference', got {implementation!r}")
-
-    dtype = compute_dtype(pred)
-    if (implementation == 'auto' and is_index and not activated
-            and (weight is None or not weight.requires_grad)):
-        params = PolyParams(epsilons, gamma, alpha, bool(alpha_weighted_poly))
-        if weight is not None:
-            weight = broadcast_weight(weight, pred).to(dtype)
-        loss = FusedPolyFocalIndex.apply(pred, target, weight, params, reduction != 'none',
-                                         torch.is_grad_enabled())
-        return loss if reduction == 'none' else _scale_sum(loss, pred.numel(), reduction,
-                                                           avg_factor)
-
-    pred = pred.to(dtype)
-    target = dense_target(target, pred) if is_index else target.to(dtype)
-    loss = poly_focal_elementwise(pred, target, epsilons, gamma, alpha,
-                                  alpha_weighted_poly, activated)
-    return weight_reduce(loss, weight, reduction, avg_factor)
-
-
-def poly_focal_elementwise(pred: Tensor, target: Tensor, epsilons: Sequence[float],
-                           gamma: float, alpha: float, alpha_weighted_poly: bool,
-                           activated: bool) -> Tensor:
-    """Unreduced loss for per-element float targets; no validation.
-
-    Written as composed torch ops so autograd supplies the gradient.
-    """
-    if activated:
-        prob = pred
-        # binary_cross_entropy clamps log at -100, as mmdet's activated focal loss.
-        ce = F.binary_cross_entropy(prob, target, reduction='none')
-    else:
-        prob = torch.sigmoid(pred)
-        ce = F.binary_cross_entropy_with_logits(pred, target, reduction='none')
-    one_minus_pt = prob * (1 - target) + (1 - prob) * target
-    # The clamp keeps d/dq q^gamma finite at q = 0 for 0 < gamma < 1; it only
-    # moves values below float32's smallest normal, where the loss is ~0.
-    one_minus_pt = one_minus_pt.clamp_min(torch.finfo(torch.float32).tiny)
-    poly = _polynomial(one_minus_pt, epsilons)
-    if alpha >= 0:
-        alpha_t = alpha * target + (1 - alpha) * (1 - target)
-        inner = alpha_t * (ce + poly) if alpha_weighted_poly else alpha_t * ce + poly
-    else:
-        inner = ce + poly
-    return one_minus_pt.pow(gamma) * inner if gamma != 0 else inner
-
-
-def weight_reduce(loss: Tensor, weight: Optional[Tensor], reduction: str,
-                  avg_factor: AvgFactor) -> Tensor:
-    """Apply ``weight`` then reduce with mmdet's ``weight_reduce_loss`` rules.
-
-    Unlike mmdet, a 'mean' over zero elements is 0 (with a gradient), not NaN.
-    """
-    if weight is not None:
-        loss = loss * broadcast_weight(weight, loss).to(loss.dtype)
-    if reduction == 'none':
-        return loss
-    return _scale_sum(loss.sum(), loss.numel(), reduction, avg_factor)
-
-
-def _scale_sum(total: Tensor, numel: int, reduction: str, avg_factor: AvgFactor) -> Tensor:
-    """'sum' or 'mean' (over ``numel``, or ``avg_factor + eps``) of a summed loss."""
-    if reduction == 'sum':
-        return total
-    if avg_factor is not None:
-        if isinstance(avg_factor, Tensor):  # (1,) or (1, 1) gives a scalar loss too
-            avg_factor = avg_factor.reshape(())
-        return total / (avg_factor + torch.finfo(torch.float32).eps)
-    return total / numel if numel else total
-
-
-def _polynomial(x: Tensor, coefficients: Sequence[float]) -> Tensor:
-    """``sum_j coefficients[j-1] * x^j`` by Horner's rule."""
-    acc = torch.full_like(x, coefficients[-1])
-    for c in reversed(coefficients[:-1]):
-        acc = acc * x + c
-    return acc * x
-
-
-def dense_target(labels: Tensor, pred: Tensor) -> Tensor:
-    """One-hot (N, C) targets from class indices in [0, C]; C gives all zeros."""
-    num_classes = pred.shape[1]
-    return F.one_hot(labels.long(), num_classes + 1)[:, :num_classes].to(pred.dtype)
-
-
-def broadcast_weight(weight: Tensor, loss: Tensor) -> Tensor:
-    """``weight`` (validated by check_weight_shape) shaped to multiply ``loss``."""
-    if weight.shape == loss.shape:
-        return weight
-    if is_per_sample_weight(weight, loss):
-        return weight.reshape(loss.shape[0], *([1] * (loss.dim() - 1)))
-    return weight.reshape(loss.shape)
+    params = check_poly_params(epsilons, gamma, alpha, alpha_weighted_poly,
+                               allow_negative_loss)
+    return poly_focal_with_params(pred, target, weight, params,
+                                  activated=check_bool('activated', activated),
+                                  reduction=reduction, avg_factor=avg_factor,
+                                  implementation=implementation)
 
 
 def poly1_focal_loss(pred: Tensor,
@@ -182,9 +100,45 @@ def poly1_focal_loss(pred: Tensor,
                      *,
                      epsilon: float = 1.0,
                      **kwargs) -> Tensor:
-    """Sigmoid Poly-1 focal loss: :func:`poly_focal_loss` with ``epsilons=(epsilon,)``.
+    """Sigmoid Poly-1 focal loss: :func:`polyn_focal_loss` with ``epsilons=(epsilon,)``.
 
     ``FL + epsilon * alpha_t * (1 - p_t)^(gamma + 1)``; see the module docstring.
+
+    Example::
+
+        >>> import torch
+        >>> logits, labels = torch.zeros(1, 3), torch.tensor([1])
+        >>> # focal loss: (1/2)^2 log 2 * (alpha + 2 (1 - alpha)), alpha = 0.25
+        >>> poly1_focal_loss(logits, labels, epsilon=0.0, reduction='sum')
+        tensor(0.3033)
     """
     epsilon = check_real('epsilon', epsilon)
-    return poly_focal_loss(pred, target, weight, epsilons=(epsilon,), **kwargs)
+    return polyn_focal_loss(pred, target, weight, epsilons=(epsilon,), **kwargs)
+
+
+def poly_focal_with_params(pred: Tensor, target: Tensor, weight: Optional[Tensor],
+                           params: PolyParams, *, activated: bool, reduction: str,
+                           avg_factor: AvgFactor, implementation: str = 'auto',
+                           reduction_name: str = 'reduction') -> Tensor:
+    """:func:`polyn_focal_loss` with hyper-parameters that :func:`.checks.check_poly_params`
+    validated already (the modules validate theirs once): checks the call's inputs
+    only, then dispatches."""
+    check_reduction(reduction, avg_factor, name=reduction_name)
+    check_choice('implementation', implementation, IMPLEMENTATIONS)
+    is_index = check_focal_inputs(pred, target, weight, activated)
+
+    dtype = compute_dtype(pred)
+    if (implementation == 'auto' and is_index and not activated
+            and (weight is None or not weight.requires_grad)):
+        if weight is not None:
+            weight = broadcast_weight(weight, pred).to(dtype)
+        loss = FusedPolyFocalClassIndices.apply(pred, target, weight, params,
+                                                reduction != 'none', torch.is_grad_enabled())
+        if reduction == 'none':
+            return loss
+        return scale_sum(loss, pred.numel(), reduction, avg_factor)
+
+    pred = pred.to(dtype)
+    target = dense_target(target, pred) if is_index else target.to(dtype)
+    loss = poly_focal_elementwise(pred, target, params, activated)
+    return weight_reduce(loss, weight, reduction, avg_factor)

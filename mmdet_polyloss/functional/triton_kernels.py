@@ -3,13 +3,22 @@
 Same math as :mod:`.fused` (see its docstring), one element per lane: the
 forward reads the logits once (and each row's label), the backward reads them
 again and writes the gradient once, in the logits' dtype (fp32, fp16, bf16;
-arithmetic in fp32). Set ``POLYLOSS_DISABLE_TRITON=1`` to use the eager path.
+arithmetic in fp32).
+
+When they run (:func:`applies_to`): CUDA tensors in fp32, fp16 or bf16, with
+Triton installed and at most ``MAX_EPSILONS`` epsilons; float64 keeps its
+precision in the eager ops of :mod:`.fused`. ``POLYLOSS_DISABLE_TRITON=1`` (or
+``AVAILABLE = False`` at run time) sends everything to the eager path. Under
+Triton's own ``TRITON_INTERPRET=1`` the kernels also take CPU tensors, in
+Triton's interpreter: slow, for testing the kernels without a GPU.
 """
 import os
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
+
+from .common import PolyParams
 
 try:
     import triton
@@ -20,6 +29,8 @@ except ImportError:  # CPU-only torch builds ship without Triton
 #: Most epsilons the kernels unroll; longer Poly-N falls back to eager ops.
 MAX_EPSILONS = 4
 AVAILABLE = (triton is not None and os.environ.get('POLYLOSS_DISABLE_TRITON', '0') != '1')
+#: Triton's interpreter runs the kernels on CPU tensors (read at import).
+INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
 BLOCK = 1024
 
 if triton is not None:
@@ -119,12 +130,19 @@ if triton is not None:
         tl.store(grad_ptr + offsets, grad.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
-def supports(params) -> bool:
+def supports(params: PolyParams) -> bool:
     """True when the kernels cover these hyper-parameters."""
     return len(params.epsilons) <= MAX_EPSILONS
 
 
-def _scalars(params):
+def applies_to(pred: Tensor, params: PolyParams) -> bool:
+    """True when the fused loss of ``pred`` runs on these kernels (see the module
+    docstring); False sends it to the eager ops."""
+    return (AVAILABLE and (pred.is_cuda or INTERPRET) and pred.dtype != torch.float64
+            and supports(params))
+
+
+def _scalars(params: PolyParams) -> Tuple[Dict[str, float], Dict[str, int]]:
     eps = list(params.epsilons) + [0.0] * (MAX_EPSILONS - len(params.epsilons))
     gamma_mode = {0.0: 0, 1.0: 1, 2.0: 2}.get(params.gamma, 3)
     return (dict(gamma=params.gamma, a_pos=params.alpha_t(True), a_neg=params.alpha_t(False),
@@ -139,8 +157,8 @@ def _weight_mode(weight: Optional[Tensor], pred: Tensor) -> int:
     return 2 if weight.numel() == pred.numel() and weight.shape == pred.shape else 1
 
 
-def triton_forward(pred: Tensor, labels: Tensor, weight: Optional[Tensor], params,
-                   reduce_sum: bool) -> Tensor:
+def triton_forward(pred: Tensor, labels: Tensor, weight: Optional[Tensor],
+                   params: PolyParams, reduce_sum: bool) -> Tensor:
     """Weighted loss, summed (float32 scalar) or element-wise (float32, pred's shape)."""
     pred, labels = pred.contiguous(), labels.contiguous()
     weight = None if weight is None else weight.contiguous()
@@ -158,8 +176,8 @@ def triton_forward(pred: Tensor, labels: Tensor, weight: Optional[Tensor], param
     return out.sum() if reduce_sum else out
 
 
-def triton_backward(pred: Tensor, labels: Tensor, weight: Optional[Tensor], params,
-                    grad_output: Tensor) -> Tensor:
+def triton_backward(pred: Tensor, labels: Tensor, weight: Optional[Tensor],
+                    params: PolyParams, grad_output: Tensor) -> Tensor:
     """``dL/dx * weight * grad_output``, in ``pred``'s dtype."""
     pred, labels = pred.contiguous(), labels.contiguous()
     weight = None if weight is None else weight.contiguous()

@@ -1,14 +1,18 @@
-"""MMDetection module for Poly-1 cross-entropy (thin layer over functional)."""
+"""MMDetection module for Poly-1 cross-entropy (thin layer over functional).
+
+Validates its arguments once, in ``__init__``, and keeps them read-only.
+"""
 import warnings
 from typing import Optional, Sequence
 
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..functional.checks import check_real, check_reduction
-from ..functional.poly_cross_entropy import (check_class_weight, check_common_args,
-                                             poly1_binary_cross_entropy, poly1_cross_entropy)
-from ..functional.poly_focal import AvgFactor
+from ..functional.checks import (REDUCTIONS, check_bool, check_choice,
+                                 check_cross_entropy_settings, check_ignore_index, check_real)
+from ..functional.common import AvgFactor
+from ..functional.poly_cross_entropy import (sigmoid_poly1_with_settings,
+                                             softmax_poly1_with_settings)
 
 
 @MODELS.register_module()
@@ -31,6 +35,13 @@ class Poly1CrossEntropyLoss(nn.Module):
         loss_weight: multiplies the reduced loss.
         avg_non_ignore: 'mean' averages over non-ignored labels only.
         allow_negative_loss: allow ``epsilon < -1``.
+
+    Example::
+
+        >>> import torch
+        >>> loss = Poly1CrossEntropyLoss(epsilon=-1.0)
+        >>> loss(torch.zeros(2, 4), torch.tensor([1, 3]))  # log 4 - 3/4
+        tensor(0.6363)
     """
 
     def __init__(self,
@@ -44,23 +55,32 @@ class Poly1CrossEntropyLoss(nn.Module):
                  avg_non_ignore: bool = False,
                  allow_negative_loss: bool = False) -> None:
         super().__init__()
-        if use_mask:
+        if check_bool('use_mask', use_mask):
             raise ValueError(
                 f'{type(self).__name__} has no mask form, got use_mask={use_mask!r}; '
                 "keep mmdet's CrossEntropyLoss(use_mask=True) for mask heads")
-        self.use_sigmoid = bool(use_sigmoid)
-        self.epsilon, _ = check_common_args(epsilon, reduction, None, ignore_index,
-                                            allow_negative_loss)
-        self.class_weight = check_class_weight(class_weight)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.loss_weight = check_real('loss_weight', loss_weight)
-        self.avg_non_ignore = bool(avg_non_ignore)
-        self.allow_negative_loss = bool(allow_negative_loss)
+        self._use_sigmoid = check_bool('use_sigmoid', use_sigmoid)
+        self._settings = check_cross_entropy_settings(epsilon, class_weight, ignore_index,
+                                                      avg_non_ignore, allow_negative_loss)
+        self._ignore_index = ignore_index  # None: the default, as given
+        self._reduction = check_choice('reduction', reduction, REDUCTIONS)
+        self._loss_weight = check_real('loss_weight', loss_weight)
+        self._allow_negative_loss = check_bool('allow_negative_loss', allow_negative_loss)
         if ignore_index is not None and not avg_non_ignore and reduction == 'mean':
             warnings.warn('ignore_index is set but avg_non_ignore=False: the mean still '
                           'counts ignored labels; set avg_non_ignore=True to average over '
-                          'the others only (as torch.nn.functional.cross_entropy does)')
+                          'the others only (as torch.nn.functional.cross_entropy does)',
+                          stacklevel=2)
+
+    # Read-only views of the validated arguments (heads read use_sigmoid).
+    use_sigmoid = property(lambda self: self._use_sigmoid)
+    epsilon = property(lambda self: self._settings.epsilon)
+    class_weight = property(lambda self: self._settings.class_weight)
+    ignore_index = property(lambda self: self._ignore_index)
+    reduction = property(lambda self: self._reduction)
+    loss_weight = property(lambda self: self._loss_weight)
+    avg_non_ignore = property(lambda self: self._settings.avg_non_ignore)
+    allow_negative_loss = property(lambda self: self._allow_negative_loss)
 
     def forward(self,
                 cls_score: Tensor,
@@ -70,19 +90,18 @@ class Poly1CrossEntropyLoss(nn.Module):
                 reduction_override: Optional[str] = None,
                 ignore_index: Optional[int] = None) -> Tensor:
         """Compute the loss; arguments as mmdet's ``CrossEntropyLoss.forward``."""
-        if reduction_override is not None:
-            check_reduction(reduction_override, avg_factor, name='reduction_override')
-        loss_fn = poly1_binary_cross_entropy if self.use_sigmoid else poly1_cross_entropy
+        settings = self._settings
+        if ignore_index is not None:
+            settings = settings._replace(ignore_index=check_ignore_index(ignore_index))
+        loss_fn = (sigmoid_poly1_with_settings if self._use_sigmoid
+                   else softmax_poly1_with_settings)
+        overridden = reduction_override is not None
         loss = loss_fn(
-            cls_score, label, weight,
-            epsilon=self.epsilon,
-            class_weight=self.class_weight,
-            ignore_index=self.ignore_index if ignore_index is None else ignore_index,
-            reduction=reduction_override or self.reduction,
+            cls_score, label, weight, settings,
+            reduction=reduction_override if overridden else self._reduction,
             avg_factor=avg_factor,
-            avg_non_ignore=self.avg_non_ignore,
-            allow_negative_loss=self.allow_negative_loss)
-        return self.loss_weight * loss
+            reduction_name='reduction_override' if overridden else 'reduction')
+        return self._loss_weight * loss
 
     def extra_repr(self) -> str:
         return (f'use_sigmoid={self.use_sigmoid}, epsilon={self.epsilon}, '

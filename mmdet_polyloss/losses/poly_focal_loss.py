@@ -1,12 +1,18 @@
-"""MMDetection modules for the Poly focal losses (thin layer over functional)."""
+"""MMDetection modules for the Poly focal losses (thin layer over functional).
+
+Each module validates its arguments once, in ``__init__``, and keeps them
+read-only; ``forward`` checks only what changes per call (the tensors,
+``avg_factor``, ``reduction_override``).
+"""
 from typing import Optional, Sequence
 
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..functional.checks import (check_epsilons, check_focal_params, check_real,
-                                 check_reduction)
-from ..functional.poly_focal import AvgFactor, poly_focal_loss
+from ..functional.checks import (REDUCTIONS, check_bool, check_choice, check_poly_params,
+                                 check_real)
+from ..functional.common import AvgFactor
+from ..functional.poly_focal import poly_focal_with_params
 
 
 @MODELS.register_module()
@@ -29,6 +35,13 @@ class PolyNFocalLoss(nn.Module):
         allow_negative_loss: allow ``epsilons[j-1] < -1/j`` (without alpha_t
             on the epsilon terms: ``< -min(alpha, 1 - alpha)/j``), where the loss
             is negative for confident correct predictions.
+
+    Example::
+
+        >>> import torch
+        >>> loss = PolyNFocalLoss(epsilons=(-1.0, 0.5))
+        >>> loss(torch.zeros(4, 3), torch.tensor([0, 1, 3, 3]), avg_factor=2)
+        tensor(0.3181)
     """
 
     def __init__(self,
@@ -42,21 +55,28 @@ class PolyNFocalLoss(nn.Module):
                  activated: bool = False,
                  allow_negative_loss: bool = False) -> None:
         super().__init__()
-        if use_sigmoid is not True:
+        if check_bool('use_sigmoid', use_sigmoid) is not True:
             raise ValueError(
                 f'{type(self).__name__} is sigmoid-only, got use_sigmoid={use_sigmoid!r}; '
                 "for a softmax classifier use a cross-entropy loss such as mmdet's "
                 "CrossEntropyLoss")
-        self.use_sigmoid = True
-        self.gamma, self.alpha = check_focal_params(gamma, alpha)
-        self.alpha_weighted_poly = bool(alpha_weighted_poly)
-        self.epsilons = check_epsilons(epsilons, allow_negative_loss, alpha=self.alpha,
-                                       alpha_weighted_poly=self.alpha_weighted_poly)
-        check_reduction(reduction, None)
-        self.reduction = reduction
-        self.loss_weight = check_real('loss_weight', loss_weight)
-        self.activated = bool(activated)
-        self.allow_negative_loss = bool(allow_negative_loss)
+        self._params = check_poly_params(epsilons, gamma, alpha, alpha_weighted_poly,
+                                         allow_negative_loss)
+        self._reduction = check_choice('reduction', reduction, REDUCTIONS)
+        self._loss_weight = check_real('loss_weight', loss_weight)
+        self._activated = check_bool('activated', activated)
+        self._allow_negative_loss = check_bool('allow_negative_loss', allow_negative_loss)
+
+    # Read-only views of the validated arguments (heads read use_sigmoid).
+    use_sigmoid = property(lambda self: True, doc='Always True: the loss is sigmoid-only.')
+    gamma = property(lambda self: self._params.gamma)
+    alpha = property(lambda self: self._params.alpha)
+    epsilons = property(lambda self: self._params.epsilons)
+    alpha_weighted_poly = property(lambda self: self._params.alpha_weighted_poly)
+    reduction = property(lambda self: self._reduction)
+    loss_weight = property(lambda self: self._loss_weight)
+    activated = property(lambda self: self._activated)
+    allow_negative_loss = property(lambda self: self._allow_negative_loss)
 
     def forward(self,
                 pred: Tensor,
@@ -77,20 +97,14 @@ class PolyNFocalLoss(nn.Module):
         Returns:
             ``loss_weight`` times the reduced loss.
         """
-        if reduction_override is not None:
-            check_reduction(reduction_override, avg_factor, name='reduction_override')
-        reduction = reduction_override or self.reduction
-        loss = poly_focal_loss(
-            pred, target, weight,
-            epsilons=self.epsilons,
-            gamma=self.gamma,
-            alpha=self.alpha,
-            alpha_weighted_poly=self.alpha_weighted_poly,
-            activated=self.activated,
-            reduction=reduction,
+        overridden = reduction_override is not None
+        loss = poly_focal_with_params(
+            pred, target, weight, self._params,
+            activated=self._activated,
+            reduction=reduction_override if overridden else self._reduction,
             avg_factor=avg_factor,
-            allow_negative_loss=self.allow_negative_loss)
-        return self.loss_weight * loss
+            reduction_name='reduction_override' if overridden else 'reduction')
+        return self._loss_weight * loss
 
     def extra_repr(self) -> str:
         return (f'gamma={self.gamma}, alpha={self.alpha}, {self._epsilon_repr()}, '
@@ -109,6 +123,13 @@ class Poly1FocalLoss(PolyNFocalLoss):
     ``PolyNFocalLoss`` with ``epsilons=(epsilon,)``; ``epsilon=0`` is mmdet's
     ``FocalLoss`` and ``epsilon=-1`` drops the leading polynomial term. The
     other arguments are those of :class:`PolyNFocalLoss`.
+
+    Example::
+
+        >>> import torch
+        >>> loss = Poly1FocalLoss(epsilon=-1.0)
+        >>> loss(torch.zeros(4, 3), torch.tensor([0, 1, 3, 3]), avg_factor=2)
+        tensor(0.1931)
     """
 
     def __init__(self,

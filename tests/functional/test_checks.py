@@ -1,11 +1,13 @@
-"""Every bad input raises a ValueError that names the argument and its value."""
+"""Every bad input raises a ValueError (bad value) or TypeError (bad type) that
+names the argument and its value."""
 import re
 
 import pytest
 import torch
 
 from loss_inputs import make_labels, make_logits
-from mmdet_polyloss.functional import poly1_focal_loss, poly_focal_loss
+from mmdet_polyloss.functional import (poly1_focal_loss, polyn_focal_loss, set_value_checks,
+                                       value_checks_enabled)
 
 LOGITS = make_logits(6, 3)
 LABELS = make_labels(6, 3)
@@ -16,21 +18,48 @@ LABELS = make_labels(6, 3)
     (dict(gamma=float('nan')), 'gamma must be a finite number, got nan'),
     (dict(alpha=1.5), 'alpha must be in [0, 1] (or negative to disable alpha weighting), got 1.5'),
     (dict(epsilon=-1.5), 'epsilon=-1.5 is below -1'),
-    (dict(epsilon='1'), "epsilon must be a finite number, got '1'"),
     (dict(reduction='avg'), "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
     (dict(reduction='sum', avg_factor=4.0), "avg_factor=4.0 cannot be used with reduction='sum'"),
-    (dict(implementation='fast'), "implementation must be 'auto' or 'reference', got 'fast'"),
-    (dict(avg_factor='3'), "avg_factor must be None, a finite number >= 0 or a one-element "
-                           "tensor, got '3'"),
+    (dict(implementation='fast'),
+     "implementation must be one of ('auto', 'reference'), got 'fast'"),
     (dict(avg_factor=-3.0), 'a one-element tensor, got -3.0'),
     (dict(avg_factor=float('nan')), 'a one-element tensor, got nan'),
-    (dict(avg_factor=True), 'a one-element tensor, got True'),
     (dict(avg_factor=torch.tensor([1.0, 2.0])),
      'a one-element tensor, got a tensor of shape (2,) and dtype torch.float32'),
 ])
 def test_bad_hyperparameters(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         poly1_focal_loss(LOGITS, LABELS, **kwargs)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(epsilon='1'), "epsilon must be a real number, got '1' of type str"),
+    (dict(gamma=None), 'gamma must be a real number, got None of type NoneType'),
+    (dict(alpha=True), 'alpha must be a real number, got True of type bool'),
+    # Strings from YAML or --cfg-options: bool('False') would be True.
+    (dict(alpha_weighted_poly='False'),
+     "alpha_weighted_poly must be a bool, got 'False' of type str"),
+    (dict(allow_negative_loss='False', epsilon=-2.0),
+     "allow_negative_loss must be a bool, got 'False' of type str"),
+    (dict(activated=1), 'activated must be a bool, got 1 of type int'),
+    (dict(reduction=None), "reduction must be one of ('none', 'mean', 'sum'), got None of "
+                           'type NoneType'),
+    (dict(avg_factor='3'), "avg_factor must be None, a finite number >= 0 or a one-element "
+                           "tensor, got '3' of type str"),
+    (dict(avg_factor=True), 'a one-element tensor, got True of type bool'),
+])
+def test_wrong_types_raise_type_error(kwargs, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        poly1_focal_loss(LOGITS, LABELS, **kwargs)
+
+
+def test_numpy_bools_and_numbers_are_accepted():
+    import numpy as np
+    want = poly1_focal_loss(LOGITS, LABELS, epsilon=-0.5, alpha_weighted_poly=False,
+                            allow_negative_loss=True)
+    got = poly1_focal_loss(LOGITS, LABELS, epsilon=np.float32(-0.5),
+                           alpha_weighted_poly=np.bool_(False), allow_negative_loss=np.True_)
+    torch.testing.assert_close(got, want)
 
 
 def test_epsilon_below_minus_one_needs_explicit_opt_in():
@@ -41,17 +70,16 @@ def test_epsilon_below_minus_one_needs_explicit_opt_in():
 
 @pytest.mark.parametrize('epsilons,message', [
     ((), 'epsilons must be a non-empty sequence of numbers, got ()'),
-    (0.5, 'epsilons must be a non-empty sequence of numbers, got 0.5'),
     ((0.0, -0.6), 'epsilons[1]=-0.6 is below -1/2'),
     ((0.0, -0.2), None),  # -0.2 >= -1/2: accepted
     ((0.0, float('inf')), 'epsilons[1] must be a finite number, got inf'),
 ])
 def test_bad_polyn_epsilons(epsilons, message):
     if message is None:
-        assert poly_focal_loss(LOGITS, LABELS, epsilons=epsilons) > 0
+        assert polyn_focal_loss(LOGITS, LABELS, epsilons=epsilons) > 0
         return
     with pytest.raises(ValueError, match=re.escape(message)):
-        poly_focal_loss(LOGITS, LABELS, epsilons=epsilons)
+        polyn_focal_loss(LOGITS, LABELS, epsilons=epsilons)
 
 
 @pytest.mark.parametrize('alpha,epsilons,message', [
@@ -65,10 +93,10 @@ def test_bad_polyn_epsilons(epsilons, message):
 def test_unweighted_epsilon_bound_follows_alpha(alpha, epsilons, message):
     kwargs = dict(epsilons=epsilons, alpha=alpha, alpha_weighted_poly=False)
     if message is None:
-        assert poly_focal_loss(LOGITS, LABELS, **kwargs) >= 0
+        assert polyn_focal_loss(LOGITS, LABELS, **kwargs) >= 0
         return
     with pytest.raises(ValueError, match=re.escape(message)):
-        poly_focal_loss(LOGITS, LABELS, **kwargs)
+        polyn_focal_loss(LOGITS, LABELS, **kwargs)
 
 
 @pytest.mark.parametrize('bad_label', [-1, 4, 100])
@@ -111,13 +139,32 @@ def test_one_bad_probability_among_good_ones_is_caught(bad_value):
     (LOGITS, LABELS[:5], 'target shape (5,) does not match pred shape (6, 3)'),
     (LOGITS, torch.zeros(6, 4), 'target shape (6, 4) does not match pred shape (6, 3)'),
     (LOGITS.reshape(2, 3, 3), LABELS, 'target shape (6,) does not match pred shape (2, 3, 3)'),
-    (LOGITS, LABELS.float(), 'must hold integer class indices, got dtype torch.float32'),
-    (LABELS, LABELS, 'pred must be a floating-point tensor, got tensor of dtype torch.int64'),
-    (LOGITS, [0, 1], 'target must be a tensor, got list'),
 ])
 def test_mismatched_pred_and_target(pred, target, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         poly1_focal_loss(pred, target)
+
+
+@pytest.mark.parametrize('pred,target,weight,message', [
+    (LOGITS, LABELS.float(), None, 'must hold integer class indices, got dtype torch.float32'),
+    (LABELS, LABELS, None, 'pred must be a floating-point tensor, got tensor of dtype '
+                           'torch.int64'),
+    (LOGITS.tolist(), LABELS, None, 'pred must be a floating-point tensor, got list'),
+    (LOGITS, [0, 1], None, 'target must be a tensor, got list'),
+    (LOGITS, LABELS, [1.0] * 6, 'weight must be a tensor or None, got list'),
+    (LOGITS, 0.5, None, 'target must be a tensor, got float'),
+])
+def test_inputs_of_the_wrong_type(pred, target, weight, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        poly1_focal_loss(pred, target, weight)
+
+
+def test_polyn_epsilons_of_the_wrong_type():
+    with pytest.raises(TypeError, match=re.escape(
+            'epsilons must be a non-empty sequence of numbers, got 0.5 of type float')):
+        polyn_focal_loss(LOGITS, LABELS, epsilons=0.5)
+    with pytest.raises(TypeError, match=re.escape("epsilons[1] must be a real number, got '1'")):
+        polyn_focal_loss(LOGITS, LABELS, epsilons=(0.5, '1'))
 
 
 @pytest.mark.parametrize('weight', [torch.ones(5), torch.ones(6, 2), torch.ones(3, 6)])
@@ -143,3 +190,66 @@ def test_avg_factor_as_a_tensor_equals_the_number():
 def test_pred_without_classes():
     with pytest.raises(ValueError, match=re.escape('pred of shape (6, 0) has no classes')):
         poly1_focal_loss(torch.zeros(6, 0), torch.zeros(6, dtype=torch.long))
+
+
+@pytest.fixture
+def value_checks_off():
+    previous = set_value_checks(False)
+    yield
+    set_value_checks(previous)
+
+
+def test_value_checks_can_be_switched_off(value_checks_off, device):
+    """Off: no range check (no host sync); shapes, dtypes and hyper-parameters are
+    still checked, since they cost nothing."""
+    assert not value_checks_enabled()
+    logits, labels = LOGITS.to(device), LABELS.to(device)
+    bad = labels.clone()
+    bad[0] = -1
+    if device == 'cuda':  # no host sync at all on the fused path
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            poly1_focal_loss(logits, bad)
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    assert torch.isfinite(poly1_focal_loss(logits, bad))
+    target = torch.full((6, 3), 2.0, device=device)
+    poly1_focal_loss(logits, target)  # outside [0, 1], not checked
+    with pytest.raises(ValueError, match='target shape'):
+        poly1_focal_loss(logits, labels[:5])
+    with pytest.raises(ValueError, match='gamma must be >= 0.0'):
+        poly1_focal_loss(logits, labels, gamma=-1.0)
+
+
+def test_value_checks_switch_restores_and_validates():
+    assert value_checks_enabled()  # on by default
+    assert set_value_checks(False) is True
+    assert set_value_checks(True) is False
+    with pytest.raises(ValueError, match='target labels must be in'):
+        poly1_focal_loss(LOGITS, torch.full((6,), 7))
+    with pytest.raises(TypeError, match="enabled must be a bool, got 'no'"):
+        set_value_checks('no')
+
+
+def test_value_checks_default_comes_from_the_environment():
+    import subprocess
+    import sys
+    code = ('from mmdet_polyloss.functional import value_checks_enabled; '
+            'print(value_checks_enabled())')
+    for value, want in (('0', 'False'), ('1', 'True')):
+        out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                             env={**__import__('os').environ, 'POLYLOSS_VALUE_CHECKS': value})
+        assert out.stdout.strip() == want, out.stderr
+
+
+def test_unchecked_labels_outside_the_classes_are_background(value_checks_off):
+    """With the checks off, every path treats a bad class label as background
+    (mmcv's kernel does the same), rather than reading out of bounds."""
+    bad = LABELS.clone()
+    bad[:2] = torch.tensor([-1, 7])
+    as_background = bad.clone()
+    as_background[:2] = 3
+    want = poly1_focal_loss(LOGITS, as_background, reduction='none')
+    for implementation in ('auto', 'reference'):
+        got = poly1_focal_loss(LOGITS, bad, reduction='none', implementation=implementation)
+        torch.testing.assert_close(got, want)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from loss_inputs import make_labels, make_logits
-from mmdet_polyloss.functional import fused, poly_focal_loss
+from mmdet_polyloss.functional import fused, polyn_focal_loss
 
 N, C = 61, 6
 N_LARGE = 401  # x C = 2406 elements: on CUDA more than two Triton blocks of 1024
@@ -22,7 +22,7 @@ def _both(pred, labels, weight=None, **kwargs):
     results = []
     for implementation in ('auto', 'reference'):
         x = pred.detach().clone().requires_grad_()
-        loss = poly_focal_loss(x, labels, weight, implementation=implementation,
+        loss = polyn_focal_loss(x, labels, weight, implementation=implementation,
                                allow_negative_loss=True, **kwargs)
         loss.backward(torch.linspace(0.5, 1.5, loss.numel(), device=loss.device,
                                      dtype=loss.dtype).reshape(loss.shape))
@@ -94,9 +94,9 @@ def test_fused_saves_its_inputs_and_at_most_one_new_tensor_the_size_of_pred(devi
     CUDA/Triton nothing."""
     pred = make_logits(N, C, device=device).requires_grad_()
     labels, weight = make_labels(N, C, device=device), torch.rand(N, device=device)
-    loss = poly_focal_loss(pred, labels, weight, epsilons=(-1.0,))
+    loss = polyn_focal_loss(pred, labels, weight, epsilons=(-1.0,))
     node = loss.grad_fn
-    while type(node).__name__ != 'FusedPolyFocalIndexBackward':
+    while type(node).__name__ != 'FusedPolyFocalClassIndicesBackward':
         node = node.next_functions[0][0]
     saved = [t for t in node.saved_tensors if t is not None]
     assert saved[0].data_ptr() == pred.data_ptr() and torch.equal(saved[1], labels)
@@ -108,10 +108,10 @@ def test_fused_saves_its_inputs_and_at_most_one_new_tensor_the_size_of_pred(devi
 def test_fused_path_is_taken_and_reference_is_not():
     pred = make_logits(N, C).requires_grad_()
     labels = make_labels(N, C)
-    fused = poly_focal_loss(pred, labels, reduction='sum')
-    reference = poly_focal_loss(pred, labels, reduction='sum', implementation='reference')
-    assert type(fused.grad_fn).__name__ == 'FusedPolyFocalIndexBackward'
-    assert type(reference.grad_fn).__name__ != 'FusedPolyFocalIndexBackward'
+    fused = polyn_focal_loss(pred, labels, reduction='sum')
+    reference = polyn_focal_loss(pred, labels, reduction='sum', implementation='reference')
+    assert type(fused.grad_fn).__name__ == 'FusedPolyFocalClassIndicesBackward'
+    assert type(reference.grad_fn).__name__ != 'FusedPolyFocalClassIndicesBackward'
 
 
 @pytest.mark.parametrize('epsilon', [0.0, 1.0])
@@ -124,10 +124,10 @@ def test_confident_positives_keep_their_small_loss_and_gradient(epsilon, device)
     logits = torch.tensor([[2.0, 0.0], [3.0, 1.0], [5.0, -2.0], [7.0, 0.5]], device=device)
     labels = torch.zeros(4, dtype=torch.long, device=device)
     x = logits.clone().requires_grad_()
-    loss = poly_focal_loss(x, labels, epsilons=(epsilon,), reduction='none')
+    loss = polyn_focal_loss(x, labels, epsilons=(epsilon,), reduction='none')
     loss.sum().backward()
     x64 = logits.double().requires_grad_()
-    want = poly_focal_loss(x64, labels, epsilons=(epsilon,), reduction='none',
+    want = polyn_focal_loss(x64, labels, epsilons=(epsilon,), reduction='none',
                            implementation='reference')
     want.sum().backward()
     torch.testing.assert_close(loss[:, 0].double(), want[:, 0].detach(), rtol=1e-4, atol=0)
@@ -140,7 +140,7 @@ def test_infinite_logits_of_right_answers_cost_nothing(device):
     inf = float('inf')
     x = torch.tensor([[-inf, -inf], [inf, -inf]], device=device, requires_grad=True)
     labels = torch.tensor([2, 0], device=device)
-    loss = poly_focal_loss(x, labels, epsilons=(-1.0,), reduction='none')
+    loss = polyn_focal_loss(x, labels, epsilons=(-1.0,), reduction='none')
     loss.sum().backward()
     assert torch.equal(loss.detach(), torch.zeros_like(loss))
     assert torch.equal(x.grad, torch.zeros_like(x.grad))
@@ -159,8 +159,8 @@ def test_no_gradient_is_computed_under_no_grad(monkeypatch):
     pred = make_logits(N, C).requires_grad_()
     labels = make_labels(N, C)
     with torch.no_grad():
-        poly_focal_loss(pred, labels)
-    poly_focal_loss(pred, labels).backward()
+        polyn_focal_loss(pred, labels)
+    polyn_focal_loss(pred, labels).backward()
     assert asked == [False, True]
 
 
@@ -169,7 +169,7 @@ def test_works_under_non_reentrant_activation_checkpointing():
     saved tensor only once."""
     from torch.utils.checkpoint import checkpoint
     pred, labels = make_logits(N, C).requires_grad_(), make_labels(N, C)
-    checkpoint(lambda x: poly_focal_loss(x, labels), pred, use_reentrant=False).backward()
+    checkpoint(lambda x: polyn_focal_loss(x, labels), pred, use_reentrant=False).backward()
     want = pred.detach().clone().requires_grad_()
-    poly_focal_loss(want, labels).backward()
+    polyn_focal_loss(want, labels).backward()
     torch.testing.assert_close(pred.grad, want.grad)

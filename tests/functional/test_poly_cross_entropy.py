@@ -119,21 +119,32 @@ def test_gradcheck_both_forms():
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels()[:-1]),
      'label shape (28,) does not match pred shape (29, 6)'),
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), class_weight=[1.0] * 5),
-     'class_weight must hold 6 finite non-negative weights, got [1.0, 1.0, 1.0, 1.0, 1.0]'),
+     'class_weight must hold 6 finite non-negative weights, got (1.0, 1.0, 1.0, 1.0, 1.0)'),
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), epsilon=-1.2),
      'epsilon=-1.2 is below -1'),
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), reduction='sum', avg_factor=2),
      "avg_factor=2 cannot be used with reduction='sum'"),
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), weight=torch.ones(N, C)),
      'weight shape (29, 6) does not match label shape (29,)'),
-    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), ignore_index=1.5),
-     'ignore_index must be an int or None, got 1.5'),
     (lambda: poly1_binary_cross_entropy(make_logits(N, C), torch.full((N,), C + 1)),
      'label class indices must be in [0, 6] or ignore_index=-100, got 7'),
     (lambda: poly1_binary_cross_entropy(make_logits(N, C), torch.full((N, C), 2.0)),
      'label targets must be in [0, 1] or ignore_index=-100, got 2.0'),
     (lambda: poly1_binary_cross_entropy(make_logits(N, C), torch.zeros(N, C + 1)),
      'label shape (29, 7) does not match pred shape (29, 6)'),
+    (lambda: poly1_cross_entropy(make_logits(N, 0), torch.zeros(N, dtype=torch.long)),
+     'pred of shape (29, 0) has no classes (dim 1 is 0)'),
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), avg_factor=-2.0),
+     'avg_factor must be None, a finite number >= 0 or a one-element tensor, got -2.0'),
+])
+def test_bad_inputs(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
+
+
+@pytest.mark.parametrize('call,message', [
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), ignore_index=1.5),
+     'ignore_index must be an int or None, got 1.5 of type float'),
     # Float or bool class indices would be truncated silently by .long().
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels().float() + 0.7),
      'label of shape (29,) for pred of shape (29, 6) must hold integer class indices, '
@@ -142,11 +153,17 @@ def test_gradcheck_both_forms():
      'must hold integer class indices, got dtype torch.bool'),
     (lambda: poly1_binary_cross_entropy(make_logits(N, C), _labels().double()),
      'must hold integer class indices, got dtype torch.float64'),
-    (lambda: poly1_cross_entropy(make_logits(N, 0), torch.zeros(N, dtype=torch.long)),
-     'pred of shape (29, 0) has no classes (dim 1 is 0)'),
-    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), avg_factor=-2.0),
-     'avg_factor must be None, a finite number >= 0 or a one-element tensor, got -2.0'),
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), class_weight='1234'),
+     "class_weight must be a sequence of numbers or None, got '1234' of type str"),
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), class_weight=[1, 'a']),
+     "class_weight[1] must be a real number, got 'a' of type str"),
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), avg_non_ignore='False'),
+     "avg_non_ignore must be a bool, got 'False' of type str"),
+    (lambda: poly1_cross_entropy(make_logits(N, C).tolist(), _labels()),
+     'pred must be a floating-point tensor, got list'),
+    (lambda: poly1_binary_cross_entropy(make_logits(N, C), [0] * N),
+     'label must be a tensor, got list'),
 ])
-def test_bad_inputs(call, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
+def test_inputs_of_the_wrong_type(call, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
         call()

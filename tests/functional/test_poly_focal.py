@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from loss_inputs import (make_labels, make_logits, make_soft_targets, one_hot,
                          reference_poly_focal)
-from mmdet_polyloss.functional import poly1_focal_loss, poly_focal_loss
+from mmdet_polyloss.functional import poly1_focal_loss, polyn_focal_loss
 
 N, C = 37, 5
 GRID = list(itertools.product(
@@ -26,7 +26,7 @@ GRID = list(itertools.product(
 def test_matches_float64_reference_on_class_labels(epsilons, gamma, alpha, alpha_weighted_poly):
     logits = make_logits(N, C, dtype=torch.float64)
     labels = make_labels(N, C)
-    got = poly_focal_loss(logits, labels, epsilons=epsilons, gamma=gamma, alpha=alpha,
+    got = polyn_focal_loss(logits, labels, epsilons=epsilons, gamma=gamma, alpha=alpha,
                           alpha_weighted_poly=alpha_weighted_poly, reduction='none',
                           allow_negative_loss=not alpha_weighted_poly)
     want = reference_poly_focal(logits, one_hot(labels, C), epsilons, gamma, alpha,
@@ -127,7 +127,7 @@ def test_gradcheck_float64(activated, alpha_weighted_poly):
     weight = torch.rand(6, dtype=torch.float64)
 
     def loss_fn(p, implementation='auto'):
-        return poly_focal_loss(p, labels, weight, epsilons=(-0.8, 0.3), gamma=1.5,
+        return polyn_focal_loss(p, labels, weight, epsilons=(-0.8, 0.3), gamma=1.5,
                                alpha=0.3, alpha_weighted_poly=alpha_weighted_poly,
                                activated=activated, reduction='none',
                                allow_negative_loss=True, implementation=implementation)

@@ -10,7 +10,7 @@ from loss_inputs import make_labels, make_logits, make_soft_targets
 from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
 from mmdet_polyloss import Poly1FocalLoss, PolyNFocalLoss
-from mmdet_polyloss.functional import poly_focal_loss
+from mmdet_polyloss.functional import polyn_focal_loss
 
 N, C = 53, 7
 
@@ -80,7 +80,7 @@ def test_module_applies_epsilon_and_loss_weight_last():
     pred, labels = make_logits(N, C), make_labels(N, C)
     weight = torch.rand(N)
     module = Poly1FocalLoss(epsilon=-1.0, gamma=2.0, alpha=0.25, loss_weight=3.0)
-    want = 3.0 * poly_focal_loss(pred, labels, weight, epsilons=(-1.0,), avg_factor=9.0)
+    want = 3.0 * polyn_focal_loss(pred, labels, weight, epsilons=(-1.0,), avg_factor=9.0)
     torch.testing.assert_close(module(pred, labels, weight, avg_factor=9.0), want)
     assert module.epsilon == -1.0 and module.use_sigmoid is True
 
@@ -97,7 +97,7 @@ def test_registry_builds_both_losses_with_their_arguments():
     pred, labels = make_logits(N, C), make_labels(N, C)
     torch.testing.assert_close(
         polyn(pred, labels),
-        poly_focal_loss(pred, labels, epsilons=(-1.0, 0.25)))
+        polyn_focal_loss(pred, labels, epsilons=(-1.0, 0.25)))
 
 
 def test_registration_needs_only_importing_the_plugin():

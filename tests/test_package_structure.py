@@ -1,0 +1,103 @@
+"""The package's import graph has no cycles; docstring examples run as written."""
+import ast
+import doctest
+import importlib
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / 'mmdet_polyloss'
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix('').parts)
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def import_graph(root: Path) -> Dict[str, Set[str]]:
+    """Module -> the package's modules it imports (anywhere in the file, lazy
+    imports included), from the source text."""
+    modules = {module_name(p, root): p for p in root.rglob('*.py')}
+    graph: Dict[str, Set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == '__init__.py' else name.rpartition('.')[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ''
+                if node.level:
+                    anchor = package.split('.')[:len(package.split('.')) - node.level + 1]
+                    base = '.'.join(anchor + ([base] if base else []))
+                # `from x import y`: y may be a submodule of x, or a name in x.
+                targets = [f'{base}.{alias.name}' if f'{base}.{alias.name}' in modules
+                           else base for alias in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in modules and t != name)
+    return graph
+
+
+def find_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """Every cycle found by a depth-first search (each reported once per entry)."""
+    cycles, state = [], {}  # state: 1 on the stack, 2 done
+
+    def visit(node: str, stack: List[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return cycles
+
+
+def test_package_has_no_import_cycle():
+    graph = import_graph(PACKAGE)
+    assert 'mmdet_polyloss.functional.fused' in graph  # the graph was read at all
+    assert 'mmdet_polyloss.functional.reference' in graph['mmdet_polyloss.functional.fused']
+    assert find_cycles(graph) == []
+
+
+def test_cycle_finder_sees_a_cycle_through_a_lazy_import(tmp_path):
+    """The check itself can fail: the shape of the old fused <-> poly_focal cycle."""
+    pkg = tmp_path / 'pkg'
+    pkg.mkdir()
+    (pkg / '__init__.py').write_text('from .api import f\n')
+    (pkg / 'api.py').write_text('from .fast import g\n\ndef f():\n    return g()\n')
+    (pkg / 'fast.py').write_text('def g():\n    from .api import f\n    return f\n')
+    cycles = find_cycles(import_graph(pkg))
+    assert cycles == [['pkg.api', 'pkg.fast', 'pkg.api']]
+
+
+def test_functional_layer_imports_nothing_from_mmdet_or_mmengine():
+    """The pure-PyTorch API stays usable without mmdet."""
+    for path in (PACKAGE / 'functional').glob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split('.')[0] in ('mmdet', 'mmengine', 'mmcv') for n in names), \
+                f'{path.name} imports {names}'
+
+
+DOCUMENTED = ['mmdet_polyloss.functional.poly_focal',
+              'mmdet_polyloss.functional.poly_cross_entropy',
+              'mmdet_polyloss.functional.reference',
+              'mmdet_polyloss.losses.poly_focal_loss',
+              'mmdet_polyloss.losses.poly_cross_entropy_loss']
+
+
+@pytest.mark.parametrize('name', DOCUMENTED)
+def test_docstring_examples_run(name):
+    if name.startswith('mmdet_polyloss.losses'):
+        pytest.importorskip('mmdet')
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f'{name} has no example'
+    assert result.failed == 0
