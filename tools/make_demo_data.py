@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmdet_polyloss.demo.synthetic import main  # noqa: E402
+from mmdet_polyloss.demo.synthetic import main
 
 if __name__ == '__main__':
     main()

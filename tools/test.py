@@ -18,12 +18,10 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-import mmdet_polyloss  # noqa: E402,F401  (registers Poly1FocalLoss)
-from tools.lib import cli  # noqa: E402
-from mmdet_polyloss.engine.checkpoint import \
-    mmengine_safe_globals  # noqa: E402
-from tools.lib.dist import (  # noqa: E402
-    destroy_process_group, setup_cpu_distributed)
+import mmdet_polyloss  # noqa: F401  (registers the losses)
+from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
+from tools.lib import cli
+from tools.lib.dist import destroy_process_group, setup_cpu_distributed
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

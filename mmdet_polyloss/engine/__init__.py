@@ -1,8 +1,4 @@
-"""Running mmdet with this package: checkpoint loading, CPU torchrun, CLI."""
-from .checkpoint import (allow_mmengine_checkpoints,
-                         mmengine_checkpoint_globals, mmengine_safe_globals)
+"""Running mmdet with this package: weights-only loading of mmengine checkpoints."""
+from .checkpoint import mmengine_checkpoint_globals, mmengine_safe_globals
 
-__all__ = [
-    'allow_mmengine_checkpoints', 'mmengine_checkpoint_globals',
-    'mmengine_safe_globals'
-]
+__all__ = ['mmengine_checkpoint_globals', 'mmengine_safe_globals']

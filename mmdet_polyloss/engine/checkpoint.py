@@ -8,14 +8,28 @@ arrays (and numpy scalars) and a dict of its statistics methods, which pickle
 as ``getattr(HistoryBuffer, 'min')`` and so on. Loading one for ``--resume``
 or testing fails with "Weights only load failed".
 
-The fix here keeps weights-only loading on and allow-lists exactly those
-types, rather than passing ``weights_only=False`` (which would execute
-arbitrary pickled code from any file a user points at). ``builtins.getattr``
-is not allowed as such: a stand-in that only resolves HistoryBuffer's
-statistics methods takes its name, and ``numpy.dtype`` is a stand-in that
-builds numeric dtypes only. numpy's array helpers are accepted under both
-their numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) names, so a
-checkpoint saved with either numpy loads with the other.
+:func:`mmengine_safe_globals` keeps weights-only loading on and allow-lists
+exactly those types, for the duration of a ``with`` block, through torch's own
+``torch.serialization.safe_globals``; ``torch.load`` itself is left alone.
+Passing ``weights_only=False`` instead would execute arbitrary pickled code
+from any file a user points at. Two names are stand-ins:
+
+- ``builtins.getattr`` resolves only HistoryBuffer's statistics methods;
+- ``numpy.ndarray`` is :class:`NumericArray`, and numpy's ``scalar`` is
+  :func:`numeric_scalar`: the two places where a pickle's raw bytes are read
+  with a dtype. Both accept plain numeric dtypes only, checked when the bytes
+  are read, i.e. after a pickled dtype state (which can add fields or numpy's
+  "holds objects" flag to a float64) has been applied. So no loaded bytes
+  are ever read as object pointers.
+
+numpy's array helpers are accepted under both their numpy 1 (``numpy.core``)
+and numpy 2 (``numpy._core``) names, so a checkpoint saved with either numpy
+loads with the other.
+
+This module can go once mmengine loads its own checkpoints under weights-only
+loading: open-mmlab/mmengine#1655 reports the failure (closed without a fix in
+0.10.7); the open PR open-mmlab/mmengine#1650 would pass ``weights_only=False``
+instead, which would not make this module redundant but unsafe to drop.
 """
 from __future__ import annotations
 
@@ -26,23 +40,16 @@ from typing import Any, Iterator, List
 import numpy as np
 import torch
 
-
-def _numpy_reconstruct_globals() -> List[Any]:
-    """numpy functions that pickles of arrays and scalars call, under the
-    module names of numpy 1 and numpy 2 (a pickle names the one it was saved with)."""
-    try:  # numpy >= 2
-        from numpy._core import multiarray
-    except ImportError:  # numpy 1.x
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    return [(function, f'{module}.multiarray.{function.__name__}')
-            for function in (multiarray._reconstruct, multiarray.scalar)
-            for module in ('numpy.core', 'numpy._core')]
-
+try:  # numpy >= 2
+    from numpy._core import multiarray
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray  # type: ignore[no-redef]
 
 #: numpy dtype kinds a checkpoint may hold: bool, signed and unsigned integers, floats.
 NUMERIC_DTYPE_KINDS = 'biuf'
 _NUMERIC_DTYPE_NAMES = ('bool', 'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16',
                         'uint32', 'uint64', 'float16', 'float32', 'float64')
+_NUMPY_MODULES = ('numpy.core', 'numpy._core')
 
 
 def is_plain_numeric(dtype: np.dtype) -> bool:
@@ -51,63 +58,35 @@ def is_plain_numeric(dtype: np.dtype) -> bool:
             and dtype.subdtype is None and not dtype.hasobject)
 
 
-def check_numpy_values(obj: Any) -> None:
-    """Raise if a loaded checkpoint holds a numpy array or scalar whose dtype is
-    not plain numeric.
-
-    :func:`numeric_dtype` vets each dtype as it is built, but torch then applies
-    the dtype's pickled state (fields, flags) to it, which no allow-list sees;
-    this walks the loaded containers (dicts, lists, tuples and HistoryBuffer's
-    attributes) and checks the result.
-    """
-    from mmengine.logging import HistoryBuffer
-    stack, seen = [obj], set()
-    while stack:
-        item = stack.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, (np.ndarray, np.generic)):
-            if not is_plain_numeric(item.dtype):
-                raise pickle.UnpicklingError(
-                    f'checkpoint holds a numpy value of dtype {item.dtype!r} (fields '
-                    f'{item.dtype.names}, object flag {item.dtype.hasobject}); only plain '
-                    f'numeric dtypes are allowed')
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, HistoryBuffer):
-            stack.extend(vars(item).values())
-
-
-def numeric_dtype(*args: Any) -> np.dtype:
-    """``np.dtype(*args)`` for numeric kinds only.
-
-    Registered under the name ``numpy.dtype`` while unpickling: every array
-    and scalar in a checkpoint names its dtype through it, so object, string,
-    structured and sub-array dtypes are refused as they are built. No dtype
-    of object type can be made, so numpy never reads loaded bytes as object
-    pointers; a state applied to a dtype afterwards (fields, flags) is caught
-    after loading by :func:`check_numpy_values`.
-    """
-    dtype = np.dtype(*args)
-    if not is_plain_numeric(dtype):
+def require_plain_numeric(dtype: object, what: str) -> None:
+    """Raise ``pickle.UnpicklingError`` unless ``dtype`` is a plain numeric dtype."""
+    if not isinstance(dtype, np.dtype) or not is_plain_numeric(dtype):
+        detail = (f'{dtype!r} (kind {dtype.kind!r}, fields {dtype.names}, object flag '
+                  f'{dtype.hasobject})' if isinstance(dtype, np.dtype) else repr(dtype))
         raise pickle.UnpicklingError(
-            f'checkpoint asks for numpy dtype {dtype!r} (kind {dtype.kind!r}); only the '
-            f'numeric kinds {NUMERIC_DTYPE_KINDS!r} (bool, int, uint, float) are allowed')
-    return dtype
+            f'checkpoint asks for a numpy {what} of dtype {detail}; only plain numeric '
+            f'dtypes (kinds {NUMERIC_DTYPE_KINDS!r}: bool, int, uint, float) are allowed')
 
 
-def _numpy_dtype_globals() -> List[Any]:
-    """The ``numpy.dtype`` stand-in and, on numpy >= 1.25, the per-dtype
-    classes of the numeric dtypes (a pickled dtype's state is applied to one)."""
-    types: List[Any] = [(numeric_dtype, 'numpy.dtype')]
-    for name in _NUMERIC_DTYPE_NAMES:
-        dtype_cls = type(np.dtype(name))
-        if dtype_cls is not np.dtype and dtype_cls not in types:
-            types.append(dtype_cls)
-    return types
+class NumericArray(np.ndarray):
+    """Loaded in place of ``numpy.ndarray``: an array whose construction and
+    unpickling accept plain numeric dtypes only."""
+
+    def __new__(cls, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any):
+        require_plain_numeric(np.dtype(dtype), 'array')
+        return super().__new__(cls, shape, dtype, *args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        dtypes = [item for item in state if isinstance(item, np.dtype)] \
+            if isinstance(state, tuple) else []
+        require_plain_numeric(dtypes[0] if dtypes else state, 'array')
+        super().__setstate__(state)
+
+
+def numeric_scalar(dtype: Any, *args: Any) -> Any:
+    """numpy's pickled-scalar constructor, for plain numeric dtypes only."""
+    require_plain_numeric(dtype, 'scalar')
+    return multiarray.scalar(dtype, *args)
 
 
 def history_buffer_getattr(obj: Any, name: str) -> Any:
@@ -129,62 +108,28 @@ def history_buffer_getattr(obj: Any, name: str) -> Any:
 def mmengine_checkpoint_globals() -> List[Any]:
     """The non-tensor globals an mmengine checkpoint needs to unpickle.
 
-    Entries are objects, or ``(object, 'module.name')`` where the pickle
-    names the object differently (torch's ``add_safe_globals`` format).
+    Entries are objects, or ``(object, 'module.name')`` where the pickle's
+    name resolves to a stand-in (torch's ``safe_globals`` format).
     """
     from mmengine.logging import HistoryBuffer
-    return ([HistoryBuffer, np.ndarray,
-             (history_buffer_getattr, 'builtins.getattr')] +
-            _numpy_reconstruct_globals() + _numpy_dtype_globals())
-
-
-def _has_safe_globals_api() -> bool:
-    return hasattr(torch.serialization, 'add_safe_globals')
-
-
-@contextlib.contextmanager
-def _checked_torch_load() -> Iterator[None]:
-    """Within this context ``torch.load`` (which mmengine calls) also runs
-    :func:`check_numpy_values` on what it loaded."""
-    original = torch.load
-
-    def checked_load(*args: Any, **kwargs: Any) -> Any:
-        loaded = original(*args, **kwargs)
-        check_numpy_values(loaded)
-        return loaded
-    torch.load = checked_load
-    try:
-        yield
-    finally:
-        torch.load = original
+    entries: List[Any] = [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr'),
+                          (NumericArray, 'numpy.ndarray'), np.dtype]
+    for module in _NUMPY_MODULES:
+        entries += [(multiarray._reconstruct, f'{module}.multiarray._reconstruct'),
+                    (numeric_scalar, f'{module}.multiarray.scalar')]
+    # A pickled dtype's state is applied to an instance of its per-dtype class
+    # (numpy >= 1.25), which must be allowed for that.
+    for name in _NUMERIC_DTYPE_NAMES:
+        dtype_cls = type(np.dtype(name))
+        if dtype_cls is not np.dtype and dtype_cls not in entries:
+            entries.append(dtype_cls)
+    return entries
 
 
 @contextlib.contextmanager
 def mmengine_safe_globals() -> Iterator[None]:
-    """Within this context, ``torch.load`` accepts mmengine checkpoints.
-
-    Weights-only loading stays on: anything outside
-    :func:`mmengine_checkpoint_globals` is still refused, and numpy values
-    must have plain numeric dtypes (:func:`check_numpy_values`). On torch <
-    2.4 (no allow-list API, and weights-only off by default) this does nothing.
-    """
-    if not _has_safe_globals_api():
+    """Within this context, ``torch.load`` (as mmengine calls it) accepts
+    mmengine checkpoints with weights-only loading still on; anything outside
+    :func:`mmengine_checkpoint_globals` stays refused."""
+    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
         yield
-        return
-    if not hasattr(torch.serialization, 'safe_globals'):  # torch 2.4: no context manager
-        torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
-        with _checked_torch_load():
-            yield
-        return
-    with torch.serialization.safe_globals(mmengine_checkpoint_globals()), _checked_torch_load():
-        yield
-
-
-def allow_mmengine_checkpoints() -> None:
-    """Add mmengine's checkpoint types to torch's process-wide allow-list.
-
-    Prefer :func:`mmengine_safe_globals`, which undoes itself on exit and
-    also runs :func:`check_numpy_values` on what is loaded.
-    """
-    if _has_safe_globals_api():
-        torch.serialization.add_safe_globals(mmengine_checkpoint_globals())

@@ -4,13 +4,13 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-import pytest
-from mmengine.config import Config
-
 import mmdet
-import mmdet_polyloss  # noqa: F401  (registers the losses)
+import pytest
 from mmdet.registry import MODELS
 from mmdet.utils import register_all_modules
+from mmengine.config import Config
+
+import mmdet_polyloss  # noqa: F401  (registers the losses)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / 'configs'

@@ -5,9 +5,14 @@ import re
 import pytest
 import torch
 
+from mmdet_polyloss.functional import (
+    poly1_focal_loss,
+    polyn_focal_loss,
+    set_value_checks,
+    value_checks_enabled,
+)
+
 from loss_inputs import make_labels, make_logits
-from mmdet_polyloss.functional import (poly1_focal_loss, polyn_focal_loss, set_value_checks,
-                                       value_checks_enabled)
 
 LOGITS = make_logits(6, 3)
 LABELS = make_labels(6, 3)
@@ -112,7 +117,8 @@ def test_labels_outside_zero_to_num_classes(bad_label):
 def test_float_targets_outside_unit_interval(bad_value):
     target = torch.zeros(6, 3)
     target[1, 2] = bad_value
-    with pytest.raises(ValueError, match=re.escape(f'target values must be in [0, 1], got {bad_value}')):
+    message = f'target values must be in [0, 1], got {bad_value}'
+    with pytest.raises(ValueError, match=re.escape(message)):
         poly1_focal_loss(LOGITS, target)
 
 

@@ -4,8 +4,9 @@ import itertools
 import pytest
 import torch
 
-from loss_inputs import make_labels, make_logits
 from mmdet_polyloss.functional import fused, polyn_focal_loss
+
+from loss_inputs import make_labels, make_logits
 
 N, C = 61, 6
 N_LARGE = 401  # x C = 2406 elements: on CUDA more than two Triton blocks of 1024

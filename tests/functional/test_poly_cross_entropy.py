@@ -4,8 +4,9 @@ import re
 import pytest
 import torch
 
-from loss_inputs import make_logits
 from mmdet_polyloss.functional import poly1_binary_cross_entropy, poly1_cross_entropy
+
+from loss_inputs import make_logits
 
 N, C = 29, 6
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loss_inputs import (make_labels, make_logits, make_soft_targets, one_hot,
-                         reference_poly_focal)
 from mmdet_polyloss.functional import poly1_focal_loss, polyn_focal_loss
+
+from loss_inputs import make_labels, make_logits, make_soft_targets, one_hot, reference_poly_focal
 
 N, C = 37, 5
 GRID = list(itertools.product(
@@ -133,8 +133,10 @@ def test_gradcheck_float64(activated, alpha_weighted_poly):
                                allow_negative_loss=True, implementation=implementation)
 
     for implementation in ('auto', 'reference'):  # 'auto' is the fused path for logits
-        assert torch.autograd.gradcheck(lambda p: loss_fn(p, implementation), (pred,))
-        assert torch.autograd.gradgradcheck(lambda p: loss_fn(p, implementation), (pred,))
+        def loss_of(p, implementation=implementation):
+            return loss_fn(p, implementation)
+        assert torch.autograd.gradcheck(loss_of, (pred,))
+        assert torch.autograd.gradgradcheck(loss_of, (pred,))
 
 
 @pytest.mark.parametrize('gamma', [0.0, 0.5, 2.0])

@@ -3,11 +3,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
-
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmdet.utils import register_all_modules
+from mmengine.config import Config
 
 USER_CONFIG = """
 _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
@@ -74,7 +73,7 @@ def test_epsilon_zero_matches_focal_loss_inside_the_head(retinanet):
             poly_minus1 = _losses(retinanet)['loss_cls']
     finally:
         retinanet.bbox_head.loss_cls = original
-    for a, b in zip(poly0, focal):
+    for a, b in zip(poly0, focal, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     # epsilon -1 subtracts a positive term: strictly smaller at every level.
-    assert all(p < f for p, f in zip(poly_minus1, focal))
+    assert all(p < f for p, f in zip(poly_minus1, focal, strict=True))

@@ -4,11 +4,10 @@ from typing import Dict
 
 import pytest
 import torch
-from mmengine.config import Config
-
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmdet.utils import register_all_modules
+from mmengine.config import Config
 
 CONFIG = (Path(__file__).resolve().parents[2] / 'configs' / 'mask_rcnn' /
           'mask-rcnn_r50_fpn_poly1-eps-1_1x_coco.py')

@@ -4,12 +4,13 @@ import warnings
 
 import pytest
 import torch
-
-import mmdet_polyloss  # noqa: F401
-from loss_inputs import make_logits
 from mmdet.models.losses import CrossEntropyLoss
 from mmdet.registry import MODELS
+
+import mmdet_polyloss  # noqa: F401
 from mmdet_polyloss import Poly1CrossEntropyLoss
+
+from loss_inputs import make_logits
 
 N, C = 41, 5
 CLASS_WEIGHT = [0.5, 2.0, 1.0, 0.0, 1.5]
@@ -98,9 +99,28 @@ def test_registry_and_epsilon_effect():
     (dict(class_weight=[1.0, -1.0]), 'class_weight must hold one per class finite '
                                      'non-negative weights, got [1.0, -1.0]'),
     (dict(reduction='avg'), "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
-    (dict(ignore_index='255'), "ignore_index must be an int or None, got '255'"),
     (dict(use_mask=True), 'Poly1CrossEntropyLoss has no mask form, got use_mask=True'),
 ])
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         Poly1CrossEntropyLoss(**kwargs)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(ignore_index='255'), "ignore_index must be an int or None, got '255' of type str"),
+    # Strings from YAML or --cfg-options: bool('False') would be True.
+    (dict(use_sigmoid='False'), "use_sigmoid must be a bool, got 'False' of type str"),
+    (dict(avg_non_ignore='False'), "avg_non_ignore must be a bool, got 'False' of type str"),
+    (dict(class_weight='1234'), "class_weight must be a sequence of numbers or None, got '1234'"),
+    (dict(loss_weight='2'), "loss_weight must be a real number, got '2' of type str"),
+])
+def test_constructor_arguments_of_the_wrong_type(kwargs, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        Poly1CrossEntropyLoss(**kwargs)
+
+
+def test_settings_are_read_only():
+    loss = Poly1CrossEntropyLoss(epsilon=-1.0)
+    with pytest.raises(AttributeError):
+        loss.epsilon = -5.0  # would bypass the epsilon >= -1 check
+    assert loss.epsilon == -1.0

@@ -4,13 +4,14 @@ import re
 
 import pytest
 import torch
-
-import mmdet_polyloss  # noqa: F401  (registers the losses)
-from loss_inputs import make_labels, make_logits, make_soft_targets
 from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
+
+import mmdet_polyloss  # noqa: F401  (registers the losses)
 from mmdet_polyloss import Poly1FocalLoss, PolyNFocalLoss
 from mmdet_polyloss.functional import polyn_focal_loss
+
+from loss_inputs import make_labels, make_logits, make_soft_targets
 
 N, C = 53, 7
 
@@ -30,8 +31,7 @@ def _inputs(label_format: str, weight_kind: str, device: str):
     weight = {'none': None,
               'per_sample': torch.rand(pred.shape[0]),
               'elementwise': torch.rand(pred.shape)}[weight_kind]
-    move = lambda t: None if t is None else t.to(device)  # noqa: E731
-    return move(pred), move(target), move(weight)
+    return tuple(None if t is None else t.to(device) for t in (pred, target, weight))
 
 
 CASES = [(fmt, w) for fmt in ('index', 'one_hot', 'soft', 'dense_map')
@@ -136,11 +136,38 @@ def test_functional_module_works_without_mmdet():
     (dict(epsilon=-2.0), 'epsilon=-2.0 is below -1'),
     (dict(reduction='batchmean'), "reduction must be one of ('none', 'mean', 'sum'), "
                                   "got 'batchmean'"),
-    (dict(loss_weight=None), 'loss_weight must be a finite number, got None'),
+    (dict(loss_weight=float('inf')), 'loss_weight must be a finite number, got inf'),
 ])
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         Poly1FocalLoss(**kwargs)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(loss_weight=None), 'loss_weight must be a real number, got None of type NoneType'),
+    # Strings from YAML or --cfg-options: bool('False') would be True.
+    (dict(use_sigmoid='False'), "use_sigmoid must be a bool, got 'False' of type str"),
+    (dict(alpha_weighted_poly='False'),
+     "alpha_weighted_poly must be a bool, got 'False' of type str"),
+    (dict(allow_negative_loss='False', epsilon=-2.0),
+     "allow_negative_loss must be a bool, got 'False' of type str"),
+    (dict(activated='no'), "activated must be a bool, got 'no' of type str"),
+    (dict(epsilon='-1'), "epsilon must be a real number, got '-1' of type str"),
+    (dict(reduction=0), "reduction must be one of ('none', 'mean', 'sum'), got 0 of type int"),
+])
+def test_constructor_arguments_of_the_wrong_type(kwargs, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        Poly1FocalLoss(**kwargs)
+
+
+def test_settings_are_checked_once_and_read_only():
+    """The module validates in __init__; a later assignment cannot bypass that."""
+    loss = Poly1FocalLoss(epsilon=-1.0)
+    for name, value in (('epsilon', -3.0), ('gamma', -1.0), ('epsilons', (-3.0,)),
+                        ('alpha_weighted_poly', False), ('use_sigmoid', False)):
+        with pytest.raises(AttributeError):
+            setattr(loss, name, value)
+    assert (loss.epsilon, loss.gamma, loss.use_sigmoid) == (-1.0, 2.0, True)
 
 
 def test_bad_forward_arguments():

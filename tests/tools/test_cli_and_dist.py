@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from tools.lib import cli
-from tools.lib import dist
+from tools.lib import cli, dist
 from tools.lib.dist import setup_cpu_distributed
 
 ROOT = Path(__file__).resolve().parents[2]

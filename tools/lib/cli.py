@@ -133,11 +133,11 @@ def enable_tta(cfg: Config) -> None:
     """
     if 'tta_model' not in cfg:
         warnings.warn('--tta: the config has no tta_model; using DetTTAModel '
-                      '(NMS at IoU 0.5, 100 boxes per image)')
+                      '(NMS at IoU 0.5, 100 boxes per image)', stacklevel=2)
         cfg.tta_model = copy.deepcopy(DEFAULT_TTA_MODEL)
     if 'tta_pipeline' not in cfg:
         warnings.warn('--tta: the config has no tta_pipeline; using its test pipeline '
-                      'with and without a horizontal flip')
+                      'with and without a horizontal flip', stacklevel=2)
         cfg.tta_pipeline = flip_tta_pipeline(cfg)
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
