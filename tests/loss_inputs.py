@@ -1,6 +1,6 @@
 """Test inputs and an independent float64 reference for the Poly focal loss.
 
-The reference is written from the formula (design.md section 2) with plain
+The reference is written from the formula (README, "What Poly-1 focal loss is") with plain
 logs and a loop-built one-hot, not the package's code path.
 """
 from typing import Sequence

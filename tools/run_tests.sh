@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Set up the environment (idempotent) and run the test suite.
+# Set up the environment (idempotent), lint, and run the test suite.
 #
 #   bash tools/run_tests.sh                 # everything, as CI runs it
 #   bash tools/run_tests.sh -m "not slow"   # quick subset (no training runs)
 #
-# Extra arguments go to pytest.
+# Steps: tools/setup_env.sh; ruff (pyproject.toml's rules); the functional
+# layer's tests on the declared minimum torch without mmdet (.venv-floor/,
+# skip with POLYLOSS_FLOOR=0); then pytest with the extra arguments given.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Absolute, before any cd: a relative POLYLOSS_VENV means the caller's directory.
@@ -12,6 +14,18 @@ export POLYLOSS_VENV=$(realpath -ms "${POLYLOSS_VENV:-$ROOT/.venv}")
 bash "$ROOT/tools/setup_env.sh"
 VENV=$POLYLOSS_VENV
 cd "$ROOT"
+
+echo "[run_tests] ruff check"
+"$VENV/bin/ruff" check .
+
+if [ "${POLYLOSS_FLOOR:-1}" != 0 ]; then
+  bash "$ROOT/tools/setup_floor_env.sh"
+  FLOOR=${POLYLOSS_FLOOR_VENV:-$ROOT/.venv-floor}
+  echo "[run_tests] functional layer on $("$FLOOR/bin/python" -c 'import torch; print("torch", torch.__version__)'), without mmdet"
+  PYTHONPATH=$ROOT "$FLOOR/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" \
+      tests/functional tests/test_package_structure.py
+fi
+
 status=0
 "$VENV/bin/python" -m pytest "$@" || status=$?
 if [ "$status" -eq 5 ]; then
