@@ -10,9 +10,15 @@ docs/architecture.md).
 import pytest
 import torch
 
+from mmdet_polyloss.functional import (
+    poly1_binary_cross_entropy,
+    poly1_cross_entropy,
+    poly1_focal_loss,
+    polyn_focal_loss,
+    set_value_checks,
+)
+
 from loss_inputs import make_labels, make_logits
-from mmdet_polyloss.functional import (poly1_binary_cross_entropy, poly1_cross_entropy,
-                                       poly1_focal_loss, polyn_focal_loss, set_value_checks)
 
 N, C = 37, 5
 
