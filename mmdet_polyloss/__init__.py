@@ -5,8 +5,12 @@ for MMDetection 3.x.
 in a config) registers the losses in ``mmdet.registry.MODELS``. Without mmdet
 installed, the pure-PyTorch API in :mod:`mmdet_polyloss.functional` still works.
 """
-from .functional import (poly1_binary_cross_entropy, poly1_cross_entropy, poly1_focal_loss,
-                         polyn_focal_loss)
+from .functional import (
+    poly1_binary_cross_entropy,
+    poly1_cross_entropy,
+    poly1_focal_loss,
+    polyn_focal_loss,
+)
 
 __version__ = '0.1.0'
 __all__ = ['polyn_focal_loss', 'poly1_focal_loss', 'poly1_cross_entropy',
@@ -18,6 +22,5 @@ except ModuleNotFoundError as err:
     if err.name != 'mmdet':  # mmdet is installed but broken: say so
         raise
 else:
-    from .losses import (Poly1CrossEntropyLoss, Poly1FocalLoss,  # noqa: F401 (registers)
-                         PolyNFocalLoss)
+    from .losses import Poly1CrossEntropyLoss, Poly1FocalLoss, PolyNFocalLoss  # noqa: F401 (registers)
     __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss']

@@ -23,11 +23,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checks import (check_class_indices, check_class_weight, check_cross_entropy_settings,
-                     check_label_tensor, check_labels_in_range, check_logits, check_reduction,
-                     check_weight_shape)
-from .common import (AvgFactor, CrossEntropySettings, broadcast_weight, compute_dtype,
-                     dense_target, weight_reduce)
+from .checks import (
+    check_class_indices,
+    check_class_weight,
+    check_cross_entropy_settings,
+    check_label_tensor,
+    check_labels_in_range,
+    check_logits,
+    check_reduction,
+    check_weight_shape,
+)
+from .common import (
+    AvgFactor,
+    CrossEntropySettings,
+    broadcast_weight,
+    compute_dtype,
+    dense_target,
+    weight_reduce,
+)
 
 
 def poly1_cross_entropy(pred: Tensor,

@@ -27,10 +27,24 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .checks import (IMPLEMENTATIONS, check_bool, check_choice, check_focal_inputs,
-                     check_poly_params, check_real, check_reduction)
-from .common import AvgFactor, PolyParams, broadcast_weight, compute_dtype, dense_target, \
-    scale_sum, weight_reduce
+from .checks import (
+    IMPLEMENTATIONS,
+    check_bool,
+    check_choice,
+    check_focal_inputs,
+    check_poly_params,
+    check_real,
+    check_reduction,
+)
+from .common import (
+    AvgFactor,
+    PolyParams,
+    broadcast_weight,
+    compute_dtype,
+    dense_target,
+    scale_sum,
+    weight_reduce,
+)
 from .fused import FusedPolyFocalClassIndices
 from .reference import poly_focal_elementwise
 

@@ -8,11 +8,16 @@ from typing import Optional, Sequence
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..functional.checks import (REDUCTIONS, check_bool, check_choice,
-                                 check_cross_entropy_settings, check_ignore_index, check_real)
+from ..functional.checks import (
+    REDUCTIONS,
+    check_bool,
+    check_choice,
+    check_cross_entropy_settings,
+    check_ignore_index,
+    check_real,
+)
 from ..functional.common import AvgFactor
-from ..functional.poly_cross_entropy import (sigmoid_poly1_with_settings,
-                                             softmax_poly1_with_settings)
+from ..functional.poly_cross_entropy import sigmoid_poly1_with_settings, softmax_poly1_with_settings
 
 
 @MODELS.register_module()

@@ -9,8 +9,7 @@ from typing import Optional, Sequence
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..functional.checks import (REDUCTIONS, check_bool, check_choice, check_poly_params,
-                                 check_real)
+from ..functional.checks import REDUCTIONS, check_bool, check_choice, check_poly_params, check_real
 from ..functional.common import AvgFactor
 from ..functional.poly_focal import poly_focal_with_params
 
