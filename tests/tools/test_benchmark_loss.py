@@ -1,6 +1,6 @@
 """tools/benchmark/benchmark_loss.py: end to end on CPU with tiny sizes in a
-subprocess, and its agreement check against wrong implementations."""
-import importlib.util
+subprocess (with and without PYTHONPATH), and the agreement check of
+tools/benchmark/agreement.py against wrong implementations."""
 import json
 import os
 import subprocess
@@ -10,6 +10,8 @@ from typing import List
 
 import pytest
 import torch
+
+from tools.benchmark import agreement, benchmark_loss, cases, train_step
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'tools' / 'benchmark' / 'benchmark_loss.py'
@@ -76,17 +78,23 @@ def test_cuda_requested_without_cuda_is_an_error():
     assert '--device' in result.stderr and 'cuda' in result.stderr
 
 
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location('benchmark_loss', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def test_runs_without_pythonpath_from_another_directory(tmp_path):
+    """The script puts the repository root on sys.path itself (and its memory
+    worker, a second run of it, too)."""
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), '--device', 'cpu', '--images', '1',
+         '--anchors-per-image', '300', '--classes', '4', '--positives-per-image', '3',
+         '--repeats', '1'], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '| Poly1FocalLoss (fused) |' in result.stdout
+    assert 'no memory column' not in result.stdout
 
 
-def _zero_small_gradients(bench, fraction: float):
+def _zero_small_gradients(fraction: float):
     """Poly-1 at epsilon -1 whose gradient elements below ``fraction`` of the
     largest are dropped (a kernel that loses small values)."""
-    correct = bench.poly1(-1.0)
+    correct = cases.poly1(-1.0)
 
     def loss(pred, labels, weight, avg_factor):
         routed = pred * 1.0
@@ -102,37 +110,32 @@ def test_agreement_check_fails_wrong_implementations(dtype):
     (alpha 0.2525, epsilon -0.99) and a gradient zeroed below 1e-5 of its maximum,
     in every dtype (the per-dtype tolerances of the old check let bf16 pass
     3 to 5 % errors)."""
-    bench = _benchmark_module()
-    base = bench.make_base_inputs(1, 3000, 8, 20, seed=0)
-    case = bench.to_case(base, dtype, 'cpu')
-    reference = bench.float64_reference(case, -1.0)
-    tolerances = (bench.LOSS_RTOL, bench.GRAD_RTOL, bench.GRAD_ATOL_FRACTION[dtype])
+    base = cases.make_base_inputs(1, 3000, 8, 20, seed=0)
+    case = cases.to_case(base, dtype, 'cpu')
+    reference = agreement.float64_reference(case, -1.0)
+    tolerances = (agreement.LOSS_RTOL, agreement.GRAD_RTOL, agreement.GRAD_ATOL_FRACTION[dtype])
 
     def check(fn):
-        return bench.compare('check', bench.Method('m', fn), reference, case, tolerances)
+        return agreement.compare('check', cases.Method('m', fn), reference, case, tolerances)
 
-    assert check(bench.poly1(-1.0)).ok
-    assert not check(bench.poly1(-0.99)).ok
-    saved = bench.ALPHA
-    bench.ALPHA = 0.2525
-    try:
-        off_alpha = bench.poly1(-1.0)
-    finally:
-        bench.ALPHA = saved
+    assert check(cases.poly1(-1.0)).ok
+    assert not check(cases.poly1(-0.99)).ok
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cases, 'ALPHA', 0.2525)
+        off_alpha = cases.poly1(-1.0)
     assert not check(off_alpha).ok
-    assert not check(_zero_small_gradients(bench, 1e-5)).ok
+    assert not check(_zero_small_gradients(1e-5)).ok
 
 
 def test_a_failed_training_step_fails_the_run(monkeypatch, capsys):
     """The GPU check relies on the exit status: a --train-step that crashed is
     a failure, not a 'Skipped' line in a report that exits 0."""
-    bench = _benchmark_module()
-
     def crash(args):
         raise RuntimeError('train step crashed')
-    monkeypatch.setattr(bench, 'train_step_benchmark', crash)
-    status = bench.main(['--device', 'cpu', '--images', '1', '--anchors-per-image', '300',
-                         '--classes', '4', '--positives-per-image', '3', '--repeats', '1',
-                         '--train-step'])
+    monkeypatch.setattr(train_step, 'train_step_benchmark', crash)
+    status = benchmark_loss.main(['--device', 'cpu', '--images', '1',
+                                  '--anchors-per-image', '300', '--classes', '4',
+                                  '--positives-per-image', '3', '--repeats', '1',
+                                  '--train-step'])
     assert status == 1
     assert '--train-step: RuntimeError: train step crashed' in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""tools/benchmark/mmcv_cuda_focal.py: the stand-in ``mmcv._ext`` the GPU check
+"""tools/dev/mmcv_cuda_focal.py: the stand-in ``mmcv._ext`` the GPU check
 uses where mmcv has no compiled ops. The CUDA kernel itself needs a GPU (the
 GPU check runs it); these tests cover everything around it on CPU."""
 import importlib.util
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tools.dev import mmcv_cuda_focal
+from tools.dev.mmcv_cuda_focal import FocalOnlyExt, ensure_ops
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / 'tools' / 'benchmark'))
-import mmcv_cuda_focal  # noqa: E402
-from mmcv_cuda_focal import FocalOnlyExt, ensure_ops  # noqa: E402
 
 HEADER = Path('mmcv', 'ops', 'csrc', 'common', 'cuda', 'sigmoid_focal_loss_cuda_kernel.cuh')
 
@@ -107,8 +107,7 @@ def test_mmdet_imports_and_trains_on_the_stand_in(fake_mmcv_src):
     code = f'''
 import sys
 sys.modules['mmcv._ext'] = None  # hide the compiled ops: mmcv-lite
-sys.path.insert(0, {str(REPO / 'tools' / 'benchmark')!r})
-import mmcv_cuda_focal
+from tools.dev import mmcv_cuda_focal
 print(mmcv_cuda_focal.ensure_ops({fake_mmcv_src!r}))
 import torch, mmcv.ops
 from mmdet.models.losses import FocalLoss

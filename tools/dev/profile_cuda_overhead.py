@@ -9,10 +9,11 @@ launches, the whole call, the call with its Triton launches stubbed out,
 empty Triton kernels with 1 and with 17 arguments) against its stream time
 per call back to back (GPU time plus any gaps where the stream waits for the
 host; kernel-only times are in the profiler tables),
-then a torch.profiler table for the fused call and for mmcv's. Needs CUDA and Triton; mmcv's kernel is
-JIT-built from --mmcv-src as in benchmark_loss.py.
+then a torch.profiler table for the fused call and for mmcv's. Needs CUDA and
+Triton; mmcv's kernel is JIT-built from --mmcv-src as in
+tools/benchmark/benchmark_loss.py.
 
-    PYTHONPATH=. python tools/benchmark/profile_cuda_overhead.py --mmcv-src SRC
+    PYTHONPATH=. python tools/dev/profile_cuda_overhead.py --mmcv-src SRC
 """
 import argparse
 import contextlib
@@ -22,16 +23,17 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import torch
+# Run from a checkout without installing: the repository root on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torch  # after the path set-up above, like every import below
 import triton
 import triton.language as tl
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import benchmark_loss as bench  # noqa: E402
-from mmdet_polyloss.functional import checks, poly1_focal_loss  # noqa: E402
-from mmdet_polyloss.functional import triton_kernels  # noqa: E402
-from mmdet_polyloss.functional.fused import PolyParams  # noqa: E402
+from mmdet_polyloss.functional import checks, poly1_focal_loss, triton_kernels
+from mmdet_polyloss.functional.common import PolyParams
+from tools.benchmark import cases
 
 
 def _stubbed(fn: Callable[[], object]) -> None:
@@ -104,8 +106,8 @@ def main() -> int:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         parser.error(f'needs CUDA, and torch {torch.__version__} sees no GPU here')
-    base = bench.make_base_inputs(1, 100_000, 80, 200, seed=0)
-    case = bench.to_case(base, torch.float32, 'cuda')
+    base = cases.make_base_inputs(1, 100_000, 80, 200, seed=0)
+    case = cases.to_case(base, torch.float32, 'cuda')
     pred, labels, weight = case.pred, case.labels, case.weight
     logits, row_weight = pred.detach(), weight.view(-1, 1)
     params = PolyParams((-1.0,), 2.0, 0.25, True)
@@ -119,7 +121,8 @@ def main() -> int:
 
     pieces = {
         'one torch op (launch cost)': lambda: logits.add(1.0),
-        'check_inputs (one sync)': lambda: checks.check_inputs(logits, labels, weight, False),
+        'check_focal_inputs (one sync)': lambda: checks.check_focal_inputs(
+            logits, labels, weight, False),
         'triton forward': lambda: triton_kernels.triton_forward(
             logits, labels, row_weight, params, True),
         'triton backward': lambda: triton_kernels.triton_backward(
@@ -138,13 +141,13 @@ def main() -> int:
             0.75, -1.0, 0.0, 0.0, 0.0, MODE_A=1, MODE_B=2),
     }
     try:
-        mmcv_focal = bench.load_mmdet_focal('cuda', args.mmcv_src)
+        mmcv_focal = cases.load_mmdet_focal('cuda', args.mmcv_src)
 
         def mmcv() -> None:
             pred.grad = None
             mmcv_focal(pred, labels, weight, case.avg_factor).backward()
         pieces['mmcv FocalLoss forward + backward'] = mmcv
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # any error: the profile runs without mmcv's kernel
         print(f'mmcv kernel not loaded: {err}')
     print('| piece | host us | stream us per call, back to back |\n|---|---:|---:|')
     for name, fn in pieces.items():

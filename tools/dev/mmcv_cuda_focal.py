@@ -2,16 +2,18 @@
 
 mmdet's ``FocalLoss`` sends integer labels on CUDA to mmcv's hand-written
 kernel (``mmcv.ops.sigmoid_focal_loss``), which lives in mmcv's compiled
-extension ``mmcv._ext``. Building all of mmcv's CUDA ops takes far longer than
-a lent GPU machine is held, so for benchmarks this module offers the one op
-that matters: :func:`ensure_ops` registers a stand-in ``mmcv._ext`` whose
+extension ``mmcv._ext``. The benchmark and the CUDA tests against mmdet need
+only that one op, so rather than building all of mmcv's CUDA ops,
+:func:`ensure_ops` registers a stand-in ``mmcv._ext`` whose
 ``sigmoid_focal_loss_forward``/``_backward`` run mmcv 2.1.0's own kernel
 header (``sigmoid_focal_loss_cuda_kernel.cuh``, JIT-compiled from an mmcv
 source tree on first use) behind a launcher that does what mmcv's does: the
 host-synchronising label check, one kernel launch. mmcv's Python
 ``SigmoidFocalLossFunction`` and mmdet's ``FocalLoss`` then run unchanged.
 Every other op of the stand-in raises ``NotImplementedError`` when called
-(importing them is fine, which is all ``import mmdet`` needs).
+(importing them is fine, which is all ``import mmdet`` needs). On a GPU
+machine without network access, ``tools/dev/prepare_gpu_carry.sh`` provides
+the source tree (and mmcv without compiled ops).
 
 Where mmcv's compiled ops are installed, :func:`ensure_ops` leaves them alone.
 """
@@ -123,7 +125,7 @@ class FocalOnlyExt(types.ModuleType):
         def not_built(*args, **kwargs):
             raise NotImplementedError(
                 f'mmcv op {name!r} is not available: mmcv has no compiled ops here and '
-                'the stand-in from tools/benchmark/mmcv_cuda_focal.py has only '
+                'the stand-in from tools/dev/mmcv_cuda_focal.py has only '
                 'sigmoid_focal_loss')
         return not_built
 

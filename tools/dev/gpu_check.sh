@@ -5,14 +5,14 @@
 # profile; write everything under $OUT (default: gpu_results/). About 4
 # minutes on an H200.
 #
-#   bash tools/benchmark/prepare_gpu_carry.sh     # here, once (needs pip)
-#   bash tools/benchmark/gpu_check.sh             # there, with .gpu_carry carried
+#   bash tools/dev/prepare_gpu_carry.sh     # once, where pip works
+#   bash tools/dev/gpu_check.sh             # on the GPU machine, with .gpu_carry/ copied along
 #
 # GPU_CARRY (default .gpu_carry): what prepare_gpu_carry.sh made. Its wheels
 # (mmengine, mmdet, mmcv without compiled ops, ...) are installed into a
 # temporary folder, and its mmcv kernel sources become MMCV_SRC, from which the
 # benchmark JIT-builds mmcv's CUDA focal kernel as mmdet FocalLoss's baseline
-# (tools/benchmark/mmcv_cuda_focal.py). Without it the benchmark runs without
+# (tools/dev/mmcv_cuda_focal.py). Without it the benchmark runs without
 # the mmdet baseline and the training step.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -47,8 +47,9 @@ timeout 180 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" $XDIST te
 
 if [ -n "$MMCV_SRC" ] && python3 -c 'import mmdet' 2>/dev/null; then
   echo "== CUDA tests against mmdet's FocalLoss (mmcv's kernel, JIT-built from MMCV_SRC)"
-  timeout 150 python3 -c 'import sys; sys.path.insert(0, "tools/benchmark")
-import mmcv_cuda_focal, pytest
+  timeout 150 python3 -c 'import sys
+import pytest
+from tools.dev import mmcv_cuda_focal
 print("mmcv focal op:", mmcv_cuda_focal.ensure_ops(sys.argv[1]), flush=True)
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-rs", "-k", "equals_mmdet",
                       "tests/losses/test_poly_focal_loss.py"]))' "$MMCV_SRC" 2>&1 |
@@ -64,7 +65,7 @@ timeout 300 python3 tools/benchmark/benchmark_loss.py --device cuda \
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 echo "== where the fixed per-call time goes (host vs device, profiler tables)"
-timeout 90 python3 tools/benchmark/profile_cuda_overhead.py \
+timeout 90 python3 tools/dev/profile_cuda_overhead.py \
     ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} 2>&1 | tee "$OUT/profile_cuda_overhead.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit "$status"

@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
-# Prepare what a lent GPU machine needs and cannot download: run this once,
-# here (it needs the package registries), before the GPU check.
+# Prepare what the GPU check needs on a GPU machine without network access. Run
+# it once on a machine that reaches the package registries, then copy DEST to
+# the GPU machine together with the checkout.
 #
-#   bash tools/benchmark/prepare_gpu_carry.sh [DEST]      (default DEST: .gpu_carry)
+#   bash tools/dev/prepare_gpu_carry.sh [DEST]      (default DEST: .gpu_carry)
 #
 # DEST/mmcv-2.1.0/mmcv/ops/csrc/common  mmcv's CUDA kernel sources: the GPU
-#     check JIT-builds mmcv's focal kernel from them (mmcv_cuda_focal.py), the
-#     baseline of the benchmark. Building all of mmcv's CUDA ops would outlast
-#     a GPU lease.
+#     check JIT-builds mmcv's focal kernel from them (tools/dev/mmcv_cuda_focal.py),
+#     the benchmark's baseline, rather than building all of mmcv's CUDA ops.
 # DEST/wheels/  mmcv without compiled ops (mmcv-lite, built here from the same
 #     sdist), mmengine, mmdet and the dependencies a plain CUDA PyTorch image
 #     lacks, for CPython 3.12 on x86-64 Linux (PYTHON_VERSION to change). With
 #     them the GPU check runs mmdet's FocalLoss and a RetinaNet training step.
 #
-# Idempotent: a second run finds everything in place and returns at once. Then
-# name DEST in the device call's carry list and run tools/benchmark/gpu_check.sh
-# there (it finds DEST by itself). DEST is git-ignored by .gitignore's
-# /.gpu_carry/ entry; keep it under the 64 MiB a device call carries (~7 MiB).
+# Idempotent: a second run finds everything in place and returns at once. On
+# the GPU machine, run tools/dev/gpu_check.sh: it finds .gpu_carry/ in the
+# checkout by itself (GPU_CARRY=DEST for another place). DEST is git-ignored
+# by .gitignore's /.gpu_carry/ entry.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=$(realpath -m "${1:-$ROOT/.gpu_carry}")
