@@ -15,7 +15,8 @@ from tools.benchmark import agreement, benchmark_loss, cases, train_step
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'tools' / 'benchmark' / 'benchmark_loss.py'
-CPU_METHODS = ('mmdet FocalLoss', 'Poly1FocalLoss (fused)', 'Poly-1 naive autograd')
+CPU_METHODS = ('mmdet FocalLoss', 'Poly1FocalLoss (fused)',
+               'Poly1FocalLoss (fused, value checks off)', 'Poly-1 naive autograd')
 
 
 def _run(args: List[str]) -> subprocess.CompletedProcess:
@@ -31,13 +32,16 @@ def test_tiny_cpu_run_agrees_and_reports_every_method(tmp_path):
                    '--out', str(out)])
     assert result.returncode == 0, result.stdout + result.stderr
     agreement = [line for line in result.stdout.splitlines() if line.startswith('[OK]')]
-    # (mmdet, fused at 0, fused at -1, naive) x (label, element weights) x 2 dtypes
-    assert len(agreement) == 16, result.stdout
+    # (mmdet, fused at 0, fused at -1, unchecked at -1, naive) x (label, element
+    # weights) x 2 dtypes
+    assert len(agreement) == 20, result.stdout
     for dtype in ('float32', 'bfloat16'):
         for weights in ('label weights', 'element weights'):
             where = f'{dtype}, 1 image(s), {weights}: '
             assert where + 'mmdet FocalLoss vs float64 (epsilon=0)' in result.stdout
             assert where + 'Poly1FocalLoss (fused) at epsilon=-1 vs float64' in result.stdout
+            assert (where + 'Poly1FocalLoss (fused, value checks off) at epsilon=-1 vs '
+                    'float64') in result.stdout
     assert 'MISMATCH' not in result.stdout
     rows = [line for line in result.stdout.splitlines() if line.startswith('| ')]
     for method in CPU_METHODS:

@@ -15,6 +15,7 @@ from tools.benchmark.cases import (
     GAMMA,
     MMDET,
     NAIVE,
+    UNCHECKED,
     Inputs,
     LossFn,
     Method,
@@ -181,7 +182,7 @@ def agreement_checks(methods: List[Method], case: Inputs, where: str,
                               Method(FUSED, poly1(0.0)), at_zero, weighted, ours))
         del at_zero
         at_minus_one = float64_reference(weighted, -1.0)
-        for name in (FUSED, EAGER, NAIVE):
+        for name in (FUSED, UNCHECKED, EAGER, NAIVE):
             if name in by_name:
                 checks.append(compare(f'{where}, {weights}: {name} at epsilon=-1 vs float64',
                                       by_name[name], at_minus_one, weighted, ours))

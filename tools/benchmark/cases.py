@@ -15,6 +15,8 @@ LossFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 
 MMDET = 'mmdet FocalLoss'
 FUSED = 'Poly1FocalLoss (fused)'
+#: The same module with the tensor value checks (one host sync per call) off.
+UNCHECKED = 'Poly1FocalLoss (fused, value checks off)'
 EAGER = 'Poly1 fused, eager (no Triton)'
 NAIVE = 'Poly-1 naive autograd'
 
@@ -127,6 +129,17 @@ def triton_disabled() -> Iterator[None]:
         triton_kernels.AVAILABLE = saved
 
 
+@contextlib.contextmanager
+def value_checks_off() -> Iterator[None]:
+    """The loss's tensor value checks off (``set_value_checks``), forward and backward."""
+    from mmdet_polyloss.functional import set_value_checks
+    previous = set_value_checks(False)
+    try:
+        yield
+    finally:
+        set_value_checks(previous)
+
+
 def prepare_mmdet(device: str, mmcv_src: Optional[str]) -> None:
     """On CUDA, make mmcv's focal op importable before mmdet is imported: mmcv's
     compiled ops, or its kernel JIT-built from ``mmcv_src``
@@ -170,7 +183,8 @@ def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
         mmdet = Method(MMDET, None, unsupported="unsupported (mmcv's kernel: fp32/fp16 only)")
     else:
         mmdet = Method(MMDET, mmdet_fn)
-    methods = [mmdet, Method(FUSED, poly1(epsilon))]
+    methods = [mmdet, Method(FUSED, poly1(epsilon)),
+               Method(UNCHECKED, poly1(epsilon), context=value_checks_off)]
     if device == 'cuda':
         methods.append(Method(EAGER, poly1(epsilon), context=triton_disabled))
     methods.append(Method(NAIVE, poly1(epsilon, 'reference')))
