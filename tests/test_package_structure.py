@@ -101,3 +101,22 @@ def test_docstring_examples_run(name):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0, f'{name} has no example'
     assert result.failed == 0
+
+
+#: Most lines of code (not blank, not a comment) a file in the package or tools/ may have.
+MAX_LINES_OF_CODE = 450
+
+
+def lines_of_code(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines()
+               if line.strip() and not line.lstrip().startswith('#'))
+
+
+def test_no_file_is_too_long_to_read():
+    root = PACKAGE.parent
+    files = [p for folder in ('mmdet_polyloss', 'tools') for pattern in ('*.py', '*.sh')
+             for p in (root / folder).rglob(pattern)]
+    assert len(files) > 20
+    too_long = {str(p.relative_to(root)): n for p in files
+                if (n := lines_of_code(p)) > MAX_LINES_OF_CODE}
+    assert too_long == {}
