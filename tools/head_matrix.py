@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from tools.lib import head_matrix  # noqa: E402
+# E402: the import needs the repository root on sys.path first.
+from tools.lib import head_matrix
 
 POLY_LOSS = dict(type='Poly1FocalLoss', epsilon=-1.0)
 
@@ -54,7 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'{case.head_type}: {result.status} ({time.perf_counter() - start:.0f} s) '
               f'{result.detail}', flush=True)
         results.append(result)
-    table = head_matrix.markdown_table(results)
+    table = head_matrix.head_table(results)
     print('\n' + table)
     if args.out_md:
         counts = {status: sum(r.status == status for r in results)

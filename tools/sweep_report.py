@@ -6,7 +6,8 @@
 
 Each WORK_DIR is a tools/train.py or tools/test.py work dir. The baseline
 (default: the focal-loss run) comes first; the other rows show the change
-against it in AP points. See mmdet_polyloss/analysis/sweep.py.
+against it in AP points. Each run's dumped config is read as data, never
+run. See mmdet_polyloss/analysis/ (runs.py, tables.py, plot.py).
 """
 import argparse
 import os.path as osp
@@ -15,8 +16,8 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmdet_polyloss.analysis.sweep import (SweepReportError,  # noqa: E402
-                                           build_report)
+# E402: the imports need the repository root on sys.path first.
+from mmdet_polyloss.analysis import SweepReportError, build_report
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,4 +1,5 @@
-"""The sweep report (mmdet_polyloss.analysis.sweep, tools/sweep_report.py)."""
+"""The sweep report end to end: work dirs in, tables and plot out
+(mmdet_polyloss.analysis.build_report, tools/sweep_report.py)."""
 import json
 import subprocess
 import sys
@@ -8,8 +9,7 @@ from typing import Dict, Optional
 import pytest
 from PIL import Image
 
-from mmdet_polyloss.analysis.sweep import (SweepReportError, build_report,
-                                           load_run)
+from mmdet_polyloss.analysis import SweepReportError, build_report, load_run
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'sweep_report.py'

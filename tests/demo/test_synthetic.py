@@ -7,9 +7,16 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from mmdet_polyloss.demo.synthetic import (CLASSES, SyntheticConfig,
-                                           class_counts, generate, main)
+from mmdet_polyloss.demo.synthetic import (
+    CLASSES,
+    PALETTE,
+    SyntheticConfig,
+    class_counts,
+    generate,
+    main,
+)
 
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(num_train=12, num_val=4, img_size=96, max_size=60.0)
 
 
@@ -120,3 +127,19 @@ def test_command_line(tmp_path, capsys):
           '--max-size', '40'])
     assert 'already present' in capsys.readouterr().out
     assert len(list((out / 'train').glob('*.jpg'))) == 3
+
+
+@pytest.mark.parametrize('config', sorted((ROOT / 'configs' / 'demo').rglob('*.py')),
+                         ids=lambda p: p.name)
+def test_demo_configs_name_the_generated_classes_and_palette(config):
+    """The demo configs repeat the dataset's class names and colours (a config
+    cannot import them): every dataset in them must say what the generator
+    writes, in its order, and the head must have one output per class."""
+    Config = pytest.importorskip('mmengine.config').Config
+    pytest.importorskip('mmdet')  # the configs inherit mmdet's default runtime
+    cfg = Config.fromfile(str(config))
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        metainfo = cfg[loader]['dataset']['metainfo']
+        assert tuple(metainfo['classes']) == CLASSES, loader
+        assert [tuple(colour) for colour in metainfo['palette']] == list(PALETTE), loader
+    assert cfg.model.bbox_head.num_classes == len(CLASSES)

@@ -115,7 +115,7 @@ def find_focal_heads(root: Optional[Path] = None) -> List[HeadCase]:
             continue
         try:
             model = Config.fromfile(str(path)).to_dict().get('model')
-        except Exception:  # noqa: BLE001  (configs needing absent extras)
+        except Exception:  # any error: configs needing absent extras
             continue
         slots = _focal_slots(model)
         if not slots:
@@ -147,11 +147,11 @@ def run_head(case: HeadCase, poly_loss: Dict[str, Any],
         try:
             focal_loss = _train_step(model_cfg, size, num_classes)
             break
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             error = err
     else:
         return HeadResult(case, 'skipped',
-                          f'does not train here even with FocalLoss: {_short(error)}')
+                          f'does not train here even with FocalLoss: {_error_summary(error)}')
     poly_cfg = copy.deepcopy(model_cfg)
     for slot in case.slots:
         loss_cfg = _get(poly_cfg, slot)
@@ -160,9 +160,9 @@ def run_head(case: HeadCase, poly_loss: Dict[str, Any],
         loss_cfg.update(kept, **poly_loss)
     try:
         poly = _train_step(poly_cfg, size, num_classes)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         return HeadResult(case, 'failed', f'FocalLoss trains, Poly1FocalLoss does not: '
-                                          f'{_short(err)}')
+                                          f'{_error_summary(err)}')
     if poly == focal_loss:  # same weights and batch: a swapped loss must show
         return HeadResult(case, 'failed', f'the swap had no effect: both losses {poly:.6g}')
     return HeadResult(case, 'ok', f'{size}px: FocalLoss {focal_loss:.4g}, '
@@ -178,11 +178,13 @@ def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) ->
     import logging
 
     import torch
-    from mmengine.config import ConfigDict
-    from mmengine.logging import MessageHub, MMLogger
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
+    from mmengine.config import ConfigDict
+    from mmengine.logging import MessageHub, MMLogger
+
+    import mmdet_polyloss.losses  # noqa: F401  (registers the Poly losses in mmdet's MODELS)
     register_all_modules()
     model_cfg = ConfigDict(copy.deepcopy(model_cfg))  # some heads use attribute access
     _drop_pretrained(model_cfg)
@@ -227,12 +229,15 @@ def _drop_pretrained(node: Any) -> None:
             _drop_pretrained(value)
 
 
-def _short(err: Exception) -> str:
+def _error_summary(err: Exception) -> str:
+    """The exception's type and message on one line, cut to 160 characters."""
     text = f'{type(err).__name__}: {err}'.replace('\n', ' ')
     return text if len(text) <= 160 else text[:157] + '...'
 
 
-def markdown_table(results: List[HeadResult], root: Optional[Path] = None) -> str:
+def head_table(results: List[HeadResult], root: Optional[Path] = None) -> str:
+    """Markdown table of the head matrix, one row per head (configs relative to
+    ``root``, mmdet's config folder by default)."""
     root = root or mmdet_config_root()
     lines = ['| head | config (mmdet) | FocalLoss slots swapped | result | detail |',
              '| --- | --- | --- | --- | --- |']
