@@ -216,3 +216,11 @@ def test_arrays_and_scalars_of_numeric_dtypes_load(spec, tmp_path):
     np.testing.assert_array_equal(loaded['array'], want['array'])
     assert loaded['array'].dtype == want['array'].dtype
     assert loaded['scalar'] == want['scalar'] and loaded['scalar'].dtype == want['scalar'].dtype
+
+
+def test_getattr_stand_in_resolves_only_statistics():
+    assert history_buffer_getattr(HistoryBuffer, 'mean') is HistoryBuffer.mean
+    with pytest.raises(pickle.UnpicklingError, match='__init__'):
+        history_buffer_getattr(HistoryBuffer, '__init__')
+    with pytest.raises(pickle.UnpicklingError, match='system'):
+        history_buffer_getattr(os, 'system')
