@@ -26,7 +26,7 @@ from torch import Tensor
 from .common import AvgFactor, CrossEntropySettings, PolyParams, is_per_sample_weight
 
 REDUCTIONS = ('none', 'mean', 'sum')
-IMPLEMENTATIONS = ('auto', 'reference')
+IMPLEMENTATIONS = ('auto', 'fused', 'reference')
 #: ``F.cross_entropy``'s default, as mmdet's.
 DEFAULT_IGNORE_INDEX = -100
 
@@ -158,7 +158,7 @@ def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
     weighted = alpha_weighted_poly or alpha < 0
     scale = 1.0 if weighted else min(alpha, 1.0 - alpha)
     for j, eps in enumerate(values, start=1):
-        if eps < -scale / j:
+        if eps < -scale / j:  # keep in step with has_non_negative_coefficients
             label = 'epsilon' if len(values) == 1 else f'{name}[{j - 1}]'
             if weighted:
                 bound = '-1' if j == 1 else f'-1/{j}'
@@ -172,6 +172,14 @@ def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
     return values
 
 
+def has_non_negative_coefficients(epsilons: Sequence[float], alpha: float,
+                                  alpha_weighted_poly: bool) -> bool:
+    """True when no coefficient of the loss's expansion in ``1 - p_t`` is negative
+    (the bounds of :func:`check_epsilons`): then the loss is >= 0."""
+    scale = 1.0 if alpha_weighted_poly or alpha < 0 else min(alpha, 1.0 - alpha)
+    return all(eps >= -scale / j for j, eps in enumerate(epsilons, start=1))
+
+
 def check_poly_params(epsilons: Sequence[float], gamma: float, alpha: float,
                       alpha_weighted_poly: bool, allow_negative_loss: bool) -> PolyParams:
     """All hyper-parameters of the Poly-N focal loss, validated together."""
@@ -179,7 +187,8 @@ def check_poly_params(epsilons: Sequence[float], gamma: float, alpha: float,
     weighted = check_bool('alpha_weighted_poly', alpha_weighted_poly)
     epsilons = check_epsilons(epsilons, allow_negative_loss, alpha=alpha,
                               alpha_weighted_poly=weighted)
-    return PolyParams(epsilons, gamma, alpha, weighted)
+    return PolyParams(epsilons, gamma, alpha, weighted,
+                      has_non_negative_coefficients(epsilons, alpha, weighted))
 
 
 # ------------------------------------------------------ focal loss inputs

@@ -19,11 +19,15 @@ class PolyParams(NamedTuple):
 
     ``alpha < 0`` means no alpha weighting (alpha_t = 1). The epsilon terms are
     multiplied by alpha_t when ``alpha_weighted_poly`` (the paper's form).
+    ``non_negative``: every coefficient of the expansion in ``1 - p_t`` is >= 0,
+    so the loss is >= 0 exactly and the computed one is clamped at 0 (a value
+    below it can only be rounding).
     """
     epsilons: Tuple[float, ...]
     gamma: float
     alpha: float
     alpha_weighted_poly: bool
+    non_negative: bool = False
 
     def alpha_t(self, positive: bool) -> float:
         """alpha_t of a positive (target 1) or a negative (target 0) element."""

@@ -62,6 +62,8 @@ def hard_target_terms(q: Tensor, ce: Tensor, params: PolyParams, positive: bool,
         inner.add_(q, alpha=w * eps[0])
     else:
         inner.add_(_polynomial_no_grad(q, eps).mul_(w))
+    if params.non_negative:  # the loss is >= 0: a value below is rounding
+        inner.clamp_min_(0)
     q_pow = None if gamma in (0.0, 1.0, 2.0) else q.pow(gamma)
 
     def mul_pow_(out: Tensor) -> Tensor:  # out *= q^gamma

@@ -46,7 +46,7 @@ from .common import (
     weight_reduce,
 )
 from .fused import FusedPolyFocalClassIndices
-from .reference import poly_focal_elementwise
+from .reference import poly_focal_elementwise, poly_focal_exact
 
 
 def polyn_focal_loss(pred: Tensor,
@@ -85,8 +85,9 @@ def polyn_focal_loss(pred: Tensor,
             the epsilon terms; see ``checks.check_epsilons``).
         implementation: 'auto' uses the fused analytic-gradient path
             (:mod:`.fused`) for class-index targets with logits and a weight
-            that needs no gradient, and the composed formula otherwise;
-            'reference' always uses the composed formula.
+            that needs no gradient, the composed formula otherwise, and for
+            float64 logits the exact form of :mod:`.reference` (full relative
+            precision); 'fused' and 'reference' force one path.
 
     Returns:
         The loss, in float32 for half-precision ``pred`` (float64 stays
@@ -142,8 +143,12 @@ def poly_focal_with_params(pred: Tensor, target: Tensor, weight: Optional[Tensor
     is_index = check_focal_inputs(pred, target, weight, activated)
 
     dtype = compute_dtype(pred)
-    if (implementation == 'auto' and is_index and not activated
-            and (weight is None or not weight.requires_grad)):
+    fusable = is_index and not activated and (weight is None or not weight.requires_grad)
+    if implementation == 'fused' and not fusable:
+        raise ValueError("implementation='fused' needs class-index targets, logits "
+                         '(activated=False) and a weight that needs no gradient')
+    exact = implementation == 'auto' and dtype == torch.float64 and not activated
+    if fusable and (implementation == 'fused' or (implementation == 'auto' and not exact)):
         if weight is not None:
             weight = broadcast_weight(weight, pred).to(dtype)
         loss = FusedPolyFocalClassIndices.apply(pred, target, weight, params,
@@ -154,5 +159,8 @@ def poly_focal_with_params(pred: Tensor, target: Tensor, weight: Optional[Tensor
 
     pred = pred.to(dtype)
     target = dense_target(target, pred) if is_index else target.to(dtype)
-    loss = poly_focal_elementwise(pred, target, params, activated)
+    if exact:
+        loss = poly_focal_exact(pred, target, params)
+    else:
+        loss = poly_focal_elementwise(pred, target, params, activated)
     return weight_reduce(loss, weight, reduction, avg_factor)

@@ -10,6 +10,20 @@ targets, probabilities (``activated``) and float64. With logit ``x``, target
 
 with ``w = alpha_t`` (``alpha_weighted_poly``) or 1. Nothing here validates.
 
+Two forms. :func:`poly_focal_elementwise` computes the terms as written, in
+float32 (or float64) ops: accurate in absolute terms. :func:`poly_focal_exact`
+is for float64 logits and keeps *relative* precision down to the smallest
+losses: at epsilon -1 the loss of a confident element is a difference of nearly
+equal numbers, ``CE - q`` with ``q = 1 - p_t``, so for hard targets it uses
+``CE = sum_j q^j / j``::
+
+    alpha_t * CE + w * P(q) = alpha_t * R_N(q) + sum_{j<=N} (alpha_t / j + w * eps_j) q^j
+
+with the tail ``R_N(q) = sum_{j>N} q^j / j`` summed as a series for ``q <= 1/2``
+(and as ``CE - sum_{j<=N} q^j / j`` above, where nothing cancels). Every term
+is then >= 0 when the coefficients are, and ``q``, ``CE`` come from the logits
+directly (``sigmoid(-z)``, ``log(1 + e^-z)``), never as ``1 - p``.
+
 Example::
 
     >>> import torch
@@ -30,10 +44,7 @@ from .common import PolyParams, compute_dtype, dense_target
 
 def polynomial(x: Tensor, coefficients: Sequence[float]) -> Tensor:
     """``sum_j coefficients[j-1] * x^j`` by Horner's rule (out of place: autograd)."""
-    acc = torch.full_like(x, coefficients[-1])
-    for c in reversed(coefficients[:-1]):
-        acc = acc * x + c
-    return acc * x
+    return _horner_tensor(x, coefficients)
 
 
 def poly_focal_elementwise(pred: Tensor, target: Tensor, params: PolyParams,
@@ -43,21 +54,90 @@ def poly_focal_elementwise(pred: Tensor, target: Tensor, params: PolyParams,
         prob = pred
         # binary_cross_entropy clamps log at -100, as mmdet's activated focal loss.
         ce = F.binary_cross_entropy(prob, target, reduction='none')
+        one_minus_pt = prob * (1 - target) + (1 - prob) * target
     else:
-        prob = torch.sigmoid(pred)
         ce = F.binary_cross_entropy_with_logits(pred, target, reduction='none')
-    one_minus_pt = prob * (1 - target) + (1 - prob) * target
+        one_minus_pt = _one_minus_pt(pred, target)
     # The clamp keeps d/dq q^gamma finite at q = 0 for 0 < gamma < 1; it only
     # moves values below float32's smallest normal, where the loss is ~0.
     one_minus_pt = one_minus_pt.clamp_min(torch.finfo(torch.float32).tiny)
     poly = polynomial(one_minus_pt, params.epsilons)
-    if params.alpha >= 0:
-        alpha = params.alpha
-        alpha_t = alpha * target + (1 - alpha) * (1 - target)
-        inner = alpha_t * (ce + poly) if params.alpha_weighted_poly else alpha_t * ce + poly
-    else:
+    alpha_t = _alpha_t(target, params)
+    if alpha_t is None:
         inner = ce + poly
-    gamma = params.gamma
+    else:
+        inner = alpha_t * (ce + poly) if params.alpha_weighted_poly else alpha_t * ce + poly
+    return _focal_factor(one_minus_pt, _clamp_rounding(inner, params), params.gamma)
+
+
+def poly_focal_exact(pred: Tensor, target: Tensor, params: PolyParams) -> Tensor:
+    """:func:`poly_focal_elementwise` for logits, keeping relative precision (see
+    the module docstring); meant for float64, where it is the 'auto' path."""
+    q = _one_minus_pt(pred, target)
+    ce = target * softplus(-pred) + (1 - target) * softplus(pred)
+    alpha_t = _alpha_t(target, params)
+    weight = 1.0 if alpha_t is None else alpha_t
+    poly_weight = weight if params.alpha_weighted_poly else 1.0
+    direct = weight * ce + poly_weight * polynomial(q, params.epsilons)
+    # Hard targets: CE = -log(1 - q) = sum_j q^j / j, regrouped with P(q).
+    order = len(params.epsilons)
+    coefficients = [weight / j + poly_weight * eps
+                    for j, eps in enumerate(params.epsilons, start=1)]
+    regrouped = weight * series_tail(q, ce, order) + _horner_tensor(q, coefficients)
+    inner = torch.where((target == 0) | (target == 1), regrouped, direct)
+    return _focal_factor(q.clamp_min(torch.finfo(torch.float32).tiny),
+                         _clamp_rounding(inner, params), params.gamma)
+
+
+#: Terms of the series for ``R_N(q)``: q^K <= 2^-57 < 1e-17 relative at q = 1/2.
+_TAIL_TERMS = 57
+_TAIL_SERIES_BELOW = 0.5
+
+
+def series_tail(q: Tensor, ce: Tensor, order: int) -> Tensor:
+    """``R_N(q) = -log(1 - q) - sum_{j<=N} q^j / j = sum_{j>N} q^j / j`` (N = ``order``):
+    a series for ``q <= 1/2``, else ``ce - sum_{j<=N} q^j / j`` (``ce = -log(1 - q)``,
+    computed from the logits), where the difference loses nothing."""
+    small = q.clamp_max(_TAIL_SERIES_BELOW)
+    series = _horner_tensor(small, [1.0 / (order + 1 + k) for k in range(_TAIL_TERMS)])
+    series = series * small.pow(order)  # _horner_tensor's terms start at q^1
+    partial = _horner_tensor(q, [1.0 / j for j in range(1, order + 1)])
+    return torch.where(q <= _TAIL_SERIES_BELOW, series, ce - partial)
+
+
+def softplus(x: Tensor) -> Tensor:
+    """``log(1 + e^x)`` with full relative precision in both tails (F.softplus
+    returns ``x`` above 20 and so drops up to e^-20 relative)."""
+    return torch.logaddexp(x, torch.zeros_like(x))
+
+
+def _horner_tensor(q: Tensor, coefficients: Sequence) -> Tensor:
+    """``sum_j coefficients[j-1] * q^j``; coefficients may be tensors (per element)."""
+    acc = torch.zeros_like(q) + coefficients[-1]
+    for c in reversed(coefficients[:-1]):
+        acc = acc * q + c
+    return acc * q
+
+
+def _one_minus_pt(logits: Tensor, target: Tensor) -> Tensor:
+    """``1 - p_t = t * sigmoid(-x) + (1 - t) * sigmoid(x)``: for a hard target
+    one sigmoid of the logit, never ``1 - p`` (which loses a small ``1 - p``)."""
+    return target * torch.sigmoid(-logits) + (1 - target) * torch.sigmoid(logits)
+
+
+def _alpha_t(target: Tensor, params: PolyParams) -> Optional[Tensor]:
+    """``alpha * t + (1 - alpha) * (1 - t)``, or None without alpha weighting."""
+    if params.alpha < 0:
+        return None
+    return params.alpha * target + (1 - params.alpha) * (1 - target)
+
+
+def _clamp_rounding(inner: Tensor, params: PolyParams) -> Tensor:
+    """``inner`` >= 0 when the loss is (``params.non_negative``): below 0 is rounding."""
+    return inner.clamp_min(0) if params.non_negative else inner
+
+
+def _focal_factor(one_minus_pt: Tensor, inner: Tensor, gamma: float) -> Tensor:
     return one_minus_pt.pow(gamma) * inner if gamma != 0 else inner
 
 

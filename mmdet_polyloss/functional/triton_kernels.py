@@ -93,14 +93,18 @@ if triton is not None:
     def _forward_kernel(x_ptr, labels_ptr, w_ptr, out_ptr, n_elements, num_classes, gamma,
                         a_pos, a_neg, wp_pos, wp_neg, e1, e2, e3, e4,
                         NUM_EPS: tl.constexpr, GAMMA_MODE: tl.constexpr,
-                        WEIGHT_MODE: tl.constexpr, REDUCE: tl.constexpr, BLOCK: tl.constexpr):
+                        WEIGHT_MODE: tl.constexpr, NON_NEGATIVE: tl.constexpr,
+                        REDUCE: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         offsets = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offsets < n_elements
         q, p_t, ce, alpha_t, w_poly, poly, dpoly, positive, weight = _terms(
             x_ptr, labels_ptr, w_ptr, offsets, mask, num_classes, a_pos, a_neg, wp_pos,
             wp_neg, e1, e2, e3, e4, NUM_EPS, WEIGHT_MODE)
-        loss = _pow_gamma(q, gamma, GAMMA_MODE) * (alpha_t * ce + w_poly * poly) * weight
+        inner = alpha_t * ce + w_poly * poly
+        if NON_NEGATIVE:  # the loss is >= 0: a value below is rounding
+            inner = tl.maximum(inner, 0.0)
+        loss = _pow_gamma(q, gamma, GAMMA_MODE) * inner * weight
         loss = tl.where(mask, loss, 0.0)
         if REDUCE:
             tl.store(out_ptr + pid, tl.sum(loss, axis=0))
@@ -111,8 +115,8 @@ if triton is not None:
     def _backward_kernel(x_ptr, labels_ptr, w_ptr, gout_ptr, grad_ptr, n_elements,
                          num_classes, gamma, a_pos, a_neg, wp_pos, wp_neg, e1, e2, e3, e4,
                          NUM_EPS: tl.constexpr, GAMMA_MODE: tl.constexpr,
-                         WEIGHT_MODE: tl.constexpr, SCALAR_GRAD: tl.constexpr,
-                         BLOCK: tl.constexpr):
+                         WEIGHT_MODE: tl.constexpr, NON_NEGATIVE: tl.constexpr,
+                         SCALAR_GRAD: tl.constexpr, BLOCK: tl.constexpr):
         pid = tl.program_id(0)
         offsets = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offsets < n_elements
@@ -120,6 +124,8 @@ if triton is not None:
             x_ptr, labels_ptr, w_ptr, offsets, mask, num_classes, a_pos, a_neg, wp_pos,
             wp_neg, e1, e2, e3, e4, NUM_EPS, WEIGHT_MODE)
         inner = alpha_t * ce + w_poly * poly
+        if NON_NEGATIVE:  # as in the forward (and the eager path)
+            inner = tl.maximum(inner, 0.0)
         g = _pow_gamma(q, gamma, GAMMA_MODE) * (
             gamma * p_t * inner + q * (alpha_t + w_poly * p_t * dpoly))
         if SCALAR_GRAD:
@@ -148,7 +154,8 @@ def _scalars(params: PolyParams) -> Tuple[Dict[str, float], Dict[str, int]]:
     return (dict(gamma=params.gamma, a_pos=params.alpha_t(True), a_neg=params.alpha_t(False),
                  wp_pos=params.poly_weight(True), wp_neg=params.poly_weight(False),
                  e1=eps[0], e2=eps[1], e3=eps[2], e4=eps[3]),
-            dict(NUM_EPS=len(params.epsilons), GAMMA_MODE=gamma_mode))
+            dict(NUM_EPS=len(params.epsilons), GAMMA_MODE=gamma_mode,
+                 NON_NEGATIVE=params.non_negative))
 
 
 def _weight_mode(weight: Optional[Tensor], pred: Tensor) -> int:

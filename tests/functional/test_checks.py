@@ -26,7 +26,7 @@ LABELS = make_labels(6, 3)
     (dict(reduction='avg'), "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
     (dict(reduction='sum', avg_factor=4.0), "avg_factor=4.0 cannot be used with reduction='sum'"),
     (dict(implementation='fast'),
-     "implementation must be one of ('auto', 'reference'), got 'fast'"),
+     "implementation must be one of ('auto', 'fused', 'reference'), got 'fast'"),
     (dict(avg_factor=-3.0), 'a one-element tensor, got -3.0'),
     (dict(avg_factor=float('nan')), 'a one-element tensor, got nan'),
     (dict(avg_factor=torch.tensor([1.0, 2.0])),

@@ -18,7 +18,7 @@ SCRIPT = textwrap.dedent('''
     import itertools
     import torch
     from mmdet_polyloss.functional import polyn_focal_loss, triton_kernels as tk
-    from mmdet_polyloss.functional.common import PolyParams
+    from mmdet_polyloss.functional.checks import check_poly_params
 
     torch.manual_seed(0)
     N, C = 331, 7  # 2317 elements: three blocks of 1024, the last one partial
@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent('''
     for eps, gamma in itertools.product([(-1.0,), (0.5, -0.2), (0.5, -0.2, 0.1, -0.05)],
                                         [0.0, 0.5, 1.0, 1.5, 2.0]):
         alpha, weighted, weight_kind = next(others)
-        p = PolyParams(eps, gamma, alpha, weighted)
+        p = check_poly_params(eps, gamma, alpha, weighted, allow_negative_loss=True)
         w = weights[weight_kind]
         # Independent reference: the composed formula in float64, autograd gradient.
         x64 = x.double().requires_grad_()
@@ -82,7 +82,8 @@ def test_loss_tests_pass_with_every_call_on_the_triton_kernels():
         [sys.executable, '-m', 'pytest', '-q', '-m', 'not slow',
          '-k', CPU_PATH_ONLY, '-p', 'no:cacheprovider',
          str(tests / 'functional/test_fused.py'), str(tests / 'functional/test_poly_focal.py'),
-         str(tests / 'functional/test_checks.py'), str(tests / 'losses/test_poly_focal_loss.py')],
+         str(tests / 'functional/test_checks.py'), str(tests / 'functional/test_precision.py'),
+         str(tests / 'losses/test_poly_focal_loss.py')],
         capture_output=True, text=True, env=env, timeout=900, cwd=tests.parent)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert ' passed' in result.stdout.splitlines()[-1]
