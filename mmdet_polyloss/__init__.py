@@ -22,6 +22,5 @@ except ModuleNotFoundError as err:
     if err.name != 'mmdet':  # mmdet is installed but broken: say so
         raise
 else:
-    from .engine.hooks import AtomicCheckpointHook  # registers the hook
     from .losses import Poly1CrossEntropyLoss, Poly1FocalLoss, PolyNFocalLoss  # noqa: F401 (registers)
-    __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss', 'AtomicCheckpointHook']
+    __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss']
