@@ -71,6 +71,14 @@ def check_real(name: str, value: object, *, minimum: Optional[float] = None,
     return float(value)
 
 
+def check_int(name: str, value: object) -> int:
+    """``value`` must be an integer (a bool or float is refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f'{name} must be an int, got {value!r} of type {type(value).__name__}')
+    return int(value)
+
+
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """``value`` must be one of the strings ``choices``."""
     if not isinstance(value, str):
@@ -195,36 +203,45 @@ def check_poly_params(epsilons: Sequence[float], gamma: float, alpha: float,
 
 
 def check_focal_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
-                       activated: bool) -> bool:
+                       activated: bool, ignore_index: Optional[int] = None) -> bool:
     """Validate pred/target/weight; return True when ``target`` holds class indices.
 
-    Accepted forms (mmdet's ``FocalLoss`` contract):
-      * ``pred`` (N, C) with integer ``target`` (N,) in [0, C]; C is background;
+    Accepted forms (mmdet's ``FocalLoss`` contract, plus dense index maps):
+      * ``pred`` (N, C, *) with integer ``target`` (N, *) in [0, C]; C is
+        background, and ``ignore_index`` (if given) is allowed too;
       * ``pred`` of any shape with a ``target`` of the same shape holding
         per-element targets in [0, 1] (one-hot or soft scores).
-    ``weight``: the shape of ``pred``, or (N,) per sample, or ``pred``
-    flattened. The value checks cost one host sync (see :func:`set_value_checks`).
+    ``weight``: the shape of ``pred``, (N,) per sample, ``pred`` flattened, or
+    for index targets the shape of ``target`` (one per location). The value
+    checks cost one host sync (see :func:`set_value_checks`).
     """
     check_logits(pred)
     check_tensor('target', target)
     if target.shape == pred.shape:
         is_index = False
-    elif target.dim() == 1 and pred.dim() == 2 and target.shape[0] == pred.shape[0]:
+    elif (pred.dim() >= 2 and target.dim() == pred.dim() - 1
+          and target.shape == pred.shape[:1] + pred.shape[2:]):
         check_class_indices(target, pred, 'target')
         is_index = True
     else:
         raise ValueError(
             f'target shape {tuple(target.shape)} does not match pred shape {tuple(pred.shape)}: '
-            'expected class indices of shape (N,) for pred (N, C), or per-element targets '
+            'expected class indices (N, *) for pred (N, C, *), or per-element targets '
             'of the same shape as pred')
+    if ignore_index is not None and not is_index:
+        raise ValueError(f'ignore_index={ignore_index!r} needs class-index targets, got '
+                         f'targets of the shape of pred {tuple(pred.shape)}')
     if weight is not None:
-        check_weight_shape(weight, pred)
+        check_weight_shape(weight, pred, target if is_index else None)
     if _value_checks and target.numel():
-        _check_focal_values(pred, target, is_index, activated)
+        if ignore_index is not None:  # ignored labels pass the range check as 0
+            target = target.masked_fill(target == ignore_index, 0)
+        _check_focal_values(pred, target, is_index, activated, ignore_index)
     return is_index
 
 
-def _check_focal_values(pred: Tensor, target: Tensor, is_index: bool, activated: bool) -> None:
+def _check_focal_values(pred: Tensor, target: Tensor, is_index: bool, activated: bool,
+                        ignore_index: Optional[int]) -> None:
     """Labels in [0, C] or targets in [0, 1], and probabilities in [0, 1] for
     ``activated``: the ranges (min, max) come back in one sync. NaN fails every
     comparison below."""
@@ -239,9 +256,10 @@ def _check_focal_values(pred: Tensor, target: Tensor, is_index: bool, activated:
     if not (values[0] >= 0 and values[1] <= upper):
         if is_index:
             bad = target[(target < 0) | (target > pred.shape[1])]
+            also = '' if ignore_index is None else f' or ignore_index={ignore_index}'
             raise ValueError(
                 f'target labels must be in [0, {pred.shape[1]}] (num_classes={pred.shape[1]} '
-                f'is background), got {_first(bad)}')
+                f'is background){also}, got {_first(bad)}')
         bad = target[~((target >= 0) & (target <= 1))]
         raise ValueError(f'target values must be in [0, 1], got {_first(bad)}')
     if activated and not (values[2] >= 0 and values[3] <= 1):
@@ -272,16 +290,20 @@ def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> None:
         raise ValueError(f'pred of shape {tuple(pred.shape)} has no classes (dim 1 is 0)')
 
 
-def check_weight_shape(weight: Tensor, pred: Tensor) -> None:
-    """``weight`` must broadcast as mmdet's focal loss does (see check_focal_inputs)."""
+def check_weight_shape(weight: Tensor, pred: Tensor, labels: Optional[Tensor] = None) -> None:
+    """``weight`` must broadcast as mmdet's focal loss does (see check_focal_inputs);
+    with class-index ``labels``, their shape (one weight per location) is allowed too."""
     if not isinstance(weight, Tensor):
         raise TypeError(f'weight must be a tensor or None, got {type(weight).__name__}')
     ok = (weight.shape == pred.shape or is_per_sample_weight(weight, pred)
-          or (weight.dim() == 1 and weight.numel() == pred.numel()))
+          or (weight.dim() == 1 and weight.numel() == pred.numel())
+          or (labels is not None and weight.shape == labels.shape))
     if not ok:
+        per_location = '' if labels is None else ', the shape of target'
         raise ValueError(
             f'weight shape {tuple(weight.shape)} does not fit pred shape {tuple(pred.shape)}: '
-            'expected the shape of pred, (N,) with one weight per sample, or pred flattened')
+            f'expected the shape of pred, (N,) with one weight per sample{per_location}, or '
+            'pred flattened')
 
 
 # ------------------------------------------------------------ cross-entropy

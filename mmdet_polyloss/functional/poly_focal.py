@@ -32,6 +32,7 @@ from .checks import (
     check_bool,
     check_choice,
     check_focal_inputs,
+    check_int,
     check_poly_params,
     check_real,
     check_reduction,
@@ -42,6 +43,7 @@ from .common import (
     broadcast_weight,
     compute_dtype,
     dense_target,
+    is_per_sample_weight,
     scale_sum,
     weight_reduce,
 )
@@ -61,16 +63,17 @@ def polyn_focal_loss(pred: Tensor,
                      reduction: str = 'mean',
                      avg_factor: AvgFactor = None,
                      allow_negative_loss: bool = False,
+                     ignore_index: Optional[int] = None,
                      implementation: str = 'auto') -> Tensor:
     r"""Sigmoid Poly-N focal loss (see the module docstring for the formula).
 
     Args:
-        pred: logits (or probabilities if ``activated``), shape (N, C), or any
-            shape when ``target`` has the same shape.
-        target: class indices (N,) in [0, C] where C means background, or
-            per-element targets in [0, 1] of the same shape as ``pred``.
-        weight: element-wise weight of the shape of ``pred``, or one per
-            sample, (N,).
+        pred: logits (or probabilities if ``activated``), shape (N, C) or a
+            dense map (N, C, *), or any shape when ``target`` has the same shape.
+        target: class indices (N,) or (N, *) in [0, C] where C means
+            background, or per-element targets in [0, 1] of ``pred``'s shape.
+        weight: element-wise weight of the shape of ``pred``, one per sample
+            (N,), or for class indices one per location (the shape of ``target``).
         epsilons: ``epsilons[j-1]`` is added to the coefficient of
             ``(1 - p_t)^(gamma + j)`` (times alpha_t if ``alpha_weighted_poly``).
         gamma: focusing parameter, >= 0.
@@ -83,6 +86,9 @@ def polyn_focal_loss(pred: Tensor,
         allow_negative_loss: allow epsilons below the bound that keeps the
             loss >= 0 (``-1/j``; ``-min(alpha, 1 - alpha)/j`` without alpha_t on
             the epsilon terms; see ``checks.check_epsilons``).
+        ignore_index: a class-index label whose elements get loss and gradient 0
+            on every class; 'mean' without ``avg_factor`` then averages over the
+            other elements. None (the default): no label is ignored.
         implementation: 'auto' uses the fused analytic-gradient path
             (:mod:`.fused`) for class-index targets with logits and a weight
             that needs no gradient, the composed formula otherwise, and for
@@ -106,7 +112,7 @@ def polyn_focal_loss(pred: Tensor,
     return poly_focal_with_params(pred, target, weight, params,
                                   activated=check_bool('activated', activated),
                                   reduction=reduction, avg_factor=avg_factor,
-                                  implementation=implementation)
+                                  implementation=implementation, ignore_index=ignore_index)
 
 
 def poly1_focal_loss(pred: Tensor,
@@ -134,14 +140,64 @@ def poly1_focal_loss(pred: Tensor,
 def poly_focal_with_params(pred: Tensor, target: Tensor, weight: Optional[Tensor],
                            params: PolyParams, *, activated: bool, reduction: str,
                            avg_factor: AvgFactor, implementation: str = 'auto',
+                           ignore_index: Optional[int] = None,
                            reduction_name: str = 'reduction') -> Tensor:
     """:func:`polyn_focal_loss` with hyper-parameters that :func:`.checks.check_poly_params`
     validated already (the modules validate theirs once): checks the call's inputs
-    only, then dispatches."""
+    only, then dispatches. Class-index maps (N, C, *) are computed as (N * prod(*), C)
+    rows; ``ignore_index`` labels count as background with weight 0, and 'mean'
+    without ``avg_factor`` then averages over the elements not ignored."""
     check_reduction(reduction, avg_factor, name=reduction_name)
     check_choice('implementation', implementation, IMPLEMENTATIONS)
-    is_index = check_focal_inputs(pred, target, weight, activated)
+    if ignore_index is not None:
+        ignore_index = check_int('ignore_index', ignore_index)
+    is_index = check_focal_inputs(pred, target, weight, activated, ignore_index)
+    if not is_index:
+        return _dispatch(pred, target, weight, params, activated, reduction, avg_factor,
+                         implementation, is_index=False)
+    rows, labels, row_weight = (pred, target, weight) if pred.dim() == 2 else \
+        _as_rows(pred, target, weight)
+    if ignore_index is None:
+        loss = _dispatch(rows, labels, row_weight, params, activated, reduction, avg_factor,
+                         implementation, is_index=True)
+    else:
+        valid = labels != ignore_index
+        labels = labels.masked_fill(~valid, rows.shape[1])
+        mask = valid.to(compute_dtype(rows))
+        row_weight = mask if row_weight is None else \
+            broadcast_weight(row_weight, rows) * mask.unsqueeze(1)
+        average = reduction == 'mean' and avg_factor is None
+        loss = _dispatch(rows, labels, row_weight, params, activated,
+                         'sum' if average else reduction, avg_factor, implementation,
+                         is_index=True)
+        if average:  # over the elements not ignored (0 when all are)
+            loss = loss / (valid.sum() * rows.shape[1]).clamp_min(1)
+    if reduction == 'none' and pred.dim() != 2:
+        loss = loss.reshape(*pred.shape[:1], *pred.shape[2:], pred.shape[1]).movedim(-1, 1)
+    return loss
 
+
+def _as_rows(pred: Tensor, labels: Tensor, weight: Optional[Tensor]):
+    """(N, C, *) logits, (N, *) labels and a weight in any accepted shape, as
+    (M, C) rows, (M,) labels and a weight of (M, C) or (M,)."""
+    num_classes = pred.shape[1]
+    rows = pred.movedim(1, -1).reshape(-1, num_classes)
+    if weight is None or weight.shape == labels.shape:
+        row_weight = weight if weight is None else weight.reshape(-1)
+    elif weight.shape == pred.shape:
+        row_weight = weight.movedim(1, -1).reshape(-1, num_classes)
+    elif is_per_sample_weight(weight, pred):
+        row_weight = weight.reshape(-1, *([1] * (labels.dim() - 1))).expand(labels.shape)
+        row_weight = row_weight.reshape(-1)
+    else:  # pred flattened
+        row_weight = weight.reshape(pred.shape).movedim(1, -1).reshape(-1, num_classes)
+    return rows, labels.reshape(-1), row_weight
+
+
+def _dispatch(pred: Tensor, target: Tensor, weight: Optional[Tensor], params: PolyParams,
+              activated: bool, reduction: str, avg_factor: AvgFactor, implementation: str,
+              is_index: bool) -> Tensor:
+    """The checked call on its path: fused, exact (float64) or the reference formula."""
     dtype = compute_dtype(pred)
     fusable = is_index and not activated and (weight is None or not weight.requires_grad)
     if implementation == 'fused' and not fusable:

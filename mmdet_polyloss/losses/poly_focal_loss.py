@@ -9,7 +9,14 @@ from typing import Optional, Sequence
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
-from ..functional.checks import REDUCTIONS, check_bool, check_choice, check_poly_params, check_real
+from ..functional.checks import (
+    REDUCTIONS,
+    check_bool,
+    check_choice,
+    check_int,
+    check_poly_params,
+    check_real,
+)
 from ..functional.common import AvgFactor
 from ..functional.poly_focal import poly_focal_with_params
 
@@ -34,6 +41,7 @@ class PolyNFocalLoss(nn.Module):
         allow_negative_loss: allow ``epsilons[j-1] < -1/j`` (without alpha_t
             on the epsilon terms: ``< -min(alpha, 1 - alpha)/j``), where the loss
             is negative for confident correct predictions.
+        ignore_index: a class-index label that contributes nothing (None: none).
 
     Example::
 
@@ -52,7 +60,8 @@ class PolyNFocalLoss(nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  activated: bool = False,
-                 allow_negative_loss: bool = False) -> None:
+                 allow_negative_loss: bool = False,
+                 ignore_index: Optional[int] = None) -> None:
         super().__init__()
         if check_bool('use_sigmoid', use_sigmoid) is not True:
             raise ValueError(
@@ -65,6 +74,8 @@ class PolyNFocalLoss(nn.Module):
         self._loss_weight = check_real('loss_weight', loss_weight)
         self._activated = check_bool('activated', activated)
         self._allow_negative_loss = check_bool('allow_negative_loss', allow_negative_loss)
+        self._ignore_index = None if ignore_index is None else check_int('ignore_index',
+                                                                         ignore_index)
 
     # Read-only views of the validated arguments (heads read use_sigmoid).
     use_sigmoid = property(lambda self: True, doc='Always True: the loss is sigmoid-only.')
@@ -76,6 +87,7 @@ class PolyNFocalLoss(nn.Module):
     loss_weight = property(lambda self: self._loss_weight)
     activated = property(lambda self: self._activated)
     allow_negative_loss = property(lambda self: self._allow_negative_loss)
+    ignore_index = property(lambda self: self._ignore_index)
 
     def forward(self,
                 pred: Tensor,
@@ -102,14 +114,17 @@ class PolyNFocalLoss(nn.Module):
             activated=self._activated,
             reduction=reduction_override if overridden else self._reduction,
             avg_factor=avg_factor,
+            ignore_index=self._ignore_index,
             reduction_name='reduction_override' if overridden else 'reduction')
         return self._loss_weight * loss
 
     def extra_repr(self) -> str:
+        ignore = '' if self.ignore_index is None else f', ignore_index={self.ignore_index}'
         return (f'gamma={self.gamma}, alpha={self.alpha}, {self._epsilon_repr()}, '
                 f'alpha_weighted_poly={self.alpha_weighted_poly}, '
                 f'reduction={self.reduction!r}, loss_weight={self.loss_weight}, '
-                f'activated={self.activated}, allow_negative_loss={self.allow_negative_loss}')
+                f'activated={self.activated}, allow_negative_loss={self.allow_negative_loss}'
+                + ignore)
 
     def _epsilon_repr(self) -> str:
         return f'epsilons={self.epsilons}'
@@ -140,7 +155,8 @@ class Poly1FocalLoss(PolyNFocalLoss):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  activated: bool = False,
-                 allow_negative_loss: bool = False) -> None:
+                 allow_negative_loss: bool = False,
+                 ignore_index: Optional[int] = None) -> None:
         super().__init__(
             use_sigmoid=use_sigmoid,
             gamma=gamma,
@@ -150,7 +166,8 @@ class Poly1FocalLoss(PolyNFocalLoss):
             reduction=reduction,
             loss_weight=loss_weight,
             activated=activated,
-            allow_negative_loss=allow_negative_loss)
+            allow_negative_loss=allow_negative_loss,
+            ignore_index=ignore_index)
 
     @property
     def epsilon(self) -> float:

@@ -83,6 +83,7 @@ def test_loss_tests_pass_with_every_call_on_the_triton_kernels():
          '-k', CPU_PATH_ONLY, '-p', 'no:cacheprovider',
          str(tests / 'functional/test_fused.py'), str(tests / 'functional/test_poly_focal.py'),
          str(tests / 'functional/test_checks.py'), str(tests / 'functional/test_precision.py'),
+         str(tests / 'functional/test_dense_maps.py'),
          str(tests / 'losses/test_poly_focal_loss.py')],
         capture_output=True, text=True, env=env, timeout=900, cwd=tests.parent)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

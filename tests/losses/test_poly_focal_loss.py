@@ -9,7 +9,7 @@ from mmdet.registry import MODELS
 
 import mmdet_polyloss  # noqa: F401  (registers the losses)
 from mmdet_polyloss import Poly1FocalLoss, PolyNFocalLoss
-from mmdet_polyloss.functional import polyn_focal_loss
+from mmdet_polyloss.functional import poly1_focal_loss, polyn_focal_loss
 
 from loss_inputs import make_labels, make_logits, make_soft_targets
 
@@ -191,3 +191,18 @@ def test_printed_module_shows_its_arguments():
     text = repr(PolyNFocalLoss(epsilons=(-1.0, 0.5), alpha_weighted_poly=False,
                                allow_negative_loss=True))
     assert 'epsilons=(-1.0, 0.5)' in text and 'allow_negative_loss=True' in text
+
+
+def test_ignore_index_reaches_the_loss():
+    """A dense head's map with an ignore label, through the registered module."""
+    logits = make_logits(2 * 3 * 4, C).reshape(2, 3, 4, C).permute(0, 3, 1, 2)
+    labels = torch.randint(0, C + 1, (2, 3, 4), generator=torch.Generator().manual_seed(3))
+    labels[0, 0] = -1
+    module = Poly1FocalLoss(epsilon=-1.0, ignore_index=-1, loss_weight=2.0)
+    assert 'ignore_index=-1' in repr(module)
+    kept = labels != -1
+    want = poly1_focal_loss(logits.permute(0, 2, 3, 1)[kept], labels[kept], epsilon=-1.0,
+                            reduction='sum')
+    torch.testing.assert_close(module(logits, labels, reduction_override='sum'), 2.0 * want)
+    with pytest.raises(TypeError, match="ignore_index must be an int, got '255'"):
+        Poly1FocalLoss(ignore_index='255')
