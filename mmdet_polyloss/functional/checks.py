@@ -311,13 +311,39 @@ def check_weight_shape(weight: Tensor, pred: Tensor, labels: Optional[Tensor] = 
 
 def check_cross_entropy_settings(epsilon: float, class_weight: Optional[Sequence[float]],
                                  ignore_index: Optional[int], avg_non_ignore: bool,
-                                 allow_negative_loss: bool) -> CrossEntropySettings:
+                                 allow_negative_loss: bool,
+                                 label_smoothing: float = 0.0) -> CrossEntropySettings:
     """All settings of the Poly-1 cross-entropy, validated together."""
     epsilon = check_real('epsilon', epsilon)
     check_epsilons((epsilon,), allow_negative_loss)
+    smoothing = check_real('label_smoothing', label_smoothing, minimum=0.0)
+    if smoothing >= 1:
+        raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing!r}: at 1 '
+                         'every target is uniform and the label is lost')
     return CrossEntropySettings(epsilon, check_class_weight(class_weight),
                                 check_ignore_index(ignore_index),
-                                check_bool('avg_non_ignore', avg_non_ignore))
+                                check_bool('avg_non_ignore', avg_non_ignore), smoothing)
+
+
+def check_soft_targets(target: Tensor, pred: Tensor) -> None:
+    """Probabilities over dim 1: a floating tensor of ``pred``'s shape, every value
+    in [0, 1] and each distribution summing to 1 (within 1e-4; 1e-2 for fp16 and
+    bf16 targets). The value checks cost one host sync (see :func:`set_value_checks`)."""
+    if target.shape != pred.shape or not target.is_floating_point():
+        raise ValueError(
+            f'soft targets must be a floating-point tensor of pred\'s shape {tuple(pred.shape)}, '
+            f'got {target.dtype} of shape {tuple(target.shape)}')
+    if not _value_checks or not target.numel():
+        return
+    tolerance = 1e-2 if target.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    off = (target.sum(dim=1, dtype=torch.float32) - 1).abs().max()
+    low, high, worst = torch.stack([*torch.aminmax(target.float()), off]).tolist()  # one sync
+    if not (low >= 0 and high <= 1):
+        bad = target[~((target >= 0) & (target <= 1))]
+        raise ValueError(f'soft targets must be probabilities in [0, 1], got {_first(bad)}')
+    if not worst <= tolerance:
+        raise ValueError(f'soft targets must sum to 1 over the classes (dim 1) within '
+                         f'{tolerance:g}, got a sum off by {worst:.3g}')
 
 
 def check_ignore_index(ignore_index: Optional[int]) -> int:

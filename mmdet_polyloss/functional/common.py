@@ -46,6 +46,7 @@ class CrossEntropySettings(NamedTuple):
     class_weight: Optional[Tuple[float, ...]]
     ignore_index: int
     avg_non_ignore: bool
+    label_smoothing: float = 0.0
 
 
 def compute_dtype(pred: Tensor) -> torch.dtype:

@@ -5,7 +5,9 @@ Softmax, per sample with label ``y`` and class weight ``w_y`` (1 without
 
     Poly1 = w_y * (-log p_y + epsilon * (1 - p_y))
 
-The class weight multiplies the epsilon term exactly as it multiplies CE, so
+and for soft (or label-smoothed) targets ``t`` over the classes
+``sum_c w_c t_c (-log p_c + epsilon * (1 - p_c))``. The class weight
+multiplies the epsilon term exactly as it multiplies CE, so
 ``epsilon = -1`` removes the leading term ``w_y (1 - p_y)`` of the expansion
 ``w_y * sum_j (1 - p_y)^j / j`` for every class, however uneven the weights.
 
@@ -31,6 +33,7 @@ from .checks import (
     check_labels_in_range,
     check_logits,
     check_reduction,
+    check_soft_targets,
     check_weight_shape,
 )
 from .common import (
@@ -53,19 +56,26 @@ def poly1_cross_entropy(pred: Tensor,
                         reduction: str = 'mean',
                         avg_factor: AvgFactor = None,
                         avg_non_ignore: bool = False,
-                        allow_negative_loss: bool = False) -> Tensor:
+                        allow_negative_loss: bool = False,
+                        label_smoothing: float = 0.0) -> Tensor:
     """Softmax Poly-1 cross-entropy (see the module docstring).
 
     Args:
         pred: logits (N, C, *) over C classes (dim 1).
-        label: class indices (N, *) in [0, C), or ``ignore_index``.
-        weight: per-sample weight of the shape of ``label``.
-        epsilon: added to the coefficient of ``(1 - p_y)``; >= -1.
+        label: class indices (N, *) in [0, C), or ``ignore_index``; or soft
+            targets (N, C, *): a probability distribution over dim 1.
+        weight: per-sample weight, shape (N, *).
+        epsilon: added to the coefficient of ``(1 - p_t)``; >= -1.
         class_weight: C non-negative weights, one per class.
         ignore_index: label to ignore (default -100).
         reduction, avg_factor: mmdet's rules.
         avg_non_ignore: with 'mean' and no ``avg_factor``, average over the
             non-ignored labels only.
+        label_smoothing: ``s`` in [0, 1): targets ``t (1 - s) + s / C``. With
+            soft or smoothed targets the loss is ``sum_c w_c t_c (-log p_c +
+            epsilon (1 - p_c))``, without class weights ``CE + epsilon (1 - p_t)``
+            with ``p_t = sum_c t_c p_c`` (the paper's listing; optax's
+            ``poly_loss_cross_entropy``).
 
     Example::
 
@@ -75,7 +85,8 @@ def poly1_cross_entropy(pred: Tensor,
         tensor(0.6363)
     """
     settings = check_cross_entropy_settings(epsilon, class_weight, ignore_index,
-                                            avg_non_ignore, allow_negative_loss)
+                                            avg_non_ignore, allow_negative_loss,
+                                            label_smoothing)
     return softmax_poly1_with_settings(pred, label, weight, settings, reduction=reduction,
                                        avg_factor=avg_factor)
 
@@ -120,29 +131,58 @@ def softmax_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
     check_reduction(reduction, avg_factor, name=reduction_name)
     check_logits(pred)
     check_label_tensor(label)
-    if pred.dim() < 2 or label.shape != pred.shape[:1] + pred.shape[2:]:
+    soft = pred.dim() >= 2 and label.shape == pred.shape and label.is_floating_point()
+    if pred.dim() < 2 or not (soft or label.shape == pred.shape[:1] + pred.shape[2:]):
         raise ValueError(
             f'label shape {tuple(label.shape)} does not match pred shape {tuple(pred.shape)}: '
-            'expected logits (N, C, *) and class indices (N, *)')
-    check_class_indices(label, pred, 'label')
+            'expected logits (N, C, *) with class indices (N, *) or soft targets (N, C, *)')
+    sample_shape = pred.shape[:1] + pred.shape[2:]
     num_classes, ignore_index = pred.shape[1], settings.ignore_index
-    check_labels_in_range(label, 0, num_classes - 1, ignore_index, 'class indices')
+    if soft:
+        check_soft_targets(label, pred)
+    else:
+        check_class_indices(label, pred, 'label')
+        check_labels_in_range(label, 0, num_classes - 1, ignore_index, 'class indices')
     class_weight = _class_weight_tensor(settings, num_classes, pred)
-    if weight is not None and weight.shape != label.shape:
-        raise ValueError(f'weight shape {tuple(weight.shape)} does not match label shape '
-                         f'{tuple(label.shape)}: expected one weight per sample')
+    if weight is not None and weight.shape != sample_shape:
+        raise ValueError(f'weight shape {tuple(weight.shape)} does not match the samples '
+                         f'{tuple(sample_shape)} of pred {tuple(pred.shape)}: expected one '
+                         'weight per sample')
 
     x = pred.to(compute_dtype(pred))
-    valid = label != ignore_index
-    safe_label = torch.where(valid, label, torch.zeros_like(label)).long()
-    log_p_y = F.log_softmax(x, dim=1).gather(1, safe_label.unsqueeze(1)).squeeze(1)
-    loss = -log_p_y - settings.epsilon * torch.expm1(log_p_y)  # CE + epsilon * (1 - p_y)
-    if class_weight is not None:
-        loss = loss * class_weight[safe_label]
-    loss = loss * valid
-    if avg_factor is None and settings.avg_non_ignore and reduction == 'mean':
-        avg_factor = valid.sum().item()
+    log_p = F.log_softmax(x, dim=1)
+    valid = None if soft else label != ignore_index
+    if soft or settings.label_smoothing:
+        if soft:
+            target = label.to(x.dtype)
+        else:  # ignored rows get any target: ``valid`` drops them
+            target = dense_target(label.masked_fill(~valid, 0), x)
+        loss = _poly1_soft(log_p, target, settings, class_weight)
+    else:
+        safe_label = label.masked_fill(~valid, 0).long()
+        log_p_y = log_p.gather(1, safe_label.unsqueeze(1)).squeeze(1)
+        loss = -log_p_y - settings.epsilon * torch.expm1(log_p_y)  # CE + epsilon * (1 - p_y)
+        if class_weight is not None:
+            loss = loss * class_weight[safe_label]
+    if valid is not None:
+        loss = loss * valid
+        if avg_factor is None and settings.avg_non_ignore and reduction == 'mean':
+            avg_factor = valid.sum().item()
     return weight_reduce(loss, weight, reduction, avg_factor)
+
+
+def _poly1_soft(log_p: Tensor, target: Tensor, settings: CrossEntropySettings,
+                class_weight: Optional[Tensor]) -> Tensor:
+    """``sum_c w_c t_c (-log p_c + epsilon (1 - p_c))`` over dim 1, after label
+    smoothing ``t = t (1 - s) + s / C``; without class weights that is
+    ``CE + epsilon * (1 - p_t)`` with ``p_t = sum_c t_c p_c``."""
+    smoothing, num_classes = settings.label_smoothing, log_p.shape[1]
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / num_classes
+    if class_weight is not None:
+        target = target * class_weight.reshape(1, -1, *([1] * (log_p.dim() - 2)))
+    one_minus_p = -torch.expm1(log_p)  # 1 - p_c, exact where p_c is near 1
+    return (target * (settings.epsilon * one_minus_p - log_p)).sum(dim=1)
 
 
 def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Tensor],

@@ -40,6 +40,11 @@ class Poly1CrossEntropyLoss(nn.Module):
         loss_weight: multiplies the reduced loss.
         avg_non_ignore: 'mean' averages over non-ignored labels only.
         allow_negative_loss: allow ``epsilon < -1``.
+        label_smoothing: ``s`` in [0, 1), softmax form only: targets
+            ``t (1 - s) + s / C`` (the paper's Poly-1 CE listing).
+
+    The softmax form also takes soft targets (N, C, *), distributions over the
+    classes, in place of class indices.
 
     Example::
 
@@ -58,7 +63,8 @@ class Poly1CrossEntropyLoss(nn.Module):
                  reduction: str = 'mean',
                  loss_weight: float = 1.0,
                  avg_non_ignore: bool = False,
-                 allow_negative_loss: bool = False) -> None:
+                 allow_negative_loss: bool = False,
+                 label_smoothing: float = 0.0) -> None:
         super().__init__()
         if check_bool('use_mask', use_mask):
             raise ValueError(
@@ -66,7 +72,11 @@ class Poly1CrossEntropyLoss(nn.Module):
                 "keep mmdet's CrossEntropyLoss(use_mask=True) for mask heads")
         self._use_sigmoid = check_bool('use_sigmoid', use_sigmoid)
         self._settings = check_cross_entropy_settings(epsilon, class_weight, ignore_index,
-                                                      avg_non_ignore, allow_negative_loss)
+                                                      avg_non_ignore, allow_negative_loss,
+                                                      label_smoothing)
+        if self._use_sigmoid and self._settings.label_smoothing:
+            raise ValueError(f'label_smoothing={label_smoothing!r} is for the softmax form; '
+                             'use_sigmoid=True has none')
         self._ignore_index = ignore_index  # None: the default, as given
         self._reduction = check_choice('reduction', reduction, REDUCTIONS)
         self._loss_weight = check_real('loss_weight', loss_weight)
@@ -85,6 +95,7 @@ class Poly1CrossEntropyLoss(nn.Module):
     reduction = property(lambda self: self._reduction)
     loss_weight = property(lambda self: self._loss_weight)
     avg_non_ignore = property(lambda self: self._settings.avg_non_ignore)
+    label_smoothing = property(lambda self: self._settings.label_smoothing)
     allow_negative_loss = property(lambda self: self._allow_negative_loss)
 
     def forward(self,
@@ -109,6 +120,7 @@ class Poly1CrossEntropyLoss(nn.Module):
         return self._loss_weight * loss
 
     def extra_repr(self) -> str:
+        smoothing = f', label_smoothing={self.label_smoothing}' if self.label_smoothing else ''
         return (f'use_sigmoid={self.use_sigmoid}, epsilon={self.epsilon}, '
                 f'reduction={self.reduction!r}, loss_weight={self.loss_weight}, '
-                f'avg_non_ignore={self.avg_non_ignore}')
+                f'avg_non_ignore={self.avg_non_ignore}{smoothing}')

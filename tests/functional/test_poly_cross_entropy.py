@@ -126,7 +126,7 @@ def test_gradcheck_both_forms():
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), reduction='sum', avg_factor=2),
      "avg_factor=2 cannot be used with reduction='sum'"),
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), weight=torch.ones(N, C)),
-     'weight shape (29, 6) does not match label shape (29,)'),
+     'weight shape (29, 6) does not match the samples (29,) of pred (29, 6)'),
     (lambda: poly1_binary_cross_entropy(make_logits(N, C), torch.full((N,), C + 1)),
      'label class indices must be in [0, 6] or ignore_index=-100, got 7'),
     (lambda: poly1_binary_cross_entropy(make_logits(N, C), torch.full((N, C), 2.0)),

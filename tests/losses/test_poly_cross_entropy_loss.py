@@ -124,3 +124,20 @@ def test_settings_are_read_only():
     with pytest.raises(AttributeError):
         loss.epsilon = -5.0  # would bypass the epsilon >= -1 check
     assert loss.epsilon == -1.0
+
+
+def test_label_smoothing_and_soft_targets_through_the_module():
+    """At epsilon 0 the smoothed loss is mmpretrain-style label smoothing, which
+    torch's cross_entropy computes; soft targets take the same path."""
+    logits = torch.randn(7, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    module = Poly1CrossEntropyLoss(epsilon=0.0, label_smoothing=0.1, loss_weight=2.0)
+    assert 'label_smoothing=0.1' in repr(module) and module.label_smoothing == 0.1
+    want = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=0.1)
+    torch.testing.assert_close(module(logits, labels), 2.0 * want)
+    soft = torch.nn.functional.one_hot(labels, 4).float() * 0.9 + 0.1 / 4
+    plain = Poly1CrossEntropyLoss(epsilon=0.0, loss_weight=2.0)
+    torch.testing.assert_close(plain(logits, soft), 2.0 * want)
+    with pytest.raises(ValueError, match=re.escape(
+            'label_smoothing=0.1 is for the softmax form; use_sigmoid=True has none')):
+        Poly1CrossEntropyLoss(use_sigmoid=True, label_smoothing=0.1)
