@@ -22,7 +22,8 @@
 # Environment:
 #   WORK_DIR      where runs, table and plot go (default: work_dirs/demo;
 #                 a relative path is relative to the repository root)
-#   SEEDS         training seeds, e.g. "0 1 2" (default: 0), each once. Seed 0 runs in
+#   SEEDS         training seeds, integers in [0, 2^32), e.g. "0 1 2" (default: 0),
+#                 each once (01 is seed 1). Seed 0 runs in
 #                 <config name>/, seed N in <config name>_seedN/; with several
 #                 seeds the report adds mean +- sd per loss and the per-seed
 #                 differences against focal loss.
@@ -32,7 +33,9 @@
 #                 model.bbox_head.loss_cls.epsilon=e in
 #                 retinanet_tiny_fpn_poly1-eps<e>_shapes/ (e as in -0.5, +0.5);
 #                 the report and plot put every epsilon on one axis.
-#   FORCE=1       retrain even if a finished run exists
+#   FORCE=1       retrain even if a finished run exists (the way out when a
+#                 finished run is damaged, e.g. its checkpoint deleted: the
+#                 script stops and says so)
 #   DRY_RUN=1     print the train / test / report commands it would run, and
 #                 nothing else (no set-up, data, training or evaluation)
 #   POLYLOSS_VENV the virtual environment (default: .venv in the checkout)
@@ -51,38 +54,19 @@ DRY=${DRY_RUN:-0}
 # tools/<script> with the environment's python; with DRY_RUN=1 only printed.
 tool() { if [ "$DRY" = 1 ]; then echo "DRY_RUN: $*"; else "$PY" "$@"; fi; }
 
-# Seeds: non-negative integers, each once (01 is seed 1).
-seeds=()
-for seed in ${SEEDS:-0}; do
-  case $seed in
-    *[!0-9]*) echo "run_demo: SEEDS must hold non-negative integers, got '$seed' in" \
-                   "SEEDS='$SEEDS'" >&2; exit 2 ;;
-  esac
-  seed=$((10#$seed))
-  case " ${seeds[*]} " in
-    *" $seed "*) echo "run_demo: SEEDS lists seed $seed twice: SEEDS='$SEEDS'" >&2; exit 2 ;;
-  esac
-  seeds+=("$seed")
-done
+# SEEDS and EPSILONS are checked in Python (integers in [0, 2^32), decimals >= -1,
+# each once; see tools/lib/run_settings.py), with any python3 before set-up.
+CHECK_PY=$PY
+[ -x "$CHECK_PY" ] || CHECK_PY=python3
+seed_list=$("$CHECK_PY" tools/lib/run_settings.py SEEDS "${SEEDS:-0}") || exit
+eps_list=$("$CHECK_PY" tools/lib/run_settings.py EPSILONS "${EPSILONS:--1}") || exit
+read -r -a seeds <<< "$seed_list"
 # The trainings: (config, run name, --cfg-options for the loss), focal first.
 CONFIGS=(configs/demo/retinanet_tiny_fpn_focal_shapes.py)
 NAMES=(retinanet_tiny_fpn_focal_shapes)
 LOSS_OPTIONS=("")
-for eps in ${EPSILONS:--1}; do
-  # A plain decimal >= -1 (below, the loss goes negative; see the README),
-  # written as in the COCO config names: -1, -0.5, 0, +0.5 (15 digits kept).
-  if ! name_eps=$(awk -v e="$eps" 'BEGIN {
-        if (e !~ /^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)$/ || e + 0 < -1) exit 1
-        v = e + 0; if (v == 0) v = 0  # no -0
-        printf "%s%.15g", (v > 0 ? "+" : ""), v }'); then
-    echo "run_demo: EPSILONS must hold decimal numbers >= -1, got '$eps' in EPSILONS='$EPSILONS'" >&2
-    exit 2
-  fi
+for name_eps in $eps_list; do  # as in the COCO config names: -1, -0.5, 0, +0.5
   name=retinanet_tiny_fpn_poly1-eps${name_eps}_shapes
-  case " ${NAMES[*]} " in
-    *" $name "*) echo "run_demo: EPSILONS lists epsilon $name_eps twice: EPSILONS='$EPSILONS'" >&2
-                 exit 2 ;;
-  esac
   CONFIGS+=("$POLY1_CONFIG")
   NAMES+=("$name")
   # Epsilon -1 is the config file as it stands.
@@ -123,6 +107,15 @@ for i in "${!run_dirs[@]}"; do
                 tools/train.py $(find mmdet_polyloss -name '*.py' | LC_ALL=C sort)
             echo "${run_options[$i]}"; } | sha256sum | cut -c1-16)
     if [ "${FORCE:-0}" != 1 ] && [ "$(cat "$dir/.demo-done" 2>/dev/null)" = "$key" ]; then
+      last=$(cat "$dir/last_checkpoint" 2>/dev/null) || true
+      damage=
+      if [ -z "$last" ]; then damage="no last_checkpoint file"
+      elif [ ! -s "$last" ]; then damage="$last is missing or empty"; fi
+      if [ -n "$damage" ]; then  # e.g. a checkpoint deleted by hand
+        echo "run_demo: error: the finished run in $dir is damaged ($damage);" \
+             "FORCE=1 retrains it" >&2
+        exit 2
+      fi
       say "$run: finished run found in $dir, not retraining (FORCE=1 to redo)"
       continue
     fi
@@ -149,7 +142,14 @@ for i in "${!run_dirs[@]}"; do
     fi
   fi
   # Seed and loss options too: the report reads them from the config this run dumps.
-  tool tools/test.py "${run_cfgs[$i]}" "$ckpt" --work-dir "$dir" --cfg-options ${run_options[$i]}
+  status=0
+  tool tools/test.py "${run_cfgs[$i]}" "$ckpt" --work-dir "$dir" --cfg-options ${run_options[$i]} \
+    || status=$?
+  if [ "$status" = 2 ]; then  # a user error, e.g. a checkpoint that cannot be read
+    echo "run_demo: error: tools/test.py refused the run in $dir (above); FORCE=1 retrains it" >&2
+    exit 2
+  fi
+  [ "$status" = 0 ] || exit "$status"
   [ "$DRY" = 1 ] || touch "$dir/.demo-tested"
 done
 

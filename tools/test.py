@@ -5,18 +5,26 @@ Same command line as mmdet's ``tools/test.py``::
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out RESULTS.pkl]
         [--show] [--show-dir DIR] [--wait-time SECONDS] [--tta]
-        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+        [--allow-partial-weights] [--cfg-options KEY=VALUE ...]
+        [--launcher {none,pytorch,slurm,mpi}]
 
 Metrics are logged and written to ``<work-dir>/<timestamp>/<timestamp>.json``
 (what tools/sweep_report.py reads). The checkpoint is loaded with torch's
-weights-only unpickler plus an allow-list of mmengine's own types.
+weights-only unpickler plus an allow-list of mmengine's own types, and its
+weights must fit the model exactly (every key, each shape), unless
+``--allow-partial-weights`` (mmengine's warnings only): no metrics for the
+wrong weights. A user error is one line on stderr, exit status 2.
 """
 import argparse
 import os.path as osp
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from tools.lib import errors
+
+errors.ignore_known_warnings()  # before mmengine is imported
 
 import mmdet_polyloss  # noqa: F401  (registers the losses)
 from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
@@ -25,7 +33,7 @@ from tools.lib.dist import destroy_process_group, setup_cpu_distributed
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = errors.ArgumentParser(
         description='Test (and evaluate) a detector')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
@@ -38,12 +46,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='save images with predictions drawn to '
         '<work-dir>/<timestamp>/<show-dir>')
     parser.add_argument(
-        '--wait-time', type=float, default=2,
+        '--wait-time', type=cli.non_negative_seconds, default=2,
         help='seconds each image is shown with --show')
     parser.add_argument(
         '--tta', action='store_true',
         help="test-time augmentation from the config's tta_model and "
         'tta_pipeline')
+    cli.add_weights_arg(parser, 'the checkpoint')
     cli.add_common_args(parser)
     return cli.parse(parser, argv)
 
@@ -62,14 +71,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cli.enable_tta(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     with mmengine_safe_globals():
-        test(cli.build_runner(cfg), args.out)
+        test(cli.build_runner(cfg), args.out, args.checkpoint, args.allow_partial_weights)
     # Only after a finished run: after an exception the barrier inside would wait
     # for ranks that never arrive (a hang until the collective timeout).
     destroy_process_group()  # the runner (and its DDP model) is gone by now
 
 
-def test(runner, out: Optional[str]) -> None:
-    """Evaluate; with ``out``, also dump the raw predictions to that pickle."""
+def test(runner: Any, out: Optional[str], checkpoint: str,
+         allow_partial_weights: bool) -> None:
+    """Check that the checkpoint fits the model, evaluate; with ``out``, also
+    dump the raw predictions to that pickle."""
+    cli.check_weights_fit(runner, checkpoint, allow_partial_weights)
     if out is not None:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
@@ -77,4 +89,4 @@ def test(runner, out: Optional[str]) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    errors.run(main)

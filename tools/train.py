@@ -4,31 +4,41 @@
 Same command line as mmdet's ``tools/train.py``::
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--auto-scale-lr]
-        [--resume [CHECKPOINT]] [--cfg-options KEY=VALUE ...]
-        [--launcher {none,pytorch,slurm,mpi}]
+        [--resume [CHECKPOINT]] [--allow-partial-weights]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
 
 ``--resume`` alone continues from the latest checkpoint in the work dir;
-with a path, from that checkpoint. Checkpoints are loaded with torch's
-weights-only unpickler plus an allow-list of mmengine's own types (see
-mmdet_polyloss/engine/checkpoint.py). Under torchrun on a machine without
-CUDA the run uses the gloo backend (tools/lib/dist.py).
+with a path, from that checkpoint; a checkpoint saved in the middle of an
+epoch continues at its next iteration (tools/lib/resume.py). Weights given
+by ``load_from`` (config or --cfg-options) must fit the model exactly,
+unless ``--allow-partial-weights`` (mmengine's warnings only). Checkpoints
+are loaded with torch's weights-only unpickler plus an allow-list of
+mmengine's own types (see mmdet_polyloss/engine/checkpoint.py). Under
+torchrun on a machine without CUDA the run uses the gloo backend
+(tools/lib/dist.py). A user error is one line on stderr, exit status 2.
 """
 import argparse
 import os.path as osp
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 # Run from a checkout without installing: make the package importable.
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+from tools.lib import errors
+
+errors.ignore_known_warnings()  # before mmengine is imported
+
+from mmengine.config import Config
+
 import mmdet_polyloss  # noqa: F401  (registers the losses)
 from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
-from tools.lib import cli
+from tools.lib import cli, resume
 from tools.lib.dist import destroy_process_group, setup_cpu_distributed
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Train a detector')
+    parser = errors.ArgumentParser(description='Train a detector')
     parser.add_argument('config', help='train config file path')
     parser.add_argument(
         '--amp', action='store_true',
@@ -41,6 +51,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint, or (no value) from the latest '
         'one in the work dir')
+    cli.add_weights_arg(parser, 'the load_from checkpoint')
     cli.add_common_args(parser)
     return cli.parse(parser, argv)
 
@@ -54,13 +65,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.auto_scale_lr:
         cli.enable_auto_scale_lr(cfg)
     cli.apply_resume(cfg, args.resume)
+    resume.enable_mid_epoch_resume(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     with mmengine_safe_globals():
-        cli.build_runner(cfg).train()
+        train(cli.build_runner(cfg), cfg, args.allow_partial_weights)
     # Only after a finished run: after an exception the barrier inside would wait
     # for ranks that never arrive (a hang until the collective timeout).
     destroy_process_group()  # the runner (and its DDP model) is gone by now
 
 
+def train(runner: Any, cfg: Config, allow_partial_weights: bool) -> None:
+    """Train; ``load_from`` weights (not a resume) must fit the model first."""
+    load_from = cfg.get('load_from')
+    if load_from is not None and not cfg.get('resume'):
+        cli.check_weights_fit(runner, load_from, allow_partial_weights)
+    runner.train()
+
+
 if __name__ == '__main__':
-    main()
+    errors.run(main)

@@ -130,6 +130,14 @@ def mmengine_checkpoint_globals() -> List[Any]:
 def mmengine_safe_globals() -> Iterator[None]:
     """Within this context, ``torch.load`` (as mmengine calls it) accepts
     mmengine checkpoints with weights-only loading still on; anything outside
-    :func:`mmengine_checkpoint_globals` stays refused."""
-    with torch.serialization.safe_globals(mmengine_checkpoint_globals()):
+    :func:`mmengine_checkpoint_globals` stays refused.
+
+    Re-entrant: inside an active one it does nothing (leaving torch's own
+    ``safe_globals`` would also drop the outer context's entries).
+    """
+    entries = mmengine_checkpoint_globals()
+    if set(torch.serialization.get_safe_globals()).issuperset(entries):
+        yield
+        return
+    with torch.serialization.safe_globals(entries):
         yield

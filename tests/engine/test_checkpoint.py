@@ -224,3 +224,15 @@ def test_getattr_stand_in_resolves_only_statistics():
         history_buffer_getattr(HistoryBuffer, '__init__')
     with pytest.raises(pickle.UnpicklingError, match='system'):
         history_buffer_getattr(os, 'system')
+
+
+def test_safe_globals_are_re_entrant(checkpoint):
+    """A nested context (a tool's check inside the tool's own) leaves the outer
+    one's allow-list in place."""
+    with mmengine_safe_globals():
+        with mmengine_safe_globals():
+            torch.load(checkpoint, weights_only=True)
+        ckpt = torch.load(checkpoint, weights_only=True)
+    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2, 2))
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(checkpoint)

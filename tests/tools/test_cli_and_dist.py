@@ -10,6 +10,7 @@ from mmengine.config import Config
 
 from tools.lib import cli, dist
 from tools.lib.dist import setup_cpu_distributed
+from tools.lib.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO_POLY = ROOT / 'configs/retinanet/retinanet_r50_fpn_poly1-eps-1_1x_coco.py'
@@ -73,7 +74,7 @@ def test_work_dir_priority(tmp_path):
 
 
 def test_missing_config_names_it():
-    with pytest.raises(FileNotFoundError, match='nope.py'):
+    with pytest.raises(UserError, match='nope.py'):
         cli.load_config('nope.py', _args())
 
 
@@ -89,7 +90,7 @@ def test_amp_and_auto_scale_lr_edit_the_config():
 
 def test_auto_scale_lr_without_base_batch_size_is_an_error():
     cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
-    with pytest.raises(KeyError, match='--auto-scale-lr'):
+    with pytest.raises(UserError, match='--auto-scale-lr'):
         cli.enable_auto_scale_lr(cfg)
 
 
@@ -103,7 +104,7 @@ def test_resume(tmp_path):
     ckpt.write_bytes(b'')
     cli.apply_resume(cfg, str(ckpt))
     assert cfg.resume is True and cfg.load_from == str(ckpt)
-    with pytest.raises(FileNotFoundError, match="--resume.*missing.pth"):
+    with pytest.raises(UserError, match="--resume.*missing.pth"):
         cli.apply_resume(cfg, str(tmp_path / 'missing.pth'))
 
 
@@ -114,7 +115,7 @@ def test_checkpoint_urls_are_left_to_mmengine():
     cfg = Config(dict(load_from=None))
     cli.apply_resume(cfg, 's3://bucket/epoch_3.pth')
     assert cfg.resume and cfg.load_from == 's3://bucket/epoch_3.pth'
-    with pytest.raises(FileNotFoundError, match=re.escape(
+    with pytest.raises(UserError, match=re.escape(
             "checkpoint: no such checkpoint: 'missing.pth'")):
         cli.check_checkpoint('missing.pth', 'checkpoint')
 
@@ -130,7 +131,7 @@ def test_show_dir_turns_on_drawing():
 def test_out_must_be_a_pickle():
     cli.check_pickle_path(None)
     cli.check_pickle_path('results.pkl')
-    with pytest.raises(ValueError, match="--out.*results.json"):
+    with pytest.raises(UserError, match="--out.*results.json"):
         cli.check_pickle_path('results.json')
 
 

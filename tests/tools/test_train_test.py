@@ -1,7 +1,6 @@
 """End to end: tools/train.py, --resume, tools/test.py and a 2-process
 torchrun, each in a subprocess on a tiny generated dataset (slow: ~2 min)."""
 import json
-import os
 import pickle
 import re
 import shutil
@@ -12,48 +11,17 @@ from pathlib import Path
 from typing import List
 
 import pytest
+from train_helpers import FAST, ROOT, TIMEOUT, make_workspace, run
 
-from mmdet_polyloss.demo.synthetic import SyntheticConfig, generate
-
-ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
-TIMEOUT = 600
 
 pytestmark = pytest.mark.slow
-
-# A few iterations on 16 images; no dataloader workers (start-up dominates).
-FAST = [
-    'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-    'default_hooks.checkpoint.interval=1', 'param_scheduler.0.end=2',
-    'randomness.seed=0', 'model.test_cfg.nms_pre=100',
-    'model.test_cfg.max_per_img=20',
-    # After 4 iterations no score passes the config's 0.05, and CocoMetric
-    # logs no mAP for an empty result; keep every box instead.
-    'model.test_cfg.score_thr=0.0'
-] + [
-    f'{loader}.{key}' for loader in ('train_dataloader', 'val_dataloader',
-                                     'test_dataloader')
-    for key in ('batch_size=4', 'num_workers=0', 'persistent_workers=False')
-]
 
 
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory) -> Path:
     """A cwd with data/polyloss_shapes, where the demo configs look."""
-    root = tmp_path_factory.mktemp('tools')
-    generate(str(root / 'data' / 'polyloss_shapes'),
-             SyntheticConfig(seed=1, num_train=16, num_val=8))
-    return root
-
-
-def run(args: List[str], cwd: Path, **env) -> str:
-    """Run a command; fail the test with its output if it fails."""
-    proc = subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT,
-        env=dict(os.environ, **env))
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-5000:]
-    return output
+    return make_workspace(tmp_path_factory.mktemp('tools'))
 
 
 def train(workspace: Path, work_dir: str, args: List[str] = (),

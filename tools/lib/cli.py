@@ -1,20 +1,57 @@
 """Config handling shared by ``tools/train.py`` and ``tools/test.py``.
 
 The tools keep MMDetection 3.x's command line; the logic behind each flag
-lives here so it can be tested without starting a run.
+lives here so it can be tested without starting a run. What a user can fix
+(a missing file, a mistyped key) is raised as :class:`UserError`: one line
+on stderr and exit status 2 (tools/lib/errors.py).
+
+``--cfg-options`` is strict: every key must already be in the config, so a
+typo such as ``train_cfg.max_epoch=2`` is an error rather than a new key
+mmengine would silently add. A key that is meant to be new is written with
+a leading ``+`` (``+train_dataloader.pin_memory=True``, as in Hydra); the
+top-level keys mmengine's Runner reads (``work_dir``, ``load_from``, ...)
+may be added without one.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
+import difflib
+import inspect
+import math
 import os
 import os.path as osp
 import warnings
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from mmengine.config import Config, ConfigDict, DictAction
 
+from tools.lib.errors import UserError
+
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
+#: Seeds mmengine's ``set_random_seed`` (numpy's ``np.random.seed``) accepts: [0, 2^32).
+SEED_LIMIT = 2 ** 32
+#: Top-level config keys read by the tools, mmdet or mmengine's Runner besides
+#: its arguments: they may be added by --cfg-options without a ``+``.
+EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters', 'runner_type',
+                        'tta_model', 'tta_pipeline', 'custom_imports', 'activation_checkpointing',
+                        'efficient_conv_bn_eval')
+
+
+class CfgOptionsAction(DictAction):
+    """mmengine's ``DictAction`` (KEY=VALUE, lists, tuples), with a malformed
+    option reported as a usage error instead of a traceback."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: Optional[str] = None) -> None:
+        for option in values:
+            if '=' not in option or option.startswith(('=', '+=')):
+                parser.error(f'{option_string}: expected KEY=VALUE, got {option!r}')
+        try:
+            super().__call__(parser, namespace, values, option_string)
+        except (AssertionError, ValueError) as error:  # DictAction's check of brackets
+            parser.error(f'{option_string}: cannot parse {" ".join(values)!r}: {error}')
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +63,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=CfgOptionsAction,
         help='override config keys, e.g. train_cfg.max_epochs=24 or '
-        'key="[a,b]" for a list (no spaces inside a value)')
+        'key="[a,b]" for a list (no spaces inside a value); a key must exist '
+        'in the config unless written +key=value (a new key)')
     parser.add_argument(
         '--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (older: --local_rank).
@@ -42,6 +80,15 @@ def export_local_rank(args: argparse.Namespace) -> None:
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
 
 
+def add_weights_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    """--allow-partial-weights: load a checkpoint that fits the model only in part."""
+    parser.add_argument(
+        '--allow-partial-weights', action='store_true',
+        help=f'load {what} even if its keys do not all match the model (mmengine '
+        'then warns about missing, unexpected and mis-shaped keys); without it '
+        'such a checkpoint is refused')
+
+
 def load_config(config: str, args: argparse.Namespace) -> Config:
     """Read ``config`` and apply --cfg-options, --launcher and --work-dir.
 
@@ -49,24 +96,122 @@ def load_config(config: str, args: argparse.Namespace) -> Config:
     the config, else ``./work_dirs/<config file name without .py>``.
     """
     if not osp.isfile(config):
-        raise FileNotFoundError(f'config: no such file: {config!r}')
-    cfg = Config.fromfile(config)
+        raise UserError(f'config: no such file: {config!r}')
+    cfg = read_config(config)
     cfg.launcher = args.launcher
     if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+        apply_cfg_options(cfg, args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         name = osp.splitext(osp.basename(config))[0]
         cfg.work_dir = osp.join('./work_dirs', name)
+    check_seed(cfg)
     return cfg
+
+
+def read_config(config: str) -> Config:
+    """``Config.fromfile``, with a broken config reported as a :class:`UserError`."""
+    try:
+        return Config.fromfile(config)
+    except SyntaxError as error:
+        where = config
+        try:
+            with open(config, encoding='utf-8') as f:
+                ast.parse(f.read(), filename=config)
+            where = f'{config} (in one of its _base_ files)'
+        except SyntaxError:
+            pass
+        code = (error.text or '').strip()
+        raise UserError(f'config {where}: syntax error at line {error.lineno}: {error.msg}'
+                        + (f': {code}' if code else '')) from error
+    except Exception as error:  # running a config is running the user's code
+        raise UserError(f'config {config} cannot be read: {type(error).__name__}: '
+                        f'{error}') from error
+
+
+def apply_cfg_options(cfg: Config, options: Mapping[str, Any]) -> None:
+    """Merge --cfg-options into ``cfg``: a ``+key`` may be new, any other
+    key must exist (see :func:`check_option_key`)."""
+    merged: Dict[str, Any] = {}
+    for key, value in options.items():
+        if key.startswith('+'):
+            key = key[1:]
+        else:
+            check_option_key(cfg, key)
+        merged[key] = value
+    try:
+        cfg.merge_from_dict(merged)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise UserError(f'--cfg-options: {message}') from error
+
+
+def top_level_keys() -> List[str]:
+    """The top-level keys --cfg-options may add without a ``+``."""
+    from mmengine.runner import Runner
+    names = [name for name in inspect.signature(Runner.__init__).parameters
+             if name not in ('self', 'cfg')]
+    return names + list(EXTRA_TOP_LEVEL_KEYS)
+
+
+def check_option_key(cfg: Config, key: str) -> None:
+    """Raise :class:`UserError` unless every part of the dotted ``key`` exists
+    in ``cfg`` (a number indexes a list); a new top-level key is accepted if
+    it is one of :func:`top_level_keys`."""
+    node: Any = cfg
+    parts = key.split('.')
+    for depth, part in enumerate(parts):
+        path = '.'.join(parts[:depth])
+        if isinstance(node, (list, tuple)):
+            if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
+                raise UserError(f'--cfg-options {key}: {path} is a list of {len(node)}, '
+                                f'{part!r} is not an index into it (0 to {len(node) - 1})')
+            node = node[int(part)]
+        elif isinstance(node, (Mapping, Config)):
+            if part in node:
+                node = node[part]
+                continue
+            if depth == 0 and part in top_level_keys():
+                return
+            names = [str(name) for name in node.keys()]
+            close = difflib.get_close_matches(part, names, n=1)
+            hint = (f'did you mean {".".join([*parts[:depth], close[0]])}?' if close else
+                    f'{path or "the config"} has {", ".join(names[:12])}'
+                    + (', ...' if len(names) > 12 else ''))
+            raise UserError(f'--cfg-options {key}: no key {part!r} in '
+                            f'{path or "the config"} ({hint}); to add a new key, write '
+                            f'+{key}=...')
+        else:
+            raise UserError(f'--cfg-options {key}: {path} is {node!r}, which has no keys')
+
+
+def check_seed(cfg: Config) -> None:
+    """``randomness.seed`` must be None or an integer in [0, 2^32)."""
+    randomness = cfg.get('randomness')
+    seed = randomness.get('seed') if isinstance(randomness, Mapping) else None
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed < SEED_LIMIT):
+        raise UserError(f'randomness.seed must be an integer from 0 to {SEED_LIMIT - 1} '
+                        f'(2^32 - 1), got {seed!r}')
+
+
+def non_negative_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f'expected a number of seconds >= 0, got {text!r}')
+    return value
 
 
 def enable_amp(cfg: Config) -> None:
     """--amp: mixed precision with a dynamic loss scale."""
     if 'optim_wrapper' not in cfg:
-        raise KeyError('--amp: the config has no optim_wrapper to switch to '
-                       'AmpOptimWrapper')
+        raise UserError('--amp: the config has no optim_wrapper to switch to '
+                        'AmpOptimWrapper')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
@@ -75,7 +220,7 @@ def enable_auto_scale_lr(cfg: Config) -> None:
     """--auto-scale-lr: scale the lr by (GPUs x batch) / base_batch_size."""
     scale = cfg.get('auto_scale_lr')
     if not scale or 'base_batch_size' not in scale:
-        raise KeyError(
+        raise UserError(
             '--auto-scale-lr: the config needs auto_scale_lr = '
             'dict(enable=False, base_batch_size=<total batch the lr was '
             f'tuned for>), got auto_scale_lr={scale!r}')
@@ -86,7 +231,7 @@ def check_checkpoint(path: str, what: str) -> None:
     """A local checkpoint must exist; URLs (``https://``, ``s3://``, ...) are left
     to mmengine's loader, as mmdet does."""
     if '://' not in path and not osp.isfile(path):
-        raise FileNotFoundError(f'{what}: no such checkpoint: {path!r}')
+        raise UserError(f'{what}: no such checkpoint: {path!r}')
 
 
 def apply_resume(cfg: Config, resume: Optional[str]) -> None:
@@ -107,7 +252,7 @@ def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
     """
     hook = cfg.get('default_hooks', {}).get('visualization')
     if hook is None:
-        raise KeyError(
+        raise UserError(
             '--show/--show-dir need default_hooks.visualization = '
             "dict(type='DetVisualizationHook') in the config")
     hook['draw'] = True
@@ -170,6 +315,21 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg)
 
 
+def check_weights_fit(runner: Any, checkpoint: str, allow_partial: bool) -> None:
+    """Refuse ``checkpoint`` unless its weights fit the model ``runner`` built.
+
+    A checkpoint that cannot be read or holds no weights is refused even
+    with ``allow_partial`` (mmengine would fail on it with a traceback).
+    """
+    from mmdet_polyloss.engine.weights import WeightsError, WeightsMismatchError, check_weights
+    try:
+        check_weights(runner.model, checkpoint, allow_partial=allow_partial)
+    except WeightsMismatchError as error:
+        raise UserError(f'{error}; --allow-partial-weights loads it anyway') from error
+    except WeightsError as error:
+        raise UserError(str(error)) from error
+
+
 def limit_dynamo_recompiles() -> None:
     """As mmdet's tools do: fewer torch.compile recompilations, if enabled."""
     from mmdet.utils import setup_cache_size_limit_of_dynamo
@@ -179,7 +339,7 @@ def limit_dynamo_recompiles() -> None:
 def check_pickle_path(out: Optional[str]) -> None:
     """--out must name a .pkl / .pickle file."""
     if out is not None and not out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out must end with .pkl or .pickle, got {out!r}')
+        raise UserError(f'--out must end with .pkl or .pickle, got {out!r}')
 
 
 def parse(parser: argparse.ArgumentParser,

@@ -1,0 +1,165 @@
+"""tools/sweep.py: the plan (runs, names, overrides, commands per launcher),
+where each run stands (done, resume, test, changed), user errors, and a tiny
+sweep end to end."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+from train_helpers import FAST, ROOT, TIMEOUT, make_workspace
+
+SCRIPT = ROOT / 'tools' / 'sweep.py'
+POLY = 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
+FOCAL = 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
+COCO_POLY = 'configs/retinanet/retinanet_r50_fpn_poly1-eps-1_1x_coco.py'
+COCO_FOCAL = 'configs/retinanet/retinanet_r50_fpn_1x_coco.py'
+MASK_RCNN = 'configs/mask_rcnn/mask-rcnn_r50_fpn_poly1-eps-1_1x_coco.py'
+
+
+def sweep(args: List[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def plan_lines(out: str) -> List[List[str]]:
+    """The rows of the plan: name, state, options."""
+    lines = out.split('[sweep] ', 2)[1].splitlines()[1:]
+    return [line.split() for line in lines if line.startswith('  ') and line.strip()]
+
+
+def test_dry_run_plans_every_epsilon_and_seed_with_the_baseline(tmp_path):
+    result = sweep([POLY, '--baseline', FOCAL, '--epsilons', '-1', '-.5', '1', '--seeds',
+                    '0', '02', '--work-dir-root', str(tmp_path), '--dry-run'])
+    assert result.returncode == 0, result.stderr
+    rows = plan_lines(result.stdout)
+    names = [row[0] for row in rows]
+    assert names == ['retinanet_tiny_fpn_focal_shapes', 'retinanet_tiny_fpn_poly1-eps-1_shapes',
+                     'retinanet_tiny_fpn_poly1-eps-0.5_shapes',
+                     'retinanet_tiny_fpn_poly1-eps+1_shapes',
+                     'retinanet_tiny_fpn_focal_shapes_seed2',
+                     'retinanet_tiny_fpn_poly1-eps-1_shapes_seed2',
+                     'retinanet_tiny_fpn_poly1-eps-0.5_shapes_seed2',
+                     'retinanet_tiny_fpn_poly1-eps+1_shapes_seed2']
+    assert all(row[1] == 'new' for row in rows)
+    assert rows[0][2:] == ['randomness.seed=0']  # the baseline: no epsilon
+    assert rows[6][2:] == ['randomness.seed=2', 'model.bbox_head.loss_cls.epsilon=-0.5']
+    train = [line for line in result.stdout.splitlines() if 'tools/train.py' in line]
+    test = [line for line in result.stdout.splitlines() if 'tools/test.py' in line]
+    assert len(train) == len(test) == 8
+    assert f'--work-dir {tmp_path}/retinanet_tiny_fpn_poly1-eps+1_shapes_seed2' in train[7]
+    assert 'model.bbox_head.loss_cls.epsilon=1.0' in test[7]
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_launchers_and_the_two_stage_loss_key(tmp_path):
+    result = sweep([MASK_RCNN, '--epsilons', '-1', '--launcher', 'pytorch', '--gpus', '8',
+                    '--work-dir-root', str(tmp_path), '--dry-run'])
+    assert result.returncode == 0, result.stderr
+    assert 'model.roi_head.bbox_head.loss_cls.epsilon=-1.0' in result.stdout
+    assert f"tools/dist_train.sh {MASK_RCNN} 8 --work-dir" in result.stdout
+    assert 'tools/dist_test.sh' in result.stdout
+    result = sweep([COCO_POLY, '--baseline', COCO_FOCAL, '--epsilons', '-1', '0.5',
+                    '--launcher', 'slurm', '--partition', 'gpu', '--gpus', '16',
+                    '--work-dir-root', str(tmp_path), '--dry-run'])
+    assert result.returncode == 0, result.stderr
+    assert (f'tools/slurm_train.sh gpu retinanet_r50_fpn_poly1-eps+0.5_1x_coco {COCO_POLY} '
+            f'{tmp_path}/retinanet_r50_fpn_poly1-eps+0.5_1x_coco') in result.stdout
+    assert 'tools/slurm_test.sh gpu retinanet_r50_fpn_1x_coco' in result.stdout
+
+
+@pytest.mark.parametrize('args,message', [
+    ([POLY, '--epsilons', '-1.5'], "--epsilons must hold decimal numbers >= -1, got '-1.5'"),
+    ([POLY, '--epsilons', '-1', '--seeds', str(2 ** 32)], '--seeds must hold seeds below 2^32'),
+    ([POLY, '--epsilons', '-1', '--seeds', '-3'], '--seeds must hold non-negative integers'),
+    ([POLY, '--epsilons', '-1', '--seeds', '1', '01'], '--seeds lists seed 1 twice'),
+    (['configs/nope.py', '--epsilons', '-1'], "config: no such file: 'configs/nope.py'"),
+    ([FOCAL, '--epsilons', '-1'], 'the sweep config needs a Poly1FocalLoss or '
+                                  "Poly1CrossEntropyLoss as its box classifier loss, found "
+                                  "['FocalLoss']"),
+    ([POLY, '--epsilons', '-1', '--gpus', '0'], '--gpus must be >= 1, got 0'),
+    ([POLY, '--epsilons', '-1', '--gpus', '2'], '--gpus 2 needs --launcher pytorch or slurm'),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm'], '--launcher slurm needs --partition'),
+    ([POLY, '--epsilons', '-1', '--baseline', POLY],
+     'two runs would share a work dir'),
+    ([POLY], 'the following arguments are required: --epsilons'),
+    ([POLY, '--epsilons', '-1', '--cfg-options', 'randomness.seed=4'],
+     "--cfg-options 'randomness.seed=4': the sweep sets this for each run"),
+    ([POLY, '--epsilons', '-1', '--cfg-options', 'oops'], '--cfg-options takes KEY=VALUE'),
+])
+def test_user_errors_are_one_line_and_exit_2(args, message, tmp_path):
+    result = sweep([*args, '--work-dir-root', str(tmp_path), '--dry-run'])
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('sweep.py: error: '), result.stderr
+    assert message in lines[0]
+    assert 'Traceback' not in result.stderr
+
+
+def _key_of(tmp_path: Path, name: str) -> str:
+    """The key the sweep gives a run: a first dry run leaves no marker, so make one
+    with the planner itself."""
+    sys.path.insert(0, str(ROOT))
+    from tools.lib import sweep_plan
+    runs = sweep_plan.plan_runs(POLY, ['-1', '+0.5'], [0], None, tmp_path, [], [])
+    return next(r.key for r in runs if r.name == name)
+
+
+def test_states_from_the_work_dirs(tmp_path):
+    """done is skipped, a started run with a checkpoint resumes, a trained one
+    is only tested, a run of other settings is refused unless asked to retrain."""
+    done = tmp_path / 'retinanet_tiny_fpn_poly1-eps-1_shapes'
+    started = tmp_path / 'retinanet_tiny_fpn_poly1-eps+0.5_shapes'
+    for path, name, state in ((done, done.name, 'tested'), (started, started.name, 'training')):
+        path.mkdir()
+        (path / '.sweep-run.json').write_text(json.dumps(
+            {'key': _key_of(tmp_path, name), 'state': state}))
+    (started / 'epoch_3.pth').write_bytes(b'')
+    (started / 'last_checkpoint').write_text(str(started / 'epoch_3.pth'))
+    args = [POLY, '--epsilons', '-1', '0.5', '--work-dir-root', str(tmp_path), '--dry-run']
+    result = sweep(args)
+    assert result.returncode == 0, result.stderr
+    states = {row[0]: row[1] for row in plan_lines(result.stdout)}
+    assert states == {done.name: 'done', started.name: 'resume'}
+    assert result.stdout.count('tools/train.py') == 1
+    assert '--resume' in next(line for line in result.stdout.splitlines() if 'train.py' in line)
+
+    marker = json.loads((started / '.sweep-run.json').read_text())
+    (started / '.sweep-run.json').write_text(json.dumps({**marker, 'state': 'trained'}))
+    result = sweep(args)
+    assert {r[0]: r[1] for r in plan_lines(result.stdout)}[started.name] == 'test'
+    assert 'tools/train.py' not in result.stdout
+    assert f'tools/test.py {POLY} {started}/epoch_3.pth' in result.stdout
+
+    changed = sweep([*args, '--cfg-options', 'train_cfg.max_epochs=2'])
+    assert changed.returncode == 2 and 'holds a run of other settings' in changed.stderr
+    retrain = sweep([*args, '--cfg-options', 'train_cfg.max_epochs=2', '--retrain-changed'])
+    assert retrain.returncode == 0, retrain.stderr
+    assert {r[1] for r in plan_lines(retrain.stdout)} == {'new'}
+    assert done.is_dir()  # a dry run deletes nothing
+
+
+@pytest.mark.slow
+def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
+    """Baseline + one epsilon, one seed, one short epoch each: trains, tests,
+    reports; a second call skips both runs and reports again."""
+    workspace = make_workspace(tmp_path)
+    options = [o for o in FAST if not o.startswith('randomness.seed=')]
+    args = [str(ROOT / POLY), '--baseline', str(ROOT / FOCAL), '--epsilons', '-1', '--seeds',
+            '3', '--work-dir-root', 'sweep', '--cfg-options', *options]
+    result = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    root = workspace / 'sweep'
+    for name in ('retinanet_tiny_fpn_focal_shapes_seed3',
+                 'retinanet_tiny_fpn_poly1-eps-1_shapes_seed3'):
+        marker = json.loads((root / name / '.sweep-run.json').read_text())
+        assert marker['state'] == 'tested'
+    table = (root / 'sweep.md').read_text()
+    assert '| retinanet_tiny_fpn_focal_shapes_seed3 (baseline) | focal |' in table
+    assert 'poly-1 eps=-1' in table
+    assert (root / 'sweep.png').stat().st_size > 10_000
+    again = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    assert again.returncode == 0, again.stderr
+    assert {r[1] for r in plan_lines(again.stdout)} == {'done'}
+    assert 'tools/train.py' not in again.stdout and 'sweep.md' in again.stdout

@@ -1,0 +1,224 @@
+"""Every tool's user error is one line on stderr, ``<tool>: error: <message>``,
+with exit status 2 and no traceback: tools/lib/errors.py, --cfg-options keys
+that are not in the config, broken configs, bad numbers and seeds."""
+import argparse
+import importlib.util
+import re
+import subprocess
+import sys
+from typing import Callable, List
+
+import pytest
+from train_helpers import ROOT, TIMEOUT
+
+from tools.lib import cli, errors
+from tools.lib.errors import UserError
+
+DEMO = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
+
+
+def _load_tool(name: str):
+    """Import tools/<name>.py under a private name (tools/ is no package)."""
+    spec = importlib.util.spec_from_file_location(
+        f'_polyloss_errors_{name}', ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_tool = _load_tool('train')
+test_tool = _load_tool('test')
+data_tool = _load_tool('make_demo_data')
+
+
+def one_error(main: Callable, argv: List[str], prog: str, capsys) -> str:
+    """Run ``main`` as the tool's ``__main__`` does: exit status 2 and one
+    line on stderr, which is returned."""
+    with pytest.raises(SystemExit) as exit_:
+        errors.run(main, argv, prog=prog)
+    assert exit_.value.code == 2
+    captured = capsys.readouterr()
+    assert 'Traceback' not in captured.err
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0]
+
+
+def test_run_reports_a_user_error_in_one_line(capsys):
+    def main(argv):
+        raise UserError('first line\n  second line')
+    assert one_error(main, [], 'tool.py', capsys) == 'tool.py: error: first line second line'
+
+
+def test_run_leaves_other_exceptions_alone():
+    def main(argv):
+        raise KeyError('a bug')
+    with pytest.raises(KeyError):
+        errors.run(main, [], prog='tool.py')
+
+
+def test_argparse_errors_are_one_line(capsys):
+    assert one_error(train_tool.main, [str(DEMO), '--bogus'], 'train.py', capsys) == \
+        'train.py: error: unrecognized arguments: --bogus'
+    assert one_error(test_tool.main, [str(DEMO)], 'test.py', capsys) == \
+        'test.py: error: the following arguments are required: checkpoint'
+
+
+# ------------------------------------------------------------- --cfg-options
+@pytest.mark.parametrize('option,message', [
+    ('train_cfg.max_epoch=2', "--cfg-options train_cfg.max_epoch: no key 'max_epoch' in "
+     'train_cfg (did you mean train_cfg.max_epochs?); to add a new key, write '
+     '+train_cfg.max_epoch=...'),
+    ('model.bbox_head.loss_cls.gama=1', "--cfg-options model.bbox_head.loss_cls.gama: no key "
+     "'gama' in model.bbox_head.loss_cls (did you mean model.bbox_head.loss_cls.gamma?); to "
+     'add a new key, write +model.bbox_head.loss_cls.gama=...'),
+    ('modle.backbone.depth=50', "--cfg-options modle.backbone.depth: no key 'modle' in the "
+     'config (did you mean model?); to add a new key, write +modle.backbone.depth=...'),
+    ('param_scheduler.2.end=3', '--cfg-options param_scheduler.2.end: param_scheduler is a '
+     "list of 2, '2' is not an index into it (0 to 1)"),
+    ('train_cfg.max_epochs.x=1', '--cfg-options train_cfg.max_epochs.x: train_cfg.max_epochs '
+     'is 24, which has no keys'),
+    ('randomness.seed=18446744073709551617', 'randomness.seed must be an integer from 0 to '
+     '4294967295 (2^32 - 1), got 18446744073709551617'),
+    ('randomness.seed=-1', 'randomness.seed must be an integer from 0 to 4294967295 '
+     '(2^32 - 1), got -1'),
+    ('train_cfg', "--cfg-options: expected KEY=VALUE, got 'train_cfg'"),
+    ('+=1', "--cfg-options: expected KEY=VALUE, got '+=1'"),
+    ('a=[1,2', "--cfg-options: cannot parse 'a=[1,2': Imbalanced brackets exist in [1,2"),
+])
+def test_bad_cfg_options_are_refused(option, message, capsys):
+    assert one_error(train_tool.main, [str(DEMO), '--cfg-options', option], 'train.py',
+                     capsys) == f'train.py: error: {message}'
+
+
+def _args(*options: str) -> argparse.Namespace:
+    return train_tool.parse_args([str(DEMO), '--cfg-options', *options])
+
+
+def test_existing_new_marked_and_runner_keys_are_accepted():
+    cfg = cli.load_config(str(DEMO), _args(
+        'train_cfg.max_epochs=2', 'param_scheduler.1.milestones=[1,2]',
+        '+train_dataloader.pin_memory=True', '+model.neck.upsample_cfg.mode=bilinear',
+        '+default_hooks.checkpoint.by_epoch=False', 'work_dir=elsewhere',
+        'model_wrapper_cfg.type=MMDistributedDataParallel', 'randomness.seed=4294967295'))
+    assert cfg.train_cfg.max_epochs == 2
+    assert cfg.param_scheduler[1].milestones == [1, 2]
+    assert cfg.train_dataloader.pin_memory is True
+    assert cfg.model.neck.upsample_cfg == dict(mode='bilinear')
+    assert cfg.default_hooks.checkpoint.by_epoch is False
+    assert cfg.work_dir == 'elsewhere'
+    assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+
+
+def test_an_option_mmengine_cannot_merge_is_a_user_error():
+    with pytest.raises(UserError, match='^--cfg-options: '):
+        cli.load_config(str(DEMO), _args('+param_scheduler.7.end=1'))
+
+
+# ------------------------------------------------------------------ configs
+def test_missing_config(capsys):
+    assert one_error(train_tool.main, ['no/such.py'], 'train.py', capsys) == \
+        "train.py: error: config: no such file: 'no/such.py'"
+
+
+def test_config_with_a_syntax_error(tmp_path, capsys):
+    config = tmp_path / 'broken.py'
+    config.write_text("_base_ = 'x.py'\nmodel = dict(\n    type='RetinaNet'\n")
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'')
+    assert one_error(test_tool.main, [str(config), str(ckpt)], 'test.py', capsys) == (
+        f"test.py: error: config {config}: syntax error at line 2: '(' was never closed: "
+        'model = dict(')
+
+
+def test_syntax_error_in_a_base_file(tmp_path, capsys):
+    (tmp_path / 'base.py').write_text('a = [1,\n')
+    child = tmp_path / 'child.py'
+    child.write_text("_base_ = './base.py'\nb = 1\n")
+    assert one_error(train_tool.main, [str(child)], 'train.py', capsys) == (
+        f"train.py: error: config {child} (in one of its _base_ files): syntax error at "
+        "line 1: '[' was never closed: a = [1,")
+
+
+def test_config_that_fails_to_run(tmp_path, capsys):
+    config = tmp_path / 'undefined.py'
+    config.write_text('model = undefined_name\n')
+    assert one_error(train_tool.main, [str(config)], 'train.py', capsys) == (
+        f"train.py: error: config {config} cannot be read: NameError: name 'undefined_name' "
+        'is not defined')
+    missing_base = tmp_path / 'missing_base.py'
+    missing_base.write_text("_base_ = './nope.py'\n")
+    line = one_error(train_tool.main, [str(missing_base)], 'train.py', capsys)
+    assert re.fullmatch(rf'train.py: error: config {missing_base} cannot be read: '
+                        r'FileNotFoundError: .*nope\.py.*', line)
+
+
+# -------------------------------------------------------------------- flags
+def test_test_tool_flags(tmp_path, capsys):
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'')
+    assert one_error(test_tool.main, [str(DEMO), 'missing.pth'], 'test.py', capsys) == \
+        "test.py: error: checkpoint: no such checkpoint: 'missing.pth'"
+    assert one_error(test_tool.main, [str(DEMO), str(ckpt), '--out', 'r.json'], 'test.py',
+                     capsys) == "test.py: error: --out must end with .pkl or .pickle, got 'r.json'"
+    assert one_error(test_tool.main, [str(DEMO), str(ckpt), '--wait-time', 'nan'], 'test.py',
+                     capsys) == ("test.py: error: argument --wait-time: expected a number of "
+                                 "seconds >= 0, got 'nan'")
+
+
+def test_train_tool_flags(capsys):
+    assert one_error(train_tool.main, [str(DEMO), '--resume', 'no/such.pth'], 'train.py',
+                     capsys) == "train.py: error: --resume: no such checkpoint: 'no/such.pth'"
+    assert one_error(train_tool.main, [str(DEMO), '--cfg-options', 'auto_scale_lr=None',
+                                       '--auto-scale-lr'], 'train.py', capsys) == (
+        'train.py: error: --auto-scale-lr: the config needs auto_scale_lr = dict(enable=False, '
+        'base_batch_size=<total batch the lr was tuned for>), got auto_scale_lr=None')
+
+
+# ------------------------------------------------------------ make_demo_data
+@pytest.mark.parametrize('args,message', [
+    (['--num-train', '0'], "argument --num-train: expected an integer >= 1, got '0'"),
+    (['--num-val', '-3'], "argument --num-val: expected an integer >= 1, got '-3'"),
+    (['--num-train', '1e3'], "argument --num-train: expected an integer, got '1e3'"),
+    (['--img-size', '100000'], "argument --img-size: expected an integer from 1 to 4096, got "
+     "'100000'"),
+    (['--seed', '4294967296'], "argument --seed: expected an integer from 0 to 4294967295, "
+     "got '4294967296'"),
+    (['--seed', '-1'], "argument --seed: expected an integer from 0 to 4294967295, got '-1'"),
+    (['--min-size', 'nan'], "argument --min-size: expected a finite number, got 'nan'"),
+    (['--min-size', '50', '--max-size', '20'], 'need 2 <= --min-size <= --max-size, got '
+     '--min-size=50.0, --max-size=20.0'),
+    (['--img-size', '64'], '--max-size must be <= --img-size (64), got 100.0'),
+])
+def test_make_demo_data_refuses_bad_sizes_and_counts(args, message, tmp_path, capsys):
+    line = one_error(data_tool.main, [str(tmp_path / 'data'), *args], 'make_demo_data.py',
+                     capsys)
+    assert line == f'make_demo_data.py: error: {message}'
+    assert not (tmp_path / 'data').exists()
+
+
+def test_make_demo_data_into_a_file(tmp_path, capsys):
+    (tmp_path / 'file').write_text('')
+    line = one_error(data_tool.main, [str(tmp_path / 'file' / 'data'), '--num-train', '1',
+                                      '--num-val', '1', '--img-size', '32', '--max-size', '20'],
+                     'make_demo_data.py', capsys)
+    assert line == (f'make_demo_data.py: error: cannot write the dataset to {tmp_path}/file/data:'
+                    f' Not a directory: {tmp_path}/file/data/train')
+
+
+# ---------------------------------------------------- the scripts themselves
+@pytest.mark.slow
+@pytest.mark.parametrize('script,args,line', [
+    ('train.py', [str(DEMO), '--cfg-options', 'train_cfg.max_epoch=2'],
+     "train.py: error: --cfg-options train_cfg.max_epoch: no key 'max_epoch' in train_cfg "
+     '(did you mean train_cfg.max_epochs?); to add a new key, write +train_cfg.max_epoch=...'),
+    ('test.py', [str(DEMO), 'missing.pth'],
+     "test.py: error: checkpoint: no such checkpoint: 'missing.pth'"),
+    ('make_demo_data.py', ['--num-train', '0'],
+     "make_demo_data.py: error: argument --num-train: expected an integer >= 1, got '0'"),
+])
+def test_scripts_print_only_the_error(script, args, line, tmp_path):
+    """As run by a user: no start-up warnings (mmengine's pkg_resources) around it."""
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / script), *args], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stderr) == (2, line + '\n')
