@@ -2,7 +2,8 @@
 for MMDetection 3.x.
 
 ``import mmdet_polyloss`` (or ``custom_imports=dict(imports=['mmdet_polyloss'])``
-in a config) registers the losses in ``mmdet.registry.MODELS``. Without mmdet
+in a config) registers the losses in ``mmdet.registry.MODELS`` and the
+crash-safe ``AtomicCheckpointHook`` in ``mmdet.registry.HOOKS``. Without mmdet
 installed, the pure-PyTorch API in :mod:`mmdet_polyloss.functional` still works.
 """
 from .functional import (
@@ -22,5 +23,6 @@ except ModuleNotFoundError as err:
     if err.name != 'mmdet':  # mmdet is installed but broken: say so
         raise
 else:
+    from .engine.hooks import AtomicCheckpointHook  # registers the hook
     from .losses import Poly1CrossEntropyLoss, Poly1FocalLoss, PolyNFocalLoss  # noqa: F401 (registers)
-    __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss']
+    __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss', 'AtomicCheckpointHook']

@@ -6,38 +6,30 @@
 # 1. sets up the environment (tools/setup_env.sh: idempotent, seconds when done)
 # 2. generates the synthetic COCO-format shapes dataset in data/polyloss_shapes
 #    (skipped when the same dataset is already there)
-# 3. trains the focal-loss and the Poly-1 (epsilon -1, or each of EPSILONS)
-#    tiny RetinaNet with tools/train.py (configs/demo/), each evaluated on the
-#    val split at the end
-# 4. evaluates each final checkpoint with tools/test.py (COCO bbox AP / AR)
-# 5. prints the comparison table (baseline first, deltas in AP points) and
-#    writes the AP / AR vs epsilon plot
+# 3. runs the epsilon sweep with tools/sweep.py: the focal-loss tiny RetinaNet
+#    and the Poly-1 one at epsilon -1 (or each of EPSILONS), at each seed of
+#    SEEDS, trained with tools/train.py and evaluated with tools/test.py (COCO
+#    bbox AP / AR), then the comparison table (baseline first, deltas in AP
+#    points) and the AP / AR@100 vs epsilon plot
 #
 # About 7 minutes on 2 CPU cores once the environment exists. A second run
-# reuses finished trainings (a `.demo-done` marker holding a hash of the
-# config, the demo base, the dataset parameters and the package's code; any
-# change retrains) and
-# takes well under a minute; FORCE=1 retrains from scratch.
+# reuses finished runs while their resolved config, the dataset and the loss
+# code are unchanged (any change retrains that run), and takes well under a
+# minute; FORCE=1 retrains every run.
 #
 # Environment:
 #   WORK_DIR      where runs, table and plot go (default: work_dirs/demo;
 #                 a relative path is relative to the repository root)
-#   SEEDS         training seeds, integers in [0, 2^32), e.g. "0 1 2" (default: 0),
-#                 each once (01 is seed 1). Seed 0 runs in
-#                 <config name>/, seed N in <config name>_seedN/; with several
-#                 seeds the report adds mean +- sd per loss and the per-seed
-#                 differences against focal loss.
+#   SEEDS         training seeds, integers in [0, 2^32), each once, e.g. "0 1 2"
+#                 (default: 0). Seed 0 runs in <run name>/, seed N in
+#                 <run name>_seedN/; with several seeds the report adds mean +- sd
+#                 per loss and the per-seed differences against focal loss.
 #   EPSILONS      Poly-1 epsilons trained next to focal loss, each >= -1, e.g.
-#                 "-1 -0.5 0.5" for a sweep (default: -1). Epsilon e runs
-#                 configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py with
-#                 model.bbox_head.loss_cls.epsilon=e in
-#                 retinanet_tiny_fpn_poly1-eps<e>_shapes/ (e as in -0.5, +0.5);
-#                 the report and plot put every epsilon on one axis.
-#   FORCE=1       retrain even if a finished run exists (the way out when a
-#                 finished run is damaged, e.g. its checkpoint deleted: the
-#                 script stops and says so)
-#   DRY_RUN=1     print the train / test / report commands it would run, and
-#                 nothing else (no set-up, data, training or evaluation)
+#                 "-1 -0.5 0.5 1" (default: -1), in
+#                 retinanet_tiny_fpn_poly1-eps<e>_shapes/ (e as in -0.5, +0.5).
+#   FORCE=1       retrain even if a finished run exists
+#   DRY_RUN=1     print the sweep's plan and commands, and nothing else (no
+#                 set-up, data, training or evaluation)
 #   POLYLOSS_VENV the virtual environment (default: .venv in the checkout)
 set -euo pipefail
 
@@ -48,11 +40,7 @@ cd "$ROOT"
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
 DATA_DIR=data/polyloss_shapes  # where configs/demo/ read it (data_root)
 PY=$POLYLOSS_VENV/bin/python
-POLY1_CONFIG=configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py
 say() { printf '\n[run_demo] %s\n' "$*"; }
-DRY=${DRY_RUN:-0}
-# tools/<script> with the environment's python; with DRY_RUN=1 only printed.
-tool() { if [ "$DRY" = 1 ]; then echo "DRY_RUN: $*"; else "$PY" "$@"; fi; }
 
 # SEEDS and EPSILONS are checked in Python (integers in [0, 2^32), decimals >= -1,
 # each once; see tools/lib/run_settings.py), with any python3 before set-up.
@@ -60,101 +48,27 @@ CHECK_PY=$PY
 [ -x "$CHECK_PY" ] || CHECK_PY=python3
 seed_list=$("$CHECK_PY" tools/lib/run_settings.py SEEDS "${SEEDS:-0}") || exit
 eps_list=$("$CHECK_PY" tools/lib/run_settings.py EPSILONS "${EPSILONS:--1}") || exit
-read -r -a seeds <<< "$seed_list"
-# The trainings: (config, run name, --cfg-options for the loss), focal first.
-CONFIGS=(configs/demo/retinanet_tiny_fpn_focal_shapes.py)
-NAMES=(retinanet_tiny_fpn_focal_shapes)
-LOSS_OPTIONS=("")
-for name_eps in $eps_list; do  # as in the COCO config names: -1, -0.5, 0, +0.5
-  name=retinanet_tiny_fpn_poly1-eps${name_eps}_shapes
-  CONFIGS+=("$POLY1_CONFIG")
-  NAMES+=("$name")
-  # Epsilon -1 is the config file as it stands.
-  LOSS_OPTIONS+=("$([ "$name_eps" = -1 ] || echo "model.bbox_head.loss_cls.epsilon=$name_eps")")
-done
-# Every (seed, training): its work dir, config and --cfg-options (one word
-# each, no spaces: passed unquoted).
-run_dirs=()
-run_cfgs=()
-run_options=()
-for seed in "${seeds[@]}"; do
-  for j in "${!CONFIGS[@]}"; do
-    run_dirs+=("$WORK_DIR/${NAMES[$j]}$([ "$seed" = 0 ] || echo "_seed$seed")")
-    run_cfgs+=("${CONFIGS[$j]}")
-    run_options+=("randomness.seed=$seed${LOSS_OPTIONS[$j]:+ ${LOSS_OPTIONS[$j]}}")
-  done
-done
-start=$(date +%s)
 
-if [ "$DRY" = 1 ]; then
-  say "DRY_RUN=1: the commands only, no set-up, data, training or evaluation"
-else
-  say "1/5 environment"
-  bash tools/setup_env.sh
-  say "2/5 synthetic dataset in $DATA_DIR"
-  "$PY" tools/make_demo_data.py "$DATA_DIR"
-fi
-
-say "3/5 training (mmengine logs every 10 iterations)"
-for i in "${!run_dirs[@]}"; do
-  dir=${run_dirs[$i]}
-  run=$(basename "$dir")
-  if [ "$DRY" != 1 ]; then
-    # A finished run is reused only if config, loss options, seed, demo base,
-    # dataset and the code that trains (the package and tools/train.py) are
-    # unchanged.
-    key=$({ cat "${run_cfgs[$i]}" configs/demo/_base_/*.py "$DATA_DIR/meta.json" \
-                tools/train.py $(find mmdet_polyloss -name '*.py' | LC_ALL=C sort)
-            echo "${run_options[$i]}"; } | sha256sum | cut -c1-16)
-    if [ "${FORCE:-0}" != 1 ] && [ "$(cat "$dir/.demo-done" 2>/dev/null)" = "$key" ]; then
-      last=$(cat "$dir/last_checkpoint" 2>/dev/null) || true
-      damage=
-      if [ -z "$last" ]; then damage="no last_checkpoint file"
-      elif [ ! -s "$last" ]; then damage="$last is missing or empty"; fi
-      if [ -n "$damage" ]; then  # e.g. a checkpoint deleted by hand
-        echo "run_demo: error: the finished run in $dir is damaged ($damage);" \
-             "FORCE=1 retrains it" >&2
-        exit 2
-      fi
-      say "$run: finished run found in $dir, not retraining (FORCE=1 to redo)"
-      continue
-    fi
-    rm -rf "$dir"
-  fi
-  say "$run: training (${run_options[$i]})"
-  t0=$(date +%s)
-  tool tools/train.py "${run_cfgs[$i]}" --work-dir "$dir" --cfg-options ${run_options[$i]}
-  if [ "$DRY" != 1 ]; then
-    say "$run: trained in $(( $(date +%s) - t0 )) s"
-    echo "$key" > "$dir/.demo-done"
-  fi
-done
-
-say "4/5 COCO evaluation of the final checkpoints with tools/test.py"
-for i in "${!run_dirs[@]}"; do
-  dir=${run_dirs[$i]}
-  ckpt=$dir/LAST_CHECKPOINT
-  if [ "$DRY" != 1 ]; then
-    ckpt=$(cat "$dir/last_checkpoint")
-    if [ -f "$dir/.demo-tested" ] && [ "$dir/.demo-tested" -nt "$ckpt" ]; then
-      say "$(basename "$dir"): already evaluated"
-      continue
-    fi
-  fi
-  # Seed and loss options too: the report reads them from the config this run dumps.
-  status=0
-  tool tools/test.py "${run_cfgs[$i]}" "$ckpt" --work-dir "$dir" --cfg-options ${run_options[$i]} \
-    || status=$?
-  if [ "$status" = 2 ]; then  # a user error, e.g. a checkpoint that cannot be read
-    echo "run_demo: error: tools/test.py refused the run in $dir (above); FORCE=1 retrains it" >&2
+sweep=(configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py
+       --baseline configs/demo/retinanet_tiny_fpn_focal_shapes.py
+       --epsilons $eps_list --seeds $seed_list --work-dir-root "$WORK_DIR"
+       # A finished run depends on the dataset and the loss code besides its config.
+       --key-files "$DATA_DIR/meta.json"
+       $(ls mmdet_polyloss/functional/*.py mmdet_polyloss/losses/*.py | LC_ALL=C sort))
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  if [ ! -x "$PY" ]; then  # the plan reads the configs: mmengine is needed
+    echo "run_demo: error: DRY_RUN=1 needs the environment; run bash tools/setup_env.sh" >&2
     exit 2
   fi
-  [ "$status" = 0 ] || exit "$status"
-  [ "$DRY" = 1 ] || touch "$dir/.demo-tested"
-done
-
-say "5/5 comparison (COCO bbox metrics on the val split, in %)"
-tool tools/sweep_report.py "${run_dirs[@]}" \
-  --out-png "$WORK_DIR/sweep.png" --out-md "$WORK_DIR/sweep.md"
-say "table: $WORK_DIR/sweep.md, plot: $WORK_DIR/sweep.png, " \
-  "total $(( $(date +%s) - start )) s"
+  say "DRY_RUN=1: the plan and the commands only, no set-up, data, training or evaluation"
+  exec "$PY" tools/sweep.py "${sweep[@]}" --dry-run
+fi
+start=$(date +%s)
+say "1/3 environment"
+bash tools/setup_env.sh
+say "2/3 synthetic dataset in $DATA_DIR"
+"$PY" tools/make_demo_data.py "$DATA_DIR"
+say "3/3 the sweep: training (mmengine logs every 10 iterations), evaluation, report"
+"$PY" tools/sweep.py "${sweep[@]}" \
+  $([ "${FORCE:-0}" = 1 ] && echo --force || echo --retrain-changed)
+say "table: $WORK_DIR/sweep.md, plot: $WORK_DIR/sweep.png, total $(( $(date +%s) - start )) s"

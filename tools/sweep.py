@@ -34,8 +34,9 @@ from tools.lib.run_settings import parse_epsilons, parse_seeds
 def parse_args(argv: Optional[Sequence[str]]):
     parser = ArgumentParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config with a Poly-1 classifier loss')
-    parser.add_argument('--epsilons', nargs='+', required=True, metavar='E',
-                        help='Poly-1 epsilons, each >= -1 (e.g. -1 -0.5 0.5 1)')
+    parser.add_argument('--epsilons', nargs='*', required=True, metavar='E',
+                        help='Poly-1 epsilons, each >= -1 (e.g. -1 -0.5 0.5 1; none: the '
+                        'baseline only)')
     parser.add_argument('--seeds', nargs='+', default=['0'], metavar='N',
                         help='training seeds, integers in [0, 2^32) (default: 0)')
     parser.add_argument('--baseline', metavar='CONFIG',

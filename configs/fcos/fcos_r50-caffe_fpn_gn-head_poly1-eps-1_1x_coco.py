@@ -13,3 +13,7 @@ model = dict(
             type='Poly1FocalLoss',
             epsilon=-1.0,
         )))
+
+# The one other change: checkpoints a crash cannot break (docs/reliability.md);
+# merged into mmdet's CheckpointHook settings, which it keeps.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

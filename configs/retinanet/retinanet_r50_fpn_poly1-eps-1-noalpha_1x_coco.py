@@ -20,3 +20,7 @@ model = dict(
             alpha_weighted_poly=False,
             allow_negative_loss=True,
         )))
+
+# The one other change: checkpoints a crash cannot break (docs/reliability.md);
+# merged into mmdet's CheckpointHook settings, which it keeps.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -6,11 +6,13 @@ from typing import Any, Dict, Tuple
 
 import mmdet
 import pytest
-from mmdet.registry import MODELS
+from mmdet.registry import HOOKS, MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 import mmdet_polyloss  # noqa: F401  (registers the losses)
+from mmdet_polyloss.engine.hooks import AtomicCheckpointHook
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / 'configs'
@@ -22,7 +24,10 @@ POLY_COCO_CONFIGS = [p for p in COCO_CONFIGS if 'poly1' in p.name]
 BASELINE_COCO_CONFIGS = [p for p in COCO_CONFIGS if 'poly1' not in p.name]
 DEMO_FOCAL = CONFIG_DIR / 'demo' / 'retinanet_tiny_fpn_focal_shapes.py'
 DEMO_POLY = CONFIG_DIR / 'demo' / 'retinanet_tiny_fpn_poly1-eps-1_shapes.py'
+#: The configs one trains: every file but the demo's shared base.
+RUN_CONFIGS = [p for p in ALL_CONFIGS if '_base_' not in p.parts]
 CUSTOM_IMPORTS = dict(imports=['mmdet_polyloss'], allow_failed_imports=False)
+ATOMIC_HOOK = 'AtomicCheckpointHook'
 #: mmdet's classification loss -> the Poly-1 loss a config swaps in for it.
 POLY_OF = {'FocalLoss': 'Poly1FocalLoss',
            'CrossEntropyLoss': 'Poly1CrossEntropyLoss'}
@@ -73,6 +78,16 @@ def _resolved(path: Path) -> Dict[str, Any]:
     return _strip_mmdet_scope(cfg)
 
 
+def _take_project_changes(ours: Dict[str, Any], theirs: Dict[str, Any]) -> None:
+    """Check and undo, in ``ours``, the two settings every project config adds
+    to mmdet's: ``custom_imports`` and the checkpoint hook's type."""
+    assert ours.pop('custom_imports', None) == CUSTOM_IMPORTS
+    assert theirs['default_hooks']['checkpoint']['type'] == 'CheckpointHook'
+    hook = ours['default_hooks']['checkpoint']
+    assert hook['type'] == ATOMIC_HOOK
+    hook['type'] = 'CheckpointHook'
+
+
 def test_expected_sweep_is_present():
     names = {p.name for p in COCO_CONFIGS}
     assert names >= {
@@ -109,21 +124,46 @@ def test_poly_config_equals_mmdet_but_for_the_loss(path: Path):
         expected_loss['alpha_weighted_poly'] = False
         expected_loss['allow_negative_loss'] = True  # that form goes negative at -1
     assert _get(ours['model'], slot) == expected_loss
-    assert ours['custom_imports'] == CUSTOM_IMPORTS
-    # Everything else: identical to mmdet's resolved config.
+    # Everything else but the checkpoint hook: identical to mmdet's resolved config.
     for cfg in (ours, theirs):
         del _get(cfg['model'], slot[:-1])[slot[-1]]
-    ours.pop('custom_imports')
+    _take_project_changes(ours, theirs)
     assert ours == theirs
 
 
 @pytest.mark.parametrize(
     'path', BASELINE_COCO_CONFIGS, ids=_ids(BASELINE_COCO_CONFIGS))
-def test_baseline_config_is_mmdet_unchanged(path: Path):
-    ours = _resolved(path)
-    assert ours == _resolved(_mmdet_base(path))
+def test_baseline_config_is_mmdet_unchanged_but_for_the_checkpoint_hook(path: Path):
+    ours, theirs = _resolved(path), _resolved(_mmdet_base(path))
+    _take_project_changes(ours, theirs)
+    assert ours == theirs
     assert _get(ours['model'], _classifier_path(ours['model']))['type'] \
         in POLY_OF
+
+
+def test_project_changes_are_checked():
+    """The comparison above fails on any other change, including one in the hook."""
+    path = BASELINE_COCO_CONFIGS[0]
+    ours, theirs = _resolved(path), _resolved(_mmdet_base(path))
+    ours['default_hooks']['checkpoint']['max_keep_ckpts'] = 3
+    _take_project_changes(ours, theirs)
+    assert ours != theirs
+    with pytest.raises(AssertionError):  # mmdet's own config lacks both changes
+        _take_project_changes(copy.deepcopy(theirs), theirs)
+
+
+@pytest.mark.parametrize('path', RUN_CONFIGS, ids=_ids(RUN_CONFIGS))
+def test_every_config_saves_checkpoints_atomically(path: Path):
+    register_all_modules()
+    cfg = Config.fromfile(str(path))
+    assert cfg.custom_imports == CUSTOM_IMPORTS
+    hook_cfg = cfg.default_hooks.checkpoint
+    assert hook_cfg.type == ATOMIC_HOOK
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        hook = HOOKS.build(copy.deepcopy(hook_cfg))
+    assert type(hook) is AtomicCheckpointHook
+    assert hook.interval == hook_cfg.interval
+    assert hook.max_keep_ckpts == hook_cfg.get('max_keep_ckpts', -1)
 
 
 def test_coco_retinanet_schedule_is_the_papers_baseline():

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+
 from train_helpers import FAST, ROOT, TIMEOUT, make_workspace
 
 SCRIPT = ROOT / 'tools' / 'sweep.py'
@@ -115,8 +116,9 @@ def test_states_from_the_work_dirs(tmp_path):
         path.mkdir()
         (path / '.sweep-run.json').write_text(json.dumps(
             {'key': _key_of(tmp_path, name), 'state': state}))
-    (started / 'epoch_3.pth').write_bytes(b'')
-    (started / 'last_checkpoint').write_text(str(started / 'epoch_3.pth'))
+    for path in (done, started):  # each ended (or stopped) with a checkpoint
+        (path / 'epoch_3.pth').write_bytes(b'PK')
+        (path / 'last_checkpoint').write_text(str(path / 'epoch_3.pth'))
     args = [POLY, '--epsilons', '-1', '0.5', '--work-dir-root', str(tmp_path), '--dry-run']
     result = sweep(args)
     assert result.returncode == 0, result.stderr
@@ -138,6 +140,26 @@ def test_states_from_the_work_dirs(tmp_path):
     assert retrain.returncode == 0, retrain.stderr
     assert {r[1] for r in plan_lines(retrain.stdout)} == {'new'}
     assert done.is_dir()  # a dry run deletes nothing
+
+
+def test_a_damaged_finished_run_says_that_force_retrains_it(tmp_path):
+    """A finished run whose checkpoint was deleted by hand is not silently reused."""
+    run = tmp_path / 'retinanet_tiny_fpn_poly1-eps-1_shapes'
+    run.mkdir()
+    (run / '.sweep-run.json').write_text(json.dumps(
+        {'key': _key_of(tmp_path, run.name), 'state': 'tested'}))
+    args = [POLY, '--epsilons', '-1', '--work-dir-root', str(tmp_path), '--dry-run']
+    result = sweep(args)
+    assert result.returncode == 2
+    assert result.stderr == (f'sweep.py: error: the finished run in {run} is damaged (no '
+                             'last_checkpoint file); --force (FORCE=1 for tools/run_demo.sh) '
+                             'retrains it\n')
+    (run / 'last_checkpoint').write_text(str(run / 'epoch_24.pth'))
+    result = sweep(args)
+    assert f'({run}/epoch_24.pth is missing or empty)' in result.stderr
+    (run / 'epoch_24.pth').write_bytes(b'PK')
+    assert plan_lines(sweep(args).stdout)[0][1] == 'done'
+    assert plan_lines(sweep([*args, '--force']).stdout)[0][1] == 'new'
 
 
 @pytest.mark.slow

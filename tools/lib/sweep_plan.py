@@ -211,6 +211,21 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
         run.state = {'tested': 'done', 'trained': 'test'}.get(marker.get('state'), 'resume')
         if run.state == 'resume' and not (run.work_dir / 'last_checkpoint').is_file():
             run.state = 'new'
+        elif run.state in ('done', 'test'):
+            _check_finished(run)
+
+
+def _check_finished(run: Run) -> None:
+    """A trained run still has the checkpoint it ended with (not deleted by hand)."""
+    try:
+        last = (run.work_dir / 'last_checkpoint').read_text().strip()
+    except OSError:
+        damage = 'no last_checkpoint file'
+    else:
+        damage = '' if osp.isfile(last) and osp.getsize(last) else f'{last} is missing or empty'
+    if damage:
+        raise UserError(f'the finished run in {run.work_dir} is damaged ({damage}); --force '
+                        '(FORCE=1 for tools/run_demo.sh) retrains it')
 
 
 def clear_for_training(run: Run) -> None:

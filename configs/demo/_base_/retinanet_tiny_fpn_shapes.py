@@ -181,8 +181,10 @@ auto_scale_lr = dict(enable=False, base_batch_size=8)
 # so the comparison isolates the loss (CPU reruns agree closely, though not
 # bit for bit).
 randomness = dict(seed=0)
+# AtomicCheckpointHook (mmdet_polyloss/engine/hooks.py): CheckpointHook whose
+# saves a crash cannot break (docs/reliability.md).
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=10),
-    checkpoint=dict(type='CheckpointHook', interval=max_epochs,
+    checkpoint=dict(type='AtomicCheckpointHook', interval=max_epochs,
                     max_keep_ckpts=1))
 log_processor = dict(type='LogProcessor', window_size=10, by_epoch=True)
