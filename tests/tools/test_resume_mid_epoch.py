@@ -11,10 +11,11 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 import torch
-from train_helpers import ROOT, make_workspace, run
 
 from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
 from tools.lib import resume
+
+from train_helpers import ROOT, make_workspace, run
 
 CONFIG = ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
 

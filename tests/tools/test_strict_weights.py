@@ -8,7 +8,6 @@ from typing import Dict, List
 
 import pytest
 import torch
-from train_helpers import FAST, ROOT, TIMEOUT, make_workspace, run
 
 from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
 from mmdet_polyloss.engine.weights import (
@@ -20,6 +19,8 @@ from mmdet_polyloss.engine.weights import (
     read_checkpoint,
     state_dict_of,
 )
+
+from train_helpers import FAST, ROOT, TIMEOUT, make_workspace, run
 
 CONFIG = ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
 HEAD = ('bbox_head.retina_cls.weight', 'bbox_head.retina_cls.bias')

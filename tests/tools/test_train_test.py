@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import List
 
 import pytest
+
 from train_helpers import FAST, ROOT, TIMEOUT, make_workspace, run
 
 CONFIG = ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'

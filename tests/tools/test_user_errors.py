@@ -9,10 +9,11 @@ import sys
 from typing import Callable, List
 
 import pytest
-from train_helpers import ROOT, TIMEOUT
 
 from tools.lib import cli, errors
 from tools.lib.errors import UserError
+
+from train_helpers import ROOT, TIMEOUT
 
 DEMO = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
 
