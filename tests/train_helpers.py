@@ -1,5 +1,6 @@
 """Shared by the end-to-end tests that run tools/*.py in subprocesses on a
 tiny generated copy of the demo dataset."""
+import importlib
 import os
 import subprocess
 from pathlib import Path
@@ -41,3 +42,8 @@ def run(args: List[str], cwd: Path, **env) -> str:
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-5000:]
     return output
+
+
+def load_tool(name: str):
+    """The module of the script tools/<name>.py (its ``main`` not run)."""
+    return importlib.import_module(f'tools.{name}')

@@ -1,6 +1,5 @@
 """Flag handling behind tools/train.py and tools/test.py (no training)."""
 import argparse
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -12,22 +11,15 @@ from tools.lib import cli, dist
 from tools.lib.dist import setup_cpu_distributed
 from tools.lib.errors import UserError
 
+from train_helpers import load_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 COCO_POLY = ROOT / 'configs/retinanet/retinanet_r50_fpn_poly1-eps-1_1x_coco.py'
 DEMO = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
 
 
-def _load_tool(name: str):
-    """Import tools/<name>.py under a private name (tools/ is no package)."""
-    spec = importlib.util.spec_from_file_location(
-        f'_polyloss_tool_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool = _load_tool('train')
-test_tool = _load_tool('test')
+train_tool = load_tool('train')
+test_tool = load_tool('test')
 
 
 def _args(**kwargs) -> argparse.Namespace:

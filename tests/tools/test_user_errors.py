@@ -2,7 +2,6 @@
 with exit status 2 and no traceback: tools/lib/errors.py, --cfg-options keys
 that are not in the config, broken configs, bad numbers and seeds."""
 import argparse
-import importlib.util
 import re
 import subprocess
 import sys
@@ -13,23 +12,14 @@ import pytest
 from tools.lib import cli, errors
 from tools.lib.errors import UserError
 
-from train_helpers import ROOT, TIMEOUT
+from train_helpers import ROOT, TIMEOUT, load_tool
 
 DEMO = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
 
 
-def _load_tool(name: str):
-    """Import tools/<name>.py under a private name (tools/ is no package)."""
-    spec = importlib.util.spec_from_file_location(
-        f'_polyloss_errors_{name}', ROOT / 'tools' / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool = _load_tool('train')
-test_tool = _load_tool('test')
-data_tool = _load_tool('make_demo_data')
+train_tool = load_tool('train')
+test_tool = load_tool('test')
+data_tool = load_tool('make_demo_data')
 
 
 def one_error(main: Callable, argv: List[str], prog: str, capsys) -> str:
