@@ -122,6 +122,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                              str(root / 'sweep.png'), str(root / 'sweep.md'))
     except SweepReportError as error:
         raise UserError(str(error)) from error
+    except OSError as error:
+        raise UserError(f'cannot write {error.filename!r}: {error.strerror}') from error
     print(f'\n{table}\n\n[sweep] table: {root / "sweep.md"}, plot: {root / "sweep.png"}, '
           f'{time.time() - start:.0f} s')
 

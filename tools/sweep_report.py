@@ -9,20 +9,19 @@ Each WORK_DIR is a tools/train.py or tools/test.py work dir. The baseline
 against it in AP points. Each run's dumped config is read as data, never
 run. See mmdet_polyloss/analysis/ (runs.py, tables.py, plot.py).
 """
-import argparse
 import os.path as osp
 import sys
 from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-# E402: the imports need the repository root on sys.path first.
 from mmdet_polyloss.analysis import SweepReportError, build_report
+from tools.lib.errors import ArgumentParser, UserError, run
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        description='COCO bbox results of a sweep, baseline first')
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = ArgumentParser(
+        prog='sweep_report.py', description='COCO bbox results of a sweep, baseline first')
     parser.add_argument('work_dirs', nargs='+', metavar='WORK_DIR')
     parser.add_argument(
         '--baseline',
@@ -32,15 +31,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--out-md', help='write the table to this file')
     args = parser.parse_args(argv)
     try:
-        table = build_report(args.work_dirs, args.baseline, args.out_png,
-                             args.out_md)
-    except SweepReportError as err:
-        parser.error(str(err))  # exits with status 2
+        table = build_report(args.work_dirs, args.baseline, args.out_png, args.out_md)
+    except SweepReportError as error:
+        raise UserError(str(error)) from error
+    except OSError as error:  # an output path that cannot be written
+        raise UserError(f'cannot write {error.filename!r}: {error.strerror}') from error
     print(table)
     if args.out_png:
         print(f'\nplot: {args.out_png}')
-    return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    run(main, prog='sweep_report.py')

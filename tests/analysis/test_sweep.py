@@ -175,7 +175,16 @@ def test_command_line(sweep, tmp_path):
         [sys.executable, str(TOOL), str(tmp_path / 'missing')],
         capture_output=True, text=True)
     assert bad.returncode == 2
-    assert "work_dir '" in bad.stderr and 'missing' in bad.stderr
+    assert bad.stderr.startswith("sweep_report.py: error: work_dir '")
+    assert 'missing' in bad.stderr and bad.stderr.count('\n') == 1  # one line, no usage
+    blocked = tmp_path / 'a_file'
+    blocked.write_text('')
+    unwritable = subprocess.run(
+        [sys.executable, str(TOOL), str(sweep['base']), '--out-png', str(blocked / 'x.png')],
+        capture_output=True, text=True)
+    assert unwritable.returncode == 2 and 'Traceback' not in unwritable.stderr
+    assert unwritable.stderr == (f"sweep_report.py: error: cannot write '{blocked}': "
+                                 'File exists\n')
 
 
 def test_two_stage_runs_read_the_roi_classifier_not_the_rpn(tmp_path):
