@@ -10,7 +10,6 @@ from the installed mmdet); --scan walks mmdet's configs again (about a
 minute) and rewrites that file. Prints a markdown table; exits 1 when a head
 trains with FocalLoss but not with Poly1FocalLoss.
 """
-import argparse
 import os.path as osp
 import sys
 import time
@@ -20,13 +19,13 @@ from typing import Optional, Sequence
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 # E402: the import needs the repository root on sys.path first.
-from tools.lib import head_matrix
+from tools.lib import errors, head_matrix
 
 POLY_LOSS = dict(type='Poly1FocalLoss', epsilon=-1.0)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = errors.ArgumentParser(prog='head_matrix.py', description=__doc__.split('\n\n')[0])
     parser.add_argument('--scan', action='store_true',
                         help=f'rescan mmdet configs and rewrite {head_matrix.HEADS_FILE.name}')
     parser.add_argument('--heads', nargs='+', metavar='NAME',
@@ -71,4 +70,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    errors.run(lambda argv: sys.exit(main(argv)), prog='head_matrix.py')

@@ -43,6 +43,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(_HERE)))
 import torch  # after the path set-up above, like every import below
 
 from tools.benchmark import agreement, cases, measure, memory, report, train_step
+from tools.lib import errors
 
 
 def _positive_int(text: str) -> int:
@@ -65,7 +66,7 @@ def _image_size(text: str) -> Tuple[int, int]:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse and validate the command line (argparse errors name the argument)."""
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = errors.ArgumentParser(prog='benchmark_loss.py', description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', choices=('cpu', 'cuda'), default=None,
                         help='default: cuda when available, else cpu')
     parser.add_argument('--images', type=_positive_int, nargs='+', default=[1, 2, 8],
@@ -173,4 +174,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    errors.run(lambda argv: sys.exit(main(argv)), prog='benchmark_loss.py')
