@@ -14,10 +14,11 @@ With them off, bad values are the caller's responsibility: a focal class label
 outside [0, C] counts as background (as in mmcv's CUDA kernel), a target
 outside [0, 1] is used as it is.
 """
+import json
 import math
 import os
 from numbers import Real
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -357,15 +358,18 @@ def check_ignore_index(ignore_index: Optional[int]) -> int:
     return int(ignore_index)
 
 
-def check_class_weight(class_weight: Optional[Sequence[float]],
+def check_class_weight(class_weight: Union[None, Sequence[float], str, os.PathLike],
                        num_classes: Optional[int] = None) -> Optional[Tuple[float, ...]]:
-    """``class_weight``: None, or a sequence of finite non-negative numbers,
-    ``num_classes`` long if given."""
+    """``class_weight``: None, a sequence of finite non-negative numbers, or the
+    path of a file of them (see :func:`read_class_weight`); ``num_classes`` long
+    if given."""
     if class_weight is None:
         return None
-    if isinstance(class_weight, (str, bytes)) or not isinstance(class_weight, Sequence):
-        raise TypeError(f'class_weight must be a sequence of numbers or None, got '
-                        f'{class_weight!r} of type {type(class_weight).__name__}')
+    if isinstance(class_weight, (str, os.PathLike)):
+        class_weight = read_class_weight(class_weight)
+    elif isinstance(class_weight, bytes) or not isinstance(class_weight, Sequence):
+        raise TypeError(f'class_weight must be a sequence of numbers, a file path or None, '
+                        f'got {class_weight!r} of type {type(class_weight).__name__}')
     values = tuple(check_real(f'class_weight[{i}]', v) for i, v in enumerate(class_weight))
     count = 'one per class' if num_classes is None else f'{num_classes}'
     if not values or (num_classes is not None and len(values) != num_classes) \
@@ -373,6 +377,31 @@ def check_class_weight(class_weight: Optional[Sequence[float]],
         raise ValueError(f'class_weight must hold {count} finite non-negative weights, '
                          f'got {class_weight!r}')
     return values
+
+
+def read_class_weight(path: Union[str, os.PathLike]) -> Tuple[float, ...]:
+    """The weights in a file: a ``.npy`` array, a ``.json`` list, or numbers
+    separated by whitespace or commas in any other text file."""
+    name = os.fspath(path)
+    if not os.path.isfile(name):
+        raise ValueError(f'class_weight {name!r} is a string but no such file: give a '
+                         'sequence of numbers or the path of a file of them')
+    try:
+        if name.endswith('.npy'):
+            values = np.load(name, allow_pickle=False).astype(float).ravel().tolist()
+        elif name.endswith('.json'):
+            with open(name) as f:
+                values = json.load(f)
+        else:
+            with open(name) as f:
+                values = [float(word) for word in f.read().replace(',', ' ').split()]
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f'class_weight file {name!r} does not hold a list of numbers: '
+                         f'{error}') from error
+    if not isinstance(values, list):
+        raise ValueError(f'class_weight file {name!r} holds a {type(values).__name__}, '
+                         'not a list of numbers')
+    return tuple(check_real(f'class_weight[{i}] (in {name})', v) for i, v in enumerate(values))
 
 
 def check_label_tensor(label: object) -> None:

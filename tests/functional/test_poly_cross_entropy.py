@@ -1,6 +1,7 @@
 """Poly-1 cross-entropy against an independent float64 formula; its bad inputs."""
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -154,8 +155,8 @@ def test_bad_inputs(call, message):
      'must hold integer class indices, got dtype torch.bool'),
     (lambda: poly1_binary_cross_entropy(make_logits(N, C), _labels().double()),
      'must hold integer class indices, got dtype torch.float64'),
-    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), class_weight='1234'),
-     "class_weight must be a sequence of numbers or None, got '1234' of type str"),
+    (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), class_weight=b'1234'),
+     "class_weight must be a sequence of numbers, a file path or None, got b'1234'"),
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), class_weight=[1, 'a']),
      "class_weight[1] must be a real number, got 'a' of type str"),
     (lambda: poly1_cross_entropy(make_logits(N, C), _labels(), avg_non_ignore='False'),
@@ -168,3 +169,32 @@ def test_bad_inputs(call, message):
 def test_inputs_of_the_wrong_type(call, message):
     with pytest.raises(TypeError, match=re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize('suffix,text', [('.txt', '1 2.5, 0\n3 1 0.5'),
+                                         ('.json', '[1, 2.5, 0, 3, 1, 0.5]')])
+def test_class_weight_from_a_file(tmp_path, suffix, text):
+    """A YAML/CLI config can name a file of weights instead of listing them."""
+    path = tmp_path / f'weights{suffix}'
+    path.write_text(text)
+    want = poly1_cross_entropy(make_logits(N, C), _labels(), class_weight=[1, 2.5, 0, 3, 1, 0.5])
+    for given in (str(path), path):
+        got = poly1_cross_entropy(make_logits(N, C), _labels(), class_weight=given)
+        torch.testing.assert_close(got, want)
+    npy = tmp_path / 'weights.npy'
+    np.save(npy, np.array([1, 2.5, 0, 3, 1, 0.5]))
+    torch.testing.assert_close(
+        poly1_cross_entropy(make_logits(N, C), _labels(), class_weight=str(npy)), want)
+
+
+@pytest.mark.parametrize('content,message', [
+    (None, "class_weight '{path}' is a string but no such file"),
+    ('1 two 3', "class_weight file '{path}' does not hold a list of numbers"),
+    ('1 2 3', 'class_weight must hold 6 finite non-negative weights, got (1.0, 2.0, 3.0)'),
+])
+def test_bad_class_weight_files(tmp_path, content, message):
+    path = tmp_path / 'weights.txt'
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ValueError, match=re.escape(message.format(path=path))):
+        poly1_cross_entropy(make_logits(N, C), _labels(), class_weight=str(path))

@@ -111,12 +111,19 @@ def test_bad_constructor_arguments(kwargs, message):
     # Strings from YAML or --cfg-options: bool('False') would be True.
     (dict(use_sigmoid='False'), "use_sigmoid must be a bool, got 'False' of type str"),
     (dict(avg_non_ignore='False'), "avg_non_ignore must be a bool, got 'False' of type str"),
-    (dict(class_weight='1234'), "class_weight must be a sequence of numbers or None, got '1234'"),
+    (dict(class_weight=1234), 'class_weight must be a sequence of numbers, a file path or None, '
+                              'got 1234 of type int'),
     (dict(loss_weight='2'), "loss_weight must be a real number, got '2' of type str"),
 ])
 def test_constructor_arguments_of_the_wrong_type(kwargs, message):
     with pytest.raises(TypeError, match=re.escape(message)):
         Poly1CrossEntropyLoss(**kwargs)
+
+
+def test_a_string_class_weight_is_a_file_not_its_digits():
+    """'1234' from a YAML file used to become four weights (1, 2, 3, 4)."""
+    with pytest.raises(ValueError, match="class_weight '1234' is a string but no such file"):
+        Poly1CrossEntropyLoss(class_weight='1234')
 
 
 def test_settings_are_read_only():
