@@ -120,3 +120,11 @@ def test_no_file_is_too_long_to_read():
     too_long = {str(p.relative_to(root)): n for p in files
                 if (n := lines_of_code(p)) > MAX_LINES_OF_CODE}
     assert too_long == {}
+
+
+def test_test_files_have_unique_names():
+    """pytest imports test files by basename (no __init__.py): two of one name
+    stop the whole collection."""
+    names = [p.name for p in (PACKAGE.parent / 'tests').rglob('test_*.py')]
+    assert len(names) > 30
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
