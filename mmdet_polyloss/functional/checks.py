@@ -72,11 +72,11 @@ def check_real(name: str, value: object, *, minimum: Optional[float] = None,
     return float(value)
 
 
-def check_int(name: str, value: object) -> int:
-    """``value`` must be an integer (a bool or float is refused)."""
+def check_int(name: str, value: object, what: str = 'an int') -> int:
+    """``value`` must be an integer (a bool or float is refused); ``what`` says
+    what the message asks for."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f'{name} must be an int, got {value!r} of type {type(value).__name__}')
+        raise TypeError(f'{name} must be {what}, got {value!r} of type {type(value).__name__}')
     return int(value)
 
 
@@ -351,11 +351,7 @@ def check_ignore_index(ignore_index: Optional[int]) -> int:
     """An int, or None for the default (-100)."""
     if ignore_index is None:
         return DEFAULT_IGNORE_INDEX
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index,
-                                                                   (int, np.integer)):
-        raise TypeError(f'ignore_index must be an int or None, got {ignore_index!r} of type '
-                        f'{type(ignore_index).__name__}')
-    return int(ignore_index)
+    return check_int('ignore_index', ignore_index, what='an int or None')
 
 
 def check_class_weight(class_weight: Union[None, Sequence[float], str, os.PathLike],
@@ -402,10 +398,6 @@ def read_class_weight(path: Union[str, os.PathLike]) -> Tuple[float, ...]:
         raise ValueError(f'class_weight file {name!r} holds a {type(values).__name__}, '
                          'not a list of numbers')
     return tuple(check_real(f'class_weight[{i}] (in {name})', v) for i, v in enumerate(values))
-
-
-def check_label_tensor(label: object) -> None:
-    check_tensor('label', label)
 
 
 def check_labels_in_range(label: Tensor, low: float, high: float, ignore_index: int,

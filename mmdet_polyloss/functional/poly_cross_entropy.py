@@ -29,11 +29,11 @@ from .checks import (
     check_class_indices,
     check_class_weight,
     check_cross_entropy_settings,
-    check_label_tensor,
     check_labels_in_range,
     check_logits,
     check_reduction,
     check_soft_targets,
+    check_tensor,
     check_weight_shape,
 )
 from .common import (
@@ -130,7 +130,7 @@ def softmax_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
     ``checks.check_cross_entropy_settings``): checks the call's inputs only."""
     check_reduction(reduction, avg_factor, name=reduction_name)
     check_logits(pred)
-    check_label_tensor(label)
+    check_tensor('label', label)
     soft = pred.dim() >= 2 and label.shape == pred.shape and label.is_floating_point()
     if pred.dim() < 2 or not (soft or label.shape == pred.shape[:1] + pred.shape[2:]):
         raise ValueError(
@@ -193,7 +193,7 @@ def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
     checks the call's inputs only."""
     check_reduction(reduction, avg_factor, name=reduction_name)
     check_logits(pred)
-    check_label_tensor(label)
+    check_tensor('label', label)
     x, ignore_index = pred.to(compute_dtype(pred)), settings.ignore_index
     if label.dim() == 1 and pred.dim() == 2 and label.shape[0] == pred.shape[0]:
         check_class_indices(label, pred, 'label')

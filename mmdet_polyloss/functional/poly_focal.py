@@ -184,12 +184,10 @@ def _as_rows(pred: Tensor, labels: Tensor, weight: Optional[Tensor]):
     rows = pred.movedim(1, -1).reshape(-1, num_classes)
     if weight is None or weight.shape == labels.shape:
         row_weight = weight if weight is None else weight.reshape(-1)
-    elif weight.shape == pred.shape:
-        row_weight = weight.movedim(1, -1).reshape(-1, num_classes)
     elif is_per_sample_weight(weight, pred):
         row_weight = weight.reshape(-1, *([1] * (labels.dim() - 1))).expand(labels.shape)
         row_weight = row_weight.reshape(-1)
-    else:  # pred flattened
+    else:  # the shape of pred, or pred flattened
         row_weight = weight.reshape(pred.shape).movedim(1, -1).reshape(-1, num_classes)
     return rows, labels.reshape(-1), row_weight
 

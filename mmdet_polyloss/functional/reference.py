@@ -42,9 +42,13 @@ from torch import Tensor
 from .common import PolyParams, compute_dtype, dense_target
 
 
-def polynomial(x: Tensor, coefficients: Sequence[float]) -> Tensor:
-    """``sum_j coefficients[j-1] * x^j`` by Horner's rule (out of place: autograd)."""
-    return _horner_tensor(x, coefficients)
+def polynomial(x: Tensor, coefficients: Sequence) -> Tensor:
+    """``sum_j coefficients[j-1] * x^j`` by Horner's rule (out of place: autograd);
+    a coefficient may be a tensor (one per element)."""
+    acc = torch.zeros_like(x) + coefficients[-1]
+    for c in reversed(coefficients[:-1]):
+        acc = acc * x + c
+    return acc * x
 
 
 def poly_focal_elementwise(pred: Tensor, target: Tensor, params: PolyParams,
@@ -83,7 +87,7 @@ def poly_focal_exact(pred: Tensor, target: Tensor, params: PolyParams) -> Tensor
     order = len(params.epsilons)
     coefficients = [weight / j + poly_weight * eps
                     for j, eps in enumerate(params.epsilons, start=1)]
-    regrouped = weight * series_tail(q, ce, order) + _horner_tensor(q, coefficients)
+    regrouped = weight * series_tail(q, ce, order) + polynomial(q, coefficients)
     inner = torch.where((target == 0) | (target == 1), regrouped, direct)
     return _focal_factor(q.clamp_min(torch.finfo(torch.float32).tiny),
                          _clamp_rounding(inner, params), params.gamma)
@@ -99,9 +103,9 @@ def series_tail(q: Tensor, ce: Tensor, order: int) -> Tensor:
     a series for ``q <= 1/2``, else ``ce - sum_{j<=N} q^j / j`` (``ce = -log(1 - q)``,
     computed from the logits), where the difference loses nothing."""
     small = q.clamp_max(_TAIL_SERIES_BELOW)
-    series = _horner_tensor(small, [1.0 / (order + 1 + k) for k in range(_TAIL_TERMS)])
-    series = series * small.pow(order)  # _horner_tensor's terms start at q^1
-    partial = _horner_tensor(q, [1.0 / j for j in range(1, order + 1)])
+    series = polynomial(small, [1.0 / (order + 1 + k) for k in range(_TAIL_TERMS)])
+    series = series * small.pow(order)  # polynomial's terms start at q^1
+    partial = polynomial(q, [1.0 / j for j in range(1, order + 1)])
     return torch.where(q <= _TAIL_SERIES_BELOW, series, ce - partial)
 
 
@@ -109,14 +113,6 @@ def softplus(x: Tensor) -> Tensor:
     """``log(1 + e^x)`` with full relative precision in both tails (F.softplus
     returns ``x`` above 20 and so drops up to e^-20 relative)."""
     return torch.logaddexp(x, torch.zeros_like(x))
-
-
-def _horner_tensor(q: Tensor, coefficients: Sequence) -> Tensor:
-    """``sum_j coefficients[j-1] * q^j``; coefficients may be tensors (per element)."""
-    acc = torch.zeros_like(q) + coefficients[-1]
-    for c in reversed(coefficients[:-1]):
-        acc = acc * q + c
-    return acc * q
 
 
 def _one_minus_pt(logits: Tensor, target: Tensor) -> Tensor:

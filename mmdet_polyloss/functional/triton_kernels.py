@@ -78,6 +78,14 @@ if triton is not None:
         return q, p_t, ce, alpha_t, w_poly, poly, dpoly, positive, weight
 
     @triton.jit
+    def _inner(alpha_t, ce, w_poly, poly, NON_NEGATIVE: tl.constexpr):
+        """alpha_t * CE + w * P(q), clamped at 0 where the loss is >= 0 exactly."""
+        inner = alpha_t * ce + w_poly * poly
+        if NON_NEGATIVE:  # a value below 0 is rounding (as in the eager path)
+            inner = tl.maximum(inner, 0.0)
+        return inner
+
+    @triton.jit
     def _pow_gamma(q, gamma, GAMMA_MODE: tl.constexpr):
         if GAMMA_MODE == 0:
             return tl.full(q.shape, 1.0, tl.float32)
@@ -101,9 +109,7 @@ if triton is not None:
         q, p_t, ce, alpha_t, w_poly, poly, dpoly, positive, weight = _terms(
             x_ptr, labels_ptr, w_ptr, offsets, mask, num_classes, a_pos, a_neg, wp_pos,
             wp_neg, e1, e2, e3, e4, NUM_EPS, WEIGHT_MODE)
-        inner = alpha_t * ce + w_poly * poly
-        if NON_NEGATIVE:  # the loss is >= 0: a value below is rounding
-            inner = tl.maximum(inner, 0.0)
+        inner = _inner(alpha_t, ce, w_poly, poly, NON_NEGATIVE)
         loss = _pow_gamma(q, gamma, GAMMA_MODE) * inner * weight
         loss = tl.where(mask, loss, 0.0)
         if REDUCE:
@@ -123,9 +129,7 @@ if triton is not None:
         q, p_t, ce, alpha_t, w_poly, poly, dpoly, positive, weight = _terms(
             x_ptr, labels_ptr, w_ptr, offsets, mask, num_classes, a_pos, a_neg, wp_pos,
             wp_neg, e1, e2, e3, e4, NUM_EPS, WEIGHT_MODE)
-        inner = alpha_t * ce + w_poly * poly
-        if NON_NEGATIVE:  # as in the forward (and the eager path)
-            inner = tl.maximum(inner, 0.0)
+        inner = _inner(alpha_t, ce, w_poly, poly, NON_NEGATIVE)
         g = _pow_gamma(q, gamma, GAMMA_MODE) * (
             gamma * p_t * inner + q * (alpha_t + w_poly * p_t * dpoly))
         if SCALAR_GRAD:
