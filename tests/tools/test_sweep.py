@@ -185,3 +185,13 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     assert again.returncode == 0, again.stderr
     assert {r[1] for r in plan_lines(again.stdout)} == {'done'}
     assert 'tools/train.py' not in again.stdout and 'sweep.md' in again.stdout
+
+
+def test_a_broken_config_is_one_line_naming_it(tmp_path):
+    broken = tmp_path / 'broken.py'
+    broken.write_text('model = dict(\n')
+    result = sweep([str(broken), '--epsilons', '-1', '--work-dir-root', str(tmp_path),
+                    '--dry-run'])
+    assert result.returncode == 2
+    assert result.stderr == (f"sweep.py: error: config {broken}: syntax error at line 1: "
+                             "'(' was never closed: model = dict(\n")

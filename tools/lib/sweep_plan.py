@@ -102,15 +102,12 @@ class Launcher:
 
 
 def load_config(path: str):
-    """The config at ``path``, loaded by mmengine (a user error if it does not load)."""
+    """The config at ``path``, read as the tools read it (``cli.read_config``: a
+    config that does not load is a user error naming it)."""
     if not osp.isfile(path):
         raise UserError(f'config: no such file: {path!r}')
-    from mmengine.config import Config
-    try:
-        return Config.fromfile(path)
-    except Exception as error:  # any error: a config that does not load is the user's
-        raise UserError(f'config {path!r} does not load: {type(error).__name__}: '
-                        f'{error}') from error
+    from tools.lib.cli import read_config
+    return read_config(path)
 
 
 def with_options(cfg, options: Sequence[str]):
