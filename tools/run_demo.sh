@@ -29,7 +29,8 @@
 #                 retinanet_tiny_fpn_poly1-eps<e>_shapes/ (e as in -0.5, +0.5).
 #   FORCE=1       retrain even if a finished run exists
 #   DRY_RUN=1     print the sweep's plan and commands, and nothing else (no
-#                 set-up, data, training or evaluation)
+#                 set-up, data, training or evaluation; before the dataset
+#                 exists, finished runs show as to be retrained)
 #   POLYLOSS_VENV the virtual environment (default: .venv in the checkout)
 set -euo pipefail
 
@@ -54,7 +55,8 @@ sweep=(configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py
        --epsilons $eps_list --seeds $seed_list --work-dir-root "$WORK_DIR"
        # A finished run depends on the dataset and the loss code besides its config.
        --key-files "$DATA_DIR/meta.json"
-       $(ls mmdet_polyloss/functional/*.py mmdet_polyloss/losses/*.py | LC_ALL=C sort))
+       $(ls mmdet_polyloss/functional/*.py mmdet_polyloss/losses/*.py | LC_ALL=C sort)
+       $([ "${FORCE:-0}" = 1 ] && echo --force || echo --retrain-changed))
 if [ "${DRY_RUN:-0}" = 1 ]; then
   if [ ! -x "$PY" ]; then  # the plan reads the configs: mmengine is needed
     echo "run_demo: error: DRY_RUN=1 needs the environment; run bash tools/setup_env.sh" >&2
@@ -69,6 +71,5 @@ bash tools/setup_env.sh
 say "2/3 synthetic dataset in $DATA_DIR"
 "$PY" tools/make_demo_data.py "$DATA_DIR"
 say "3/3 the sweep: training (mmengine logs every 10 iterations), evaluation, report"
-"$PY" tools/sweep.py "${sweep[@]}" \
-  $([ "${FORCE:-0}" = 1 ] && echo --force || echo --retrain-changed)
+"$PY" tools/sweep.py "${sweep[@]}"
 say "table: $WORK_DIR/sweep.md, plot: $WORK_DIR/sweep.png, total $(( $(date +%s) - start )) s"

@@ -88,13 +88,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ignore_known_warnings()
     root = Path(args.work_dir_root or f'work_dirs/sweep_{Path(args.config).stem}')
     runs = sweep_plan.plan_runs(args.config, args.epsilons, args.seeds, args.baseline, root,
-                                args.cfg_options, args.key_files)
+                                args.cfg_options, args.key_files, args.dry_run)
     launcher = sweep_plan.Launcher(args.launcher, args.gpus, args.partition)
     for each in runs:
         sweep_plan.assess(each, args.force, args.retrain_changed)
     print(f'[sweep] {len(runs)} runs in {root}:', flush=True)
     for each in runs:
         print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
+    missing = [path for path in args.key_files if not osp.exists(path)]
+    if missing:  # only a dry run gets here with them
+        print(f'  (--key-files not made yet: {" ".join(missing)}; a finished run counts '
+              'as changed)', flush=True)
     start = time.time()
     for each in runs:
         if each.state == 'done':

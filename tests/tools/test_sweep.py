@@ -162,6 +162,41 @@ def test_a_damaged_finished_run_says_that_force_retrains_it(tmp_path):
     assert plan_lines(sweep([*args, '--force']).stdout)[0][1] == 'new'
 
 
+def test_key_files_are_part_of_a_runs_key(tmp_path):
+    """A finished run whose key file changed is a run of other settings; a dry run
+    before the file is made plans (and says so), a real run refuses to start."""
+    key_file = tmp_path / 'meta.json'
+    key_file.write_text('{"images": 8}')
+    runs = tmp_path / 'runs'
+    args = [POLY, '--epsilons', '-1', '--work-dir-root', str(runs), '--key-files', str(key_file)]
+    sys.path.insert(0, str(ROOT))
+    from tools.lib import sweep_plan
+    key = sweep_plan.plan_runs(POLY, ['-1'], [0], None, runs, [], [str(key_file)])[0].key
+    assert key != _key_of(runs, 'retinanet_tiny_fpn_poly1-eps-1_shapes')  # the file counts
+    run = runs / 'retinanet_tiny_fpn_poly1-eps-1_shapes'
+    run.mkdir(parents=True)
+    (run / '.sweep-run.json').write_text(json.dumps({'key': key, 'state': 'tested'}))
+    (run / 'epoch_3.pth').write_bytes(b'PK')
+    (run / 'last_checkpoint').write_text(str(run / 'epoch_3.pth'))
+    assert plan_lines(sweep([*args, '--dry-run']).stdout)[0][1] == 'done'
+
+    key_file.write_text('{"images": 9}')
+    changed = sweep([*args, '--dry-run'])
+    assert changed.returncode == 2 and 'holds a run of other settings' in changed.stderr
+    assert plan_lines(sweep([*args, '--dry-run', '--retrain-changed']).stdout)[0][1] == 'new'
+
+    key_file.unlink()
+    planned = sweep([*args, '--dry-run', '--retrain-changed'])
+    assert planned.returncode == 0, planned.stderr
+    assert f'--key-files not made yet: {key_file};' in planned.stdout
+    assert plan_lines(planned.stdout)[0][1] == 'new'
+    refused = sweep(args)
+    assert refused.returncode == 2
+    assert refused.stderr == (f"sweep.py: error: --key-files: cannot read '{key_file}': "
+                              'No such file or directory\n')
+    assert (run / 'epoch_3.pth').is_file()  # refused before anything was touched
+
+
 @pytest.mark.slow
 def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     """Baseline + one epsilon, one seed, one short epoch each: trains, tests,

@@ -151,11 +151,18 @@ def run_name(config: str, epsilon: Optional[str], seed: int) -> str:
     return name if seed == 0 else f'{name}_seed{seed}'
 
 
-def file_digest(paths: Sequence[str]) -> str:
+def file_digest(paths: Sequence[str], missing_ok: bool = False) -> str:
+    """One hash of the files' contents, in order. With ``missing_ok`` (a dry run,
+    before the files are made) a missing file hashes as its name, so the plan
+    shows the runs it would invalidate; otherwise it is an error."""
     digest = hashlib.sha256()
     for path in paths:
         try:
             digest.update(Path(path).read_bytes())
+        except FileNotFoundError as error:
+            if not missing_ok:
+                raise UserError(f'--key-files: cannot read {path!r}: {error.strerror}') from error
+            digest.update(f'<missing {path}>'.encode())
         except OSError as error:
             raise UserError(f'--key-files: cannot read {path!r}: {error.strerror}') from error
     return digest.hexdigest()
@@ -163,8 +170,9 @@ def file_digest(paths: Sequence[str]) -> str:
 
 def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
               baseline: Optional[str], root: Path, options: Sequence[str],
-              key_files: Sequence[str]) -> List[Run]:
+              key_files: Sequence[str], dry_run: bool = False) -> List[Run]:
     """Every (loss, seed) run, baseline first, each with its key (not its state).
+    A dry run accepts ``key_files`` that do not exist yet (see ``file_digest``).
 
     ``epsilons`` are names as ``run_settings.parse_epsilons`` gives them (-1, +0.5).
     """
@@ -174,7 +182,7 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
         if option.split('=', 1)[0].lstrip('+') in ('randomness.seed', f'{loss_key}.epsilon'):
             raise UserError(f'--cfg-options {option!r}: the sweep sets this for each run '
                             '(use --seeds / --epsilons)')
-    extra = file_digest(key_files)
+    extra = file_digest(key_files, missing_ok=dry_run)
     settings = ([(baseline, None)] if baseline else []) + [(config, e) for e in epsilons]
     runs = []
     for seed in seeds:
