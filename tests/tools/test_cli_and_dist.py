@@ -169,7 +169,7 @@ def test_cpu_distributed_needs_the_torchrun_environment(monkeypatch):
         pytest.skip('with CUDA the GPU path is used')
     monkeypatch.delenv('MASTER_PORT', raising=False)
     cfg = Config.fromfile(str(DEMO))
-    with pytest.raises(RuntimeError, match='MASTER_PORT'):
+    with pytest.raises(UserError, match='MASTER_PORT'):
         setup_cpu_distributed(cfg, 'pytorch')
 
 
@@ -202,14 +202,14 @@ def test_dist_cfg_keys_mmengine_accepts_are_accepted():
         dict(backend='gloo', init_backend='torch', init_method='tcp://127.0.0.1:1'))
     assert kwargs == dict(backend='gloo', init_method='tcp://127.0.0.1:1')
     assert dist.process_group_kwargs(dict(backend='gloo'))['init_method'] == 'env://'
-    with pytest.raises(ValueError, match="init_backend must be 'torch'.*got 'nccl'"):
+    with pytest.raises(UserError, match="init_backend must be 'torch'.*got 'nccl'"):
         dist.process_group_kwargs(dict(backend='gloo', init_backend='nccl'))
 
 
 @pytest.mark.parametrize('timeout', ['1800', 0, -5, True])
 def test_bad_dist_timeout_names_the_setting(timeout):
-    with pytest.raises(ValueError, match=f'env_cfg.dist_cfg.timeout must be a positive number '
-                                         f'of seconds, got {re.escape(repr(timeout))}'):
+    with pytest.raises(UserError, match=f'env_cfg.dist_cfg.timeout must be a positive number '
+                                        f'of seconds, got {re.escape(repr(timeout))}'):
         dist.process_group_kwargs(dict(backend='gloo', timeout=timeout))
 
 
@@ -233,3 +233,26 @@ def test_a_failed_run_skips_the_closing_barrier(tool, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match='rank failed'):
         module.main(argv)
     assert left == []
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_a_launch_without_torchrun_is_one_line_and_exit_2(tool, tmp_path):
+    """--launcher pytorch started without torchrun: the tool says how to start it."""
+    import subprocess
+    import sys
+
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('with CUDA the GPU path is used')
+    env = {key: value for key, value in os.environ.items() if key not in dist._TORCHRUN_ENV}
+    checkpoint = tmp_path / 'epoch_1.pth'  # not read: the launch fails first
+    checkpoint.write_bytes(b'PK')
+    extra = [] if tool == 'train' else [str(checkpoint)]
+    result = subprocess.run(
+        [sys.executable, f'tools/{tool}.py', str(DEMO), *extra, '--launcher', 'pytorch',
+         '--work-dir', str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f'{tool}.py: error: --launcher pytorch needs the torchrun environment'), result.stderr
+    assert 'Traceback' not in result.stderr

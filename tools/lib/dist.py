@@ -9,7 +9,9 @@ exercised (or used) on a CPU-only machine. :func:`setup_cpu_distributed`
 joins the process group over ``gloo`` itself, with the config's other
 ``dist_cfg`` settings such as ``timeout`` (the Runner then skips its own
 ``init_dist``) and asks for DDP without device ids. With CUDA present it does
-nothing: GPU runs take mmengine's usual path.
+nothing: GPU runs take mmengine's usual path. A missing torchrun variable or
+a bad ``dist_cfg`` entry is a :class:`~tools.lib.errors.UserError` (one line,
+exit status 2, from the tools).
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import os
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config
+
+from tools.lib.errors import UserError
 
 _TORCHRUN_ENV = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR',
                  'MASTER_PORT')
@@ -41,7 +45,7 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
         return False
     missing = [key for key in _TORCHRUN_ENV if key not in os.environ]
     if missing:
-        raise RuntimeError(
+        raise UserError(
             f'--launcher pytorch needs the torchrun environment, but '
             f'{", ".join(missing)} is not set; start the tool with torchrun '
             f'(tools/dist_train.sh) or use --launcher none')
@@ -68,13 +72,13 @@ def process_group_kwargs(dist_cfg: dict) -> dict:
     kwargs = dict(dist_cfg)
     init_backend = kwargs.pop('init_backend', 'torch')
     if init_backend != 'torch':
-        raise ValueError(f"env_cfg.dist_cfg.init_backend must be 'torch' for --launcher "
+        raise UserError(f"env_cfg.dist_cfg.init_backend must be 'torch' for --launcher "
                          f'pytorch on a machine without CUDA, got {init_backend!r}')
     kwargs.setdefault('init_method', 'env://')
     timeout = kwargs.get('timeout')
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f'env_cfg.dist_cfg.timeout must be a positive number of '
+            raise UserError(f'env_cfg.dist_cfg.timeout must be a positive number of '
                              f'seconds, got {timeout!r}')
         kwargs['timeout'] = datetime.timedelta(seconds=timeout)
     return kwargs
