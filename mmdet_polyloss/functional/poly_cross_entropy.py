@@ -63,7 +63,9 @@ def poly1_cross_entropy(pred: Tensor,
     Args:
         pred: logits (N, C, *) over C classes (dim 1).
         label: class indices (N, *) in [0, C), or ``ignore_index``; or soft
-            targets (N, C, *): a probability distribution over dim 1.
+            targets (N, C, *): a probability distribution over dim 1 (no
+            entry is ignored: ``ignore_index`` and ``avg_non_ignore`` apply
+            to indices only; drop a sample with ``weight`` 0).
         weight: per-sample weight, shape (N, *).
         epsilon: added to the coefficient of ``(1 - p_t)``; >= -1.
         class_weight: C non-negative weights, one per class.
@@ -131,7 +133,7 @@ def softmax_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
     check_reduction(reduction, avg_factor, name=reduction_name)
     check_logits(pred)
     check_tensor('label', label)
-    soft = pred.dim() >= 2 and label.shape == pred.shape and label.is_floating_point()
+    soft = pred.dim() >= 2 and label.shape == pred.shape  # (check_soft_targets: its dtype)
     if pred.dim() < 2 or not (soft or label.shape == pred.shape[:1] + pred.shape[2:]):
         raise ValueError(
             f'label shape {tuple(label.shape)} does not match pred shape {tuple(pred.shape)}: '

@@ -44,7 +44,8 @@ class Poly1CrossEntropyLoss(nn.Module):
             ``t (1 - s) + s / C`` (the paper's Poly-1 CE listing).
 
     The softmax form also takes soft targets (N, C, *), distributions over the
-    classes, in place of class indices.
+    classes, in place of class indices; ``ignore_index`` and ``avg_non_ignore``
+    concern indices only (a sample is dropped from soft targets with weight 0).
 
     Example::
 

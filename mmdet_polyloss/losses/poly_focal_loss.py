@@ -98,10 +98,12 @@ class PolyNFocalLoss(nn.Module):
         """Compute the loss.
 
         Args:
-            pred: logits (N, C), or any shape with a same-shape ``target``.
-            target: class indices (N,) in [0, C] (C is background), or
-                per-element targets in [0, 1] shaped like ``pred``.
-            weight: per-element weight shaped like ``pred``, or (N,).
+            pred: logits (N, C) or a dense map (N, C, *).
+            target: class indices (N,) or (N, *) in [0, C] (C is
+                background), or per-element targets in [0, 1] shaped like
+                ``pred``.
+            weight: per-element weight shaped like ``pred``, or one per
+                sample: (N,), or (N, *) for a dense map.
             avg_factor: divisor of the summed loss for 'mean'.
             reduction_override: overrides ``self.reduction`` when given.
 

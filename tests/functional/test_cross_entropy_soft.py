@@ -138,10 +138,40 @@ def test_loss_stays_non_negative_at_epsilon_minus_one():
     (lambda t: t * 0.5, 'soft targets must sum to 1 over the classes (dim 1) within 0.0001, '
                         'got a sum off by 0.5'),
     (lambda t: t[:, :4], 'label shape (23, 4) does not match pred shape (23, 5)'),
+    (lambda t: F.one_hot(t.argmax(1), C), "soft targets must be a floating-point tensor of "
+                                          "pred's shape (23, 5), got torch.int64 of shape (23, 5)"),
+    (lambda t: (t * 0.98).half(), 'soft targets must sum to 1 over the classes (dim 1) within '
+                                  '0.01, got a sum off by 0.02'),
 ])
 def test_bad_soft_targets(target, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         poly1_cross_entropy(make_logits(N, C, dtype=torch.float64), target(_soft()))
+
+
+def test_half_precision_targets_may_sum_to_one_within_their_rounding():
+    """fp16 / bf16 distributions are off 1 by their rounding (up to 1e-2 is taken)."""
+    x = make_logits(N, C, dtype=torch.float64)
+    for dtype in (torch.float16, torch.bfloat16):
+        target = (_soft() * 0.995).to(dtype)
+        torch.testing.assert_close(poly1_cross_entropy(x, target, epsilon=-1.0),
+                                   reference(x, target.double(), -1.0).mean(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
+def test_loss_is_never_negative_in_low_precision(dtype):
+    """epsilon -1 in the formats a mixed-precision run uses: hard, smoothed and soft
+    targets, logits from confident (|x| up to 60) to uniform."""
+    generator = torch.Generator().manual_seed(11)
+    rows = 4000
+    x = (torch.randn(rows, C, generator=generator)
+         * torch.logspace(-3, 1.8, rows).unsqueeze(1)).to(dtype)
+    labels = torch.randint(0, C, (rows,), generator=generator)
+    soft = torch.softmax(3 * torch.randn(rows, C, generator=generator), 1)
+    for target, smoothing in ((labels, 0.0), (labels, 0.1), (soft, 0.0),
+                              (F.one_hot(x.float().argmax(1), C).float(), 0.0)):
+        loss = poly1_cross_entropy(x, target, epsilon=-1.0, label_smoothing=smoothing,
+                                   reduction='none')
+        assert torch.all(loss >= 0), (smoothing, loss.min())
 
 
 @pytest.mark.parametrize('smoothing,error,message', [
