@@ -68,6 +68,8 @@ def parse_args(argv: Optional[Sequence[str]]):
         raise UserError(f'--gpus must be >= 1, got {args.gpus}')
     if args.launcher == 'none' and args.gpus != 1:
         raise UserError(f'--gpus {args.gpus} needs --launcher pytorch or slurm')
+    if not args.epsilons and not args.baseline:
+        raise UserError('nothing to run: give --epsilons values, a --baseline, or both')
     if args.launcher == 'slurm' and not args.partition:
         raise UserError('--launcher slurm needs --partition NAME')
     return args
@@ -106,8 +108,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f'\n[sweep] {each.name}: {each.state}', flush=True)
         if each.state in ('new', 'resume'):
             if not args.dry_run:
-                sweep_plan.clear_for_training(each)
-                each.write_marker('training')
+                try:
+                    sweep_plan.clear_for_training(each)
+                    each.write_marker('training')
+                except OSError as error:
+                    raise UserError(f'cannot prepare the work dir {str(each.work_dir)!r}: '
+                                    f'{error.strerror}: {error.filename!r}') from error
             execute(launcher.train(each, resume=each.state == 'resume'), launcher,
                     args.dry_run)
             if not args.dry_run:

@@ -64,6 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     cli.limit_dynamo_recompiles()
     cfg = cli.load_config(args.config, args)
     cfg.load_from = args.checkpoint
+    cli.check_annotation_files(cfg, ['test_dataloader'])
     if args.show or args.show_dir:
         cli.enable_visualization(cfg, args.show, args.show_dir,
                                  args.wait_time)

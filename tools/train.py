@@ -65,6 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.auto_scale_lr:
         cli.enable_auto_scale_lr(cfg)
     cli.apply_resume(cfg, args.resume)
+    cli.check_annotation_files(cfg, ['train_dataloader'] + (
+        ['val_dataloader'] if cfg.get('val_cfg') else []))
     resume.enable_mid_epoch_resume(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     with mmengine_safe_globals():
@@ -75,9 +77,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def train(runner: Any, cfg: Config, allow_partial_weights: bool) -> None:
-    """Train; ``load_from`` weights (not a resume) must fit the model first."""
+    """Train; ``load_from`` weights (not a resume) must fit the model first, and
+    a resume's checkpoint must be readable."""
     load_from = cfg.get('load_from')
-    if load_from is not None and not cfg.get('resume'):
+    if cfg.get('resume'):
+        cli.check_resume_checkpoint(runner, load_from)
+    elif load_from is not None:
         cli.check_weights_fit(runner, load_from, allow_partial_weights)
     runner.train()
 

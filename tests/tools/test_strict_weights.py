@@ -255,3 +255,22 @@ def test_train_tool_checks_load_from(workspace):
               workspace)
     assert 'size mismatch for bbox_head.retina_cls.weight' in out
     assert (workspace / 'work/train/epoch_1.pth').is_file()
+
+
+def test_a_resume_from_an_unreadable_checkpoint_is_one_line(workspace):
+    """--resume CHECKPOINT and a bare --resume (the work dir's last_checkpoint):
+    a file torch cannot read stops train.py before training, in one line."""
+    work = workspace / 'work/resume'
+    work.mkdir(parents=True)
+    (work / 'epoch_3.pth').write_bytes(b'')  # killed mid-write by a plain CheckpointHook
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_3.pth'))
+    (workspace / 'ckpt/not_zip.pth').write_bytes(b'PK\x03\x04 not a zip archive')
+    train = [str(ROOT / 'tools/train.py'), str(CONFIG), '--work-dir', str(work), '--resume']
+    advice = ('; --resume cannot continue from it (give another checkpoint, or train '
+              'without --resume)')
+    assert user_error(train, workspace) == (
+        f'train.py: error: checkpoint {work}/epoch_3.pth is empty{advice}')
+    line = user_error([*train, 'ckpt/not_zip.pth'], workspace)
+    assert line.startswith('train.py: error: checkpoint ckpt/not_zip.pth cannot be read: '
+                           'PytorchStreamReader failed reading zip archive: '), line
+    assert line.endswith(advice) and '.;' not in line

@@ -85,6 +85,7 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     ([POLY, '--epsilons', '-1', '--baseline', POLY],
      'two runs would share a work dir'),
     ([POLY], 'the following arguments are required: --epsilons'),
+    ([POLY, '--epsilons'], 'nothing to run: give --epsilons values, a --baseline, or both'),
     ([POLY, '--epsilons', '-1', '--cfg-options', 'randomness.seed=4'],
      "--cfg-options 'randomness.seed=4': the sweep sets this for each run"),
     ([POLY, '--epsilons', '-1', '--cfg-options', 'oops'], '--cfg-options takes KEY=VALUE'),
@@ -162,6 +163,35 @@ def test_a_damaged_finished_run_says_that_force_retrains_it(tmp_path):
     assert plan_lines(sweep([*args, '--force']).stdout)[0][1] == 'new'
 
 
+def test_a_work_dir_the_sweep_did_not_write_is_kept(tmp_path):
+    """A work dir without the sweep's marker (say, a tools/train.py run of the same
+    config) is not deleted to make room: an error, unless --force."""
+    run = tmp_path / 'retinanet_tiny_fpn_poly1-eps-1_shapes'
+    run.mkdir()
+    args = [POLY, '--epsilons', '-1', '--work-dir-root', str(tmp_path), '--dry-run']
+    assert plan_lines(sweep(args).stdout)[0][1] == 'new'  # an empty dir is no run
+    (run / 'epoch_12.pth').write_bytes(b'PK')
+    for extra in ([], ['--retrain-changed']):
+        refused = sweep([*args, *extra])
+        assert refused.returncode == 2
+        assert refused.stderr == (
+            f'sweep.py: error: {run} holds files the sweep did not write (no .sweep-run.json), '
+            'perhaps a run of tools/train.py; --force (FORCE=1 for tools/run_demo.sh) replaces '
+            'it, or choose another --work-dir-root\n')
+    assert plan_lines(sweep([*args, '--force']).stdout)[0][1] == 'new'
+    assert (run / 'epoch_12.pth').is_file()
+
+
+def test_a_work_dir_root_that_cannot_be_written_is_one_line(tmp_path):
+    root = tmp_path / 'a_file'
+    root.write_text('not a directory')
+    result = sweep([POLY, '--epsilons', '-1', '--work-dir-root', str(root)])
+    assert result.returncode == 2, result.stdout + result.stderr
+    run = root / 'retinanet_tiny_fpn_poly1-eps-1_shapes'
+    assert result.stderr == (f"sweep.py: error: cannot prepare the work dir '{run}': Not a "
+                             f"directory: '{run}'\n")
+
+
 def test_key_files_are_part_of_a_runs_key(tmp_path):
     """A finished run whose key file changed is a run of other settings; a dry run
     before the file is made plans (and says so), a real run refuses to start."""
@@ -220,6 +250,30 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     assert again.returncode == 0, again.stderr
     assert {r[1] for r in plan_lines(again.stdout)} == {'done'}
     assert 'tools/train.py' not in again.stdout and 'sweep.md' in again.stdout
+
+    # Killed while training: the run resumes from its last checkpoint, the other is kept.
+    poly = root / 'retinanet_tiny_fpn_poly1-eps-1_shapes_seed3'
+    marker = json.loads((poly / '.sweep-run.json').read_text())
+    (poly / '.sweep-run.json').write_text(json.dumps({**marker, 'state': 'training'}))
+    checkpoint = (poly / 'last_checkpoint').read_text().strip()
+    resumed = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert {r[0]: r[1] for r in plan_lines(resumed.stdout)} == {
+        'retinanet_tiny_fpn_focal_shapes_seed3': 'done', poly.name: 'resume'}
+    train = [line for line in resumed.stdout.splitlines() if 'tools/train.py' in line]
+    assert len(train) == 1 and '--resume' in train[0] and poly.name in train[0]
+    assert json.loads((poly / '.sweep-run.json').read_text())['state'] == 'tested'
+    assert Path(checkpoint).is_file()  # resumed in place, not cleared
+
+    # A tool that fails stops the sweep with one line; the run stays resumable.
+    (poly / '.sweep-run.json').write_text(json.dumps({**marker, 'state': 'training'}))
+    Path(checkpoint).write_bytes(b'')  # the resume cannot load it
+    failed = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines()[-1] == (
+        'sweep.py: error: train.py exited with status 2 (its output is above); rerun the '
+        'sweep to resume')
+    assert json.loads((poly / '.sweep-run.json').read_text())['state'] == 'training'
 
 
 def test_a_broken_config_is_one_line_naming_it(tmp_path):

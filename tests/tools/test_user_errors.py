@@ -8,6 +8,7 @@ import sys
 from typing import Callable, List
 
 import pytest
+from mmengine.config import Config
 
 from tools.lib import cli, errors
 from tools.lib.errors import UserError
@@ -164,6 +165,40 @@ def test_train_tool_flags(capsys):
                                        '--auto-scale-lr'], 'train.py', capsys) == (
         'train.py: error: --auto-scale-lr: the config needs auto_scale_lr = dict(enable=False, '
         'base_batch_size=<total batch the lr was tuned for>), got auto_scale_lr=None')
+
+
+def test_missing_annotation_files_are_named_before_any_work(tmp_path, monkeypatch, capsys):
+    """Run from a directory without the data: one line naming the file, not
+    mmdet's FileNotFoundError from inside the runner."""
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'PK')
+    demo = ("no such file: 'data/polyloss_shapes/annotations/instances_{}.json' (relative "
+            f"paths are from '{tmp_path}'); python tools/make_demo_data.py makes it")
+    assert one_error(train_tool.main, [str(DEMO)], 'train.py', capsys) == (
+        'train.py: error: train_dataloader.dataset.ann_file: ' + demo.format('train'))
+    assert one_error(test_tool.main, [str(DEMO), str(ckpt)], 'test.py', capsys) == (
+        'test.py: error: test_dataloader.dataset.ann_file: ' + demo.format('val'))
+    assert not (tmp_path / 'work_dirs').exists()
+
+
+def test_annotation_files_of_wrapped_datasets_and_evaluators(tmp_path):
+    (tmp_path / 'a.json').write_text('{}')
+    here, gone = str(tmp_path / 'a.json'), str(tmp_path / 'gone.json')
+    wrapped = dict(type='ConcatDataset', datasets=[
+        dict(data_root=str(tmp_path), ann_file='a.json'),
+        dict(type='RepeatDataset', dataset=dict(data_root=str(tmp_path), ann_file='gone.json'))])
+    cfg = Config(dict(train_dataloader=dict(dataset=wrapped)))
+    with pytest.raises(UserError, match=re.escape(
+            f'train_dataloader.dataset.datasets.1.dataset.ann_file: no such file: {gone!r}')):
+        cli.check_annotation_files(cfg, ['train_dataloader'])
+    cfg = Config(dict(val_dataloader=dict(dataset=dict(ann_file=here)),
+                      val_evaluator=[dict(type='CocoMetric', ann_file=gone)]))
+    with pytest.raises(UserError, match=re.escape(f'val_evaluator.ann_file: no such file: '
+                                                  f'{gone!r}')):
+        cli.check_annotation_files(cfg, ['val_dataloader'])
+    cfg.val_evaluator[0].ann_file = 's3://bucket/a.json'  # not local: not checked
+    cli.check_annotation_files(cfg, ['val_dataloader'])
 
 
 # ------------------------------------------------------------ make_demo_data

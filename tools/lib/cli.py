@@ -315,6 +315,43 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg)
 
 
+def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
+    """The annotation files the ``loaders``' datasets (and their evaluators) read
+    exist, or a one-line error names the first missing one; mmdet's dataset
+    would fail deep inside the runner. Local paths only; a relative
+    ``ann_file`` is under ``data_root``, as mmengine's ``BaseDataset`` joins them."""
+    def missing(dataset: Any, where: str, data_root: str = '') -> Optional[str]:
+        if not isinstance(dataset, Mapping):
+            return None
+        data_root = dataset.get('data_root') or data_root
+        ann_file = dataset.get('ann_file')
+        if isinstance(ann_file, str) and ann_file and '://' not in ann_file:
+            path = ann_file if osp.isabs(ann_file) else osp.join(data_root, ann_file)
+            if not osp.isfile(path):
+                return f'{where}.ann_file: no such file: {path!r}'
+        inner = dataset.get('datasets', [dataset.get('dataset')])
+        for index, each in enumerate(inner if isinstance(inner, (list, tuple)) else [inner]):
+            found = missing(each, f'{where}.dataset' if 'dataset' in dataset
+                            else f'{where}.datasets.{index}', data_root)
+            if found:
+                return found
+        return None
+
+    for loader in loaders:
+        problem = missing((cfg.get(loader) or {}).get('dataset'), f'{loader}.dataset')
+        evaluator = cfg.get(loader.replace('dataloader', 'evaluator'))
+        for metric in evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]:
+            ann_file = metric.get('ann_file') if isinstance(metric, Mapping) else None
+            if (not problem and isinstance(ann_file, str) and ann_file
+                    and '://' not in ann_file and not osp.isfile(ann_file)):
+                problem = (f"{loader.replace('dataloader', 'evaluator')}.ann_file: no such "
+                           f'file: {ann_file!r}')
+        if problem:
+            hint = ('; python tools/make_demo_data.py makes it' if 'polyloss_shapes' in problem
+                    else '')
+            raise UserError(f'{problem} (relative paths are from {os.getcwd()!r}){hint}')
+
+
 def check_weights_fit(runner: Any, checkpoint: str, allow_partial: bool) -> None:
     """Refuse ``checkpoint`` unless its weights fit the model ``runner`` built.
 
@@ -328,6 +365,24 @@ def check_weights_fit(runner: Any, checkpoint: str, allow_partial: bool) -> None
         raise UserError(f'{error}; --allow-partial-weights loads it anyway') from error
     except WeightsError as error:
         raise UserError(str(error)) from error
+
+
+def check_resume_checkpoint(runner: Any, checkpoint: Optional[str]) -> None:
+    """--resume: the checkpoint it continues from (the one given, else the work
+    dir's latest) must be one torch can read; mmengine would fail deep inside
+    ``runner.train()`` with a traceback. Reads it once more than mmengine does."""
+    from mmengine.runner import find_latest_checkpoint
+
+    from mmdet_polyloss.engine.weights import WeightsError, read_checkpoint
+    checkpoint = checkpoint or find_latest_checkpoint(runner.work_dir)
+    if checkpoint is None:
+        return  # nothing to resume: mmengine trains from scratch (and says so)
+    try:
+        read_checkpoint(checkpoint)
+    except WeightsError as error:
+        reason = str(error).rstrip('.')
+        raise UserError(f'{reason}; --resume cannot continue from it (give another '
+                        'checkpoint, or train without --resume)') from error
 
 
 def limit_dynamo_recompiles() -> None:

@@ -13,7 +13,9 @@ any ``--key-files``) and its state: ``training`` (started), ``trained``,
 - ``done``: tested with the same key: skipped.
 
 A finished run whose key differs (the config or a key file changed) is an
-error unless the caller asked to retrain such runs.
+error unless the caller asked to retrain such runs, and so is a work dir the
+sweep did not write (no marker) unless the caller forces retraining: the
+sweep never deletes a run of its own accord that it did not make.
 """
 from __future__ import annotations
 
@@ -204,6 +206,10 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
 def assess(run: Run, force: bool, retrain_changed: bool) -> None:
     """Set ``run.state`` from its work dir (nothing is changed there)."""
     marker = run.marker()
+    if not marker and not force and _holds_files(run.work_dir):
+        raise UserError(f'{run.work_dir} holds files the sweep did not write (no {MARKER}), '
+                        'perhaps a run of tools/train.py; --force (FORCE=1 for '
+                        'tools/run_demo.sh) replaces it, or choose another --work-dir-root')
     if force or not marker:
         run.state = 'new'
     elif marker.get('key') != run.key:
@@ -218,6 +224,11 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
             run.state = 'new'
         elif run.state in ('done', 'test'):
             _check_finished(run)
+
+
+def _holds_files(path: Path) -> bool:
+    """Anything at ``path`` but an empty directory."""
+    return path.exists() and not (path.is_dir() and not any(path.iterdir()))
 
 
 def _check_finished(run: Run) -> None:
