@@ -64,13 +64,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     cli.limit_dynamo_recompiles()
     cfg = cli.load_config(args.config, args)
     cfg.load_from = args.checkpoint
-    cli.check_annotation_files(cfg, ['test_dataloader'])
     if args.show or args.show_dir:
         cli.enable_visualization(cfg, args.show, args.show_dir,
                                  args.wait_time)
     if args.tta:
         cli.enable_tta(cfg)
     setup_cpu_distributed(cfg, args.launcher)
+    cli.check_annotation_files(cfg, ['test_dataloader'])
     with mmengine_safe_globals():
         test(cli.build_runner(cfg), args.out, args.checkpoint, args.allow_partial_weights)
     # Only after a finished run: after an exception the barrier inside would wait

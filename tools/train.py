@@ -65,10 +65,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.auto_scale_lr:
         cli.enable_auto_scale_lr(cfg)
     cli.apply_resume(cfg, args.resume)
-    cli.check_annotation_files(cfg, ['train_dataloader'] + (
-        ['val_dataloader'] if cfg.get('val_cfg') else []))
     resume.enable_mid_epoch_resume(cfg)
     setup_cpu_distributed(cfg, args.launcher)
+    cli.check_annotation_files(cfg, ['train_dataloader'] + (
+        ['val_dataloader'] if cfg.get('val_cfg') else []))
     with mmengine_safe_globals():
         train(cli.build_runner(cfg), cfg, args.allow_partial_weights)
     # Only after a finished run: after an exception the barrier inside would wait

@@ -11,7 +11,7 @@ from tools.lib import cli, dist
 from tools.lib.dist import setup_cpu_distributed
 from tools.lib.errors import UserError
 
-from train_helpers import load_tool
+from train_helpers import load_tool, make_workspace
 
 ROOT = Path(__file__).resolve().parents[2]
 COCO_POLY = ROOT / 'configs/retinanet/retinanet_r50_fpn_poly1-eps-1_1x_coco.py'
@@ -219,6 +219,7 @@ def test_a_failed_run_skips_the_closing_barrier(tool, tmp_path, monkeypatch):
     come (a hang until the collective timeout): only a finished run leaves the
     process group."""
     module = train_tool if tool == 'train' else test_tool
+    monkeypatch.chdir(make_workspace(tmp_path))  # the data the config names
     left = []
     monkeypatch.setattr(module, 'destroy_process_group', lambda: left.append(True))
 
