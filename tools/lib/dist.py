@@ -73,13 +73,13 @@ def process_group_kwargs(dist_cfg: dict) -> dict:
     init_backend = kwargs.pop('init_backend', 'torch')
     if init_backend != 'torch':
         raise UserError(f"env_cfg.dist_cfg.init_backend must be 'torch' for --launcher "
-                         f'pytorch on a machine without CUDA, got {init_backend!r}')
+                        f'pytorch on a machine without CUDA, got {init_backend!r}')
     kwargs.setdefault('init_method', 'env://')
     timeout = kwargs.get('timeout')
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise UserError(f'env_cfg.dist_cfg.timeout must be a positive number of '
-                             f'seconds, got {timeout!r}')
+                            f'seconds, got {timeout!r}')
         kwargs['timeout'] = datetime.timedelta(seconds=timeout)
     return kwargs
 

@@ -161,12 +161,10 @@ def file_digest(paths: Sequence[str], missing_ok: bool = False) -> str:
     for path in paths:
         try:
             digest.update(Path(path).read_bytes())
-        except FileNotFoundError as error:
-            if not missing_ok:
+        except OSError as error:
+            if not (missing_ok and isinstance(error, FileNotFoundError)):
                 raise UserError(f'--key-files: cannot read {path!r}: {error.strerror}') from error
             digest.update(f'<missing {path}>'.encode())
-        except OSError as error:
-            raise UserError(f'--key-files: cannot read {path!r}: {error.strerror}') from error
     return digest.hexdigest()
 
 
