@@ -142,7 +142,11 @@ def test_half_inputs_are_computed_in_float32(dtype, device):
     loss = poly1_focal_loss(logits, labels, epsilon=-1.0, reduction='none')
     assert loss.dtype == torch.float32
     want = poly1_focal_loss(logits.detach().float(), labels, epsilon=-1.0, reduction='none')
-    torch.testing.assert_close(loss, want, rtol=0, atol=0)
+    # The CPU runs the same float32 ops for both; on CUDA Triton compiles a kernel per
+    # input dtype, whose float32 rounding may differ by a few ulps (half precision
+    # arithmetic would be ~1e-3 off).
+    exact = device == 'cpu'
+    torch.testing.assert_close(loss, want, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-6)
     loss.sum().backward()
     assert logits.grad.dtype == dtype and torch.isfinite(logits.grad).all()
 
