@@ -2,27 +2,23 @@
 for MMDetection 3.x.
 
 ``import mmdet_polyloss`` (or ``custom_imports=dict(imports=['mmdet_polyloss'])``
-in a config) registers the losses in ``mmdet.registry.MODELS`` and the
-crash-safe ``AtomicCheckpointHook`` in ``mmdet.registry.HOOKS``. Without mmdet
-installed, the pure-PyTorch API in :mod:`mmdet_polyloss.functional` still works.
+in a config) registers the losses in ``mmdet.registry.MODELS``, the crash-safe
+``AtomicCheckpointHook`` in ``mmdet.registry.HOOKS``, and mmengine's checkpoint
+types with torch's weights-only unpickler (:mod:`mmdet_polyloss.engine.checkpoint`).
+The functions in :mod:`mmdet_polyloss.functional` are plain PyTorch.
 """
+from .engine import AtomicCheckpointHook, register_mmengine_safe_globals
 from .functional import (
     poly1_binary_cross_entropy,
     poly1_cross_entropy,
     poly1_focal_loss,
     polyn_focal_loss,
 )
+from .losses import Poly1CrossEntropyLoss, Poly1FocalLoss, PolyNFocalLoss
 
 __version__ = '0.1.0'
-__all__ = ['polyn_focal_loss', 'poly1_focal_loss', 'poly1_cross_entropy',
+__all__ = ['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss', 'AtomicCheckpointHook',
+           'polyn_focal_loss', 'poly1_focal_loss', 'poly1_cross_entropy',
            'poly1_binary_cross_entropy', '__version__']
 
-try:
-    import mmdet  # noqa: F401
-except ModuleNotFoundError as err:
-    if err.name != 'mmdet':  # mmdet is installed but broken: say so
-        raise
-else:
-    from .engine.hooks import AtomicCheckpointHook  # registers the hook
-    from .losses import Poly1CrossEntropyLoss, Poly1FocalLoss, PolyNFocalLoss  # noqa: F401 (registers)
-    __all__ += ['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss', 'AtomicCheckpointHook']
+register_mmengine_safe_globals()

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import List
 
-from mmdet_polyloss.demo.synthetic import SyntheticConfig, generate
+from tools.lib.shapes import SyntheticConfig, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 600

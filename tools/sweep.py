@@ -41,7 +41,7 @@ def parse_args(argv: Optional[Sequence[str]]):
                         help='training seeds, integers in [0, 2^32) (default: 0)')
     parser.add_argument('--baseline', metavar='CONFIG',
                         help="the baseline's config (mmdet's focal loss), trained per seed")
-    parser.add_argument('--launcher', choices=sweep_plan.LAUNCHERS, default='none',
+    parser.add_argument('--launcher', choices=sweep_plan.SWEEP_LAUNCHERS, default='none',
                         help='none: one process; pytorch: tools/dist_train.sh (torchrun); '
                         'slurm: tools/slurm_train.sh (srun)')
     parser.add_argument('--gpus', type=int, default=1,
@@ -125,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             each.write_marker('tested')
     if args.dry_run:
         return
-    from mmdet_polyloss.analysis import SweepReportError, build_report
+    from tools.lib.report import SweepReportError, build_report
     baseline = str(runs[0].work_dir) if args.baseline else None
     try:
         table = build_report([str(r.work_dir) for r in runs], baseline,

@@ -7,7 +7,7 @@
 Each WORK_DIR is a tools/train.py or tools/test.py work dir. The baseline
 (default: the focal-loss run) comes first; the other rows show the change
 against it in AP points. Each run's dumped config is read as data, never
-run. See mmdet_polyloss/analysis/ (runs.py, tables.py, plot.py).
+run. See tools/lib/report/ (runs.py, tables.py, plot.py).
 """
 import os.path as osp
 import sys
@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmdet_polyloss.analysis import SweepReportError, build_report
 from tools.lib.errors import ArgumentParser, UserError, run
+from tools.lib.report import SweepReportError, build_report
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

@@ -9,11 +9,11 @@ Same command line as mmdet's ``tools/test.py``::
         [--launcher {none,pytorch,slurm,mpi}]
 
 Metrics are logged and written to ``<work-dir>/<timestamp>/<timestamp>.json``
-(what tools/sweep_report.py reads). The checkpoint is loaded with torch's
-weights-only unpickler plus an allow-list of mmengine's own types, and its
+(what tools/sweep_report.py reads). Besides mmdet's tool: the checkpoint's
 weights must fit the model exactly (every key, each shape), unless
 ``--allow-partial-weights`` (mmengine's warnings only): no metrics for the
-wrong weights. A user error is one line on stderr, exit status 2.
+wrong weights (tools/lib/checkpoints.py). A user error is one line on
+stderr, exit status 2.
 """
 import argparse
 import os.path as osp
@@ -26,9 +26,8 @@ from tools.lib import errors
 
 errors.ignore_known_warnings()  # before mmengine is imported
 
-import mmdet_polyloss  # noqa: F401  (registers the losses)
-from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
-from tools.lib import cli
+import mmdet_polyloss  # noqa: F401  (registers the losses, loads mmengine checkpoints)
+from tools.lib import checkpoints, cli
 from tools.lib.dist import destroy_process_group, setup_cpu_distributed
 
 
@@ -62,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     cli.check_checkpoint(args.checkpoint, 'checkpoint')
     cli.check_pickle_path(args.out)
     cli.limit_dynamo_recompiles()
-    cfg = cli.load_config(args.config, args)
+    cfg = cli.config_from_args(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         cli.enable_visualization(cfg, args.show, args.show_dir,
@@ -71,8 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cli.enable_tta(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     cli.check_annotation_files(cfg, ['test_dataloader'])
-    with mmengine_safe_globals():
-        test(cli.build_runner(cfg), args.out, args.checkpoint, args.allow_partial_weights)
+    test(cli.build_runner(cfg), args.out, args.checkpoint, args.allow_partial_weights)
     # Only after a finished run: after an exception the barrier inside would wait
     # for ranks that never arrive (a hang until the collective timeout).
     destroy_process_group()  # the runner (and its DDP model) is gone by now
@@ -82,7 +80,7 @@ def test(runner: Any, out: Optional[str], checkpoint: str,
          allow_partial_weights: bool) -> None:
     """Check that the checkpoint fits the model, evaluate; with ``out``, also
     dump the raw predictions to that pickle."""
-    cli.check_weights_fit(runner, checkpoint, allow_partial_weights)
+    checkpoints.check_weights_fit(runner.model, checkpoint, allow_partial_weights)
     if out is not None:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))

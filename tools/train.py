@@ -7,15 +7,14 @@ Same command line as mmdet's ``tools/train.py``::
         [--resume [CHECKPOINT]] [--allow-partial-weights]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
 
-``--resume`` alone continues from the latest checkpoint in the work dir;
-with a path, from that checkpoint; a checkpoint saved in the middle of an
-epoch continues at its next iteration (tools/lib/resume.py). Weights given
-by ``load_from`` (config or --cfg-options) must fit the model exactly,
-unless ``--allow-partial-weights`` (mmengine's warnings only). Checkpoints
-are loaded with torch's weights-only unpickler plus an allow-list of
-mmengine's own types (see mmdet_polyloss/engine/checkpoint.py). Under
-torchrun on a machine without CUDA the run uses the gloo backend
-(tools/lib/dist.py). A user error is one line on stderr, exit status 2.
+mmengine's Runner does the work, as in mmdet's tool; ``--resume`` alone
+continues from the latest checkpoint in the work dir, with a path from that
+checkpoint (mmengine restarts an epoch interrupted after an iteration
+checkpoint from its first iteration). Besides mmdet's tool: weights given by
+``load_from`` must fit the model exactly unless ``--allow-partial-weights``
+(tools/lib/checkpoints.py), ``--cfg-options`` keys must exist unless written
+``+key`` (tools/lib/cli.py), under torchrun without CUDA the run uses gloo
+(tools/lib/dist.py), and a user error is one line on stderr, exit status 2.
 """
 import argparse
 import os.path as osp
@@ -31,9 +30,8 @@ errors.ignore_known_warnings()  # before mmengine is imported
 
 from mmengine.config import Config
 
-import mmdet_polyloss  # noqa: F401  (registers the losses)
-from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
-from tools.lib import cli, resume
+import mmdet_polyloss  # noqa: F401  (registers the losses, loads mmengine checkpoints)
+from tools.lib import checkpoints, cli
 from tools.lib.dist import destroy_process_group, setup_cpu_distributed
 
 
@@ -59,18 +57,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     cli.limit_dynamo_recompiles()
-    cfg = cli.load_config(args.config, args)
+    cfg = cli.config_from_args(args)
     if args.amp:
         cli.enable_amp(cfg)
     if args.auto_scale_lr:
         cli.enable_auto_scale_lr(cfg)
     cli.apply_resume(cfg, args.resume)
-    resume.enable_mid_epoch_resume(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     cli.check_annotation_files(cfg, ['train_dataloader'] + (
         ['val_dataloader'] if cfg.get('val_cfg') else []))
-    with mmengine_safe_globals():
-        train(cli.build_runner(cfg), cfg, args.allow_partial_weights)
+    train(cli.build_runner(cfg), cfg, args.allow_partial_weights)
     # Only after a finished run: after an exception the barrier inside would wait
     # for ranks that never arrive (a hang until the collective timeout).
     destroy_process_group()  # the runner (and its DDP model) is gone by now
@@ -81,9 +77,9 @@ def train(runner: Any, cfg: Config, allow_partial_weights: bool) -> None:
     a resume's checkpoint must be readable."""
     load_from = cfg.get('load_from')
     if cfg.get('resume'):
-        cli.check_resume_checkpoint(runner, load_from)
+        checkpoints.check_resume_checkpoint(runner.work_dir, load_from)
     elif load_from is not None:
-        cli.check_weights_fit(runner, load_from, allow_partial_weights)
+        checkpoints.check_weights_fit(runner.model, load_from, allow_partial_weights)
     runner.train()
 
 

@@ -8,11 +8,14 @@ arrays (and numpy scalars) and a dict of its statistics methods, which pickle
 as ``getattr(HistoryBuffer, 'min')`` and so on. Loading one for ``--resume``
 or testing fails with "Weights only load failed".
 
-:func:`mmengine_safe_globals` keeps weights-only loading on and allow-lists
-exactly those types, for the duration of a ``with`` block, through torch's own
-``torch.serialization.safe_globals``; ``torch.load`` itself is left alone.
-Passing ``weights_only=False`` instead would execute arbitrary pickled code
-from any file a user points at. Two names are stand-ins:
+:func:`register_mmengine_safe_globals`, called when ``mmdet_polyloss`` is
+imported (so also through a config's ``custom_imports``), keeps weights-only
+loading on and allow-lists exactly those types process-wide, through torch's
+own ``torch.serialization.add_safe_globals``; ``torch.load`` itself is left
+alone. mmengine's ``--resume``, ``load_from`` and testing then work in any
+tool, mmdet's own ``tools/train.py`` and ``tools/test.py`` included. Passing
+``weights_only=False`` instead would execute arbitrary pickled code from any
+file a user points at. Two names are stand-ins:
 
 - ``builtins.getattr`` resolves only HistoryBuffer's statistics methods;
 - ``numpy.ndarray`` is :class:`NumericArray`, and numpy's ``scalar`` is
@@ -33,9 +36,8 @@ instead, which would not make this module redundant but unsafe to drop.
 """
 from __future__ import annotations
 
-import contextlib
 import pickle
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import numpy as np
 import torch
@@ -126,18 +128,9 @@ def mmengine_checkpoint_globals() -> List[Any]:
     return entries
 
 
-@contextlib.contextmanager
-def mmengine_safe_globals() -> Iterator[None]:
-    """Within this context, ``torch.load`` (as mmengine calls it) accepts
-    mmengine checkpoints with weights-only loading still on; anything outside
-    :func:`mmengine_checkpoint_globals` stays refused.
-
-    Re-entrant: inside an active one it does nothing (leaving torch's own
-    ``safe_globals`` would also drop the outer context's entries).
-    """
-    entries = mmengine_checkpoint_globals()
-    if set(torch.serialization.get_safe_globals()).issuperset(entries):
-        yield
-        return
-    with torch.serialization.safe_globals(entries):
-        yield
+def register_mmengine_safe_globals() -> None:
+    """Allow-list :func:`mmengine_checkpoint_globals` for torch's weights-only
+    unpickler in this process; anything else stays refused. Idempotent."""
+    registered = torch.serialization.get_safe_globals()
+    torch.serialization.add_safe_globals(
+        [entry for entry in mmengine_checkpoint_globals() if entry not in registered])

@@ -1,6 +1,8 @@
-"""Weights-only loading of mmengine checkpoints (mmdet_polyloss.engine)."""
+"""Weights-only loading of mmengine checkpoints (mmdet_polyloss.engine.checkpoint)."""
 import os
 import pickle
+import subprocess
+import sys
 import uuid
 import zipfile
 
@@ -12,8 +14,9 @@ from mmengine.logging import HistoryBuffer, MessageHub
 from mmdet_polyloss.engine.checkpoint import (
     NumericArray,
     history_buffer_getattr,
-    mmengine_safe_globals,
+    mmengine_checkpoint_globals,
     numeric_scalar,
+    register_mmengine_safe_globals,
 )
 
 
@@ -42,32 +45,41 @@ def checkpoint(tmp_path):
     return path
 
 
-def test_default_weights_only_load_refuses_it(checkpoint):
-    """The bug being fixed: torch >= 2.6 refuses mmengine's checkpoints."""
-    with pytest.raises(pickle.UnpicklingError, match='Weights only load'):
-        torch.load(checkpoint)
+def load_in_fresh_process(path, *imports: str) -> subprocess.CompletedProcess:
+    """``torch.load(path)`` (weights-only, torch's default) in a new interpreter
+    that imported ``imports`` first."""
+    code = ''.join(f'import {name}\n' for name in imports) + (
+        'import sys, torch\n'
+        "ckpt = torch.load(sys.argv[1])\n"
+        "print(ckpt['message_hub']['log_scalars']['train/loss'].mean())\n")
+    return subprocess.run([sys.executable, '-c', code, str(path)], capture_output=True,
+                          text=True)
+
+
+def test_importing_the_plugin_lets_torch_load_mmengine_checkpoints(checkpoint):
+    """mmengine's failure on torch >= 2.6 (what mmdet's own tools hit), and the
+    fix: ``import mmdet_polyloss`` (a config's custom_imports) alone."""
+    without = load_in_fresh_process(checkpoint, 'mmengine.logging')
+    assert without.returncode != 0 and 'Weights only load failed' in without.stderr
+    with_plugin = load_in_fresh_process(checkpoint, 'mmdet_polyloss')
+    assert with_plugin.returncode == 0, with_plugin.stderr
+    assert float(with_plugin.stdout) == pytest.approx((1.0 + 0.5 + 1.0 / 3) / 3)
 
 
 def test_safe_globals_load_it_with_weights_only(checkpoint):
-    with mmengine_safe_globals():
-        ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt = torch.load(checkpoint, weights_only=True)
     buf = ckpt['message_hub']['log_scalars']['train/loss']
     assert isinstance(buf, HistoryBuffer)
     np.testing.assert_allclose(buf.data[0], [1.0, 0.5, 1.0 / 3])
     assert buf.mean() == pytest.approx((1.0 + 0.5 + 1.0 / 3) / 3)
     assert ckpt['message_hub']['runtime_info']['best_score'] == 0.25
     assert torch.equal(ckpt['state_dict']['w'], torch.ones(2, 2))
-    # The allow-list is scoped: outside the context the default is back.
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(checkpoint)
 
 
 def test_loaded_history_keeps_working_and_torch_load_is_untouched(checkpoint):
     """Arrays come back as NumericArray (an ndarray); a resumed hub logs on."""
-    original = torch.load
-    with mmengine_safe_globals():
-        assert torch.load is original  # scoped by torch's safe_globals, not a swap
-        ckpt = torch.load(checkpoint, weights_only=True)
+    assert torch.load.__module__ == 'torch.serialization'  # allow-listed, not replaced
+    ckpt = torch.load(checkpoint, weights_only=True)
     buf = ckpt['message_hub']['log_scalars']['train/loss']
     assert isinstance(buf.data[0], np.ndarray)
     buf.update(0.25)
@@ -88,7 +100,7 @@ class _RunsCode:
 def test_arbitrary_code_stays_refused(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'x': _RunsCode()}, path)
-    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
 
 
@@ -112,8 +124,7 @@ def test_checkpoint_of_the_other_numpy_major_loads(checkpoint, tmp_path, saved_b
     running = names['numpy 2'] if int(np.__version__.split('.')[0]) >= 2 else names['numpy 1']
     moved = tmp_path / 'moved.pth'
     _renamed_modules(checkpoint, moved, running, names[saved_by])
-    with mmengine_safe_globals():
-        ckpt = torch.load(moved, weights_only=True)
+    ckpt = torch.load(moved, weights_only=True)
     buf = ckpt['message_hub']['log_scalars']['train/loss']
     np.testing.assert_allclose(buf.data[0], [1.0, 0.5, 1.0 / 3])
     assert ckpt['message_hub']['runtime_info']['best_score'] == 0.25
@@ -124,7 +135,7 @@ def test_object_arrays_stay_refused(tmp_path):
     torch.save({'x': np.array([{'a': 1}], dtype=object)}, path)
     # numpy pickles an object dtype with a state step, which its per-dtype class
     # (not allowed) would have to take: refused there.
-    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError):
         torch.load(path)
 
 
@@ -145,7 +156,7 @@ class _ObjectArray:
 def test_crafted_object_arrays_stay_refused(tmp_path):
     path = tmp_path / 'crafted.pth'
     torch.save({'x': _ObjectArray()}, path)
-    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError, match="kind 'O'"):
+    with pytest.raises(pickle.UnpicklingError, match="kind 'O'"):
         torch.load(path)
 
 
@@ -170,7 +181,7 @@ def test_dtype_state_that_flags_objects_is_refused_before_its_bytes_are_read(tmp
     state was applied: the 16 raw bytes never become object pointers."""
     path = tmp_path / 'flagged.pth'
     torch.save({'message_hub': {'x': [_FlaggedFloatArray()]}}, path)
-    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError, match='object flag True'):
+    with pytest.raises(pickle.UnpicklingError, match='object flag True'):
         torch.load(path)
 
 
@@ -190,7 +201,7 @@ def multiarray_scalar():
 def test_scalar_of_a_flagged_dtype_is_refused(tmp_path):
     path = tmp_path / 'flagged_scalar.pth'
     torch.save({'x': _FlaggedFloatScalar()}, path)
-    with mmengine_safe_globals(), pytest.raises(pickle.UnpicklingError, match='numpy scalar'):
+    with pytest.raises(pickle.UnpicklingError, match='numpy scalar'):
         torch.load(path)
 
 
@@ -209,8 +220,7 @@ def test_arrays_and_scalars_of_numeric_dtypes_load(spec, tmp_path):
     value = np.arange(3).astype(spec)
     path = tmp_path / 'numeric.pth'
     torch.save({'array': value, 'scalar': value[1]}, path)
-    with mmengine_safe_globals():
-        loaded = torch.load(path, weights_only=True)
+    loaded = torch.load(path, weights_only=True)
     # As plain pickle gives them back (numpy unpickles arrays in native byte order).
     want = pickle.loads(pickle.dumps({'array': value, 'scalar': value[1]}))
     np.testing.assert_array_equal(loaded['array'], want['array'])
@@ -226,13 +236,8 @@ def test_getattr_stand_in_resolves_only_statistics():
         history_buffer_getattr(os, 'system')
 
 
-def test_safe_globals_are_re_entrant(checkpoint):
-    """A nested context (a tool's check inside the tool's own) leaves the outer
-    one's allow-list in place."""
-    with mmengine_safe_globals():
-        with mmengine_safe_globals():
-            torch.load(checkpoint, weights_only=True)
-        ckpt = torch.load(checkpoint, weights_only=True)
-    assert torch.equal(ckpt['state_dict']['w'], torch.ones(2, 2))
-    with pytest.raises(pickle.UnpicklingError):
-        torch.load(checkpoint)
+def test_registration_is_idempotent():
+    before = torch.serialization.get_safe_globals()
+    register_mmengine_safe_globals()
+    assert torch.serialization.get_safe_globals() == before
+    assert all(entry in before for entry in mmengine_checkpoint_globals())

@@ -19,7 +19,6 @@ from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from torch.utils.data import DataLoader
 
-from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
 from mmdet_polyloss.engine.hooks import (
     ATOMIC_BACKEND,
     AtomicCheckpointHook,
@@ -81,14 +80,12 @@ def make_runner(work_dir: Path, hook: CheckpointHook, max_epochs: int = 2,
 
 
 def train(runner: Runner) -> None:
-    """As tools/train.py runs it: resuming loads weights-only."""
-    with mmengine_safe_globals():
-        runner.train()
+    """Resuming loads weights-only (the package registered mmengine's types)."""
+    runner.train()
 
 
 def load(path: Path) -> Dict[str, Any]:
-    with mmengine_safe_globals():
-        return torch.load(path, map_location='cpu')
+    return torch.load(path, map_location='cpu')
 
 
 def checkpoints(work_dir: Path) -> List[str]:

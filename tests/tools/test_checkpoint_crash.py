@@ -12,7 +12,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
@@ -20,7 +19,7 @@ from typing import Any, Dict, List, NamedTuple, Optional
 import pytest
 import torch
 
-from mmdet_polyloss.engine.checkpoint import mmengine_safe_globals
+import mmdet_polyloss  # noqa: F401  (weights-only loading of mmengine checkpoints)
 from mmdet_polyloss.engine.hooks import is_temporary_file
 
 from crash_points import CrashPoint
@@ -65,14 +64,8 @@ def train(workspace: Path, work_dir: Path, scenario: Scenario, *args: str,
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
-#: torch's safe_globals, which mmengine_safe_globals sets, is process-wide state:
-#: one scenario thread leaving it must not end another one's load.
-_LOADING = threading.Lock()
-
-
 def load(path: Path) -> Dict[str, Any]:
-    with _LOADING, mmengine_safe_globals():
-        return torch.load(path, map_location='cpu')
+    return torch.load(path, map_location='cpu')
 
 
 def snapshot(workspace: Path, work_dir: Path) -> Dict[str, Any]:

@@ -23,7 +23,7 @@ test_tool = load_tool('test')
 
 
 def _args(**kwargs) -> argparse.Namespace:
-    base = dict(work_dir=None, cfg_options=None, launcher='none')
+    base = dict(config=str(DEMO), work_dir=None, cfg_options=None, launcher='none')
     base.update(kwargs)
     return argparse.Namespace(**base)
 
@@ -53,13 +53,12 @@ def test_test_cli_matches_mmdet():
 
 
 def test_work_dir_priority(tmp_path):
-    cfg = cli.load_config(str(DEMO), _args())
+    cfg = cli.config_from_args(_args())
     assert cfg.work_dir == os.path.join('./work_dirs',
                                         'retinanet_tiny_fpn_focal_shapes')
-    cfg = cli.load_config(str(DEMO), _args(work_dir=str(tmp_path)))
+    cfg = cli.config_from_args(_args(work_dir=str(tmp_path)))
     assert cfg.work_dir == str(tmp_path)
-    cfg = cli.load_config(
-        str(DEMO),
+    cfg = cli.config_from_args(
         _args(cfg_options={'work_dir': 'from_cfg', 'train_cfg.max_epochs': 2}))
     assert cfg.work_dir == 'from_cfg'
     assert cfg.train_cfg.max_epochs == 2
@@ -67,7 +66,7 @@ def test_work_dir_priority(tmp_path):
 
 def test_missing_config_names_it():
     with pytest.raises(UserError, match='nope.py'):
-        cli.load_config('nope.py', _args())
+        cli.config_from_args(_args(config='nope.py'))
 
 
 def test_amp_and_auto_scale_lr_edit_the_config():

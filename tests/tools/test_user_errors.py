@@ -88,7 +88,7 @@ def _args(*options: str) -> argparse.Namespace:
 
 
 def test_existing_new_marked_and_runner_keys_are_accepted():
-    cfg = cli.load_config(str(DEMO), _args(
+    cfg = cli.config_from_args(_args(
         'train_cfg.max_epochs=2', 'param_scheduler.1.milestones=[1,2]',
         '+train_dataloader.pin_memory=True', '+model.neck.upsample_cfg.mode=bilinear',
         '+default_hooks.checkpoint.by_epoch=False', 'work_dir=elsewhere',
@@ -104,7 +104,7 @@ def test_existing_new_marked_and_runner_keys_are_accepted():
 
 def test_an_option_mmengine_cannot_merge_is_a_user_error():
     with pytest.raises(UserError, match='^--cfg-options: '):
-        cli.load_config(str(DEMO), _args('+param_scheduler.7.end=1'))
+        cli.config_from_args(_args('+param_scheduler.7.end=1'))
 
 
 # ------------------------------------------------------------------ configs

@@ -28,10 +28,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from mmengine.config import Config, ConfigDict, DictAction
 
 from tools.lib.errors import UserError
+from tools.lib.run_settings import SEED_LIMIT
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
-#: Seeds mmengine's ``set_random_seed`` (numpy's ``np.random.seed``) accepts: [0, 2^32).
-SEED_LIMIT = 2 ** 32
 #: Top-level config keys read by the tools, mmdet or mmengine's Runner besides
 #: its arguments: they may be added by --cfg-options without a ``+``.
 EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters', 'runner_type',
@@ -89,14 +88,13 @@ def add_weights_arg(parser: argparse.ArgumentParser, what: str) -> None:
         'such a checkpoint is refused')
 
 
-def load_config(config: str, args: argparse.Namespace) -> Config:
-    """Read ``config`` and apply --cfg-options, --launcher and --work-dir.
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Read ``args.config`` and apply --cfg-options, --launcher and --work-dir.
 
     The work dir is chosen as mmdet does: --work-dir, else ``work_dir`` in
     the config, else ``./work_dirs/<config file name without .py>``.
     """
-    if not osp.isfile(config):
-        raise UserError(f'config: no such file: {config!r}')
+    config = args.config
     cfg = read_config(config)
     cfg.launcher = args.launcher
     if args.cfg_options:
@@ -111,7 +109,9 @@ def load_config(config: str, args: argparse.Namespace) -> Config:
 
 
 def read_config(config: str) -> Config:
-    """``Config.fromfile``, with a broken config reported as a :class:`UserError`."""
+    """``Config.fromfile``, with a missing or broken config reported as a :class:`UserError`."""
+    if not osp.isfile(config):
+        raise UserError(f'config: no such file: {config!r}')
     try:
         return Config.fromfile(config)
     except SyntaxError as error:
@@ -350,39 +350,6 @@ def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
             hint = ('; python tools/make_demo_data.py makes it' if 'polyloss_shapes' in problem
                     else '')
             raise UserError(f'{problem} (relative paths are from {os.getcwd()!r}){hint}')
-
-
-def check_weights_fit(runner: Any, checkpoint: str, allow_partial: bool) -> None:
-    """Refuse ``checkpoint`` unless its weights fit the model ``runner`` built.
-
-    A checkpoint that cannot be read or holds no weights is refused even
-    with ``allow_partial`` (mmengine would fail on it with a traceback).
-    """
-    from mmdet_polyloss.engine.weights import WeightsError, WeightsMismatchError, check_weights
-    try:
-        check_weights(runner.model, checkpoint, allow_partial=allow_partial)
-    except WeightsMismatchError as error:
-        raise UserError(f'{error}; --allow-partial-weights loads it anyway') from error
-    except WeightsError as error:
-        raise UserError(str(error)) from error
-
-
-def check_resume_checkpoint(runner: Any, checkpoint: Optional[str]) -> None:
-    """--resume: the checkpoint it continues from (the one given, else the work
-    dir's latest) must be one torch can read; mmengine would fail deep inside
-    ``runner.train()`` with a traceback. Reads it once more than mmengine does."""
-    from mmengine.runner import find_latest_checkpoint
-
-    from mmdet_polyloss.engine.weights import WeightsError, read_checkpoint
-    checkpoint = checkpoint or find_latest_checkpoint(runner.work_dir)
-    if checkpoint is None:
-        return  # nothing to resume: mmengine trains from scratch (and says so)
-    try:
-        read_checkpoint(checkpoint)
-    except WeightsError as error:
-        reason = str(error).rstrip('.')
-        raise UserError(f'{reason}; --resume cannot continue from it (give another '
-                        'checkpoint, or train without --resume)') from error
 
 
 def limit_dynamo_recompiles() -> None:

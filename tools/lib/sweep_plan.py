@@ -31,11 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from tools.lib.cli import apply_cfg_options, read_config
 from tools.lib.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = '.sweep-run.json'
-LAUNCHERS = ('none', 'pytorch', 'slurm')
+#: How the sweep starts train.py and test.py (tools/lib/cli.py's LAUNCHERS are
+#: what those tools accept inside a run).
+SWEEP_LAUNCHERS = ('none', 'pytorch', 'slurm')
 #: Losses whose ``epsilon`` the sweep sets.
 POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')
 _EPSILON_IN_NAME = re.compile(r'eps[+-]?[0-9.]+')
@@ -103,21 +106,12 @@ class Launcher:
         return env
 
 
-def load_config(path: str):
-    """The config at ``path``, read as the tools read it (``cli.read_config``: a
-    config that does not load is a user error naming it)."""
-    if not osp.isfile(path):
-        raise UserError(f'config: no such file: {path!r}')
-    from tools.lib.cli import read_config
-    return read_config(path)
-
-
 def with_options(cfg, options: Sequence[str]):
     """A copy of ``cfg`` with ``options`` (KEY=VALUE words) applied by the rules of
     the tools' --cfg-options (``tools.lib.cli``: a key must exist, ``+key`` adds one)."""
     from mmengine.config import DictAction
 
-    from tools.lib.cli import apply_cfg_options
+
     parsed: Dict[str, object] = {}
     for option in options:
         if '=' not in option:
@@ -176,7 +170,7 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
 
     ``epsilons`` are names as ``run_settings.parse_epsilons`` gives them (-1, +0.5).
     """
-    loaded = {path: load_config(path) for path in filter(None, (config, baseline))}
+    loaded = {path: read_config(path) for path in filter(None, (config, baseline))}
     loss_key = poly_loss_key(with_options(loaded[config], options).model)
     for option in options:
         if option.split('=', 1)[0].lstrip('+') in ('randomness.seed', f'{loss_key}.epsilon'):

@@ -259,7 +259,7 @@ def parse_dumped_config(path: Path) -> Dict[str, Any]:
     return config
 
 
-def read_config(work_dir: Path, run_dir: Optional[Path] = None) -> Dict[str, Any]:
+def read_dumped_config(work_dir: Path, run_dir: Optional[Path] = None) -> Dict[str, Any]:
     """The config of one run, as a dict ({} if none): the one mmengine dumped
     in ``run_dir`` (``<timestamp>/vis_data/config.py``) if given and present,
     else the newest ``*.py`` in ``work_dir`` (which every run overwrites)."""
@@ -369,9 +369,10 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     # Loss settings from the run that logged these metrics; the seed from
     # the training run (the metrics may come from a later tools/test.py).
     metrics_dir, train_dir = _run_dir(source, path), training_run_dir(path)
-    config = read_config(path, metrics_dir)
+    config = read_dumped_config(path, metrics_dir)
     loss = dict(classifier_loss(config.get('model', {})) or {})
-    seed_config = config if train_dir in (None, metrics_dir) else read_config(path, train_dir)
+    seed_config = (config if train_dir in (None, metrics_dir)
+                   else read_dumped_config(path, train_dir))
     seed = (seed_config.get('randomness') or {}).get('seed')
     if not isinstance(seed, int):
         seed = (config.get('randomness') or {}).get('seed')

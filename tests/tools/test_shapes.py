@@ -1,4 +1,4 @@
-"""The synthetic COCO-format dataset (mmdet_polyloss.demo.synthetic)."""
+"""The synthetic COCO-format dataset (tools/lib/shapes.py)."""
 import json
 from pathlib import Path
 
@@ -7,14 +7,14 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from mmdet_polyloss.demo.synthetic import (
+from tools.lib.shapes import (
     CLASSES,
     PALETTE,
     SyntheticConfig,
     class_counts,
     generate,
-    main,
 )
+from tools.make_demo_data import main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(num_train=12, num_val=4, img_size=96, max_size=60.0)
@@ -135,8 +135,7 @@ def test_demo_configs_name_the_generated_classes_and_palette(config):
     """The demo configs repeat the dataset's class names and colours (a config
     cannot import them): every dataset in them must say what the generator
     writes, in its order, and the head must have one output per class."""
-    Config = pytest.importorskip('mmengine.config').Config
-    pytest.importorskip('mmdet')  # the configs inherit mmdet's default runtime
+    from mmengine.config import Config
     cfg = Config.fromfile(str(config))
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         metainfo = cfg[loader]['dataset']['metainfo']

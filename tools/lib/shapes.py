@@ -20,14 +20,11 @@ The same parameters always give byte-identical annotation files and images.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os.path as osp
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -259,80 +256,3 @@ def class_counts(ann_file: str) -> Dict[str, int]:
     for ann in data['annotations']:
         counts[names[ann['category_id']]] += 1
     return counts
-
-
-#: Seeds are below this (32-bit, as numpy's legacy seeding and mmengine's).
-SEED_LIMIT = 2 ** 32
-#: The largest --img-size the command line accepts (memory: one image at a time).
-MAX_IMG_SIZE = 4096
-
-
-def _int_in(low: int, high: Optional[int] = None) -> Callable[[str], int]:
-    """argparse type: a decimal integer in [low, high]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
-        if value < low or (high is not None and value > high):
-            bound = f'from {low} to {high}' if high is not None else f'>= {low}'
-            raise argparse.ArgumentTypeError(f'expected an integer {bound}, got {text!r}')
-        return value
-    return parse
-
-
-def _finite(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f'expected a finite number, got {text!r}')
-    return value
-
-
-def main(argv: Optional[Sequence[str]] = None,
-         parser_class: Type[argparse.ArgumentParser] = argparse.ArgumentParser) -> None:
-    """Command line: ``python tools/make_demo_data.py [out_dir] [options]``.
-
-    Bad values are usage errors (``parser.error``: exit status 2), reported
-    by ``parser_class`` (tools/make_demo_data.py's prints one line).
-    """
-    defaults = SyntheticConfig()
-    parser = parser_class(
-        description='Generate the synthetic COCO-format shapes dataset')
-    parser.add_argument('out_dir', nargs='?', default='data/polyloss_shapes',
-                        help='output folder (default: %(default)s)')
-    parser.add_argument('--seed', type=_int_in(0, SEED_LIMIT - 1), default=defaults.seed,
-                        help='an integer in [0, 2^32) (default: %(default)s)')
-    parser.add_argument('--num-train', type=_int_in(1), default=defaults.num_train)
-    parser.add_argument('--num-val', type=_int_in(1), default=defaults.num_val)
-    parser.add_argument('--img-size', type=_int_in(1, MAX_IMG_SIZE), default=defaults.img_size)
-    parser.add_argument('--min-size', type=_finite, default=defaults.min_size)
-    parser.add_argument('--max-size', type=_finite, default=defaults.max_size)
-    parser.add_argument('--force', action='store_true',
-                        help='regenerate even if the same dataset exists')
-    args = parser.parse_args(argv)
-    cfg = SyntheticConfig(seed=args.seed, num_train=args.num_train,
-                          num_val=args.num_val, img_size=args.img_size,
-                          min_size=args.min_size,
-                          max_size=args.max_size)
-    try:
-        cfg.validate()
-    except ValueError as error:  # the flags' names: num_train is --num-train
-        parser.error(re.sub(r'\b(min_size|max_size|img_size)\b',
-                            lambda m: '--' + m.group(1).replace('_', '-'), str(error)))
-    try:
-        made = generate(args.out_dir, cfg, force=args.force)
-    except OSError as error:
-        parser.error(f'cannot write the dataset to {args.out_dir}: '
-                     f'{error.strerror or error}: {error.filename or args.out_dir}')
-    ann = osp.join(args.out_dir, 'annotations', 'instances_train.json')
-    state = 'generated' if made else 'already present (same parameters)'
-    print(f'[make_demo_data] {args.out_dir}: {state}; train objects per '
-          f'class: {class_counts(ann)}')
-
-
-if __name__ == '__main__':
-    main()
