@@ -5,8 +5,9 @@
 #   bash tools/run_tests.sh -m "not slow"   # quick subset (no training runs)
 #
 # Steps: tools/setup_env.sh; ruff (pyproject.toml's rules); the functional
-# layer's tests on the declared minimum torch without mmdet (.venv-floor/,
-# skip with POLYLOSS_FLOOR=0); then pytest with the extra arguments given.
+# layer's tests on the declared minimum torch (.venv-floor/: mmdet with mmcv
+# without compiled ops; skip with POLYLOSS_FLOOR=0); then pytest with the
+# extra arguments given.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Absolute, before any cd: a relative POLYLOSS_VENV means the caller's directory.
@@ -21,7 +22,7 @@ echo "[run_tests] ruff check"
 if [ "${POLYLOSS_FLOOR:-1}" != 0 ]; then
   bash "$ROOT/tools/setup_floor_env.sh"
   FLOOR=${POLYLOSS_FLOOR_VENV:-$ROOT/.venv-floor}
-  echo "[run_tests] functional layer on $("$FLOOR/bin/python" -c 'import torch; print("torch", torch.__version__)'), without mmdet"
+  echo "[run_tests] functional layer on $("$FLOOR/bin/python" -c 'import torch; print("torch", torch.__version__)')"
   PYTHONPATH=$ROOT "$FLOOR/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" \
       tests/functional tests/test_package_structure.py
 fi
