@@ -94,6 +94,20 @@ def _cpu_model() -> str:
     return platform.processor() or 'CPU'
 
 
+def portable_argv(argv: Sequence[str]) -> List[str]:
+    """``argv`` with paths inside the checkout relative to it and other absolute
+    paths as their last component (a report names no folder of the machine it ran on)."""
+    root = Path(__file__).resolve().parents[2]
+    words = []
+    for word in argv:
+        path = Path(word)
+        if path.is_absolute():
+            word = (str(path.relative_to(root)) if path.is_relative_to(root)
+                    else f'<{path.name}>')
+        words.append(word)
+    return words
+
+
 def environment(args: argparse.Namespace) -> Dict[str, str]:
     """The command, the date and the versions and device of this run."""
     try:
@@ -105,8 +119,7 @@ def environment(args: argparse.Namespace) -> Dict[str, str]:
         device = torch.cuda.get_device_name()
     else:
         device = f'{_cpu_model()} ({torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs)'
-    prefix = f"PYTHONPATH={os.environ['PYTHONPATH']} " if os.environ.get('PYTHONPATH') else ''
-    return dict(command=prefix + 'python ' + shlex.join(sys.argv),
+    return dict(command='PYTHONPATH=. python ' + shlex.join(portable_argv(sys.argv)),
                 date_utc=datetime.datetime.now(datetime.timezone.utc).strftime(
                     '%Y-%m-%d %H:%M UTC'),
                 torch=torch.__version__, triton=triton_version,
@@ -216,7 +229,7 @@ def write_json(path: Path, env: Dict[str, str], args: argparse.Namespace,
                train: Optional[Dict[str, object]], probe: Sequence[ProbeRow]) -> None:
     """Everything the report shows, and every call's time, as JSON at ``path``."""
     path.write_text(json.dumps(
-        dict(env=env, args={k: (str(v) if isinstance(v, Path) else v)
+        dict(env=env, args={k: (portable_argv([str(v)])[0] if isinstance(v, (str, Path)) else v)
                             for k, v in vars(args).items()},
              copy_bandwidth_bytes_per_s=bandwidth, notes=notes,
              tables=[asdict(t) for t in tables], train_step=train,
