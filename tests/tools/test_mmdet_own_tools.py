@@ -3,6 +3,7 @@ dumps into its work dir, train, resume, load and test with mmdet 3.3's own
 tools/train.py and tools/test.py (the copies in mmdet's installed ``.mim``
 folder), given only the configs' ``custom_imports`` of mmdet_polyloss, on the
 pinned torch (weights-only checkpoint loading). Slow: ~2 min."""
+import re
 import sys
 from pathlib import Path
 from typing import List
@@ -49,3 +50,23 @@ def test_mmdet_tools_train_resume_load_and_test_project_run_folders(tmp_path):
                      ['load_from=mm/epoch_2.pth'])
     assert 'Load checkpoint from mm/epoch_2.pth' in out
     assert (workspace / 'ours_again/epoch_1.pth').is_file()
+
+
+def test_mmengine_restarts_an_epoch_resumed_from_an_iteration_checkpoint(tmp_path):
+    """What the README says of --resume: from a checkpoint saved by iteration
+    (here iteration 6, the second of epoch 2's four), mmengine trains epoch 2
+    from its first batch, so its counter reaches 8 after two more batches and
+    the run ends at 10 (4 iterations per epoch)."""
+    workspace = make_workspace(tmp_path)
+    by_iteration = ['train_cfg.max_epochs=2', 'default_hooks.checkpoint.interval=6',
+                    'default_hooks.checkpoint.max_keep_ckpts=3',
+                    'default_hooks.checkpoint.by_epoch=False',  # mmdet's tool adds keys
+                    'default_hooks.logger.interval=1']
+    mmdet_tool(workspace, 'train', [str(CONFIG), '--work-dir', 'it'], by_iteration)
+    out = mmdet_tool(workspace, 'train', [str(CONFIG), '--work-dir', 'it', '--resume',
+                                          'it/iter_6.pth'], by_iteration)
+    events = re.findall(r'resumed epoch: \d+, iter: \d+|Epoch\(train\) \[\d+\]\[\d+/\d+\]'
+                        r'|Saving checkpoint at \d+ iterations', out)
+    assert events == ['resumed epoch: 1, iter: 6', 'Epoch(train) [2][1/4]',
+                      'Epoch(train) [2][2/4]', 'Saving checkpoint at 8 iterations',
+                      'Epoch(train) [2][3/4]', 'Epoch(train) [2][4/4]']
