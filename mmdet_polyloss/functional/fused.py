@@ -184,8 +184,9 @@ def blockwise_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     return loss, grad
 
 
-class FusedPolyFocalClassIndices(torch.autograd.Function):
-    """Poly-N focal loss for (N, C) logits and labels (N,) in [0, C].
+class PolyFocalFusedFunction(torch.autograd.Function):
+    """Autograd function of the fused path: the Poly-N focal loss of (N, C)
+    logits and labels (N,) in [0, C] as one node, with its analytic gradient.
 
     Returns the weighted element-wise loss (``reduce_sum=False``) or its sum,
     in float32 for half inputs. ``weight`` is None, (N, 1) or (N, C) and gets

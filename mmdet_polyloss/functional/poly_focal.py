@@ -47,7 +47,7 @@ from .common import (
     scale_sum,
     weight_reduce,
 )
-from .fused import FusedPolyFocalClassIndices
+from .fused import PolyFocalFusedFunction
 from .reference import poly_focal_elementwise, poly_focal_exact
 
 
@@ -205,8 +205,8 @@ def _dispatch(pred: Tensor, target: Tensor, weight: Optional[Tensor], params: Po
     if fusable and (implementation == 'fused' or (implementation == 'auto' and not exact)):
         if weight is not None:
             weight = broadcast_weight(weight, pred).to(dtype)
-        loss = FusedPolyFocalClassIndices.apply(pred, target, weight, params,
-                                                reduction != 'none', torch.is_grad_enabled())
+        loss = PolyFocalFusedFunction.apply(pred, target, weight, params,
+                                            reduction != 'none', torch.is_grad_enabled())
         if reduction == 'none':
             return loss
         return scale_sum(loss, pred.numel(), reduction, avg_factor)

@@ -97,7 +97,7 @@ def test_fused_saves_its_inputs_and_at_most_one_new_tensor_the_size_of_pred(devi
     labels, weight = make_labels(N, C, device=device), torch.rand(N, device=device)
     loss = polyn_focal_loss(pred, labels, weight, epsilons=(-1.0,))
     node = loss.grad_fn
-    while type(node).__name__ != 'FusedPolyFocalClassIndicesBackward':
+    while type(node).__name__ != 'PolyFocalFusedFunctionBackward':
         node = node.next_functions[0][0]
     saved = [t for t in node.saved_tensors if t is not None]
     assert saved[0].data_ptr() == pred.data_ptr() and torch.equal(saved[1], labels)
@@ -111,8 +111,8 @@ def test_fused_path_is_taken_and_reference_is_not():
     labels = make_labels(N, C)
     fused = polyn_focal_loss(pred, labels, reduction='sum')
     reference = polyn_focal_loss(pred, labels, reduction='sum', implementation='reference')
-    assert type(fused.grad_fn).__name__ == 'FusedPolyFocalClassIndicesBackward'
-    assert type(reference.grad_fn).__name__ != 'FusedPolyFocalClassIndicesBackward'
+    assert type(fused.grad_fn).__name__ == 'PolyFocalFusedFunctionBackward'
+    assert type(reference.grad_fn).__name__ != 'PolyFocalFusedFunctionBackward'
 
 
 @pytest.mark.parametrize('epsilon', [0.0, 1.0])
