@@ -27,7 +27,6 @@ from torch import Tensor
 from .common import AvgFactor, CrossEntropySettings, PolyParams, is_per_sample_weight
 
 REDUCTIONS = ('none', 'mean', 'sum')
-IMPLEMENTATIONS = ('auto', 'fused', 'reference')
 #: ``F.cross_entropy``'s default, as mmdet's.
 DEFAULT_IGNORE_INDEX = -100
 

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from .checks import (
-    IMPLEMENTATIONS,
     check_bool,
     check_choice,
     check_focal_inputs,
@@ -63,8 +62,7 @@ def polyn_focal_loss(pred: Tensor,
                      reduction: str = 'mean',
                      avg_factor: AvgFactor = None,
                      allow_negative_loss: bool = False,
-                     ignore_index: Optional[int] = None,
-                     implementation: str = 'auto') -> Tensor:
+                     ignore_index: Optional[int] = None) -> Tensor:
     r"""Sigmoid Poly-N focal loss (see the module docstring for the formula).
 
     Args:
@@ -89,11 +87,11 @@ def polyn_focal_loss(pred: Tensor,
         ignore_index: a class-index label whose elements get loss and gradient 0
             on every class; 'mean' without ``avg_factor`` then averages over the
             other elements. None (the default): no label is ignored.
-        implementation: 'auto' uses the fused analytic-gradient path
-            (:mod:`.fused`) for class-index targets with logits and a weight
-            that needs no gradient, the composed formula otherwise, and for
-            float64 logits the exact form of :mod:`.reference` (full relative
-            precision); 'fused' and 'reference' force one path.
+
+    The path follows the inputs: float64 logits take the exact form of
+    :mod:`.reference` (full relative precision); other class-index targets with
+    logits and a weight that needs no gradient the fused analytic-gradient path
+    (:mod:`.fused`); the rest the composed formula.
 
     Returns:
         The loss, in float32 for half-precision ``pred`` (float64 stays
@@ -112,7 +110,7 @@ def polyn_focal_loss(pred: Tensor,
     return poly_focal_with_params(pred, target, weight, params,
                                   activated=check_bool('activated', activated),
                                   reduction=reduction, avg_factor=avg_factor,
-                                  implementation=implementation, ignore_index=ignore_index)
+                                  ignore_index=ignore_index)
 
 
 def poly1_focal_loss(pred: Tensor,
@@ -139,27 +137,26 @@ def poly1_focal_loss(pred: Tensor,
 
 def poly_focal_with_params(pred: Tensor, target: Tensor, weight: Optional[Tensor],
                            params: PolyParams, *, activated: bool, reduction: str,
-                           avg_factor: AvgFactor, implementation: str = 'auto',
-                           ignore_index: Optional[int] = None,
-                           reduction_name: str = 'reduction') -> Tensor:
+                           avg_factor: AvgFactor, ignore_index: Optional[int] = None,
+                           reduction_name: str = 'reduction', path: str = 'auto') -> Tensor:
     """:func:`polyn_focal_loss` with hyper-parameters that :func:`.checks.check_poly_params`
     validated already (the modules validate theirs once): checks the call's inputs
     only, then dispatches. Class-index maps (N, C, *) are computed as (N * prod(*), C)
     rows; ``ignore_index`` labels count as background with weight 0, and 'mean'
-    without ``avg_factor`` then averages over the elements not ignored."""
+    without ``avg_factor`` then averages over the elements not ignored. ``path``
+    other than 'auto' is for tests and benchmarks (see :func:`_polyn_focal_loss_on_path`)."""
     check_reduction(reduction, avg_factor, name=reduction_name)
-    check_choice('implementation', implementation, IMPLEMENTATIONS)
     if ignore_index is not None:
         ignore_index = check_int('ignore_index', ignore_index)
     is_index = check_focal_inputs(pred, target, weight, activated, ignore_index)
     if not is_index:
         return _dispatch(pred, target, weight, params, activated, reduction, avg_factor,
-                         implementation, is_index=False)
+                         path, is_index=False)
     rows, labels, row_weight = (pred, target, weight) if pred.dim() == 2 else \
         _as_rows(pred, target, weight)
     if ignore_index is None:
         loss = _dispatch(rows, labels, row_weight, params, activated, reduction, avg_factor,
-                         implementation, is_index=True)
+                         path, is_index=True)
     else:
         valid = labels != ignore_index
         labels = labels.masked_fill(~valid, rows.shape[1])
@@ -168,13 +165,40 @@ def poly_focal_with_params(pred: Tensor, target: Tensor, weight: Optional[Tensor
             broadcast_weight(row_weight, rows) * mask.unsqueeze(1)
         average = reduction == 'mean' and avg_factor is None
         loss = _dispatch(rows, labels, row_weight, params, activated,
-                         'sum' if average else reduction, avg_factor, implementation,
-                         is_index=True)
+                         'sum' if average else reduction, avg_factor, path, is_index=True)
         if average:  # over the elements not ignored (0 when all are)
             loss = loss / (valid.sum() * rows.shape[1]).clamp_min(1)
     if reduction == 'none' and pred.dim() != 2:
         loss = loss.reshape(*pred.shape[:1], *pred.shape[2:], pred.shape[1]).movedim(-1, 1)
     return loss
+
+
+#: The paths :func:`_polyn_focal_loss_on_path` can force; 'auto' chooses by the inputs.
+PATHS = ('auto', 'fused', 'reference')
+
+
+def _polyn_focal_loss_on_path(path: str, pred: Tensor, target: Tensor,
+                              weight: Optional[Tensor] = None, *,
+                              epsilons: Sequence[float] = (1.0,), gamma: float = 2.0,
+                              alpha: float = 0.25, alpha_weighted_poly: bool = True,
+                              activated: bool = False, reduction: str = 'mean',
+                              avg_factor: AvgFactor = None, allow_negative_loss: bool = False,
+                              ignore_index: Optional[int] = None) -> Tensor:
+    """For tests and benchmarks: :func:`polyn_focal_loss` (the same keyword arguments)
+    on the path ``path`` names.
+
+    'fused': the fused analytic-gradient path (:mod:`.fused`), for class-index
+    targets with logits and a weight that needs no gradient; 'reference': the
+    composed formula through autograd (:func:`.reference.poly_focal_elementwise`),
+    also for float64, where 'auto' takes the more exact
+    :func:`.reference.poly_focal_exact`; 'auto': as :func:`polyn_focal_loss`.
+    """
+    params = check_poly_params(epsilons, gamma, alpha, alpha_weighted_poly,
+                               allow_negative_loss)
+    return poly_focal_with_params(pred, target, weight, params,
+                                  activated=check_bool('activated', activated),
+                                  reduction=reduction, avg_factor=avg_factor,
+                                  ignore_index=ignore_index, path=check_choice('path', path, PATHS))
 
 
 def _as_rows(pred: Tensor, labels: Tensor, weight: Optional[Tensor]):
@@ -193,16 +217,21 @@ def _as_rows(pred: Tensor, labels: Tensor, weight: Optional[Tensor]):
 
 
 def _dispatch(pred: Tensor, target: Tensor, weight: Optional[Tensor], params: PolyParams,
-              activated: bool, reduction: str, avg_factor: AvgFactor, implementation: str,
+              activated: bool, reduction: str, avg_factor: AvgFactor, path: str,
               is_index: bool) -> Tensor:
-    """The checked call on its path: fused, exact (float64) or the reference formula."""
+    """The checked call on its path (see :func:`polyn_focal_loss`): fused, exact
+    (float64) or the reference formula; ``path`` forces one (see :data:`PATHS`)."""
     dtype = compute_dtype(pred)
     fusable = is_index and not activated and (weight is None or not weight.requires_grad)
-    if implementation == 'fused' and not fusable:
-        raise ValueError("implementation='fused' needs class-index targets, logits "
+    if path == 'fused' and not fusable:
+        raise ValueError("path='fused' needs class-index targets, logits "
                          '(activated=False) and a weight that needs no gradient')
-    exact = implementation == 'auto' and dtype == torch.float64 and not activated
-    if fusable and (implementation == 'fused' or (implementation == 'auto' and not exact)):
+    if path == 'auto':
+        if dtype == torch.float64 and not activated:
+            path = 'exact'
+        else:
+            path = 'fused' if fusable else 'reference'
+    if path == 'fused':
         if weight is not None:
             weight = broadcast_weight(weight, pred).to(dtype)
         loss = PolyFocalFusedFunction.apply(pred, target, weight, params,
@@ -213,7 +242,7 @@ def _dispatch(pred: Tensor, target: Tensor, weight: Optional[Tensor], params: Po
 
     pred = pred.to(dtype)
     target = dense_target(target, pred) if is_index else target.to(dtype)
-    if exact:
+    if path == 'exact':
         loss = poly_focal_exact(pred, target, params)
     else:
         loss = poly_focal_elementwise(pred, target, params, activated)
