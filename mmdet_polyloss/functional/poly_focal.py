@@ -32,8 +32,8 @@ from .checks import (
     check_choice,
     check_focal_inputs,
     check_int,
+    check_poly1_params,
     check_poly_params,
-    check_real,
     check_reduction,
 )
 from .common import (
@@ -83,7 +83,7 @@ def polyn_focal_loss(pred: Tensor,
             instead of the number of elements (mmdet's rule).
         allow_negative_loss: allow epsilons below the bound that keeps the
             loss >= 0 (``-1/j``; ``-min(alpha, 1 - alpha)/j`` without alpha_t on
-            the epsilon terms; see ``checks.check_epsilons``).
+            the epsilon terms; see ``checks.check_epsilon_bounds``).
         ignore_index: a class-index label whose elements get loss and gradient 0
             on every class; 'mean' without ``avg_factor`` then averages over the
             other elements. None (the default): no label is ignored.
@@ -107,10 +107,8 @@ def polyn_focal_loss(pred: Tensor,
     """
     params = check_poly_params(epsilons, gamma, alpha, alpha_weighted_poly,
                                allow_negative_loss)
-    return poly_focal_with_params(pred, target, weight, params,
-                                  activated=check_bool('activated', activated),
-                                  reduction=reduction, avg_factor=avg_factor,
-                                  ignore_index=ignore_index)
+    return _checked_call(pred, target, weight, params, activated, reduction, avg_factor,
+                         ignore_index)
 
 
 def poly1_focal_loss(pred: Tensor,
@@ -118,10 +116,19 @@ def poly1_focal_loss(pred: Tensor,
                      weight: Optional[Tensor] = None,
                      *,
                      epsilon: float = 1.0,
-                     **kwargs) -> Tensor:
+                     gamma: float = 2.0,
+                     alpha: float = 0.25,
+                     alpha_weighted_poly: bool = True,
+                     activated: bool = False,
+                     reduction: str = 'mean',
+                     avg_factor: AvgFactor = None,
+                     allow_negative_loss: bool = False,
+                     ignore_index: Optional[int] = None) -> Tensor:
     """Sigmoid Poly-1 focal loss: :func:`polyn_focal_loss` with ``epsilons=(epsilon,)``.
 
     ``FL + epsilon * alpha_t * (1 - p_t)^(gamma + 1)``; see the module docstring.
+    ``epsilon`` >= -1 (``-min(alpha, 1 - alpha)`` with ``alpha_weighted_poly=False``)
+    unless ``allow_negative_loss``; the other arguments are :func:`polyn_focal_loss`'s.
 
     Example::
 
@@ -131,23 +138,35 @@ def poly1_focal_loss(pred: Tensor,
         >>> poly1_focal_loss(logits, labels, epsilon=0.0, reduction='sum')
         tensor(0.3033)
     """
-    epsilon = check_real('epsilon', epsilon)
-    return polyn_focal_loss(pred, target, weight, epsilons=(epsilon,), **kwargs)
+    params = check_poly1_params(epsilon, gamma, alpha, alpha_weighted_poly,
+                                allow_negative_loss)
+    return _checked_call(pred, target, weight, params, activated, reduction, avg_factor,
+                         ignore_index)
+
+
+def _checked_call(pred: Tensor, target: Tensor, weight: Optional[Tensor], params: PolyParams,
+                  activated: object, reduction: object, avg_factor: AvgFactor,
+                  ignore_index: object, path: str = 'auto') -> Tensor:
+    """A functional call: its options validated (``params`` are already), then the loss."""
+    return poly_focal_with_params(
+        pred, target, weight, params, activated=check_bool('activated', activated),
+        reduction=check_reduction(reduction, avg_factor), avg_factor=avg_factor,
+        ignore_index=None if ignore_index is None else check_int('ignore_index', ignore_index),
+        path=path)
 
 
 def poly_focal_with_params(pred: Tensor, target: Tensor, weight: Optional[Tensor],
                            params: PolyParams, *, activated: bool, reduction: str,
                            avg_factor: AvgFactor, ignore_index: Optional[int] = None,
-                           reduction_name: str = 'reduction', path: str = 'auto') -> Tensor:
-    """:func:`polyn_focal_loss` with hyper-parameters that :func:`.checks.check_poly_params`
-    validated already (the modules validate theirs once): checks the call's inputs
-    only, then dispatches. Class-index maps (N, C, *) are computed as (N * prod(*), C)
-    rows; ``ignore_index`` labels count as background with weight 0, and 'mean'
-    without ``avg_factor`` then averages over the elements not ignored. ``path``
-    other than 'auto' is for tests and benchmarks (see :func:`_polyn_focal_loss_on_path`)."""
-    check_reduction(reduction, avg_factor, name=reduction_name)
-    if ignore_index is not None:
-        ignore_index = check_int('ignore_index', ignore_index)
+                           path: str = 'auto') -> Tensor:
+    """:func:`polyn_focal_loss` with every argument but the tensors validated
+    already (``params`` by :func:`.checks.check_poly_params`, ``reduction`` with
+    ``avg_factor`` by :func:`.checks.check_reduction`; the modules validate their
+    settings once): checks the tensors, then dispatches. Class-index maps
+    (N, C, *) are computed as (N * prod(*), C) rows; ``ignore_index`` labels count
+    as background with weight 0, and 'mean' without ``avg_factor`` then averages
+    over the elements not ignored. ``path`` other than 'auto' is for tests and
+    benchmarks (see :func:`_polyn_focal_loss_on_path`)."""
     is_index = check_focal_inputs(pred, target, weight, activated, ignore_index)
     if not is_index:
         return _dispatch(pred, target, weight, params, activated, reduction, avg_factor,
@@ -195,10 +214,8 @@ def _polyn_focal_loss_on_path(path: str, pred: Tensor, target: Tensor,
     """
     params = check_poly_params(epsilons, gamma, alpha, alpha_weighted_poly,
                                allow_negative_loss)
-    return poly_focal_with_params(pred, target, weight, params,
-                                  activated=check_bool('activated', activated),
-                                  reduction=reduction, avg_factor=avg_factor,
-                                  ignore_index=ignore_index, path=check_choice('path', path, PATHS))
+    return _checked_call(pred, target, weight, params, activated, reduction, avg_factor,
+                         ignore_index, path=check_choice('path', path, PATHS))
 
 
 def _as_rows(pred: Tensor, labels: Tensor, weight: Optional[Tensor]):
