@@ -15,9 +15,11 @@ moves its leading coefficient from ``alpha_t`` to ``alpha_t * (1 + epsilon)``:
 ``epsilon = -1`` removes the leading term exactly and ``epsilon >= -1`` keeps
 the loss non-negative. Poly-1 is PolyN with ``epsilons=(epsilon,)``.
 
-This module validates and dispatches: class-index targets go to the fused
-analytic-gradient path (:mod:`.fused`), everything else to the composed
-reference formula (:mod:`.reference`).
+This module validates and dispatches: float64 logits go to the exact form
+(:mod:`.reference`), other class-index targets to the fused analytic-gradient
+path (:mod:`.fused`), everything else to the composed reference formula
+(:mod:`.reference`). Tests and benchmarks force a path with the private
+``_polyn_focal_loss_on_path``; the public functions have no such switch.
 
 Leng et al., "PolyLoss: A Polynomial Expansion Perspective of Classification
 Loss Functions", ICLR 2022 (arXiv 2204.12511).
@@ -65,6 +67,11 @@ def polyn_focal_loss(pred: Tensor,
                      ignore_index: Optional[int] = None) -> Tensor:
     r"""Sigmoid Poly-N focal loss (see the module docstring for the formula).
 
+    The path follows the inputs: float64 logits take the exact form of
+    :mod:`.reference` (full relative precision); other class-index targets with
+    logits and a weight that needs no gradient the fused analytic-gradient path
+    (:mod:`.fused`); the rest the composed formula.
+
     Args:
         pred: logits (or probabilities if ``activated``), shape (N, C) or a
             dense map (N, C, *), or any shape when ``target`` has the same shape.
@@ -87,11 +94,6 @@ def polyn_focal_loss(pred: Tensor,
         ignore_index: a class-index label whose elements get loss and gradient 0
             on every class; 'mean' without ``avg_factor`` then averages over the
             other elements. None (the default): no label is ignored.
-
-    The path follows the inputs: float64 logits take the exact form of
-    :mod:`.reference` (full relative precision); other class-index targets with
-    logits and a weight that needs no gradient the fused analytic-gradient path
-    (:mod:`.fused`); the rest the composed formula.
 
     Returns:
         The loss, in float32 for half-precision ``pred`` (float64 stays
