@@ -27,7 +27,6 @@ from torch import Tensor
 from .common import AvgFactor, CrossEntropySettings, PolyParams, is_per_sample_weight
 
 REDUCTIONS = ('none', 'mean', 'sum')
-IMPLEMENTATIONS = ('auto', 'fused', 'reference')
 #: ``F.cross_entropy``'s default, as mmdet's.
 DEFAULT_IGNORE_INDEX = -100
 
@@ -92,18 +91,36 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
 
 def check_reduction(reduction: object, avg_factor: AvgFactor,
                     name: str = 'reduction') -> str:
-    """Validate ``reduction`` and its combination with ``avg_factor``.
+    """Validate ``reduction`` (called ``name`` in errors) and ``avg_factor``, and
+    their combination.
 
     mmdet's rules: ``avg_factor`` divides the sum in ``'mean'``, is ignored by
     ``'none'``, and is an error with ``'sum'``.
     """
     reduction = check_choice(name, reduction, REDUCTIONS)
+    _check_avg_factor_fits(reduction, avg_factor, name)
+    return reduction
+
+
+def check_module_reduction(reduction: str, reduction_override: object,
+                           avg_factor: AvgFactor) -> str:
+    """The reduction of a loss module's call: ``reduction_override`` if given
+    (validated here), else the module's ``reduction`` (validated in its
+    ``__init__``); either checked with ``avg_factor`` as :func:`check_reduction`,
+    the errors naming the argument the reduction came from."""
+    if reduction_override is not None:
+        return check_reduction(reduction_override, avg_factor, name='reduction_override')
+    _check_avg_factor_fits(reduction, avg_factor, 'reduction')
+    return reduction
+
+
+def _check_avg_factor_fits(reduction: str, avg_factor: AvgFactor, name: str) -> None:
+    """``avg_factor`` valid, and not given with 'sum' (``name`` holds the reduction)."""
     check_avg_factor(avg_factor)
     if reduction == 'sum' and avg_factor is not None:
         raise ValueError(
             f"avg_factor={_brief(avg_factor)} cannot be used with {name}='sum'; "
             "use reduction='mean' to divide the sum by avg_factor")
-    return reduction
 
 
 def check_avg_factor(avg_factor: object) -> None:
@@ -142,10 +159,21 @@ def check_focal_params(gamma: float, alpha: float) -> Tuple[float, float]:
     return gamma, alpha
 
 
-def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
-                   name: str = 'epsilons', alpha: float = -1.0,
-                   alpha_weighted_poly: bool = True) -> Tuple[float, ...]:
-    """Validate the Poly-N coefficients.
+def check_epsilons(epsilons: object) -> Tuple[float, ...]:
+    """Poly-N's ``epsilons``: a non-empty sequence of finite numbers, as floats.
+    (Their bound: :func:`check_epsilon_bounds`.)"""
+    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence):
+        raise TypeError(f'epsilons must be a non-empty sequence of numbers, got {epsilons!r} '
+                        f'of type {type(epsilons).__name__}')
+    if len(epsilons) == 0:
+        raise ValueError(f'epsilons must be a non-empty sequence of numbers, got {epsilons!r}')
+    return tuple(check_real(f'epsilons[{j}]', e) for j, e in enumerate(epsilons))
+
+
+def check_epsilon_bounds(epsilons: Tuple[float, ...], allow_negative_loss: bool,
+                         alpha: float = -1.0, alpha_weighted_poly: bool = True) -> None:
+    """Refuse Poly-N coefficients (validated numbers) below the bound that keeps
+    the loss >= 0, unless ``allow_negative_loss`` (a validated bool).
 
     Focal loss is ``alpha_t * sum_j (1 - p_t)^(gamma + j) / j``; Poly-N adds
     ``w * epsilons[j-1]`` to the coefficient of ``(1 - p_t)^(gamma + j)``, with
@@ -156,19 +184,13 @@ def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
     confident correct predictions and its gradient pushes them away from the
     target, so that needs an explicit ``allow_negative_loss=True``.
     """
-    if isinstance(epsilons, (str, bytes)) or not isinstance(epsilons, Sequence):
-        raise TypeError(f'{name} must be a non-empty sequence of numbers, got {epsilons!r} '
-                        f'of type {type(epsilons).__name__}')
-    if len(epsilons) == 0:
-        raise ValueError(f'{name} must be a non-empty sequence of numbers, got {epsilons!r}')
-    values = tuple(check_real(f'{name}[{j}]', e) for j, e in enumerate(epsilons))
-    if check_bool('allow_negative_loss', allow_negative_loss):
-        return values
+    if allow_negative_loss:
+        return
     weighted = alpha_weighted_poly or alpha < 0
     scale = 1.0 if weighted else min(alpha, 1.0 - alpha)
-    for j, eps in enumerate(values, start=1):
+    for j, eps in enumerate(epsilons, start=1):
         if eps < -scale / j:  # keep in step with has_non_negative_coefficients
-            label = 'epsilon' if len(values) == 1 else f'{name}[{j - 1}]'
+            label = 'epsilon' if len(epsilons) == 1 else f'epsilons[{j - 1}]'
             if weighted:
                 bound = '-1' if j == 1 else f'-1/{j}'
             else:
@@ -178,26 +200,41 @@ def check_epsilons(epsilons: Sequence[float], allow_negative_loss: bool,
                 f'{label}={eps!r} is below {bound}: the loss then goes negative for '
                 'confident correct predictions and its gradient pushes them away '
                 'from the target. Pass allow_negative_loss=True to use it anyway.')
-    return values
 
 
 def has_non_negative_coefficients(epsilons: Sequence[float], alpha: float,
                                   alpha_weighted_poly: bool) -> bool:
     """True when no coefficient of the loss's expansion in ``1 - p_t`` is negative
-    (the bounds of :func:`check_epsilons`): then the loss is >= 0."""
+    (the bounds of :func:`check_epsilon_bounds`): then the loss is >= 0."""
     scale = 1.0 if alpha_weighted_poly or alpha < 0 else min(alpha, 1.0 - alpha)
     return all(eps >= -scale / j for j, eps in enumerate(epsilons, start=1))
 
 
 def check_poly_params(epsilons: Sequence[float], gamma: float, alpha: float,
                       alpha_weighted_poly: bool, allow_negative_loss: bool) -> PolyParams:
-    """All hyper-parameters of the Poly-N focal loss, validated together."""
+    """All hyper-parameters of the Poly-N focal loss, validated together, each once."""
     gamma, alpha = check_focal_params(gamma, alpha)
     weighted = check_bool('alpha_weighted_poly', alpha_weighted_poly)
-    epsilons = check_epsilons(epsilons, allow_negative_loss, alpha=alpha,
-                              alpha_weighted_poly=weighted)
+    return _poly_params(check_epsilons(epsilons), gamma, alpha, weighted, allow_negative_loss)
+
+
+def check_poly1_params(epsilon: float, gamma: float, alpha: float,
+                       alpha_weighted_poly: bool, allow_negative_loss: bool) -> PolyParams:
+    """:func:`check_poly_params` for Poly-1, whose one coefficient is the number
+    ``epsilon`` (so named in errors)."""
+    epsilon = check_real('epsilon', epsilon)
+    gamma, alpha = check_focal_params(gamma, alpha)
+    weighted = check_bool('alpha_weighted_poly', alpha_weighted_poly)
+    return _poly_params((epsilon,), gamma, alpha, weighted, allow_negative_loss)
+
+
+def _poly_params(epsilons: Tuple[float, ...], gamma: float, alpha: float, weighted: bool,
+                 allow_negative_loss: object) -> PolyParams:
+    """The PolyParams of checked numbers, after the last check: the epsilon bounds."""
+    allow = check_bool('allow_negative_loss', allow_negative_loss)
+    check_epsilon_bounds(epsilons, allow, alpha, weighted)
     return PolyParams(epsilons, gamma, alpha, weighted,
-                      has_non_negative_coefficients(epsilons, alpha, weighted))
+                      has_non_negative_coefficients(epsilons, alpha, weighted), allow)
 
 
 # ------------------------------------------------------ focal loss inputs
@@ -314,16 +351,17 @@ def check_cross_entropy_settings(epsilon: float, class_weight: Optional[Sequence
                                  ignore_index: Optional[int], avg_non_ignore: bool,
                                  allow_negative_loss: bool,
                                  label_smoothing: float = 0.0) -> CrossEntropySettings:
-    """All settings of the Poly-1 cross-entropy, validated together."""
+    """All settings of the Poly-1 cross-entropy, validated together, each once."""
     epsilon = check_real('epsilon', epsilon)
-    check_epsilons((epsilon,), allow_negative_loss)
+    allow = check_bool('allow_negative_loss', allow_negative_loss)
+    check_epsilon_bounds((epsilon,), allow)
     smoothing = check_real('label_smoothing', label_smoothing, minimum=0.0)
     if smoothing >= 1:
         raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing!r}: at 1 '
                          'every target is uniform and the label is lost')
     return CrossEntropySettings(epsilon, check_class_weight(class_weight),
                                 check_ignore_index(ignore_index),
-                                check_bool('avg_non_ignore', avg_non_ignore), smoothing)
+                                check_bool('avg_non_ignore', avg_non_ignore), smoothing, allow)
 
 
 def check_soft_targets(target: Tensor, pred: Tensor) -> None:
@@ -354,11 +392,11 @@ def check_ignore_index(ignore_index: Optional[int]) -> int:
     return check_int('ignore_index', ignore_index, what='an int or None')
 
 
-def check_class_weight(class_weight: Union[None, Sequence[float], str, os.PathLike],
-                       num_classes: Optional[int] = None) -> Optional[Tuple[float, ...]]:
+def check_class_weight(class_weight: Union[None, Sequence[float], str, os.PathLike]
+                       ) -> Optional[Tuple[float, ...]]:
     """``class_weight``: None, a sequence of finite non-negative numbers, or the
-    path of a file of them (see :func:`read_class_weight`); ``num_classes`` long
-    if given."""
+    path of a file of them (see :func:`read_class_weight`). Their number is
+    checked per call, against the classes of ``pred`` (:func:`check_class_count`)."""
     if class_weight is None:
         return None
     if isinstance(class_weight, (str, os.PathLike)):
@@ -367,12 +405,17 @@ def check_class_weight(class_weight: Union[None, Sequence[float], str, os.PathLi
         raise TypeError(f'class_weight must be a sequence of numbers, a file path or None, '
                         f'got {class_weight!r} of type {type(class_weight).__name__}')
     values = tuple(check_real(f'class_weight[{i}]', v) for i, v in enumerate(class_weight))
-    count = 'one per class' if num_classes is None else f'{num_classes}'
-    if not values or (num_classes is not None and len(values) != num_classes) \
-            or not all(v >= 0 for v in values):
-        raise ValueError(f'class_weight must hold {count} finite non-negative weights, '
+    if not values or not all(v >= 0 for v in values):
+        raise ValueError('class_weight must hold one per class finite non-negative weights, '
                          f'got {class_weight!r}')
     return values
+
+
+def check_class_count(class_weight: Optional[Tuple[float, ...]], num_classes: int) -> None:
+    """Class weights (validated by :func:`check_class_weight`), one per class."""
+    if class_weight is not None and len(class_weight) != num_classes:
+        raise ValueError(f'class_weight must hold {num_classes} finite non-negative weights, '
+                         f'got {class_weight!r}')
 
 
 def read_class_weight(path: Union[str, os.PathLike]) -> Tuple[float, ...]:

@@ -21,13 +21,15 @@ class PolyParams(NamedTuple):
     multiplied by alpha_t when ``alpha_weighted_poly`` (the paper's form).
     ``non_negative``: every coefficient of the expansion in ``1 - p_t`` is >= 0,
     so the loss is >= 0 exactly and the computed one is clamped at 0 (a value
-    below it can only be rounding).
+    below it can only be rounding). ``allow_negative_loss``: the user's opt-in to
+    epsilons below that bound (the computation does not read it).
     """
     epsilons: Tuple[float, ...]
     gamma: float
     alpha: float
     alpha_weighted_poly: bool
     non_negative: bool = False
+    allow_negative_loss: bool = False
 
     def alpha_t(self, positive: bool) -> float:
         """alpha_t of a positive (target 1) or a negative (target 0) element."""
@@ -41,12 +43,15 @@ class PolyParams(NamedTuple):
 
 
 class CrossEntropySettings(NamedTuple):
-    """Validated settings of the Poly-1 cross-entropy (see :mod:`.checks`)."""
+    """Validated settings of the Poly-1 cross-entropy (see :mod:`.checks`);
+    ``allow_negative_loss`` is the opt-in to ``epsilon < -1`` (not read by the
+    computation)."""
     epsilon: float
     class_weight: Optional[Tuple[float, ...]]
     ignore_index: int
     avg_non_ignore: bool
     label_smoothing: float = 0.0
+    allow_negative_loss: bool = False
 
 
 def compute_dtype(pred: Tensor) -> torch.dtype:

@@ -17,7 +17,10 @@ dense pass, no one-hot), then the one target element per row is corrected
 through a gather/scatter of N elements. No host sync. In eager ops this
 runs over blocks of rows small enough for the CPU caches
 (``blockwise_loss_and_grad``); on CUDA with Triton the dense passes run as
-one kernel each way (``triton_kernels``).
+one kernel each way (``triton_kernels``). The polynomials are
+:func:`.reference.horner`'s, in place; ``_softplus`` is a faster form of
+:func:`.reference.softplus`. tests/functional/test_forms_agree.py holds the
+composed formula, these eager ops and the kernels to one another.
 """
 from typing import Optional, Sequence, Tuple
 
@@ -26,26 +29,17 @@ from torch import Tensor
 
 from . import triton_kernels
 from .common import PolyParams, compute_dtype
-from .reference import poly_focal_from_labels
-
-
-def _horner(q: Tensor, coeffs: Sequence[float]) -> Tensor:
-    """``sum_k coeffs[k] q^k`` (Horner), in a new tensor, updated in place: no
-    autograd through it (the reference path has its own, out of place)."""
-    acc = torch.full_like(q, coeffs[-1])
-    for c in reversed(coeffs[:-1]):
-        acc = acc.mul_(q).add_(c)
-    return acc
+from .reference import horner, poly_focal_from_labels, polynomial
 
 
 def _polynomial_no_grad(q: Tensor, eps: Sequence[float]) -> Tensor:
-    """``P(q) = sum_j eps_j q^j``."""
-    return _horner(q, eps).mul_(q)
+    """``P(q) = sum_j eps_j q^j`` (:func:`.reference.polynomial`, in place)."""
+    return polynomial(q, eps, in_place=True)
 
 
 def _polynomial_derivative_no_grad(q: Tensor, eps: Sequence[float]) -> Tensor:
-    """``P'(q) = sum_j j eps_j q^(j-1)``."""
-    return _horner(q, [j * e for j, e in enumerate(eps, start=1)])
+    """``P'(q) = sum_j j eps_j q^(j-1)`` (:func:`.reference.horner`, in place)."""
+    return horner(q, [j * e for j, e in enumerate(eps, start=1)], in_place=True)
 
 
 def hard_target_terms(q: Tensor, ce: Tensor, params: PolyParams, positive: bool,
@@ -89,7 +83,8 @@ def hard_target_terms(q: Tensor, ce: Tensor, params: PolyParams, positive: bool,
 
 
 def _softplus(x: Tensor) -> Tensor:
-    """``log(1 + e^x) = max(x, 0) - log(sigmoid(|x|))``.
+    """``softplus(x)`` (defined by :func:`.reference.softplus`) written as
+    ``max(x, 0) - log(sigmoid(|x|))``, ``log(sigmoid(|x|)) = -log1p(e^-|x|)``.
 
     About twice as fast on CPU as ``F.softplus`` (torch's ``log2`` and
     ``sigmoid`` are vectorised there, ``softplus`` and ``log1p`` are not).
@@ -184,8 +179,9 @@ def blockwise_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     return loss, grad
 
 
-class FusedPolyFocalClassIndices(torch.autograd.Function):
-    """Poly-N focal loss for (N, C) logits and labels (N,) in [0, C].
+class PolyFocalFusedFunction(torch.autograd.Function):
+    """Autograd function of the fused path: the Poly-N focal loss of (N, C)
+    logits and labels (N,) in [0, C] as one node, with its analytic gradient.
 
     Returns the weighted element-wise loss (``reduce_sum=False``) or its sum,
     in float32 for half inputs. ``weight`` is None, (N, 1) or (N, C) and gets

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .checks import (
+    check_class_count,
     check_class_indices,
-    check_class_weight,
     check_cross_entropy_settings,
     check_labels_in_range,
     check_logits,
@@ -89,7 +89,8 @@ def poly1_cross_entropy(pred: Tensor,
     settings = check_cross_entropy_settings(epsilon, class_weight, ignore_index,
                                             avg_non_ignore, allow_negative_loss,
                                             label_smoothing)
-    return softmax_poly1_with_settings(pred, label, weight, settings, reduction=reduction,
+    return softmax_poly1_with_settings(pred, label, weight, settings,
+                                       reduction=check_reduction(reduction, avg_factor),
                                        avg_factor=avg_factor)
 
 
@@ -120,17 +121,17 @@ def poly1_binary_cross_entropy(pred: Tensor,
     """
     settings = check_cross_entropy_settings(epsilon, class_weight, ignore_index,
                                             avg_non_ignore, allow_negative_loss)
-    return sigmoid_poly1_with_settings(pred, label, weight, settings, reduction=reduction,
+    return sigmoid_poly1_with_settings(pred, label, weight, settings,
+                                       reduction=check_reduction(reduction, avg_factor),
                                        avg_factor=avg_factor)
 
 
 def softmax_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Tensor],
                                 settings: CrossEntropySettings, *, reduction: str,
-                                avg_factor: AvgFactor,
-                                reduction_name: str = 'reduction') -> Tensor:
-    """:func:`poly1_cross_entropy` with settings validated already (by
-    ``checks.check_cross_entropy_settings``): checks the call's inputs only."""
-    check_reduction(reduction, avg_factor, name=reduction_name)
+                                avg_factor: AvgFactor) -> Tensor:
+    """:func:`poly1_cross_entropy` with settings (``checks.check_cross_entropy_settings``),
+    ``reduction`` and ``avg_factor`` (``checks.check_reduction``) validated already:
+    checks the tensors only."""
     check_logits(pred)
     check_tensor('label', label)
     soft = pred.dim() >= 2 and label.shape == pred.shape  # (check_soft_targets: its dtype)
@@ -189,11 +190,9 @@ def _poly1_soft(log_p: Tensor, target: Tensor, settings: CrossEntropySettings,
 
 def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Tensor],
                                 settings: CrossEntropySettings, *, reduction: str,
-                                avg_factor: AvgFactor,
-                                reduction_name: str = 'reduction') -> Tensor:
-    """:func:`poly1_binary_cross_entropy` with settings validated already:
-    checks the call's inputs only."""
-    check_reduction(reduction, avg_factor, name=reduction_name)
+                                avg_factor: AvgFactor) -> Tensor:
+    """:func:`poly1_binary_cross_entropy` with settings, ``reduction`` and
+    ``avg_factor`` validated already: checks the tensors only."""
     check_logits(pred)
     check_tensor('label', label)
     x, ignore_index = pred.to(compute_dtype(pred)), settings.ignore_index
@@ -234,7 +233,7 @@ def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
 def _class_weight_tensor(settings: CrossEntropySettings, num_classes: int,
                          like: Tensor) -> Optional[Tensor]:
     """The class weights as a tensor beside ``like``, checked against its classes."""
-    values = check_class_weight(settings.class_weight, num_classes)
-    if values is None:
+    check_class_count(settings.class_weight, num_classes)
+    if settings.class_weight is None:
         return None
-    return torch.tensor(values, device=like.device, dtype=compute_dtype(like))
+    return torch.tensor(settings.class_weight, device=like.device, dtype=compute_dtype(like))

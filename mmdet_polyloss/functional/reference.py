@@ -24,6 +24,13 @@ with the tail ``R_N(q) = sum_{j>N} q^j / j`` summed as a series for ``q <= 1/2``
 is then >= 0 when the coefficients are, and ``q``, ``CE`` come from the logits
 directly (``sigmoid(-z)``, ``log(1 + e^-z)``), never as ``1 - p``.
 
+The two building blocks are defined here: :func:`horner` (every polynomial in
+``q``) and :func:`softplus` (``CE = softplus(-z)``). The hard-target terms are
+written three times, and the three must agree: here in composed ops, in
+:mod:`.fused` (the same :func:`horner`, in place, and a faster softplus) and in
+:mod:`.triton_kernels` (``_terms``: Horner unrolled, softplus through
+``log1p``). tests/functional/test_forms_agree.py compares the three.
+
 Example::
 
     >>> import torch
@@ -42,13 +49,25 @@ from torch import Tensor
 from .common import PolyParams, compute_dtype, dense_target
 
 
-def polynomial(x: Tensor, coefficients: Sequence) -> Tensor:
-    """``sum_j coefficients[j-1] * x^j`` by Horner's rule (out of place: autograd);
-    a coefficient may be a tensor (one per element)."""
-    acc = torch.zeros_like(x) + coefficients[-1]
+def horner(x: Tensor, coefficients: Sequence, *, in_place: bool = False) -> Tensor:
+    """``sum_k coefficients[k] * x^k`` (k from 0) by Horner's rule:
+    ``acc = c[-1]``, then ``acc = acc * x + c`` down to ``c[0]``.
+
+    Out of place (autograd; a coefficient may be a tensor, one per element), or
+    with ``in_place`` in one new buffer (numbers only, no autograd through it:
+    the fused path's eager ops). ``triton_kernels._terms`` unrolls the same steps.
+    """
+    acc = torch.full_like(x, coefficients[-1]) if in_place else \
+        torch.zeros_like(x) + coefficients[-1]
     for c in reversed(coefficients[:-1]):
-        acc = acc * x + c
-    return acc * x
+        acc = acc.mul_(x).add_(c) if in_place else acc * x + c
+    return acc
+
+
+def polynomial(x: Tensor, coefficients: Sequence, *, in_place: bool = False) -> Tensor:
+    """``sum_j coefficients[j-1] * x^j`` (j from 1): ``x * horner(x, coefficients)``."""
+    acc = horner(x, coefficients, in_place=in_place)
+    return acc.mul_(x) if in_place else acc * x
 
 
 def poly_focal_elementwise(pred: Tensor, target: Tensor, params: PolyParams,
@@ -110,8 +129,10 @@ def series_tail(q: Tensor, ce: Tensor, order: int) -> Tensor:
 
 
 def softplus(x: Tensor) -> Tensor:
-    """``log(1 + e^x)`` with full relative precision in both tails (F.softplus
-    returns ``x`` above 20 and so drops up to e^-20 relative)."""
+    """``softplus(x) = log(1 + e^x) = max(x, 0) + log1p(e^-|x|)``, the definition
+    the other forms (``fused._softplus``, ``triton_kernels._terms``) follow; here
+    with full relative precision in both tails (F.softplus returns ``x`` above
+    20 and so drops up to e^-20 relative)."""
     return torch.logaddexp(x, torch.zeros_like(x))
 
 

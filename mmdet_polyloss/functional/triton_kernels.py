@@ -3,7 +3,9 @@
 Same math as :mod:`.fused` (see its docstring), one element per lane: the
 forward reads the logits once (and each row's label), the backward reads them
 again and writes the gradient once, in the logits' dtype (fp32, fp16, bf16;
-arithmetic in fp32).
+arithmetic in fp32). ``_terms`` writes out the building blocks defined in
+:mod:`.reference` (``horner``, ``softplus``); tests/functional/test_forms_agree.py
+holds the kernels, the eager ops and the composed formula to one another.
 
 When they run (:func:`applies_to`): CUDA tensors in fp32, fp16 or bf16, with
 Triton installed and at most ``MAX_EPSILONS`` epsilons; float64 keeps its
@@ -49,13 +51,15 @@ if triton is not None:
         inv = 1.0 / (1.0 + e)
         q = tl.where(z >= 0, e * inv, inv)  # sigmoid(-z)
         p_t = tl.where(z >= 0, inv, e * inv)  # sigmoid(z)
+        # CE = softplus(-z) = max(-z, 0) + log1p(e^-|z|) (reference.softplus), with
         # log1p(e) by Goldberg's trick: log(u) * e / (u - 1), u = 1 + e rounded.
         u = 1.0 + e
         log1p_e = tl.where(u == 1.0, e, tl.log(u) * (e / (u - 1.0)))
-        ce = tl.maximum(-z, 0.0) + log1p_e  # softplus(-z)
+        ce = tl.maximum(-z, 0.0) + log1p_e
         alpha_t = tl.where(positive, a_pos, a_neg)
         w_poly = tl.where(positive, wp_pos, wp_neg)
-        # P(q) = sum_j e_j q^j and P'(q) by Horner, unrolled for NUM_EPS <= 4.
+        # P(q) = sum_j e_j q^j and P'(q) by Horner's rule (reference.horner),
+        # unrolled for NUM_EPS <= 4.
         poly = tl.zeros_like(q)
         dpoly = tl.zeros_like(q)
         if NUM_EPS >= 4:

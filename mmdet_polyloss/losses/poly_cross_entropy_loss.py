@@ -1,8 +1,10 @@
 """MMDetection module for Poly-1 cross-entropy (thin layer over functional).
 
-Validates its arguments once, in ``__init__``, and keeps them read-only.
+Validates its arguments once, in ``__init__``, into a ``CrossEntropySettings``
+and a :class:`CrossEntropyLossOptions`, and shows them as read-only attributes.
 """
 import warnings
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from mmdet.registry import MODELS
@@ -14,10 +16,22 @@ from ..functional.checks import (
     check_choice,
     check_cross_entropy_settings,
     check_ignore_index,
+    check_module_reduction,
     check_real,
 )
 from ..functional.common import AvgFactor
 from ..functional.poly_cross_entropy import sigmoid_poly1_with_settings, softmax_poly1_with_settings
+from .read_only import ReadOnly
+
+
+@dataclass(frozen=True)
+class CrossEntropyLossOptions:
+    """A cross-entropy module's validated arguments besides its
+    ``CrossEntropySettings``; ``ignore_index`` as given (None: the default)."""
+    use_sigmoid: bool
+    reduction: str
+    loss_weight: float
+    ignore_index: Optional[int]
 
 
 @MODELS.register_module()
@@ -71,33 +85,34 @@ class Poly1CrossEntropyLoss(nn.Module):
             raise ValueError(
                 f'{type(self).__name__} has no mask form, got use_mask={use_mask!r}; '
                 "keep mmdet's CrossEntropyLoss(use_mask=True) for mask heads")
-        self._use_sigmoid = check_bool('use_sigmoid', use_sigmoid)
-        self._settings = check_cross_entropy_settings(epsilon, class_weight, ignore_index,
-                                                      avg_non_ignore, allow_negative_loss,
-                                                      label_smoothing)
-        if self._use_sigmoid and self._settings.label_smoothing:
+        use_sigmoid = check_bool('use_sigmoid', use_sigmoid)
+        self._settings = settings = check_cross_entropy_settings(
+            epsilon, class_weight, ignore_index, avg_non_ignore, allow_negative_loss,
+            label_smoothing)
+        if use_sigmoid and settings.label_smoothing:
             raise ValueError(f'label_smoothing={label_smoothing!r} is for the softmax form; '
                              'use_sigmoid=True has none')
-        self._ignore_index = ignore_index  # None: the default, as given
-        self._reduction = check_choice('reduction', reduction, REDUCTIONS)
-        self._loss_weight = check_real('loss_weight', loss_weight)
-        self._allow_negative_loss = check_bool('allow_negative_loss', allow_negative_loss)
-        if ignore_index is not None and not avg_non_ignore and reduction == 'mean':
+        self._options = options = CrossEntropyLossOptions(
+            use_sigmoid=use_sigmoid,
+            reduction=check_choice('reduction', reduction, REDUCTIONS),
+            loss_weight=check_real('loss_weight', loss_weight),
+            ignore_index=None if ignore_index is None else settings.ignore_index)
+        if ignore_index is not None and not settings.avg_non_ignore \
+                and options.reduction == 'mean':
             warnings.warn('ignore_index is set but avg_non_ignore=False: the mean still '
                           'counts ignored labels; set avg_non_ignore=True to average over '
                           'the others only (as torch.nn.functional.cross_entropy does)',
                           stacklevel=2)
 
-    # Read-only views of the validated arguments (heads read use_sigmoid).
-    use_sigmoid = property(lambda self: self._use_sigmoid)
-    epsilon = property(lambda self: self._settings.epsilon)
-    class_weight = property(lambda self: self._settings.class_weight)
-    ignore_index = property(lambda self: self._ignore_index)
-    reduction = property(lambda self: self._reduction)
-    loss_weight = property(lambda self: self._loss_weight)
-    avg_non_ignore = property(lambda self: self._settings.avg_non_ignore)
-    label_smoothing = property(lambda self: self._settings.label_smoothing)
-    allow_negative_loss = property(lambda self: self._allow_negative_loss)
+    use_sigmoid = ReadOnly('_options.use_sigmoid')  # heads read it
+    reduction = ReadOnly('_options.reduction')
+    loss_weight = ReadOnly('_options.loss_weight')
+    ignore_index = ReadOnly('_options.ignore_index')
+    epsilon = ReadOnly('_settings.epsilon')
+    class_weight = ReadOnly('_settings.class_weight')
+    avg_non_ignore = ReadOnly('_settings.avg_non_ignore')
+    label_smoothing = ReadOnly('_settings.label_smoothing')
+    allow_negative_loss = ReadOnly('_settings.allow_negative_loss')
 
     def forward(self,
                 cls_score: Tensor,
@@ -107,18 +122,15 @@ class Poly1CrossEntropyLoss(nn.Module):
                 reduction_override: Optional[str] = None,
                 ignore_index: Optional[int] = None) -> Tensor:
         """Compute the loss; arguments as mmdet's ``CrossEntropyLoss.forward``."""
-        settings = self._settings
+        settings, options = self._settings, self._options
         if ignore_index is not None:
             settings = settings._replace(ignore_index=check_ignore_index(ignore_index))
-        loss_fn = (sigmoid_poly1_with_settings if self._use_sigmoid
+        reduction = check_module_reduction(options.reduction, reduction_override, avg_factor)
+        loss_fn = (sigmoid_poly1_with_settings if options.use_sigmoid
                    else softmax_poly1_with_settings)
-        overridden = reduction_override is not None
-        loss = loss_fn(
-            cls_score, label, weight, settings,
-            reduction=reduction_override if overridden else self._reduction,
-            avg_factor=avg_factor,
-            reduction_name='reduction_override' if overridden else 'reduction')
-        return self._loss_weight * loss
+        loss = loss_fn(cls_score, label, weight, settings, reduction=reduction,
+                       avg_factor=avg_factor)
+        return options.loss_weight * loss
 
     def extra_repr(self) -> str:
         smoothing = f', label_smoothing={self.label_smoothing}' if self.label_smoothing else ''

@@ -1,9 +1,11 @@
 """MMDetection modules for the Poly focal losses (thin layer over functional).
 
-Each module validates its arguments once, in ``__init__``, and keeps them
-read-only; ``forward`` checks only what changes per call (the tensors,
+Each module validates its arguments once, in ``__init__``, into a
+``PolyParams`` and a :class:`FocalLossOptions`, and shows them as read-only
+attributes; ``forward`` checks only what changes per call (the tensors,
 ``avg_factor``, ``reduction_override``).
 """
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from mmdet.registry import MODELS
@@ -14,11 +16,23 @@ from ..functional.checks import (
     check_bool,
     check_choice,
     check_int,
+    check_module_reduction,
+    check_poly1_params,
     check_poly_params,
     check_real,
 )
 from ..functional.common import AvgFactor
 from ..functional.poly_focal import poly_focal_with_params
+from .read_only import ReadOnly
+
+
+@dataclass(frozen=True)
+class FocalLossOptions:
+    """A focal loss module's validated arguments besides its ``PolyParams``."""
+    reduction: str
+    loss_weight: float
+    activated: bool
+    ignore_index: Optional[int]
 
 
 @MODELS.register_module()
@@ -68,26 +82,33 @@ class PolyNFocalLoss(nn.Module):
                 f'{type(self).__name__} is sigmoid-only, got use_sigmoid={use_sigmoid!r}; '
                 "for a softmax classifier use a cross-entropy loss such as mmdet's "
                 "CrossEntropyLoss")
-        self._params = check_poly_params(epsilons, gamma, alpha, alpha_weighted_poly,
-                                         allow_negative_loss)
-        self._reduction = check_choice('reduction', reduction, REDUCTIONS)
-        self._loss_weight = check_real('loss_weight', loss_weight)
-        self._activated = check_bool('activated', activated)
-        self._allow_negative_loss = check_bool('allow_negative_loss', allow_negative_loss)
-        self._ignore_index = None if ignore_index is None else check_int('ignore_index',
-                                                                         ignore_index)
+        self._params = self._check_params(epsilons, gamma, alpha, alpha_weighted_poly,
+                                          allow_negative_loss)
+        self._options = FocalLossOptions(
+            reduction=check_choice('reduction', reduction, REDUCTIONS),
+            loss_weight=check_real('loss_weight', loss_weight),
+            activated=check_bool('activated', activated),
+            ignore_index=None if ignore_index is None else check_int('ignore_index',
+                                                                     ignore_index))
 
-    # Read-only views of the validated arguments (heads read use_sigmoid).
-    use_sigmoid = property(lambda self: True, doc='Always True: the loss is sigmoid-only.')
-    gamma = property(lambda self: self._params.gamma)
-    alpha = property(lambda self: self._params.alpha)
-    epsilons = property(lambda self: self._params.epsilons)
-    alpha_weighted_poly = property(lambda self: self._params.alpha_weighted_poly)
-    reduction = property(lambda self: self._reduction)
-    loss_weight = property(lambda self: self._loss_weight)
-    activated = property(lambda self: self._activated)
-    allow_negative_loss = property(lambda self: self._allow_negative_loss)
-    ignore_index = property(lambda self: self._ignore_index)
+    #: Validates the hyper-parameters into a ``PolyParams``, the coefficients
+    #: first: ``epsilons`` here, the one ``epsilon`` in :class:`Poly1FocalLoss`.
+    _check_params = staticmethod(check_poly_params)
+
+    gamma = ReadOnly('_params.gamma')
+    alpha = ReadOnly('_params.alpha')
+    epsilons = ReadOnly('_params.epsilons')
+    alpha_weighted_poly = ReadOnly('_params.alpha_weighted_poly')
+    allow_negative_loss = ReadOnly('_params.allow_negative_loss')
+    reduction = ReadOnly('_options.reduction')
+    loss_weight = ReadOnly('_options.loss_weight')
+    activated = ReadOnly('_options.activated')
+    ignore_index = ReadOnly('_options.ignore_index')
+
+    @property
+    def use_sigmoid(self) -> bool:
+        """Always True: the loss is sigmoid-only (dense heads read it)."""
+        return True
 
     def forward(self,
                 pred: Tensor,
@@ -110,15 +131,14 @@ class PolyNFocalLoss(nn.Module):
         Returns:
             ``loss_weight`` times the reduced loss.
         """
-        overridden = reduction_override is not None
+        options = self._options
         loss = poly_focal_with_params(
             pred, target, weight, self._params,
-            activated=self._activated,
-            reduction=reduction_override if overridden else self._reduction,
+            activated=options.activated,
+            reduction=check_module_reduction(options.reduction, reduction_override, avg_factor),
             avg_factor=avg_factor,
-            ignore_index=self._ignore_index,
-            reduction_name='reduction_override' if overridden else 'reduction')
-        return self._loss_weight * loss
+            ignore_index=options.ignore_index)
+        return options.loss_weight * loss
 
     def extra_repr(self) -> str:
         ignore = '' if self.ignore_index is None else f', ignore_index={self.ignore_index}'
@@ -163,7 +183,7 @@ class Poly1FocalLoss(PolyNFocalLoss):
             use_sigmoid=use_sigmoid,
             gamma=gamma,
             alpha=alpha,
-            epsilons=(check_real('epsilon', epsilon),),
+            epsilons=epsilon,  # for _check_params: Poly-1's number, checked as ``epsilon``
             alpha_weighted_poly=alpha_weighted_poly,
             reduction=reduction,
             loss_weight=loss_weight,
@@ -171,8 +191,11 @@ class Poly1FocalLoss(PolyNFocalLoss):
             allow_negative_loss=allow_negative_loss,
             ignore_index=ignore_index)
 
+    _check_params = staticmethod(check_poly1_params)
+
     @property
     def epsilon(self) -> float:
+        """The Poly-1 coefficient, ``epsilons[0]`` (read-only)."""
         return self.epsilons[0]
 
     def _epsilon_repr(self) -> str:

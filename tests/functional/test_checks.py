@@ -11,6 +11,7 @@ from mmdet_polyloss.functional import (
     set_value_checks,
     value_checks_enabled,
 )
+from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
 
 from loss_inputs import make_labels, make_logits
 
@@ -25,8 +26,6 @@ LABELS = make_labels(6, 3)
     (dict(epsilon=-1.5), 'epsilon=-1.5 is below -1'),
     (dict(reduction='avg'), "reduction must be one of ('none', 'mean', 'sum'), got 'avg'"),
     (dict(reduction='sum', avg_factor=4.0), "avg_factor=4.0 cannot be used with reduction='sum'"),
-    (dict(implementation='fast'),
-     "implementation must be one of ('auto', 'fused', 'reference'), got 'fast'"),
     (dict(avg_factor=-3.0), 'a one-element tensor, got -3.0'),
     (dict(avg_factor=float('nan')), 'a one-element tensor, got nan'),
     (dict(avg_factor=torch.tensor([1.0, 2.0])),
@@ -56,6 +55,15 @@ def test_bad_hyperparameters(kwargs, message):
 def test_wrong_types_raise_type_error(kwargs, message):
     with pytest.raises(TypeError, match=re.escape(message)):
         poly1_focal_loss(LOGITS, LABELS, **kwargs)
+
+
+def test_forcing_a_path_names_the_paths():
+    """The tests' and benchmark's path switch (not public) refuses what it cannot run."""
+    with pytest.raises(ValueError, match=re.escape(
+            "path must be one of ('auto', 'fused', 'reference'), got 'fast'")):
+        _polyn_focal_loss_on_path('fast', LOGITS, LABELS)
+    with pytest.raises(ValueError, match=re.escape("path='fused' needs class-index targets")):
+        _polyn_focal_loss_on_path('fused', LOGITS, torch.zeros(6, 3))
 
 
 def test_numpy_bools_and_numbers_are_accepted():
@@ -256,6 +264,6 @@ def test_unchecked_labels_outside_the_classes_are_background(value_checks_off):
     as_background = bad.clone()
     as_background[:2] = 3
     want = poly1_focal_loss(LOGITS, as_background, reduction='none')
-    for implementation in ('auto', 'reference'):
-        got = poly1_focal_loss(LOGITS, bad, reduction='none', implementation=implementation)
+    for path in ('auto', 'reference'):
+        got = _polyn_focal_loss_on_path(path, LOGITS, bad, epsilons=(1.0,), reduction='none')
         torch.testing.assert_close(got, want)

@@ -17,17 +17,20 @@ from mmdet_polyloss.functional import (
     polyn_focal_loss,
     set_value_checks,
 )
+from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
 
 from loss_inputs import make_labels, make_logits
 
 N, C = 37, 5
 
 
-def _focal(implementation):
-    def loss(x, labels, weight):
-        return poly1_focal_loss(x, labels, weight, epsilon=-1.0, avg_factor=7.0,
-                                implementation=implementation)
-    return loss
+def _focal(x, labels, weight):
+    return poly1_focal_loss(x, labels, weight, epsilon=-1.0, avg_factor=7.0)
+
+
+def _focal_reference(x, labels, weight):
+    return _polyn_focal_loss_on_path('reference', x, labels, weight, epsilons=(-1.0,),
+                                     avg_factor=7.0)
 
 
 def _polyn(x, labels, weight):
@@ -42,7 +45,7 @@ def _sigmoid_ce(x, labels, weight):
     return poly1_binary_cross_entropy(x, labels, None, epsilon=-1.0, reduction='sum')
 
 
-LOSSES = {'poly1 fused': _focal('auto'), 'poly1 reference': _focal('reference'),
+LOSSES = {'poly1 fused': _focal, 'poly1 reference': _focal_reference,
           'polyN fused': _polyn, 'poly1 softmax CE': _softmax_ce,
           'poly1 sigmoid CE': _sigmoid_ce}
 

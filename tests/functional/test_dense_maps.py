@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mmdet_polyloss.functional import poly1_focal_loss, polyn_focal_loss
+from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
 
 from loss_inputs import make_logits, one_hot, reference_poly_focal
 
@@ -25,9 +26,9 @@ def _rows(x):
     return x.movedim(1, -1).reshape(-1, x.shape[1])
 
 
-def _value_and_grad(pred, labels, weight=None, **kwargs):
+def _value_and_grad(pred, labels, weight=None, path='auto', **kwargs):
     pred = pred.detach().clone().requires_grad_()
-    loss = polyn_focal_loss(pred, labels, weight, **SETTINGS, **kwargs)
+    loss = _polyn_focal_loss_on_path(path, pred, labels, weight, **SETTINGS, **kwargs)
     (loss.sum() if loss.dim() else loss).backward()
     return loss.detach(), pred.grad
 
@@ -49,14 +50,13 @@ def _weight(kind, logits, labels):
 
 @pytest.mark.parametrize('weight_kind', WEIGHTS)
 @pytest.mark.parametrize('reduction', ['none', 'mean', 'sum'])
-@pytest.mark.parametrize('implementation', ['auto', 'fused', 'reference'])
-def test_dense_map_equals_the_flattened_call(weight_kind, reduction, implementation, device):
+@pytest.mark.parametrize('path', ['auto', 'fused', 'reference'])
+def test_dense_map_equals_the_flattened_call(weight_kind, reduction, path, device):
     logits, labels = _map_inputs(device)
     weight, row_weight = _weight(weight_kind, logits, labels)
-    loss, grad = _value_and_grad(logits, labels, weight, reduction=reduction,
-                                 implementation=implementation)
+    loss, grad = _value_and_grad(logits, labels, weight, reduction=reduction, path=path)
     want, want_grad = _value_and_grad(_rows(logits), labels.reshape(-1), row_weight,
-                                      reduction=reduction, implementation=implementation)
+                                      reduction=reduction, path=path)
     if reduction == 'none':
         assert loss.shape == logits.shape
         loss = _rows(loss)
@@ -81,9 +81,9 @@ def test_background_label_in_a_map_is_an_all_negative_row():
     torch.testing.assert_close(got, want)
 
 
-@pytest.mark.parametrize('implementation', ['auto', 'fused', 'reference'])
+@pytest.mark.parametrize('path', ['auto', 'fused', 'reference'])
 @pytest.mark.parametrize('shape', ['rows', 'map'])
-def test_ignored_labels_contribute_nothing(implementation, shape, device):
+def test_ignored_labels_contribute_nothing(path, shape, device):
     """An ignored element: loss 0 and gradient 0 on every class; 'mean' averages
     over the others; the rest equals the call without the ignored elements."""
     logits, labels = _map_inputs(device)
@@ -93,18 +93,16 @@ def test_ignored_labels_contribute_nothing(implementation, shape, device):
     if shape == 'rows':
         logits, labels = _rows(logits), labels.reshape(-1)
     kept = (labels != 255).reshape(-1)
-    loss, grad = _value_and_grad(logits, labels, reduction='none', ignore_index=255,
-                                 implementation=implementation)
+    loss, grad = _value_and_grad(logits, labels, reduction='none', ignore_index=255, path=path)
     assert torch.all(_rows(loss)[~kept] == 0) and torch.all(_rows(grad)[~kept] == 0)
     rows, row_labels = _rows(logits), labels.reshape(-1)
-    want, want_grad = _value_and_grad(rows[kept], row_labels[kept], reduction='none',
-                                      implementation=implementation)
+    want, want_grad = _value_and_grad(rows[kept], row_labels[kept], reduction='none', path=path)
     torch.testing.assert_close(_rows(loss)[kept], want)
     torch.testing.assert_close(_rows(grad)[kept], want_grad)
-    mean, _ = _value_and_grad(logits, labels, ignore_index=255, implementation=implementation)
+    mean, _ = _value_and_grad(logits, labels, ignore_index=255, path=path)
     torch.testing.assert_close(mean, want.mean())
     with_avg, _ = _value_and_grad(logits, labels, ignore_index=255, avg_factor=3.0,
-                                  implementation=implementation)
+                                  path=path)
     torch.testing.assert_close(with_avg, want.sum() / (3.0 + torch.finfo(torch.float32).eps))
 
 

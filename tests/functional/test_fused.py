@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from mmdet_polyloss.functional import fused, polyn_focal_loss
+from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
 
 from loss_inputs import make_labels, make_logits
 
@@ -21,10 +22,10 @@ PARAMS = list(itertools.product(
 def _both(pred, labels, weight=None, **kwargs):
     """(fused, reference) loss and gradient for the same inputs."""
     results = []
-    for implementation in ('fused', 'reference'):
+    for path in ('fused', 'reference'):
         x = pred.detach().clone().requires_grad_()
-        loss = polyn_focal_loss(x, labels, weight, implementation=implementation,
-                               allow_negative_loss=True, **kwargs)
+        loss = _polyn_focal_loss_on_path(path, x, labels, weight, allow_negative_loss=True,
+                                         **kwargs)
         loss.backward(torch.linspace(0.5, 1.5, loss.numel(), device=loss.device,
                                      dtype=loss.dtype).reshape(loss.shape))
         results.append((loss.detach(), x.grad))
@@ -97,7 +98,7 @@ def test_fused_saves_its_inputs_and_at_most_one_new_tensor_the_size_of_pred(devi
     labels, weight = make_labels(N, C, device=device), torch.rand(N, device=device)
     loss = polyn_focal_loss(pred, labels, weight, epsilons=(-1.0,))
     node = loss.grad_fn
-    while type(node).__name__ != 'FusedPolyFocalClassIndicesBackward':
+    while type(node).__name__ != 'PolyFocalFusedFunctionBackward':
         node = node.next_functions[0][0]
     saved = [t for t in node.saved_tensors if t is not None]
     assert saved[0].data_ptr() == pred.data_ptr() and torch.equal(saved[1], labels)
@@ -110,9 +111,9 @@ def test_fused_path_is_taken_and_reference_is_not():
     pred = make_logits(N, C).requires_grad_()
     labels = make_labels(N, C)
     fused = polyn_focal_loss(pred, labels, reduction='sum')
-    reference = polyn_focal_loss(pred, labels, reduction='sum', implementation='reference')
-    assert type(fused.grad_fn).__name__ == 'FusedPolyFocalClassIndicesBackward'
-    assert type(reference.grad_fn).__name__ != 'FusedPolyFocalClassIndicesBackward'
+    reference = _polyn_focal_loss_on_path('reference', pred, labels, reduction='sum')
+    assert type(fused.grad_fn).__name__ == 'PolyFocalFusedFunctionBackward'
+    assert type(reference.grad_fn).__name__ != 'PolyFocalFusedFunctionBackward'
 
 
 @pytest.mark.parametrize('epsilon', [0.0, 1.0])
@@ -128,8 +129,8 @@ def test_confident_positives_keep_their_small_loss_and_gradient(epsilon, device)
     loss = polyn_focal_loss(x, labels, epsilons=(epsilon,), reduction='none')
     loss.sum().backward()
     x64 = logits.double().requires_grad_()
-    want = polyn_focal_loss(x64, labels, epsilons=(epsilon,), reduction='none',
-                           implementation='reference')
+    want = _polyn_focal_loss_on_path('reference', x64, labels, epsilons=(epsilon,),
+                                     reduction='none')
     want.sum().backward()
     torch.testing.assert_close(loss[:, 0].double(), want[:, 0].detach(), rtol=1e-4, atol=0)
     torch.testing.assert_close(x.grad[:, 0].double(), x64.grad[:, 0], rtol=1e-4, atol=0)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mmdet_polyloss.functional import poly1_focal_loss, polyn_focal_loss
+from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
 
 from loss_inputs import make_labels, make_logits, make_soft_targets, one_hot, reference_poly_focal
 
@@ -98,17 +99,17 @@ def test_gradcheck_float64(activated, alpha_weighted_poly):
     labels = make_labels(6, 3)
     weight = torch.rand(6, dtype=torch.float64)
 
-    def loss_fn(p, implementation='auto'):
-        return polyn_focal_loss(p, labels, weight, epsilons=(-0.8, 0.3), gamma=1.5,
-                               alpha=0.3, alpha_weighted_poly=alpha_weighted_poly,
-                               activated=activated, reduction='none',
-                               allow_negative_loss=True, implementation=implementation)
+    def loss_fn(p, path='auto'):
+        return _polyn_focal_loss_on_path(
+            path, p, labels, weight, epsilons=(-0.8, 0.3), gamma=1.5, alpha=0.3,
+            alpha_weighted_poly=alpha_weighted_poly, activated=activated, reduction='none',
+            allow_negative_loss=True)
 
     # 'auto' is the exact form in float64; the fused path takes logits only.
-    implementations = ('auto', 'reference') if activated else ('fused', 'auto', 'reference')
-    for implementation in implementations:
-        def loss_of(p, implementation=implementation):
-            return loss_fn(p, implementation)
+    paths = ('auto', 'reference') if activated else ('fused', 'auto', 'reference')
+    for path in paths:
+        def loss_of(p, path=path):
+            return loss_fn(p, path)
         assert torch.autograd.gradcheck(loss_of, (pred,))
         assert torch.autograd.gradgradcheck(loss_of, (pred,))
 

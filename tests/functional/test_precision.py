@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmdet_polyloss.functional import polyn_focal_loss
+from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
 
 #: Enough digits that the oracle's own cancellations (CE - q at |logit| 50, where
 #: q ~ 1e-22, loses about 22 digits per cancelled term) leave 16 correct ones.
@@ -78,8 +79,8 @@ def test_the_float32_formula_alone_would_not_be_exact():
     (at logit 40 it returns 0; the loss is about 1e-71)."""
     x = torch.tensor([[40.0]], dtype=torch.float64)
     setting = ((-1.0,), 2.0, 0.25, True)
-    plain = polyn_focal_loss(x, torch.tensor([0]), epsilons=(-1.0,), reduction='none',
-                             implementation='reference')
+    plain = _polyn_focal_loss_on_path('reference', x, torch.tensor([0]), epsilons=(-1.0,),
+                                      reduction='none')
     exact = polyn_focal_loss(x, torch.tensor([0]), epsilons=(-1.0,), reduction='none')
     want = oracle(40.0, 1.0, *setting)
     assert 0 < want < 1e-60
@@ -100,10 +101,9 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
        alpha=st.one_of(st.floats(0.0, 1.0), st.just(-1.0)),
        alpha_weighted_poly=st.booleans(),
        dtype=st.sampled_from(DTYPES),
-       implementation=st.sampled_from(['auto', 'fused', 'reference']))
+       path=st.sampled_from(['auto', 'fused', 'reference']))
 def test_loss_is_never_negative_where_it_is_non_negative_exactly(
-        logits, target_form, seed, epsilons, gamma, alpha, alpha_weighted_poly, dtype,
-        implementation):
+        logits, target_form, seed, epsilons, gamma, alpha, alpha_weighted_poly, dtype, path):
     """Every coefficient of the expansion >= 0 (epsilons[j-1] >= -1/j, or
     >= -min(alpha, 1 - alpha)/j without alpha_t on the epsilon terms): then the
     loss is >= 0 exactly, and no element may come out below 0, in any dtype."""
@@ -117,22 +117,21 @@ def test_loss_is_never_negative_where_it_is_non_negative_exactly(
         target = target.round()
     if target_form == 'index':  # class 0 or background (1)
         target = (1 - target[:, 0]).long()
-    elif implementation == 'fused':
-        implementation = 'auto'  # the fused path takes class indices only
-    loss = polyn_focal_loss(x, target if target_form == 'index' else target.to(dtype),
-                            epsilons=epsilons, gamma=gamma, alpha=alpha,
-                            alpha_weighted_poly=alpha_weighted_poly, reduction='none',
-                            implementation=implementation)
+    elif path == 'fused':
+        path = 'auto'  # the fused path takes class indices only
+    loss = _polyn_focal_loss_on_path(
+        path, x, target if target_form == 'index' else target.to(dtype), epsilons=epsilons,
+        gamma=gamma, alpha=alpha, alpha_weighted_poly=alpha_weighted_poly, reduction='none')
     assert torch.all(loss >= 0), (loss, target)
 
 
-@pytest.mark.parametrize('dtype,implementation', list(itertools.product(
+@pytest.mark.parametrize('dtype,path', list(itertools.product(
     [torch.float32, torch.float16, torch.bfloat16], ['fused', 'reference'])))
-def test_confident_elements_at_epsilon_minus_one_are_not_negative(dtype, implementation):
+def test_confident_elements_at_epsilon_minus_one_are_not_negative(dtype, path):
     """The case that went below 0 before: gamma 0, epsilon -1, logits where
     CE - q is below float32's resolution of either."""
     x = torch.linspace(-30, 30, 6001).reshape(-1, 1).to(dtype)
     for label in (0, 1):
-        loss = polyn_focal_loss(x, torch.full((x.shape[0],), label), epsilons=(-1.0,),
-                                gamma=0.0, reduction='none', implementation=implementation)
+        loss = _polyn_focal_loss_on_path(path, x, torch.full((x.shape[0],), label),
+                                         epsilons=(-1.0,), gamma=0.0, reduction='none')
         assert loss.min() >= 0

@@ -17,7 +17,8 @@ pytest.importorskip('triton')
 SCRIPT = textwrap.dedent('''
     import itertools
     import torch
-    from mmdet_polyloss.functional import polyn_focal_loss, triton_kernels as tk
+    from mmdet_polyloss.functional import triton_kernels as tk
+    from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
     from mmdet_polyloss.functional.checks import check_poly_params
 
     torch.manual_seed(0)
@@ -35,10 +36,10 @@ SCRIPT = textwrap.dedent('''
         w = weights[weight_kind]
         # Independent reference: the composed formula in float64, autograd gradient.
         x64 = x.double().requires_grad_()
-        want = polyn_focal_loss(x64, labels, None if w is None else w.double(),
-                               epsilons=eps, gamma=gamma, alpha=alpha,
-                               alpha_weighted_poly=weighted, reduction='none',
-                               allow_negative_loss=True, implementation='reference')
+        want = _polyn_focal_loss_on_path(
+            'reference', x64, labels, None if w is None else w.double(), epsilons=eps,
+            gamma=gamma, alpha=alpha, alpha_weighted_poly=weighted, reduction='none',
+            allow_negative_loss=True)
         got = tk.triton_forward(x, labels, w, p, False)
         torch.testing.assert_close(got.double(), want.detach(), rtol=1e-5, atol=1e-6)
         got_sum = tk.triton_forward(x, labels, w, p, True)

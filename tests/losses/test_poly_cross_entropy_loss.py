@@ -131,6 +131,12 @@ def test_settings_are_read_only():
     with pytest.raises(AttributeError):
         loss.epsilon = -5.0  # would bypass the epsilon >= -1 check
     assert loss.epsilon == -1.0
+    for name in ('use_sigmoid', 'reduction', 'loss_weight', 'ignore_index', 'class_weight',
+                 'avg_non_ignore', 'label_smoothing', 'allow_negative_loss'):
+        with pytest.raises(AttributeError, match=re.escape(
+                f'Poly1CrossEntropyLoss.{name} is read-only')):
+            setattr(loss, name, getattr(loss, name))
+    assert (loss.use_sigmoid, loss.reduction, loss.ignore_index) == (False, 'mean', None)
 
 
 def test_label_smoothing_and_soft_targets_through_the_module():

@@ -151,6 +151,41 @@ def test_settings_are_checked_once_and_read_only():
     assert (loss.epsilon, loss.gamma, loss.use_sigmoid) == (-1.0, 2.0, True)
 
 
+def _record_checked_names(monkeypatch) -> list:
+    """Patch the scalar checks (in checks.py and where the modules import them)
+    to record the name of each argument they validate."""
+    from mmdet_polyloss.functional import checks
+    from mmdet_polyloss.losses import poly_cross_entropy_loss, poly_focal_loss
+    names = []
+
+    def recording(check):
+        def spy(name, *args, **kwargs):
+            names.append(name)
+            return check(name, *args, **kwargs)
+        return spy
+    for check in ('check_real', 'check_bool', 'check_choice', 'check_int'):
+        spy = recording(getattr(checks, check))
+        for module in (checks, poly_focal_loss, poly_cross_entropy_loss):
+            if hasattr(module, check):
+                monkeypatch.setattr(module, check, spy)
+    return names
+
+
+@pytest.mark.parametrize('build', [
+    lambda: Poly1FocalLoss(epsilon=-1.0, ignore_index=255, allow_negative_loss=True),
+    lambda: PolyNFocalLoss(epsilons=(-1.0, 0.5), activated=True),
+    lambda: mmdet_polyloss.Poly1CrossEntropyLoss(epsilon=-1.0, class_weight=[1.0, 2.0],
+                                                 ignore_index=3, avg_non_ignore=True),
+    lambda: poly1_focal_loss(make_logits(N, C), make_labels(N, C), epsilon=-1.0,
+                             ignore_index=255),
+], ids=['Poly1FocalLoss', 'PolyNFocalLoss', 'Poly1CrossEntropyLoss', 'poly1_focal_loss'])
+def test_each_argument_is_validated_once(build, monkeypatch):
+    names = _record_checked_names(monkeypatch)
+    build()
+    assert 'reduction' in names and any(name.startswith('epsilon') for name in names)
+    assert sorted(names) == sorted(set(names))
+
+
 def test_bad_forward_arguments():
     module = Poly1FocalLoss()
     pred, labels = make_logits(N, C), make_labels(N, C)

@@ -108,9 +108,9 @@ def loss_and_grad(method: Method, case: Inputs) -> Tuple[Tensor, Tensor]:
 def reference_loss(pred: Tensor, labels: Tensor, weight: Optional[Tensor], epsilon: float,
                    divisor: float) -> Tensor:
     """The composed Poly-1 formula (autograd), summed and divided by ``divisor``."""
-    from mmdet_polyloss.functional import poly1_focal_loss
-    return poly1_focal_loss(pred, labels, weight, epsilon=epsilon, gamma=GAMMA, alpha=ALPHA,
-                            reduction='sum', implementation='reference') / divisor
+    from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
+    return _polyn_focal_loss_on_path('reference', pred, labels, weight, epsilons=(epsilon,),
+                                     gamma=GAMMA, alpha=ALPHA, reduction='sum') / divisor
 
 
 def float64_reference(case: Inputs, epsilon: float) -> Tuple[Tensor, Tensor]:

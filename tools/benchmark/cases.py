@@ -93,27 +93,27 @@ def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
     return loss.detach()
 
 
-def poly1(epsilon: float, implementation: str = 'auto') -> LossFn:
+def poly1(epsilon: float, path: str = 'auto') -> LossFn:
     """Poly-1 at ``epsilon`` as a head calls it (mean over avg_factor): the
     ``Poly1FocalLoss`` module, timed like mmdet's ``FocalLoss`` module; where
-    mmdet is missing (the module registers with it), ``poly1_focal_loss``,
-    which the module calls. ``implementation='reference'``: the composed
-    formula through autograd (the naive method)."""
-    from mmdet_polyloss.functional import poly1_focal_loss
-    settings = dict(epsilon=epsilon, gamma=GAMMA, alpha=ALPHA)
-    if implementation == 'auto':
+    mmdet is missing (the module registers with it), the functional loss the
+    module calls. ``path='reference'``: the composed formula through autograd
+    (the naive method; see ``poly_focal._polyn_focal_loss_on_path``)."""
+    from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
+    settings = dict(gamma=GAMMA, alpha=ALPHA)
+    if path == 'auto':
         try:
             from mmdet_polyloss.losses import Poly1FocalLoss
         except Exception:  # any error: no mmdet, or mmdet refusing its mmcv version
             pass
         else:
-            module = Poly1FocalLoss(use_sigmoid=True, **settings)
+            module = Poly1FocalLoss(use_sigmoid=True, epsilon=epsilon, **settings)
             return lambda pred, labels, weight, avg_factor: module(
                 pred, labels, weight, avg_factor=avg_factor)
 
     def loss(pred: Tensor, labels: Tensor, weight: Tensor, avg_factor: float) -> Tensor:
-        return poly1_focal_loss(pred, labels, weight, avg_factor=avg_factor,
-                                implementation=implementation, **settings)
+        return _polyn_focal_loss_on_path(path, pred, labels, weight, epsilons=(epsilon,),
+                                         avg_factor=avg_factor, **settings)
     return loss
 
 

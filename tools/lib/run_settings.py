@@ -1,13 +1,13 @@
 #!/usr/bin/env python
 """Seeds and Poly-1 epsilons for the demo and sweep launchers, checked in Python.
 
-``tools/run_demo.sh`` used to check ``SEEDS`` with bash arithmetic, which wraps
-around (2^64 + 1 became seed 1, 2^63 a negative seed). Here a seed is a decimal
-integer in [0, 2^32) (what numpy's and torch's seeding accept), written in
-ASCII digits; ``01`` is seed 1; each seed once. An epsilon is a plain decimal
-number >= -1 (below, the Poly-1 loss goes negative), finite as a float, each
-once, and is named as in the COCO config names: ``-1``, ``-0.5``, ``0``,
-``+0.5`` (15 significant digits).
+``tools/run_demo.sh`` checks ``SEEDS`` and ``EPSILONS`` here rather than with
+bash arithmetic, which wraps around (2^64 + 1 is 1 there, 2^63 negative). A
+seed is a decimal integer in [0, 2^32) (what numpy's and torch's seeding
+accept), written in ASCII digits; ``01`` is seed 1; each seed once. An
+epsilon is a plain decimal number >= -1 (below, the Poly-1 loss goes
+negative), finite as a float, each once, and is named as in the COCO config
+names: ``-1``, ``-0.5``, ``0``, ``+0.5`` (15 significant digits).
 
 As a command, for shell scripts (standard library only, so it runs before the
 project's environment exists)::
