@@ -194,10 +194,10 @@ say "attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 )) on $(hostname -s), MASTER_PORT
 stop_child() {
   [ -n "$CHILD" ] || return 0
   kill -TERM "$CHILD" 2>/dev/null
-  local waited=0
-  while kill -0 "$CHILD" 2>/dev/null && [ "$waited" -lt "$STOP_GRACE" ]; do
-    sleep 1
-    waited=$(( waited + 1 ))
+  local tenths=0
+  while kill -0 "$CHILD" 2>/dev/null && [ "$tenths" -lt $(( STOP_GRACE * 10 )) ]; do
+    sleep 0.1
+    tenths=$(( tenths + 1 ))
   done
   if kill -0 "$CHILD" 2>/dev/null; then
     say "the command did not end ${STOP_GRACE} s after TERM: KILL"
