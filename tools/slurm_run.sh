@@ -11,8 +11,8 @@
 #  - exits 0 at once if the run's marker (WORK_DIR/.sweep-run.json, JSON) says "tested"
 #    with the run file's marker fields; exits 2 if it holds other fields (another run's
 #    settings: the submitter clears such a work dir first);
-#  - holds WORK_DIR/.slurm-run.lock (flock) while it runs: a second task of the same
-#    run exits 1 at once, naming the job that holds it;
+#  - holds WORK_DIR/.slurm-run.lock (flock, where the file system has locks) while it
+#    runs: a second task of the same run exits 1 at once, naming the job that holds it;
 #  - exports MASTER_PORT = 10000 + SLURM_JOB_ID % 20000 (slurm_jobs.master_port; the
 #    next free port if that one is taken on this node), so two tasks on one node do
 #    not both take 29500, and SRUN_CPUS_PER_TASK = SLURM_CPUS_PER_TASK (srun in a
@@ -171,11 +171,18 @@ esac
 mkdir -p "$WORK_DIR" || exit 2
 LOCK=$WORK_DIR/.slurm-run.lock
 exec 9>>"$LOCK"
-if ! flock -n 9; then
-  echo "$PROG: error: $NAME: another job holds $LOCK ($(cat "$LOCK" 2>/dev/null))" >&2
-  exit 1
+if command -v flock >/dev/null; then
+  flock -n -E 75 9
+  case $? in
+    0) echo "$JOB on $(hostname -s), since $(date -u +%FT%TZ)" >"$LOCK" ;;
+    75) echo "$PROG: error: $NAME: another job holds $LOCK ($(cat "$LOCK" 2>/dev/null))" >&2
+        exit 1 ;;
+    *) echo "$PROG: warning: $NAME: cannot lock $LOCK (file system without locks?);" \
+            "going on without" >&2 ;;
+  esac
+else
+  echo "$PROG: warning: no flock command: $LOCK is not locked" >&2
 fi
-echo "$JOB on $(hostname -s), since $(date -u +%FT%TZ)" >"$LOCK"
 if [ -n "${SLURM_JOB_ID:-}" ]; then
   out=$(readlink "/proc/$$/fd/1" 2>/dev/null || true)
   [ -f "$out" ] && ln -sfn "$out" "$WORK_DIR/slurm-$JOB.out"

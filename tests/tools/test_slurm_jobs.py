@@ -498,3 +498,24 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     assert len(events(requeued.work_dir, 'start')) == 2
     timings['total'] = time.monotonic() - start
     print('timings (s):', {k: round(v, 1) for k, v in timings.items()})
+
+
+@pytest.mark.slow
+def test_a_cancelled_task_stops_its_command_and_stays_cancelled(slurm_cluster, tmp_path):
+    """scancel sends TERM as a requeue does: the job script stops its command and
+    does not requeue the task (a cancelled run stays cancelled)."""
+    env = dict(slurm_cluster.env, STANDIN_SECONDS='0.5')
+    run = standin_run(tmp_path, 'cancelled', 60)
+    options = ArrayOptions('sweep_cancel', tmp_path / 'logs', stop_grace=5)
+    submitted = slurm_jobs.submit_array([run], options, tmp_path / 'slurm', env)
+    wait_until(lambda: events(run.work_dir, 'iteration'), 60, 'an iteration')
+    slurm_cluster.command('scancel', submitted.job_ids['cancelled'])
+    wait_until(lambda: job_state(slurm_cluster, submitted.job_ids['cancelled']) == 'CANCELLED',
+               30, 'the task to be cancelled')
+    wait_until(lambda: events(run.work_dir, 'term'), 10, 'the command to get TERM')
+    time.sleep(3)
+    assert job_state(slurm_cluster, submitted.job_ids['cancelled']) == 'CANCELLED'
+    log = submitted.logs['cancelled'].read_text()
+    assert 'TERM (requeue, pre-emption or cancel): stopping the command' in log
+    assert 'requeued' not in log and len(events(run.work_dir, 'start')) == 1
+    assert marker(run.work_dir)['state'] == 'training'

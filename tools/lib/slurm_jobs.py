@@ -383,10 +383,11 @@ def _slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
 def read_queue(job_name: Optional[str] = None, job_ids: Sequence[str] = (),
                env: Optional[Mapping[str, str]] = None) -> Dict[str, QueuedTask]:
     """Per run name, its newest task in Slurm's queue (finished ones too, for as
-    long as Slurm keeps them: ``MinJobAge``), by job name and/or job ids."""
+    long as Slurm keeps them: ``MinJobAge``), by job name and/or job ids; the
+    user's own jobs only."""
     if not job_name and not job_ids:
         raise UserError('read_queue needs a job_name or job_ids')
-    argv = ['squeue', '-h', '-r', '-t', 'all', '-o', _QUEUE_FORMAT]
+    argv = ['squeue', '-h', '-r', '--me', '-t', 'all', '-o', _QUEUE_FORMAT]
     if job_name:
         argv.append(f'--name={job_name}')
     if job_ids:
