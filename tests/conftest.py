@@ -20,15 +20,8 @@ def slurm_cluster():
     Skips, saying why, where it cannot run (Slurm missing and no root to install
     it); with CI=true that is a failure instead: CI must run these tests.
     """
-    import os
-
-    from slurm_cluster import ClusterUnavailable, SlurmCluster
-    try:
-        cluster = SlurmCluster.start()
-    except ClusterUnavailable as error:
-        if os.environ.get('CI') == 'true':
-            pytest.fail(f'CI=true, and the Slurm test cluster did not start: {error}')
-        pytest.skip(f'no Slurm test cluster: {error}')
+    from slurm_cluster import start_for_tests
+    cluster = start_for_tests()
     try:
         yield cluster
     finally:

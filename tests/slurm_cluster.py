@@ -5,6 +5,10 @@ localhost, in a temporary folder, on free ports, without systemd or cgroups.
     subprocess.run(['sbatch', ...], env=cluster.env)
     cluster.stop()                      # cancels every job, ends the daemons by PID
 
+In tests, :func:`start_for_tests` (the ``slurm_cluster`` fixture in conftest.py)
+skips with the reason where the cluster cannot run, and fails instead under
+``CI=true``.
+
 :func:`ensure_packages` installs Debian's ``slurm-wlm`` and ``munge`` where they
 are missing and the user is root (``apt-get update`` once, then ``apt-get
 install``). The settings are the ones measured on these machines
@@ -298,3 +302,16 @@ class SlurmCluster:
                 process.wait(15)
         if self.owns_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_for_tests(environ: Optional[Dict[str, str]] = None) -> SlurmCluster:
+    """:meth:`SlurmCluster.start`; where the cluster cannot run, skip the test
+    with the reason, or fail it when ``CI=true`` (CI must run these tests)."""
+    import pytest
+    environ = os.environ if environ is None else environ
+    try:
+        return SlurmCluster.start()
+    except ClusterUnavailable as error:
+        if environ.get('CI') == 'true':
+            pytest.fail(f'CI=true, and the Slurm test cluster did not start: {error}')
+        pytest.skip(f'no Slurm test cluster: {error}')
