@@ -241,6 +241,27 @@ def test_runs_to_submit_leaves_out_queued_running_and_tested_runs(tmp_path):
     assert slurm_jobs.marker_state(runs['f']) == 'training'
 
 
+def test_run_status_joins_the_marker_and_the_queue(tmp_path):
+    runs = {name: standin_run(tmp_path, name, 3) for name in 'abcdefgh'}
+    for name, state in (('a', 'tested'), ('b', 'training'), ('g', 'tested'), ('h', 'training')):
+        runs[name].work_dir.mkdir()
+        (runs[name].work_dir / slurm_jobs.MARKER).write_text(
+            json.dumps({'key': 'k1', 'state': state}))
+
+    def queued(name: str, state: str, reason: str = 'vm') -> QueuedTask:
+        return QueuedTask(name, '4_2', '4', 2, state, reason, tmp_path / 'x.out', tmp_path)
+    queue = {'c': queued('c', 'PENDING', '(Priority)'), 'd': queued('d', 'RUNNING'),
+             'e': queued('e', 'REQUEUED', '(None)'), 'f': queued('f', 'FAILED', 'NonZeroExitCode'),
+             'g': queued('g', 'COMPLETED'), 'h': queued('h', 'CANCELLED')}
+    found = {n: slurm_jobs.run_status(r, queue) for n, r in runs.items()}
+    assert {n: (s.state, s.detail) for n, s in found.items()} == {
+        'a': ('done', ''), 'b': ('stopped', ''), 'c': ('queued', 'PENDING (Priority)'),
+        'd': ('running', 'RUNNING'), 'e': ('queued', 'REQUEUED'), 'f': ('failed', 'FAILED'),
+        'g': ('done', 'COMPLETED'), 'h': ('failed', 'CANCELLED')}
+    assert found['d'].job_id == '4_2' and found['d'].log == tmp_path / 'x.out'
+    assert found['a'].job_id == '' and found['a'].log is None
+
+
 # --- the job script, outside Slurm (a stand-in scontrol records its arguments) --------
 
 def job_script(tmp_path: Path, runs: List[SlurmRun], index: int = 0,
@@ -537,6 +558,13 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
                'the tested run\'s task')
     assert 'already tested: nothing to do' in again.logs['requeued'].read_text()
     assert len(events(requeued.work_dir, 'start')) == 2
+    # A report job that the submitter waits for (sbatch --wait): back once it has ended.
+    waited = time.monotonic()
+    slurm_jobs.submit_report([sys.executable, '-c', 'print("reported")'], [array],
+                             'sweep_test-report', tmp_path / 'logs' / 'waited.out', env=env,
+                             wait=True)
+    timings['report with wait'] = time.monotonic() - waited
+    assert (tmp_path / 'logs' / 'waited.out').read_text() == 'reported\n'
     timings['total'] = time.monotonic() - start
     print('timings (s):', {k: round(v, 1) for k, v in timings.items()})
 

@@ -14,9 +14,11 @@ process of ours has to stay alive (``../shared/design.md`` section 6):
   command line, ``tools/slurm_run.sh RUN_FILE``, and the run file): state, job
   id (``ARRAY_TASK``), log file. :func:`runs_to_submit` leaves out runs that are
   queued, running or tested, so a rerun of the sweep submits only what is
-  missing; :func:`submit_missing` does both under a lock.
+  missing; :func:`submit_missing` does both under a lock. :func:`run_status`
+  says where a run stands (done, queued, running, failed, stopped, new).
 - :func:`submit_report` queues a command (the sweep's report) to run once the
-  arrays have ended (``--dependency=afterany:ID``).
+  arrays have ended (``--dependency=afterany:ID``); with ``wait`` it returns
+  when that job has ended (``sbatch --wait``).
 
 Run file (version 1)::
 
@@ -364,7 +366,7 @@ def latest_by_run(tasks: Iterable[QueuedTask]) -> Dict[str, QueuedTask]:
 
 
 def _slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
-           timeout: float = 120) -> str:
+           timeout: Optional[float] = 120) -> str:
     """Run a Slurm client command; its stdout, or a :class:`UserError` naming ``what``."""
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
@@ -373,7 +375,8 @@ def _slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
         raise UserError(f'{argv[0]}: not found: {what} needs Slurm\'s commands on PATH') \
             from error
     except subprocess.TimeoutExpired as error:
-        raise UserError(f'{argv[0]} did not answer in {timeout:.0f} s ({what})') from error
+        raise UserError(f'{argv[0]} did not answer in {error.timeout:.0f} s ({what})') \
+            from error
     if result.returncode != 0:
         message = ' '.join(result.stderr.split()) or f'exit status {result.returncode}'
         raise UserError(f'{what}: {argv[0]} failed: {message}')
@@ -401,6 +404,46 @@ def runs_to_submit(runs: Sequence[SlurmRun], queue: Mapping[str, QueuedTask],
     return [run for run in runs
             if not (run.name in queue and queue[run.name].active)
             and marker_state(run, marker) != 'tested']
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where a run stands, from its marker and the queue, for the sweep's table.
+
+    ``state``: ``done`` (tested), ``queued`` (pending, or requeued and waiting),
+    ``running``, ``failed`` (its last task ended without testing it: failed,
+    cancelled, timed out, node failure, ...), ``stopped`` (started, no task in
+    the queue: Slurm has forgotten it or it never ran under Slurm) or ``new``.
+    ``detail``: Slurm's state and reason (``PENDING (Priority)``), or ''.
+    """
+    name: str
+    state: str
+    job_id: str = ''
+    log: Optional[Path] = None
+    detail: str = ''
+
+
+#: Queue states shown as ``running``; the other active ones are ``queued``.
+_RUNNING_STATES = frozenset({'RUNNING', 'CONFIGURING', 'COMPLETING', 'SIGNALING',
+                             'STAGE_OUT', 'RESIZING'})
+
+
+def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask],
+               marker: str = MARKER) -> RunStatus:
+    """The run's :class:`RunStatus`: its marker says whether it is tested, the
+    queue (:func:`read_queue`) whether a task of it is queued or running."""
+    stage = marker_state(run, marker)
+    task = queue.get(run.name)
+    if task is None:
+        state = {'tested': 'done', '': 'new'}.get(stage, 'stopped')
+        return RunStatus(run.name, state)
+    detail = task.state + (f' {task.reason}' if task.reason.startswith('(')
+                           and task.reason != '(None)' else '')
+    if task.active:
+        state = 'running' if task.state in _RUNNING_STATES else 'queued'
+    else:
+        state = 'done' if stage == 'tested' else 'failed'
+    return RunStatus(run.name, state, task.job_id, task.log, detail)
 
 
 def parse_job_id(stdout: str) -> str:
@@ -511,11 +554,20 @@ def report_argv(command: Sequence[str], after: Sequence[str], job_name: str, log
 
 def submit_report(command: Sequence[str], after: Sequence[str], job_name: str, log: Path,
                   partition: Optional[str] = None, time_limit: Optional[str] = None,
-                  extra: Sequence[str] = (), env: Optional[Mapping[str, str]] = None) -> str:
-    """Queue ``command`` to run after ``after`` (:func:`report_argv`); its job id."""
+                  extra: Sequence[str] = (), env: Optional[Mapping[str, str]] = None,
+                  wait: bool = False) -> str:
+    """Queue ``command`` to run after ``after`` (:func:`report_argv`); its job id.
+
+    ``wait``: return only once the report job has ended (``sbatch --wait``: Slurm
+    follows the jobs, not a loop of ours); a report job that fails is then a
+    :class:`UserError` naming its log.
+    """
     argv = report_argv(command, after, job_name, log, partition, time_limit, extra)
+    if wait:
+        argv.insert(2, '--wait')
     try:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f'cannot create {error.filename!r}: {error.strerror}') from error
-    return parse_job_id(_slurm(argv, env, 'submitting the report job'))
+    what = f'the report job (its log: {log})' if wait else 'submitting the report job'
+    return parse_job_id(_slurm(argv, env, what, timeout=None if wait else 120))
