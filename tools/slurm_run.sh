@@ -152,14 +152,64 @@ else:
 PYTHON
 }
 
-load=$(helper load "$RUN_FILE" "$INDEX") || exit 2
-eval "$load"
 if [ -n "${SLURM_ARRAY_JOB_ID:-}" ]; then
   JOB=${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}
 else
   JOB=${SLURM_JOB_ID:-local}
 fi
+NAME="task $INDEX" WORK_DIR= START_STAMP= CHILD= TRAINED_NOW=0 DONE=0 STOP_GRACE=30
 say() { echo "[$PROG $(date -u +%H:%M:%S)] $NAME ($JOB): $*"; }
+
+# TERM to the running command; KILL after STOP_GRACE seconds.
+stop_child() {
+  [ -n "$CHILD" ] || return 0
+  kill -TERM "$CHILD" 2>/dev/null
+  local tenths=0
+  while kill -0 "$CHILD" 2>/dev/null && [ "$tenths" -lt $(( STOP_GRACE * 10 )) ]; do
+    sleep 0.1
+    tenths=$(( tenths + 1 ))
+  done
+  if kill -0 "$CHILD" 2>/dev/null; then
+    say "the command did not end ${STOP_GRACE} s after TERM: KILL"
+    kill -KILL "$CHILD" 2>/dev/null
+  fi
+  wait "$CHILD" 2>/dev/null
+  CHILD=
+}
+
+on_time_limit() {
+  trap '' USR1 TERM  # our own requeue TERMs this shell too
+  say "USR1: the time limit is near; stopping the command"
+  stop_child
+  if [ "$DONE" = 1 ]; then
+    say "tested already: not requeued"
+    exit 0
+  fi
+  if [ "$TRAINED_NOW" = 0 ] && { [ -z "$START_STAMP" ] ||
+      [ "$(helper stamp "$WORK_DIR")" = "$START_STAMP" ]; }; then
+    echo "$PROG: error: $NAME: no new checkpoint in this attempt, so a requeue would only" \
+         "repeat it; give a longer --time or save checkpoints more often" >&2
+    exit 3
+  fi
+  if scontrol requeue "$JOB"; then
+    say "requeued; it resumes from the last checkpoint"
+    exit 0
+  fi
+  echo "$PROG: error: $NAME: scontrol requeue $JOB failed; rerun the sweep to resume" >&2
+  exit 1
+}
+
+on_term() {
+  trap '' USR1 TERM
+  say "TERM (requeue, pre-emption or cancel): stopping the command"
+  stop_child
+  exit 143
+}
+trap on_time_limit USR1
+trap on_term TERM
+
+load=$(helper load "$RUN_FILE" "$INDEX") || exit 2
+eval "$load"
 
 stage=$(helper stage "$RUN_FILE" "$INDEX") || exit 2
 case $stage in
@@ -192,53 +242,8 @@ MASTER_PORT=$(helper port "${SLURM_JOB_ID:-0}") || exit 2
 export MASTER_PORT
 [ -n "${SLURM_CPUS_PER_TASK:-}" ] && export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK
 START_STAMP=$(helper stamp "$WORK_DIR")
-TRAINED_NOW=0
-CHILD=
 say "attempt $(( ${SLURM_RESTART_COUNT:-0} + 1 )) on $(hostname -s), MASTER_PORT=$MASTER_PORT," \
     "stage '${stage:-new}'"
-
-# TERM to the running command; KILL after STOP_GRACE seconds.
-stop_child() {
-  [ -n "$CHILD" ] || return 0
-  kill -TERM "$CHILD" 2>/dev/null
-  local tenths=0
-  while kill -0 "$CHILD" 2>/dev/null && [ "$tenths" -lt $(( STOP_GRACE * 10 )) ]; do
-    sleep 0.1
-    tenths=$(( tenths + 1 ))
-  done
-  if kill -0 "$CHILD" 2>/dev/null; then
-    say "the command did not end ${STOP_GRACE} s after TERM: KILL"
-    kill -KILL "$CHILD" 2>/dev/null
-  fi
-  wait "$CHILD" 2>/dev/null
-  CHILD=
-}
-
-on_time_limit() {
-  trap '' USR1 TERM  # our own requeue TERMs this shell too
-  say "USR1: the time limit is near; stopping the command"
-  stop_child
-  if [ "$TRAINED_NOW" = 0 ] && [ "$(helper stamp "$WORK_DIR")" = "$START_STAMP" ]; then
-    echo "$PROG: error: $NAME: no new checkpoint in this attempt, so a requeue would only" \
-         "repeat it; give a longer --time or save checkpoints more often" >&2
-    exit 3
-  fi
-  if scontrol requeue "$JOB"; then
-    say "requeued; it resumes from the last checkpoint"
-    exit 0
-  fi
-  echo "$PROG: error: $NAME: scontrol requeue $JOB failed; rerun the sweep to resume" >&2
-  exit 1
-}
-
-on_term() {
-  trap '' USR1 TERM
-  say "TERM (requeue, pre-emption or cancel): stopping the command"
-  stop_child
-  exit 143
-}
-trap on_time_limit USR1
-trap on_term TERM
 
 # Run a command in the background and wait, so that the traps run while it does.
 step() {
@@ -272,5 +277,6 @@ if [ "$status" != 0 ]; then
   exit "$status"
 fi
 helper mark "$RUN_FILE" "$INDEX" tested "$JOB" || exit 2
+DONE=1
 say "tested"
 exit 0

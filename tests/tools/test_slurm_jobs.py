@@ -207,10 +207,40 @@ def test_queue_lines_map_back_to_runs(tmp_path):
     ])
     tasks = slurm_jobs.parse_queue(text)
     assert tasks == [
-        QueuedTask('a', '40_0', '40', 0, 'RUNNING', 'vm', tmp_path / 'l' / 'sw-40_0.out', path),
+        QueuedTask('a', '40_0', '40', 0, 'RUNNING', 'vm', tmp_path / 'l' / 'sw-40_0.out', path,
+                   tmp_path / 'a'),
         QueuedTask('b', '40_1', '40', 1, 'PENDING', '(JobArrayTaskLimit)',
-                   tmp_path / 'l' / 'sw-40_1.out', path)]
+                   tmp_path / 'l' / 'sw-40_1.out', path, tmp_path / 'b')]
     assert [t.active for t in tasks] == [True, True]
+
+
+def test_read_queue_asks_squeue_for_the_sweeps_tasks_and_keeps_its_own_runs(tmp_path):
+    """Two sweeps with a run 'a' each under one job name: ``runs`` picks this one's."""
+    ours, theirs = standin_run(tmp_path / 'ours', 'a', 3), standin_run(tmp_path / 'theirs', 'a', 3)
+    options = ArrayOptions('sw', tmp_path / 'l')
+    our_file = slurm_jobs.write_run_file(tmp_path / 'ours.json', [ours], options)
+    their_file = slurm_jobs.write_run_file(tmp_path / 'theirs.json', [theirs], options)
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'squeue').write_text(
+        f'#!/bin/sh\necho "$@" > {tmp_path}/squeue.args\n'
+        f'echo "8_0|8|0|FAILED|NonZeroExitCode|{SCRIPT} {our_file}"\n'
+        f'echo "9_0|9|0|RUNNING|vm|{SCRIPT} {their_file}"\n')
+    (bin_dir / 'squeue').chmod(0o755)
+    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+    assert slurm_jobs.read_queue('sw', env=env)['a'].job_id == '9_0'
+    assert (tmp_path / 'squeue.args').read_text().split() == [
+        '-h', '-r', '--me', '-t', 'all', '-o', '%i|%F|%K|%T|%R|%o', '--name=sw']
+    mine = slurm_jobs.read_queue('sw', env=env, runs=[ours])
+    assert mine['a'].job_id == '8_0' and mine['a'].work_dir == tmp_path / 'ours' / 'a'
+    assert [r.name for r in slurm_jobs.runs_to_submit([ours], mine)] == ['a']
+    assert slurm_jobs.read_queue(job_ids=['8', '9'], env=env)
+    assert (tmp_path / 'squeue.args').read_text().split()[-1] == '--jobs=8,9'
+    (bin_dir / 'squeue').write_text('#!/bin/sh\necho "slurm_load_jobs error: down" >&2\n'
+                                    'exit 1\n')
+    with pytest.raises(UserError, match='reading the queue: squeue failed: slurm_load_jobs '
+                                        'error: down'):
+        slurm_jobs.read_queue('sw', env=env)
 
 
 def test_the_active_then_newest_task_stands_for_a_run(tmp_path):

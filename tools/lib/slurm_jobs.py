@@ -144,6 +144,7 @@ class QueuedTask:
     reason: str  # why it is pending (squeue's %R), or its node when running
     log: Path
     run_file: Path
+    work_dir: Optional[Path] = None  # the run's, as its run file says
 
     @property
     def active(self) -> bool:
@@ -350,7 +351,7 @@ def parse_queue(text: str, script_name: str = JOB_SCRIPT.name) -> List[QueuedTas
             name=task['name'], job_id=job_id, array_id=array_id, index=int(index),
             state=state.split()[0] if state.strip() else 'UNKNOWN', reason=reason,
             log=log_path(data['log'], array_id, int(index), data['job_name']),
-            run_file=run_file))
+            run_file=run_file, work_dir=Path(task['work_dir'])))
     return tasks
 
 
@@ -384,10 +385,13 @@ def _slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
 
 
 def read_queue(job_name: Optional[str] = None, job_ids: Sequence[str] = (),
-               env: Optional[Mapping[str, str]] = None) -> Dict[str, QueuedTask]:
+               env: Optional[Mapping[str, str]] = None,
+               runs: Optional[Sequence[SlurmRun]] = None) -> Dict[str, QueuedTask]:
     """Per run name, its newest task in Slurm's queue (finished ones too, for as
     long as Slurm keeps them: ``MinJobAge``), by job name and/or job ids; the
-    user's own jobs only."""
+    user's own jobs only. With ``runs``, only tasks of those runs (same name and
+    work dir: another sweep's run of the same name under the same job name is
+    not one of them)."""
     if not job_name and not job_ids:
         raise UserError('read_queue needs a job_name or job_ids')
     argv = ['squeue', '-h', '-r', '--me', '-t', 'all', '-o', _QUEUE_FORMAT]
@@ -395,7 +399,11 @@ def read_queue(job_name: Optional[str] = None, job_ids: Sequence[str] = (),
         argv.append(f'--name={job_name}')
     if job_ids:
         argv.append(f'--jobs={",".join(job_ids)}')
-    return latest_by_run(parse_queue(_slurm(argv, env, 'reading the queue')))
+    tasks = parse_queue(_slurm(argv, env, 'reading the queue'))
+    if runs is not None:
+        wanted = {(run.name, Path(run.work_dir).resolve()) for run in runs}
+        tasks = [t for t in tasks if (t.name, t.work_dir) in wanted]
+    return latest_by_run(tasks)
 
 
 def runs_to_submit(runs: Sequence[SlurmRun], queue: Mapping[str, QueuedTask],
@@ -458,15 +466,14 @@ def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
                  env: Optional[Mapping[str, str]] = None, marker: str = MARKER,
                  script: Path = JOB_SCRIPT) -> Submitted:
     """Submit ``runs`` as one job array; its run file goes to ``run_dir`` (kept:
-    every requeued task reads it again). Creates the log folder and work dirs."""
+    every requeued task reads it again). Creates the log folder; each task
+    creates its run's work dir."""
     if not runs:
         raise UserError('submit_array: no runs to submit')
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         Path(options.log_dir).mkdir(parents=True, exist_ok=True)
-        for run in runs:
-            Path(run.work_dir).mkdir(parents=True, exist_ok=True)
         handle, name = tempfile.mkstemp(prefix=f'{options.job_name}-'
                                         f'{time.strftime("%Y%m%d-%H%M%S")}-',
                                         suffix='.json', dir=run_dir)
@@ -517,7 +524,7 @@ def submit_missing(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Pat
     """Under the lock ``run_dir/submit.lock``: read the queue (by job name),
     submit the runs :func:`runs_to_submit` leaves; None when there are none."""
     with submission_lock(Path(run_dir) / 'submit.lock'):
-        queue = read_queue(options.job_name, env=env)
+        queue = read_queue(options.job_name, env=env, runs=runs)
         missing = runs_to_submit(runs, queue, marker)
         if not missing:
             return None
