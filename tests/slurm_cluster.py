@@ -11,12 +11,13 @@ skips with the reason where the cluster cannot run, and fails instead under
 
 :func:`ensure_packages` installs Debian's ``slurm-wlm`` and ``munge`` where they
 are missing and the user is root (``apt-get update`` once, then ``apt-get
-install``). The settings are the ones measured on these machines
-(``../shared/slurm.md`` in the project's workspace): a scheduler pass every
-1-2 s, ``cred_expire=10`` (a requeued job starts again after about 10 s),
-``JobRequeue=1``, ``MinJobAge=3600`` (finished jobs stay in ``squeue -t all``,
+install``). The settings are ones measured to work with Debian 12's Slurm
+22.05 without systemd or cgroups: a scheduler pass every 1-2 s,
+``cred_expire=10`` (a requeued job starts again after about 12 s),
+``JobRequeue=1``, ``MinJobAge=3600`` (finished jobs stay in ``squeue -t all``;
 there is no accounting database), ``kill_invalid_depend``. The node has
-``nproc`` CPUs and no GPUs.
+``nproc`` CPUs and no GPUs. Daemons, state and logs live in a temporary folder
+that :meth:`SlurmCluster.stop` removes.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """A sweep's runs as one Slurm job array: submit, read the queue, report after.
 
 Every run (train, then test, in its own work dir) is one task of one ``sbatch``
-job array that Slurm schedules, requeues and time-limits by itself; no driver
-process of ours has to stay alive (``../shared/design.md`` section 6):
+job array that Slurm schedules, requeues and time-limits by itself (job arrays,
+``--requeue``, ``--signal``, dependencies); no driver process of ours has to
+stay alive:
 
 - :func:`submit_array` writes a *run file* (JSON, :func:`write_run_file`) that
   maps each array index to its run, and submits ``tools/slurm_run.sh RUN_FILE``
@@ -77,7 +78,8 @@ MAX_SIGNAL_SECONDS = 65535
 #: Job states in which a task still holds (or will hold) its run: not to be submitted again.
 ACTIVE_STATES = frozenset({
     'PENDING', 'RUNNING', 'CONFIGURING', 'COMPLETING', 'SUSPENDED', 'REQUEUED',
-    'REQUEUE_FED', 'REQUEUE_HOLD', 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'STOPPED'})
+    'REQUEUE_FED', 'REQUEUE_HOLD', 'RESV_DEL_HOLD', 'SPECIAL_EXIT', 'RESIZING', 'SIGNALING',
+    'STAGE_OUT', 'STOPPED'})
 _JOB_NAME = re.compile(r'[A-Za-z0-9._+=-]{1,200}')
 _TIME = re.compile(r'(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?'
                    r'|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)')
@@ -316,13 +318,13 @@ def marker_state(run: SlurmRun, marker: str = MARKER) -> str:
 def _run_file_of(command: str, script_name: str) -> Optional[Path]:
     """The run file in a queued job's command, ``<...>/slurm_run.sh RUN_FILE``
     (squeue prints it unquoted: the split is found where a file exists)."""
-    marker = f'{script_name} '
-    start = command.find(marker)
+    prefix = f'{script_name} '
+    start = command.find(prefix)
     while start >= 0:
-        candidate = Path(command[start + len(marker):].strip())
+        candidate = Path(command[start + len(prefix):].strip())
         if candidate.suffix == '.json' and candidate.is_file():
             return candidate
-        start = command.find(marker, start + 1)
+        start = command.find(prefix, start + 1)
     return None
 
 
