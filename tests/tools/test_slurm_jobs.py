@@ -1,4 +1,5 @@
-"""tools/lib/slurm_jobs.py and tools/slurm_run.sh: a sweep's runs as one Slurm job array.
+"""tools/lib/slurm_jobs.py, slurm_queue.py and tools/slurm_run.sh: a sweep's runs as
+one Slurm job array.
 
 Without a cluster: the sbatch commands, the run file, the queue parser, the
 rendezvous port, and the job script's steps and signals with a stand-in
@@ -24,9 +25,10 @@ from typing import Callable, Dict, List, Optional
 import pytest
 import slurm_cluster as slurm_cluster_module
 
-from tools.lib import slurm_jobs
+from tools.lib import slurm_jobs, slurm_queue
 from tools.lib.errors import UserError
-from tools.lib.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, QueuedTask, SlurmRun
+from tools.lib.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
+from tools.lib.slurm_queue import QueuedTask
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'tools' / 'slurm_run.sh'
@@ -205,7 +207,7 @@ def test_queue_lines_map_back_to_runs(tmp_path):
         f'39_0|39|0|COMPLETED|vm|{SCRIPT} {tmp_path}/gone.json',  # its run file is gone
         f'38_5|38|5|FAILED|vm|{command}',                   # no task 5 in the run file
     ])
-    tasks = slurm_jobs.parse_queue(text)
+    tasks = slurm_queue.parse_queue(text)
     assert tasks == [
         QueuedTask('a', '40_0', '40', 0, 'RUNNING', 'vm', tmp_path / 'l' / 'sw-40_0.out', path,
                    tmp_path / 'a'),
@@ -228,29 +230,29 @@ def test_read_queue_asks_squeue_for_the_sweeps_tasks_and_keeps_its_own_runs(tmp_
         f'echo "9_0|9|0|RUNNING|vm|{SCRIPT} {their_file}"\n')
     (bin_dir / 'squeue').chmod(0o755)
     env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
-    assert slurm_jobs.read_queue('sw', env=env)['a'].job_id == '9_0'
+    assert slurm_queue.read_queue('sw', env=env)['a'].job_id == '9_0'
     assert (tmp_path / 'squeue.args').read_text().split() == [
         '-h', '-r', '--me', '-t', 'all', '-o', '%i|%F|%K|%T|%R|%o', '--name=sw']
-    mine = slurm_jobs.read_queue('sw', env=env, runs=[ours])
+    mine = slurm_queue.read_queue('sw', env=env, runs=[ours])
     assert mine['a'].job_id == '8_0' and mine['a'].work_dir == tmp_path / 'ours' / 'a'
-    assert [r.name for r in slurm_jobs.runs_to_submit([ours], mine)] == ['a']
-    assert slurm_jobs.read_queue(job_ids=['8', '9'], env=env)
+    assert [r.name for r in slurm_queue.runs_to_submit([ours], mine)] == ['a']
+    assert slurm_queue.read_queue(job_ids=['8', '9'], env=env)
     assert (tmp_path / 'squeue.args').read_text().split()[-1] == '--jobs=8,9'
     (bin_dir / 'squeue').write_text('#!/bin/sh\necho "slurm_load_jobs error: down" >&2\n'
                                     'exit 1\n')
     with pytest.raises(UserError, match='reading the queue: squeue failed: slurm_load_jobs '
                                         'error: down'):
-        slurm_jobs.read_queue('sw', env=env)
+        slurm_queue.read_queue('sw', env=env)
 
 
 def test_the_active_then_newest_task_stands_for_a_run(tmp_path):
     def task(job: str, state: str) -> QueuedTask:
         array, index = job.split('_')
         return QueuedTask('a', job, array, int(index), state, '', tmp_path, tmp_path)
-    best = slurm_jobs.latest_by_run([task('9_0', 'FAILED'), task('7_1', 'PENDING'),
+    best = slurm_queue.latest_by_run([task('9_0', 'FAILED'), task('7_1', 'PENDING'),
                                      task('8_0', 'COMPLETED')])
     assert best['a'].job_id == '7_1'
-    best = slurm_jobs.latest_by_run([task('7_1', 'FAILED'), task('9_0', 'CANCELLED')])
+    best = slurm_queue.latest_by_run([task('7_1', 'FAILED'), task('9_0', 'CANCELLED')])
     assert best['a'].job_id == '9_0'
 
 
@@ -266,9 +268,9 @@ def test_runs_to_submit_leaves_out_queued_running_and_tested_runs(tmp_path):
         return QueuedTask(name, '1_0', '1', 0, state, '', tmp_path, tmp_path)
     queue = {'a': queued('a', 'PENDING'), 'b': queued('b', 'RUNNING'),
              'c': queued('c', 'FAILED'), 'f': queued('f', 'REQUEUED')}
-    assert [r.name for r in slurm_jobs.runs_to_submit(list(runs.values()), queue)] == ['c', 'e']
-    assert slurm_jobs.marker_state(runs['e']) == ''  # of other settings
-    assert slurm_jobs.marker_state(runs['f']) == 'training'
+    assert [r.name for r in slurm_queue.runs_to_submit(list(runs.values()), queue)] == ['c', 'e']
+    assert slurm_queue.marker_state(runs['e']) == ''  # of other settings
+    assert slurm_queue.marker_state(runs['f']) == 'training'
 
 
 def test_run_status_joins_the_marker_and_the_queue(tmp_path):
@@ -283,7 +285,7 @@ def test_run_status_joins_the_marker_and_the_queue(tmp_path):
     queue = {'c': queued('c', 'PENDING', '(Priority)'), 'd': queued('d', 'RUNNING'),
              'e': queued('e', 'REQUEUED', '(None)'), 'f': queued('f', 'FAILED', 'NonZeroExitCode'),
              'g': queued('g', 'COMPLETED'), 'h': queued('h', 'CANCELLED')}
-    found = {n: slurm_jobs.run_status(r, queue) for n, r in runs.items()}
+    found = {n: slurm_queue.run_status(r, queue) for n, r in runs.items()}
     assert {n: (s.state, s.detail) for n, s in found.items()} == {
         'a': ('done', ''), 'b': ('stopped', ''), 'c': ('queued', 'PENDING (Priority)'),
         'd': ('running', 'RUNNING'), 'e': ('queued', 'REQUEUED'), 'f': ('failed', 'FAILED'),
@@ -503,7 +505,7 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     timings: Dict[str, float] = {}
     start = time.monotonic()
 
-    submitted = slurm_jobs.submit_missing(runs, options, run_dir, env)
+    submitted = slurm_queue.submit_missing(runs, options, run_dir, env)
     assert submitted is not None
     array = submitted.array_id
     assert submitted.job_ids == {'requeued': f'{array}_0', 'limited': f'{array}_1',
@@ -515,7 +517,7 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
         [array], 'sweep_test-report', tmp_path / 'logs' / 'report.out', env=env)
 
     def both_running():
-        queue = slurm_jobs.read_queue('sweep_test', env=env)
+        queue = slurm_queue.read_queue('sweep_test', env=env)
         return queue if all(queue.get(n) and queue[n].state == 'RUNNING'
                             for n in ('requeued', 'limited')) else None
     queue = wait_until(both_running, 60, 'two runs running at once')
@@ -525,7 +527,7 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     assert queue['requeued'].log == tmp_path / 'logs' / f'sweep_test-{array}_0.out'
     assert job_state(cluster, report) == 'PENDING'
     # A second submission while they are queued or running submits nothing.
-    assert slurm_jobs.submit_missing(runs, options, run_dir, env) is None
+    assert slurm_queue.submit_missing(runs, options, run_dir, env) is None
     assert len(list(run_dir.glob('*.json'))) == 1
 
     wait_until(lambda: len(events(requeued.work_dir, 'iteration')) >= 5, 60, 'five iterations')
@@ -536,7 +538,7 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     timings['scontrol requeue -> start again'] = second['time'] - requeue_time
 
     def finished():
-        queue = slurm_jobs.read_queue('sweep_test', env=env)
+        queue = slurm_queue.read_queue('sweep_test', env=env)
         return queue if len(queue) == 3 and not any(t.active for t in queue.values()) else None
     queue = wait_until(finished, 300, 'the array to finish', interval=2)
     timings['array finished'] = time.monotonic() - start
@@ -580,8 +582,8 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     assert (tmp_path / 'report.txt').read_text() == 'limited\nrequeued\n'
 
     # What a rerun would submit: only the failed run.
-    assert [r.name for r in slurm_jobs.runs_to_submit(runs, queue)] == ['failing']
-    assert slurm_jobs.submit_missing(runs[:2], options, run_dir, env) is None
+    assert [r.name for r in slurm_queue.runs_to_submit(runs, queue)] == ['failing']
+    assert slurm_queue.submit_missing(runs[:2], options, run_dir, env) is None
     # A task of a tested run (submitted anyway) exits at once.
     again = slurm_jobs.submit_array([requeued], options, run_dir, env)
     wait_until(lambda: job_state(cluster, again.job_ids['requeued']) == 'COMPLETED', 60,

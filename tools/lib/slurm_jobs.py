@@ -1,4 +1,4 @@
-"""A sweep's runs as one Slurm job array: submit, read the queue, report after.
+"""A sweep's runs as one Slurm job array: the run file, sbatch, a report job after.
 
 Every run (train, then test, in its own work dir) is one task of one ``sbatch``
 job array that Slurm schedules, requeues and time-limits by itself (job arrays,
@@ -11,15 +11,11 @@ stay alive:
   ``--signal=B:USR1@SECONDS``. Each task trains (resuming from the work dir's
   last checkpoint), then tests; near its time limit it requeues itself, and a
   requeue or pre-emption by Slurm just starts it again (``tools/slurm_run.sh``).
-- :func:`read_queue` maps the queue's tasks back to run names (from the job's
-  command line, ``tools/slurm_run.sh RUN_FILE``, and the run file): state, job
-  id (``ARRAY_TASK``), log file. :func:`runs_to_submit` leaves out runs that are
-  queued, running or tested, so a rerun of the sweep submits only what is
-  missing; :func:`submit_missing` does both under a lock. :func:`run_status`
-  says where a run stands (done, queued, running, failed, stopped, new).
 - :func:`submit_report` queues a command (the sweep's report) to run once the
   arrays have ended (``--dependency=afterany:ID``); with ``wait`` it returns
   when that job has ended (``sbatch --wait``).
+- Reading the queue back per run, and submitting only what is missing:
+  ``tools/lib/slurm_queue.py``.
 
 Run file (version 1)::
 
@@ -55,7 +51,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 from tools.lib.errors import UserError
 
@@ -75,17 +71,9 @@ PORT_BASE = 10000
 PORT_SPAN = 20000
 #: Slurm's largest ``--signal`` lead time (seconds).
 MAX_SIGNAL_SECONDS = 65535
-#: Job states in which a task still holds (or will hold) its run: not to be submitted again.
-ACTIVE_STATES = frozenset({
-    'PENDING', 'RUNNING', 'CONFIGURING', 'COMPLETING', 'SUSPENDED', 'REQUEUED',
-    'REQUEUE_FED', 'REQUEUE_HOLD', 'RESV_DEL_HOLD', 'SPECIAL_EXIT', 'RESIZING', 'SIGNALING',
-    'STAGE_OUT', 'STOPPED'})
 _JOB_NAME = re.compile(r'[A-Za-z0-9._+=-]{1,200}')
 _TIME = re.compile(r'(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?'
                    r'|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)')
-# squeue fields: job id (ARRAY_TASK), array job id, task index, state, reason, command.
-# The command comes last: it may hold any character.
-_QUEUE_FORMAT = '%i|%F|%K|%T|%R|%o'
 
 
 @dataclass(frozen=True)
@@ -133,25 +121,6 @@ class ArrayOptions:
     def log_pattern(self) -> str:
         """``--output``: one file per task, ``<log_dir>/<job name>-<array id>_<index>.out``."""
         return str(Path(self.log_dir).resolve() / f'{self.job_name}-%A_%a.out')
-
-
-@dataclass(frozen=True)
-class QueuedTask:
-    """A run's task as the queue shows it."""
-    name: str
-    job_id: str  # ARRAY_TASK, as scontrol and scancel take it
-    array_id: str
-    index: int
-    state: str  # PENDING, RUNNING, COMPLETED, FAILED, ...
-    reason: str  # why it is pending (squeue's %R), or its node when running
-    log: Path
-    run_file: Path
-    work_dir: Optional[Path] = None  # the run's, as its run file says
-
-    @property
-    def active(self) -> bool:
-        """Queued or running (or requeued): the run must not be submitted again."""
-        return self.state in ACTIVE_STATES
 
 
 @dataclass(frozen=True)
@@ -302,74 +271,8 @@ def log_path(pattern: str, array_id: str, index: int, job_name: str) -> Path:
     return Path(re.sub(r'%([Aax%])', lambda m: fill[m.group(1)], pattern))
 
 
-def marker_state(run: SlurmRun, marker: str = MARKER) -> str:
-    """The state in the run's marker (``training``, ``trained``, ``tested``) if
-    its fields are the run's; ``''`` when there is none or it is of other settings."""
-    try:
-        data = json.loads((Path(run.work_dir) / marker).read_text())
-    except (OSError, ValueError):
-        return ''
-    if not isinstance(data, dict) or any(data.get(k) != v for k, v in run.marker_fields.items()):
-        return ''
-    state = data.get('state')
-    return state if isinstance(state, str) else ''
-
-
-def _run_file_of(command: str, script_name: str) -> Optional[Path]:
-    """The run file in a queued job's command, ``<...>/slurm_run.sh RUN_FILE``
-    (squeue prints it unquoted: the split is found where a file exists)."""
-    prefix = f'{script_name} '
-    start = command.find(prefix)
-    while start >= 0:
-        candidate = Path(command[start + len(prefix):].strip())
-        if candidate.suffix == '.json' and candidate.is_file():
-            return candidate
-        start = command.find(prefix, start + 1)
-    return None
-
-
-def parse_queue(text: str, script_name: str = JOB_SCRIPT.name) -> List[QueuedTask]:
-    """The sweep's tasks in ``squeue -h -r -o '%i|%F|%K|%T|%R|%o'`` output; lines of
-    other jobs (no array index, another script, a run file that is gone) are left out."""
-    tasks, run_files = [], {}
-    for line in text.splitlines():
-        fields = line.split('|', 5)
-        if len(fields) != 6 or not fields[2].isdigit():
-            continue
-        job_id, array_id, index, state, reason, command = fields
-        run_file = _run_file_of(command, script_name)
-        if run_file is None:
-            continue
-        if run_file not in run_files:
-            try:
-                run_files[run_file] = read_run_file(run_file)
-            except UserError:
-                run_files[run_file] = None
-        data = run_files[run_file]
-        task = (data or {}).get('tasks', {}).get(index)
-        if not task:
-            continue
-        tasks.append(QueuedTask(
-            name=task['name'], job_id=job_id, array_id=array_id, index=int(index),
-            state=state.split()[0] if state.strip() else 'UNKNOWN', reason=reason,
-            log=log_path(data['log'], array_id, int(index), data['job_name']),
-            run_file=run_file, work_dir=Path(task['work_dir'])))
-    return tasks
-
-
-def latest_by_run(tasks: Iterable[QueuedTask]) -> Dict[str, QueuedTask]:
-    """One task per run name: an active one before a finished one, then the newest array."""
-    def rank(task: QueuedTask):
-        return task.active, int(task.array_id) if task.array_id.isdigit() else -1, task.index
-    best: Dict[str, QueuedTask] = {}
-    for task in tasks:
-        if task.name not in best or rank(task) > rank(best[task.name]):
-            best[task.name] = task
-    return best
-
-
-def _slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
-           timeout: Optional[float] = 120) -> str:
+def run_slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
+              timeout: Optional[float] = 120) -> str:
     """Run a Slurm client command; its stdout, or a :class:`UserError` naming ``what``."""
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
@@ -384,76 +287,6 @@ def _slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
         message = ' '.join(result.stderr.split()) or f'exit status {result.returncode}'
         raise UserError(f'{what}: {argv[0]} failed: {message}')
     return result.stdout
-
-
-def read_queue(job_name: Optional[str] = None, job_ids: Sequence[str] = (),
-               env: Optional[Mapping[str, str]] = None,
-               runs: Optional[Sequence[SlurmRun]] = None) -> Dict[str, QueuedTask]:
-    """Per run name, its newest task in Slurm's queue (finished ones too, for as
-    long as Slurm keeps them: ``MinJobAge``), by job name and/or job ids; the
-    user's own jobs only. With ``runs``, only tasks of those runs (same name and
-    work dir: another sweep's run of the same name under the same job name is
-    not one of them)."""
-    if not job_name and not job_ids:
-        raise UserError('read_queue needs a job_name or job_ids')
-    argv = ['squeue', '-h', '-r', '--me', '-t', 'all', '-o', _QUEUE_FORMAT]
-    if job_name:
-        argv.append(f'--name={job_name}')
-    if job_ids:
-        argv.append(f'--jobs={",".join(job_ids)}')
-    tasks = parse_queue(_slurm(argv, env, 'reading the queue'))
-    if runs is not None:
-        wanted = {(run.name, Path(run.work_dir).resolve()) for run in runs}
-        tasks = [t for t in tasks if (t.name, t.work_dir) in wanted]
-    return latest_by_run(tasks)
-
-
-def runs_to_submit(runs: Sequence[SlurmRun], queue: Mapping[str, QueuedTask],
-                   marker: str = MARKER) -> List[SlurmRun]:
-    """The runs that are neither queued nor running (``queue``) nor tested (their marker)."""
-    return [run for run in runs
-            if not (run.name in queue and queue[run.name].active)
-            and marker_state(run, marker) != 'tested']
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """Where a run stands, from its marker and the queue, for the sweep's table.
-
-    ``state``: ``done`` (tested), ``queued`` (pending, or requeued and waiting),
-    ``running``, ``failed`` (its last task ended without testing it: failed,
-    cancelled, timed out, node failure, ...), ``stopped`` (started, no task in
-    the queue: Slurm has forgotten it or it never ran under Slurm) or ``new``.
-    ``detail``: Slurm's state and reason (``PENDING (Priority)``), or ''.
-    """
-    name: str
-    state: str
-    job_id: str = ''
-    log: Optional[Path] = None
-    detail: str = ''
-
-
-#: Queue states shown as ``running``; the other active ones are ``queued``.
-_RUNNING_STATES = frozenset({'RUNNING', 'CONFIGURING', 'COMPLETING', 'SIGNALING',
-                             'STAGE_OUT', 'RESIZING'})
-
-
-def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask],
-               marker: str = MARKER) -> RunStatus:
-    """The run's :class:`RunStatus`: its marker says whether it is tested, the
-    queue (:func:`read_queue`) whether a task of it is queued or running."""
-    stage = marker_state(run, marker)
-    task = queue.get(run.name)
-    if task is None:
-        state = {'tested': 'done', '': 'new'}.get(stage, 'stopped')
-        return RunStatus(run.name, state)
-    detail = task.state + (f' {task.reason}' if task.reason.startswith('(')
-                           and task.reason != '(None)' else '')
-    if task.active:
-        state = 'running' if task.state in _RUNNING_STATES else 'queued'
-    else:
-        state = 'done' if stage == 'tested' else 'failed'
-    return RunStatus(run.name, state, task.job_id, task.log, detail)
 
 
 def parse_job_id(stdout: str) -> str:
@@ -486,7 +319,7 @@ def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
     argv = sbatch_array_argv(len(runs), options, run_file, script)
     environment = dict(os.environ if env is None else env)
     environment.setdefault(PYTHON_VARIABLE, sys.executable)
-    array_id = parse_job_id(_slurm(argv, environment, f'submitting {len(runs)} runs'))
+    array_id = parse_job_id(run_slurm(argv, environment, f'submitting {len(runs)} runs'))
     return Submitted(array_id, run_file,
                      {r.name: f'{array_id}_{i}' for i, r in enumerate(runs)},
                      {r.name: log_path(options.log_pattern(), array_id, i, options.job_name)
@@ -518,19 +351,6 @@ def submission_lock(path: Path, timeout: float = 120) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def submit_missing(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
-                   env: Optional[Mapping[str, str]] = None,
-                   marker: str = MARKER) -> Optional[Submitted]:
-    """Under the lock ``run_dir/submit.lock``: read the queue (by job name),
-    submit the runs :func:`runs_to_submit` leaves; None when there are none."""
-    with submission_lock(Path(run_dir) / 'submit.lock'):
-        queue = read_queue(options.job_name, env=env, runs=runs)
-        missing = runs_to_submit(runs, queue, marker)
-        if not missing:
-            return None
-        return submit_array(missing, options, run_dir, env, marker)
 
 
 def report_argv(command: Sequence[str], after: Sequence[str], job_name: str, log: Path,
@@ -579,4 +399,4 @@ def submit_report(command: Sequence[str], after: Sequence[str], job_name: str, l
     except OSError as error:
         raise UserError(f'cannot create {error.filename!r}: {error.strerror}') from error
     what = f'the report job (its log: {log})' if wait else 'submitting the report job'
-    return parse_job_id(_slurm(argv, env, what, timeout=None if wait else 120))
+    return parse_job_id(run_slurm(argv, env, what, timeout=None if wait else 120))
