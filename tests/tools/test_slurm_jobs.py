@@ -178,6 +178,15 @@ def test_run_file_errors(tmp_path):
         slurm_jobs.read_run_file(tmp_path / 'bad.json')
 
 
+def test_a_sweeps_job_name_names_its_root_and_tells_roots_of_one_name_apart(tmp_path):
+    one = slurm_jobs.sweep_job_name(tmp_path / 'a' / 'sweep x')
+    other = slurm_jobs.sweep_job_name(tmp_path / 'b' / 'sweep x')
+    assert one.startswith('sweep-sweep_x-') and len(one) == len('sweep-sweep_x-') + 8
+    assert one != other and one == slurm_jobs.sweep_job_name(tmp_path / 'a' / '.' / 'sweep x')
+    options = ArrayOptions(slurm_jobs.sweep_job_name(tmp_path / ('é' * 300)), tmp_path)
+    slurm_jobs.check_options(options)  # a valid job name, whatever the folder is called
+
+
 def test_master_port_is_derived_from_the_job_id():
     assert slurm_jobs.master_port(0) == 10000
     assert slurm_jobs.master_port(12345) == 22345

@@ -40,6 +40,7 @@ Only the standard library (the job script reads the run file with any Python).
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -130,6 +131,15 @@ class Submitted:
     run_file: Path
     job_ids: Dict[str, str]  # run name -> ARRAY_TASK
     logs: Dict[str, Path]  # run name -> its task's log file
+
+
+def sweep_job_name(root: Path, prefix: str = 'sweep') -> str:
+    """A job name for the sweep whose runs live under ``root``:
+    ``<prefix>-<root's name>-<8 hex digits of its absolute path>``, so two sweeps
+    with folders of one name under different parents do not share it."""
+    path = str(Path(root).resolve())
+    name = re.sub(r'[^A-Za-z0-9._+=-]', '_', Path(path).name)[:150] or 'root'
+    return f'{prefix}-{name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}'
 
 
 def master_port(job_id: int) -> int:
