@@ -8,15 +8,17 @@
 # SLURM_ARRAY_TASK_ID: the run's name, work dir, train and test commands as argv lists).
 # sbatch keeps a copy of this script, so a task runs the version it was submitted with.
 # The task:
-#  - exits 0 at once if the run's marker (WORK_DIR/.sweep-run.json, JSON) says "tested"
-#    with the run file's marker fields; exits 2 if it holds other fields (another run's
-#    settings: the submitter clears such a work dir first);
+#  - exits 0 at once if the run's marker (WORK_DIR/MARKER, the run file's "marker",
+#    .sweep-run.json; JSON) says "tested" with the run file's marker fields; exits 2 if
+#    it holds other fields (another run's settings: the submitter clears such a work dir
+#    first);
 #  - holds WORK_DIR/.slurm-run.lock (flock, where the file system has locks) while it
 #    runs: a second task of the same run exits 1 at once, naming the job that holds it;
 #  - exports MASTER_PORT = 10000 + SLURM_JOB_ID % 20000 (slurm_jobs.master_port; the
 #    next free port if that one is taken on this node), so two tasks on one node do
-#    not both take 29500, and SRUN_CPUS_PER_TASK = SLURM_CPUS_PER_TASK (srun in a
-#    job does not inherit --cpus-per-task since Slurm 22.05);
+#    not both take 29500, and SRUN_CPUS_PER_TASK = SLURM_CPUS_PER_TASK (srun in a job
+#    does not take --cpus-per-task from the allocation in some Slurm versions, 22.05
+#    among them);
 #  - marks "training", runs the train command (it resumes from the work dir's last
 #    checkpoint), marks "trained", runs the test command with @LAST_CHECKPOINT@ replaced
 #    by the path in WORK_DIR/last_checkpoint, marks "tested", exits 0. A command that
