@@ -235,7 +235,7 @@ def test_read_queue_asks_squeue_for_the_sweeps_tasks_and_keeps_its_own_runs(tmp_
     bin_dir.mkdir()
     (bin_dir / 'squeue').write_text(
         f'#!/bin/sh\necho "$@" > {tmp_path}/squeue.args\n'
-        f'echo "8_0|8|0|FAILED|NonZeroExitCode|{SCRIPT} {our_file}"\n'
+        f'echo "8_0|8|0|FAILED|(NonZeroExitCode)|{SCRIPT} {our_file}"\n'
         f'echo "9_0|9|0|RUNNING|vm|{SCRIPT} {their_file}"\n')
     (bin_dir / 'squeue').chmod(0o755)
     env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
@@ -291,14 +291,17 @@ def test_run_status_joins_the_marker_and_the_queue(tmp_path):
 
     def queued(name: str, state: str, reason: str = 'vm') -> QueuedTask:
         return QueuedTask(name, '4_2', '4', 2, state, reason, tmp_path / 'x.out', tmp_path)
+    # squeue's %R: the node list while running or done, a (reason) while pending or failed.
     queue = {'c': queued('c', 'PENDING', '(Priority)'), 'd': queued('d', 'RUNNING'),
-             'e': queued('e', 'REQUEUED', '(None)'), 'f': queued('f', 'FAILED', 'NonZeroExitCode'),
+             'e': queued('e', 'REQUEUED', '(None)'),
+             'f': queued('f', 'FAILED', '(NonZeroExitCode)'),
              'g': queued('g', 'COMPLETED'), 'h': queued('h', 'CANCELLED')}
     found = {n: slurm_queue.run_status(r, queue) for n, r in runs.items()}
     assert {n: (s.state, s.detail) for n, s in found.items()} == {
         'a': ('done', ''), 'b': ('stopped', ''), 'c': ('queued', 'PENDING (Priority)'),
-        'd': ('running', 'RUNNING'), 'e': ('queued', 'REQUEUED'), 'f': ('failed', 'FAILED'),
-        'g': ('done', 'COMPLETED'), 'h': ('failed', 'CANCELLED')}
+        'd': ('running', 'RUNNING'), 'e': ('queued', 'REQUEUED'),
+        'f': ('failed', 'FAILED (NonZeroExitCode)'), 'g': ('done', 'COMPLETED'),
+        'h': ('failed', 'CANCELLED')}
     assert found['d'].job_id == '4_2' and found['d'].log == tmp_path / 'x.out'
     assert found['a'].job_id == '' and found['a'].log is None
 
