@@ -536,6 +536,8 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     timings['both running'] = time.monotonic() - start
     assert queue['requeued'].job_id == f'{array}_0' and queue['limited'].job_id == f'{array}_1'
     assert queue['failing'].state == 'PENDING'
+    assert [slurm_queue.run_status(r, queue).state for r in runs] == ['running', 'running',
+                                                                      'queued']
     assert queue['requeued'].log == tmp_path / 'logs' / f'sweep_test-{array}_0.out'
     assert job_state(cluster, report) == 'PENDING'
     # A second submission while they are queued or running submits nothing.
@@ -556,6 +558,8 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     timings['array finished'] = time.monotonic() - start
     assert {n: t.state for n, t in queue.items()} == {
         'requeued': 'COMPLETED', 'limited': 'COMPLETED', 'failing': 'FAILED'}
+    assert [(s.state, s.detail) for s in (slurm_queue.run_status(r, queue) for r in runs)] == [
+        ('done', 'COMPLETED'), ('done', 'COMPLETED'), ('failed', 'FAILED (NonZeroExitCode)')]
 
     # Both ran at once, each on its own rendezvous port.
     first = {run.name: events(run.work_dir, 'start')[0] for run in (requeued, limited)}
