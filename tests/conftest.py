@@ -26,3 +26,14 @@ def slurm_cluster():
         yield cluster
     finally:
         cluster.stop()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (tools/run_tests.sh): each test
+    file's tests run in one worker (its module fixtures, such as a trained run,
+    are made once), and every test that uses the Slurm cluster runs in the same
+    worker, so the session starts one cluster, not one per worker."""
+    for item in items:
+        group = ('slurm-cluster' if 'slurm_cluster' in getattr(item, 'fixturenames', ())
+                 else item.nodeid.split('::')[0])
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -27,8 +27,13 @@ if [ "${POLYLOSS_FLOOR:-1}" != 0 ]; then
       tests/functional tests/test_package_structure.py
 fi
 
+# Every core: one pytest-xdist worker per CPU, a test file (or the Slurm
+# cluster's tests) to one worker (tests/conftest.py); POLYLOSS_TEST_WORKERS=0
+# runs in this process.
+WORKERS=(-n "${POLYLOSS_TEST_WORKERS:-auto}" --dist loadgroup)
+[ "${POLYLOSS_TEST_WORKERS:-auto}" = 0 ] && WORKERS=()
 status=0
-"$VENV/bin/python" -m pytest "$@" || status=$?
+"$VENV/bin/python" -m pytest "${WORKERS[@]}" "$@" || status=$?
 if [ "$status" -eq 5 ]; then
   echo "[run_tests] pytest collected no tests: treating that as a failure" >&2
 fi
