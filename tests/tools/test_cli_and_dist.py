@@ -156,6 +156,31 @@ def test_tta_without_tta_settings_flips_as_mmdet_does():
     assert len(Compose(tta).transforms) == len(test_steps)
 
 
+def test_mmengines_torchrun_start_needs_a_gpu_which_dist_py_works_around():
+    """Why tools/lib/dist.py exists: mmengine 0.10's ``init_dist('pytorch')``
+    sets a CUDA device before joining, even with the gloo backend."""
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as free:
+        free.bind(('127.0.0.1', 0))
+        port = str(free.getsockname()[1])
+    env = dict(os.environ, RANK='0', LOCAL_RANK='0', WORLD_SIZE='1',
+               MASTER_ADDR='127.0.0.1', MASTER_PORT=port, CUDA_VISIBLE_DEVICES='')
+    join = "from mmengine.dist import init_dist; init_dist('pytorch', backend='gloo')"
+    proc = subprocess.run([sys.executable, '-c', join], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and 'torch.cuda' in proc.stderr.replace('/', '.')
+    ours = ('from mmengine.config import Config\n'
+            'from tools.lib.dist import setup_cpu_distributed\n'
+            'import torch.distributed as d\n'
+            f'cfg = Config.fromfile({str(DEMO)!r})\n'
+            "assert setup_cpu_distributed(cfg, 'pytorch') and d.get_world_size() == 1\n")
+    proc = subprocess.run([sys.executable, '-c', ours], env=dict(env, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_cpu_distributed_is_a_no_op_without_torchrun_launcher():
     cfg = Config.fromfile(str(DEMO))
     assert setup_cpu_distributed(cfg, 'none') is False
