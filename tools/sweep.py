@@ -31,7 +31,7 @@ import os.path as osp
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -190,14 +190,20 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     root = Path(args.work_dir_root or f'work_dirs/sweep_{Path(args.config).stem}')
     runs = sweep_plan.plan_runs(args.config, args.epsilons, args.seeds, args.baseline, root,
                                 args.cfg_options, args.key_files, args.dry_run)
+    problems = {}  # Slurm: a run's work dir may change under a running task
     for each in runs:
-        sweep_plan.assess(each, args.force, args.retrain_changed)
+        try:
+            sweep_plan.assess(each, args.force, args.retrain_changed)
+        except UserError as error:
+            if args.launcher != 'slurm' or args.dry_run:
+                raise
+            problems[each.name] = error
     missing = [path for path in args.key_files if not osp.exists(path)]
     if missing:  # only a dry run gets here with them
         print(f'  (--key-files not made yet: {" ".join(missing)}; a finished run counts '
               'as changed)', flush=True)
     if args.launcher == 'slurm':
-        return main_slurm(args, runs, root)
+        return main_slurm(args, runs, root, problems)
     print(f'[sweep] {len(runs)} runs in {root}:', flush=True)
     for each in runs:
         print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
@@ -218,8 +224,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
           f'{time.time() - start:.0f} s')
 
 
-def main_slurm(args, runs: List[sweep_plan.Run], root: Path) -> None:
-    """--launcher slurm: show each run's state, submit what is missing, queue the report."""
+def main_slurm(args, runs: List[sweep_plan.Run], root: Path,
+               problems: Dict[str, UserError]) -> None:
+    """--launcher slurm: show each run's state, submit what is missing, queue the report.
+    ``problems``: what assessing a run found wrong, an error unless it is queued or running."""
     settings = sweep_slurm.SlurmSettings(
         partition=args.partition, gpus=args.gpus, cpus_per_task=args.cpus_per_task or 1,
         max_parallel=args.max_parallel, time=args.time,
@@ -233,7 +241,7 @@ def main_slurm(args, runs: List[sweep_plan.Run], root: Path) -> None:
                                    settings)
         return
     sweep_slurm.which_or_error()
-    outcome = sweep_slurm.submit(runs, root, settings, args.force)
+    outcome = sweep_slurm.submit(runs, root, settings, args.force, problems)
     if outcome['done']:
         print(f'\n[sweep] every run is done; nothing submitted\n\n'
               f'{write_report(runs, root, bool(args.baseline))}\n\n'

@@ -290,13 +290,19 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
 
     # A tool that fails stops the sweep with one line; the run stays resumable.
     (poly / '.sweep-run.json').write_text(json.dumps({**marker, 'state': 'training'}))
-    Path(checkpoint).write_bytes(b'')  # the resume cannot load it
+    Path(checkpoint).write_bytes(b'not a checkpoint')  # the resume cannot load it
     failed = sweep(args, cwd=workspace, timeout=TIMEOUT)
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1] == (
         'sweep.py: error: train.py exited with status 2 (its output is above); rerun the '
-        'sweep to resume')
+        'sweep to resume it (if it fails the same way again, --force retrains it from '
+        'scratch)')
     assert json.loads((poly / '.sweep-run.json').read_text())['state'] == 'training'
+    # An empty one is refused before training, naming the file and --force.
+    Path(checkpoint).write_bytes(b'')
+    refused = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    assert refused.returncode == 2 and 'tools/train.py' not in refused.stdout
+    assert f'is damaged ({checkpoint} is missing or empty); --force' in refused.stderr
 
 
 def test_a_broken_config_is_one_line_naming_it(tmp_path):

@@ -211,8 +211,9 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
 
 
 def _holds_files(path: Path) -> bool:
-    """Anything at ``path`` but an empty directory."""
-    return path.exists() and not (path.is_dir() and not any(path.iterdir()))
+    """Anything at ``path`` but a directory that is empty (or holds only a run lock)."""
+    return path.exists() and not (path.is_dir() and all(
+        entry.name == LOCK_NAME for entry in path.iterdir()))
 
 
 def _check_checkpoint(run: Run) -> None:

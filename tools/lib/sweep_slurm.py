@@ -130,8 +130,10 @@ def _clear(run: sweep_plan.Run) -> None:
 
 
 def submit(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings,
-           force: bool) -> Dict[str, object]:
-    """Print each run's state, submit the missing ones; what happened:
+           force: bool, problems: Optional[Dict[str, UserError]] = None) -> Dict[str, object]:
+    """Print each run's state, submit the missing ones (``problems``: what is wrong
+    with a run's work dir, raised unless a task of it is queued or running, which
+    may be changing it); what happened:
     ``submitted`` (a :class:`slurm_jobs.Submitted` or None), ``active`` (job ids of
     our runs still queued or running), ``done`` (every run tested)."""
     options = array_options(root, settings)
@@ -150,6 +152,8 @@ def submit(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings,
                     raise UserError(f'--force: {run.name} is {status.state} as job '
                                     f'{task.job_id}; scancel {task.job_id} first')
                 active.append(task.job_id)
+            elif run.name in (problems or {}):
+                raise problems[run.name]
             elif run.state != 'done':
                 holder = run_lock.is_busy(run.work_dir)
                 if holder:
