@@ -5,6 +5,7 @@ limit in the middle of training, the report job, and reruns."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -108,16 +109,20 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
         assert re.search(rf'{re.escape(name)} +running +job {jobs[name]} ', again.stdout), \
             again.stdout
 
-    # Requeue the focal run once it has a checkpoint; cut the Poly-1 run's limit short.
-    wait_until(lambda: epoch_of(focal) >= 2 and epoch_of(poly) >= 2, 240, 'checkpoints')
-    timings['both at epoch 2'] = time.monotonic() - start
-    cluster.command('scontrol', 'requeue', jobs[NAMES[0]])
+    # Cut the Poly-1 run's limit short once it has a checkpoint (the earliest point
+    # at which a stop can be resumed: the most training left for USR1 to land in);
+    # requeue the focal run once it has two.
+    wait_until(lambda: epoch_of(poly) >= 1, 240, 'a checkpoint of the Poly-1 run')
+    timings['Poly-1 at epoch 1'] = time.monotonic() - start
     used = elapsed_seconds(cluster, jobs[NAMES[1]])
     assert used is not None
     limit = used + SIGNAL_SECONDS + 10  # USR1 due in 10 s
     cluster.command('scontrol', 'update', f'JobId={jobs[NAMES[1]]}',
                     f'TimeLimit={limit // 60}:{limit % 60:02d}')
     poly_log = root / 'slurm' / 'logs' / f'{job_name}-{jobs[NAMES[1]]}.out'
+    wait_until(lambda: epoch_of(focal) >= 2, 240, 'two checkpoints of the focal run')
+    cluster.command('scontrol', 'requeue', jobs[NAMES[0]])
+    timings['focal requeued at epoch 2'] = time.monotonic() - start
     wait_until(lambda: 'requeued; it resumes' in poly_log.read_text(), 120,
                'the Poly-1 run to requeue itself near its time limit')
     timings['time-limit requeue'] = time.monotonic() - start
@@ -138,7 +143,7 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
         log, work_dir = logs[name], root / name
         assert 'attempt 2 ' in log, (name, log[-3000:])
         resumed = [int(e) for e in re.findall(r'resumed epoch: (\d+)', log)]
-        assert resumed and resumed[0] >= 2, (name, resumed)  # from its checkpoint
+        assert resumed and resumed[0] >= 1, (name, resumed)  # from its checkpoint
         assert epoch_of(work_dir) == EPOCHS
         assert json.loads((work_dir / '.sweep-run.json').read_text())['state'] == 'tested'
         assert re.search(rf'Epoch\(train\) +\[{EPOCHS}\]\[8/8\]', log), (name, log[-2000:])
@@ -157,3 +162,40 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
     assert sorted((root / 'slurm').glob('*.json')) == run_files
     timings['total'] = time.monotonic() - start
     print('timings (s):', {k: round(v, 1) for k, v in timings.items()})
+
+
+def standin_slurm(tmp_path: Path) -> Dict[str, str]:
+    """An environment whose sbatch records its arguments and answers job ids
+    (41, then 42), and whose squeue shows an empty queue."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'sbatch').write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.log\n'
+        f'echo $(( 41 + $(wc -l < {tmp_path}/sbatch.log) - 1 ))\n')
+    (bin_dir / 'squeue').write_text('#!/bin/sh\nexit 0\n')
+    for tool in ('sbatch', 'squeue'):
+        (bin_dir / tool).chmod(0o755)
+    return dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+
+
+@pytest.mark.parametrize('wait', [False, True])
+def test_submission_without_a_cluster_array_then_report_job(tmp_path, wait):
+    """What reaches sbatch: one array of both runs, then the report job after it
+    (afterany); --wait makes the report's sbatch wait, without it the command says
+    how to follow the jobs."""
+    env = standin_slurm(tmp_path)
+    args = [str(POLY), '--baseline', str(FOCAL), '--epsilons', '-1', '--work-dir-root',
+            str(tmp_path / 'sweep'), '--launcher', 'slurm', '--partition', 'p', '--gpus', '0',
+            '--time', '1:00:00'] + (['--wait'] if wait else [])
+    result = sweep(args, tmp_path, env)
+    array, report = (tmp_path / 'sbatch.log').read_text().splitlines()
+    assert array.startswith('--parsable --array=0-1 --job-name=sweep-sweep-')
+    assert '--ntasks=1 --cpus-per-task=1' in array and '--time=1:00:00' in array
+    assert report.startswith('--parsable --wait ' if wait else '--parsable --job-name=')
+    assert '--dependency=afterany:41 --partition=p' in report
+    assert f'tools/sweep_report.py {tmp_path}/sweep/{NAMES[0]} {tmp_path}/sweep/{NAMES[1]}' \
+        in report and f'--baseline {tmp_path}/sweep/{NAMES[0]}' in report
+    assert re.search(rf'{NAMES[0]} +job 41_0 log {tmp_path}/sweep/slurm/logs/sweep-sweep-'
+                     r'\w+-41_0.out', result.stdout), result.stdout
+    assert ('Follow: squeue --name' in result.stdout) is not wait
+    assert 'report job 42 (after 41;' in result.stdout
