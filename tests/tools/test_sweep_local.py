@@ -88,13 +88,13 @@ def test_a_stopped_child_group_ends_with_its_driver(tmp_path):
 def test_sigterm_to_the_sweep_ends_its_train_py(tmp_path):
     """Tried: a SIGTERM to the driver left tools/train.py training, orphaned."""
     workspace = make_workspace(tmp_path, num_train=4, num_val=2)
-    root = tmp_path / 'sweep'
-    driver = subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'sweep.py'), POLY,
+    root, config = tmp_path / 'sweep', str(ROOT / POLY)
+    driver = subprocess.Popen([sys.executable, str(ROOT / 'tools' / 'sweep.py'), config,
                                '--epsilons', '-1', '--work-dir-root', str(root)],
                               cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     deadline = time.monotonic() + 120
-    while not processes_naming(f'train.py {POLY} --work-dir {root}'):
+    while not processes_naming(f'train.py {config} --work-dir {root}'):
         assert time.monotonic() < deadline and driver.poll() is None, driver.communicate()
         time.sleep(0.2)
     time.sleep(1)
@@ -104,7 +104,7 @@ def test_sigterm_to_the_sweep_ends_its_train_py(tmp_path):
     assert err.strip().splitlines()[-1] == (
         f'sweep.py: error: stopped by SIGTERM: {NAME} was stopped in the middle; rerun the '
         'sweep to resume it')
-    assert not processes_naming(f'train.py {POLY} --work-dir {root}')
+    assert not processes_naming(f'train.py {config} --work-dir {root}')
     marker = json.loads((root / NAME / '.sweep-run.json').read_text())
     assert marker['state'] == 'training'
 
