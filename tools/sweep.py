@@ -195,9 +195,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         try:
             sweep_plan.assess(each, args.force, args.retrain_changed)
         except UserError as error:
-            if args.launcher != 'slurm' or args.dry_run:
+            if not args.dry_run and run_lock.is_busy(each.work_dir):
+                each.state = 'held'  # being changed by its holder: assessed once held
+            elif args.launcher == 'slurm' and not args.dry_run:
+                problems[each.name] = error
+            else:
                 raise
-            problems[each.name] = error
     missing = [path for path in args.key_files if not osp.exists(path)]
     if missing:  # only a dry run gets here with them
         print(f'  (--key-files not made yet: {" ".join(missing)}; a finished run counts '
