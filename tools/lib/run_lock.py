@@ -73,13 +73,18 @@ def run_lock(work_dir: Path) -> Iterator[None]:
 
 def is_busy(work_dir: Path) -> Optional[str]:
     """Who holds the run's lock now, or None (the lock is not kept)."""
-    if not (Path(work_dir) / LOCK_NAME).is_file():
-        return None
+    path = Path(work_dir) / LOCK_NAME
     try:
-        with run_lock(work_dir):
-            return None
-    except RunBusy as busy:
-        return busy.holder or 'unknown'
+        handle = open(path)
+    except OSError:
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or 'unknown'
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def _stop_group(process: subprocess.Popen, grace: float) -> None:
