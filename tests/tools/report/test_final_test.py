@@ -129,3 +129,17 @@ def test_a_last_line_cut_short_by_a_kill_is_left_out(tmp_path):
     scalars = work / '20260101_120000' / 'vis_data' / 'scalars.json'
     scalars.write_text(scalars.read_text() + '{"loss": 0.9, "st')
     assert load_run(str(work)).metrics['bbox_mAP'] == 0.30
+
+
+def test_a_work_dir_of_tests_only_counts_if_it_tested_where_training_ended(tmp_path):
+    """tools/test.py --work-dir elsewhere: the checkpoint's own work dir says
+    whether it is where training ended."""
+    trained = make_run(tmp_path, 'trained', FOCAL, 0.30)
+    tests = tmp_path / 'tests_only'
+    add_test(trained, '20260105_100000', str(trained / 'epoch_12.pth'), 0.33).rename(
+        tmp_path / 'moved')
+    tests.mkdir()
+    (tmp_path / 'moved').rename(tests / '20260105_100000')
+    assert load_run(str(tests)).metrics['bbox_mAP'] == 0.33
+    (trained / 'last_checkpoint').write_text(str(trained / 'epoch_13.pth'))
+    assert load_run(str(tests)).unfinished == 'no checkpoint yet (no last_checkpoint file)'

@@ -11,6 +11,10 @@ A work dir holds many evaluations: the validations during training
 - the newest test of that checkpoint: a ``tools/test.py`` run whose dumped config
   (``<timestamp>/vis_data/config.py``) has it as ``load_from``.
 
+A work dir of tests only (``tools/test.py --work-dir`` elsewhere than the
+training's) has no ``last_checkpoint``: its newest test counts if the checkpoint
+it tested is the one its own work dir's training ended with (:func:`tested_elsewhere`).
+
 A later test of an older checkpoint, a validation at epoch 2 of 12, or a test of
 a run that is still training is never a run's number: such a run is reported as
 unfinished, with the reason. The JSON files are read strictly: a value that is
@@ -177,4 +181,21 @@ def newest_test_of(work_dir: Path, final: str,
                 metrics = found
         if metrics:
             return metrics, result, run_dir
+    return None
+
+
+def tested_elsewhere(work_dir: Path, read_config) -> Optional[Tuple[str, Path]]:
+    """For a work dir without ``last_checkpoint``: the checkpoint its newest test
+    loaded and the work dir that checkpoint's ``last_checkpoint`` names it in
+    (where its training ended), or None."""
+    for run_dir in reversed(timestamp_dirs(work_dir)):
+        if (run_dir / f'{run_dir.name}.json').is_file() and \
+                (run_dir / 'vis_data' / 'config.py').is_file():
+            load_from = read_config(run_dir).get('load_from')
+            if not isinstance(load_from, str) or not load_from:
+                return None
+            home = Path(load_from).parent
+            final = last_checkpoint(home) if home.is_dir() else None
+            return (load_from, home) if final and same_checkpoint(load_from, final, home) \
+                else None
     return None

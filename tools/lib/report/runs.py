@@ -24,6 +24,7 @@ from .final_test import (
     last_checkpoint,
     newest_test_of,
     read_json_lines,
+    tested_elsewhere,
     timestamp_dirs,
     training_unfinished,
 )
@@ -300,9 +301,15 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     name = name or path.resolve().name
     train_dir = training_run_dir(path)
     train_config = read_dumped_config(path, train_dir)
-    final = last_checkpoint(path)
+    final, home = last_checkpoint(path), path
+    if final is None:  # a work dir of tests only: the checkpoint's own work dir says
+        final, home = tested_elsewhere(
+            path, lambda run_dir: read_dumped_config(path, run_dir)) or (None, path)
+        if home != path:  # the schedule and the seed of the training that made it
+            train_dir = training_run_dir(home)
+            train_config = read_dumped_config(home, train_dir)
     why = ('no checkpoint yet (no last_checkpoint file)' if final is None else
-           training_unfinished(path, final, train_config.get('train_cfg')))
+           training_unfinished(home, final, train_config.get('train_cfg')))
     found = None if why else newest_test_of(path, final,
                                             lambda run_dir: read_dumped_config(path, run_dir))
     if found is None:
