@@ -62,12 +62,22 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     assert f"tools/dist_train.sh {MASK_RCNN} 8 --work-dir" in result.stdout
     assert 'tools/dist_test.sh' in result.stdout
     result = sweep([COCO_POLY, '--baseline', COCO_FOCAL, '--epsilons', '-1', '0.5',
-                    '--launcher', 'slurm', '--partition', 'gpu', '--gpus', '16',
+                    '--launcher', 'slurm', '--partition', 'gpu', '--gpus', '8',
+                    '--cpus-per-task', '5', '--max-parallel', '4', '--time', '8:00:00',
+                    '--sbatch-args=--account=det --qos=low',
                     '--work-dir-root', str(tmp_path), '--dry-run'])
     assert result.returncode == 0, result.stderr
-    assert (f'tools/slurm_train.sh gpu retinanet_r50_fpn_poly1-eps+0.5_1x_coco {COCO_POLY} '
-            f'{tmp_path}/retinanet_r50_fpn_poly1-eps+0.5_1x_coco') in result.stdout
-    assert 'tools/slurm_test.sh gpu retinanet_r50_fpn_1x_coco' in result.stdout
+    sbatch = next(line for line in result.stdout.splitlines() if '$ sbatch' in line)
+    for word in ('--array=0-2%4', '--requeue', '--signal=B:USR1@300', '--partition=gpu',
+                 '--time=8:00:00', '--ntasks=8', '--gpus-per-task=1', '--cpus-per-task=5',
+                 '--account=det --qos=low', 'tools/slurm_run.sh'):
+        assert word in sbatch, word
+    work_dir = tmp_path / 'retinanet_r50_fpn_poly1-eps+0.5_1x_coco'
+    assert (f'$ srun --kill-on-bad-exit=1 {sys.executable} -u {ROOT}/tools/train.py {COCO_POLY} '
+            f'--work-dir {work_dir} --cfg-options randomness.seed=0 '
+            'model.bbox_head.loss_cls.epsilon=0.5 --resume --launcher slurm') in result.stdout
+    assert f'tools/test.py {COCO_POLY} @LAST_CHECKPOINT@ --work-dir {work_dir}' in result.stdout
+    assert not any(tmp_path.iterdir())  # a dry run submits and writes nothing
 
 
 @pytest.mark.parametrize('args,message', [
@@ -82,6 +92,19 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     ([POLY, '--epsilons', '-1', '--gpus', '0'], '--gpus must be >= 1, got 0'),
     ([POLY, '--epsilons', '-1', '--gpus', '2'], '--gpus 2 needs --launcher pytorch or slurm'),
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm'], '--launcher slurm needs --partition'),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p', '--gpus', '-1'],
+     '--gpus must be >= 0, got -1'),
+    ([POLY, '--epsilons', '-1', '--time', '4:00:00'], '--time needs --launcher slurm'),
+    ([POLY, '--epsilons', '-1', '--wait'], '--wait needs --launcher slurm'),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p', '--time', '2h'],
+     "--time takes a Slurm time limit (MINUTES, H:MM:SS, D-HH, D-HH:MM:SS), got '2h'"),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p', '--time', '4',
+      '--signal-seconds', '300'], "--time '4' (240 s) must be longer than the 300 s"),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--max-parallel', '0'], '--max-parallel must be an integer >= 1, got 0'),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--sbatch-args=--array=1-3'], "--sbatch-args '--array=1-3': --array=1-3 is set by the "
+                                    'sweep itself'),
     ([POLY, '--epsilons', '-1', '--baseline', POLY],
      'two runs would share a work dir'),
     ([POLY], 'the following arguments are required: --epsilons'),
@@ -267,13 +290,19 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
 
     # A tool that fails stops the sweep with one line; the run stays resumable.
     (poly / '.sweep-run.json').write_text(json.dumps({**marker, 'state': 'training'}))
-    Path(checkpoint).write_bytes(b'')  # the resume cannot load it
+    Path(checkpoint).write_bytes(b'not a checkpoint')  # the resume cannot load it
     failed = sweep(args, cwd=workspace, timeout=TIMEOUT)
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1] == (
         'sweep.py: error: train.py exited with status 2 (its output is above); rerun the '
-        'sweep to resume')
+        'sweep to resume it (if it fails the same way again, --force retrains it from '
+        'scratch)')
     assert json.loads((poly / '.sweep-run.json').read_text())['state'] == 'training'
+    # An empty one is refused before training, naming the file and --force.
+    Path(checkpoint).write_bytes(b'')
+    refused = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    assert refused.returncode == 2 and 'tools/train.py' not in refused.stdout
+    assert f'is damaged ({checkpoint} is missing or empty); --force' in refused.stderr
 
 
 def test_a_broken_config_is_one_line_naming_it(tmp_path):

@@ -33,11 +33,12 @@ from typing import Dict, List, Optional, Sequence
 
 from tools.lib.cli import apply_cfg_options, read_config
 from tools.lib.errors import UserError
+from tools.lib.run_lock import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = '.sweep-run.json'
-#: How the sweep starts train.py and test.py (tools/lib/cli.py's LAUNCHERS are
-#: what those tools accept inside a run).
+#: How the sweep runs train.py and test.py: here, one process or torchrun; or
+#: as a Slurm job array (tools/lib/cli.py's LAUNCHERS are what the tools accept).
 SWEEP_LAUNCHERS = ('none', 'pytorch', 'slurm')
 #: Losses whose ``epsilon`` the sweep sets.
 POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')
@@ -70,10 +71,10 @@ class Run:
 
 @dataclass
 class Launcher:
-    """How train.py and test.py are started: directly, torchrun or srun."""
+    """How the local driver starts train.py and test.py: directly or with torchrun
+    (``--launcher slurm`` submits job arrays instead: ``tools/lib/sweep_slurm.py``)."""
     kind: str = 'none'
     gpus: int = 1
-    partition: Optional[str] = None
     python: str = sys.executable
     env: Dict[str, str] = field(default_factory=dict)
 
@@ -82,9 +83,6 @@ class Launcher:
         if self.kind == 'pytorch':
             return ['bash', str(ROOT / 'tools/dist_train.sh'), run.config, str(self.gpus),
                     '--work-dir', str(run.work_dir), *args]
-        if self.kind == 'slurm':
-            return ['bash', str(ROOT / 'tools/slurm_train.sh'), self.partition, run.name,
-                    run.config, str(run.work_dir), *args]
         return [self.python, str(ROOT / 'tools/train.py'), run.config,
                 '--work-dir', str(run.work_dir), *args]
 
@@ -93,17 +91,11 @@ class Launcher:
         if self.kind == 'pytorch':
             return ['bash', str(ROOT / 'tools/dist_test.sh'), run.config, checkpoint,
                     str(self.gpus), *args]
-        if self.kind == 'slurm':
-            return ['bash', str(ROOT / 'tools/slurm_test.sh'), self.partition, run.name,
-                    run.config, checkpoint, *args]
         return [self.python, str(ROOT / 'tools/test.py'), run.config, checkpoint, *args]
 
     def environment(self) -> Dict[str, str]:
-        """The environment of the launched commands (GPUS for srun, PYTHON)."""
-        env = dict(os.environ, PYTHON=self.python, **self.env)
-        if self.kind == 'slurm':
-            env['GPUS'] = str(self.gpus)
-        return env
+        """The environment of the launched commands (PYTHON for the shell scripts)."""
+        return dict(os.environ, PYTHON=self.python, **self.env)
 
 
 def with_options(cfg, options: Sequence[str]):
@@ -213,18 +205,22 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
     else:
         run.state = {'tested': 'done', 'trained': 'test'}.get(marker.get('state'), 'resume')
         if run.state == 'resume' and not (run.work_dir / 'last_checkpoint').is_file():
-            run.state = 'new'
-        elif run.state in ('done', 'test'):
-            _check_finished(run)
+            run.state = 'new'  # stopped before its first checkpoint: start over
+        else:
+            _check_checkpoint(run)
 
 
 def _holds_files(path: Path) -> bool:
-    """Anything at ``path`` but an empty directory."""
-    return path.exists() and not (path.is_dir() and not any(path.iterdir()))
+    """Anything at ``path`` but a directory that is empty (or holds only a run lock)."""
+    return path.exists() and not (path.is_dir() and all(
+        entry.name == LOCK_NAME for entry in path.iterdir()))
 
 
-def _check_finished(run: Run) -> None:
-    """A trained run still has the checkpoint it ended with (not deleted by hand)."""
+def _check_checkpoint(run: Run) -> None:
+    """A trained run still has the checkpoint it ended with, and a started one the
+    checkpoint it would resume from (neither deleted by hand): else an error that
+    says which file is missing and that ``--force`` retrains the run (a resume
+    would fail on it again and again)."""
     try:
         last = (run.work_dir / 'last_checkpoint').read_text().strip()
     except OSError:
@@ -232,15 +228,25 @@ def _check_finished(run: Run) -> None:
     else:
         damage = '' if osp.isfile(last) and osp.getsize(last) else f'{last} is missing or empty'
     if damage:
-        raise UserError(f'the finished run in {run.work_dir} is damaged ({damage}); --force '
+        what = 'finished run' if run.state in ('done', 'test') else \
+            'started run (it would resume from that checkpoint)'
+        raise UserError(f'the {what} in {run.work_dir} is damaged ({damage}); --force '
                         '(FORCE=1 for tools/run_demo.sh) retrains it')
 
 
 def clear_for_training(run: Run) -> None:
     """A ``new`` run starts from an empty work dir: what an earlier run left is
-    removed (its checkpoints would otherwise be resumed or reported)."""
-    if run.state == 'new' and run.work_dir.exists():
-        shutil.rmtree(run.work_dir)
+    removed (its checkpoints would otherwise be resumed or reported), all but the
+    run's lock file (``tools/lib/run_lock.py``), which the caller holds."""
+    if run.state != 'new' or not run.work_dir.exists():
+        return
+    for entry in run.work_dir.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def final_checkpoint(run: Run) -> str:

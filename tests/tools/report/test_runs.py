@@ -19,14 +19,21 @@ DEMO_CONFIG = ROOT / 'configs' / 'demo' / 'retinanet_tiny_fpn_poly1-eps-1_shapes
 
 
 def work_dir(root: Path, name: str, config: str, ap: float = 0.3) -> Path:
-    """A work dir with one evaluation and ``config`` as the run's dumped config."""
-    vis = root / name / '20260101_120000' / 'vis_data'
+    """A finished sweep run (its marker says tested) whose final checkpoint's test
+    logged ``ap``, with ``config`` as the run's dumped config."""
+    work = root / name
+    vis = work / '20260101_120000' / 'vis_data'
     vis.mkdir(parents=True)
-    (vis / 'scalars.json').write_text(
-        json.dumps(dict(loss=1.0, step=1)) + '\n'
-        + json.dumps({'coco/bbox_mAP': ap, 'step': 2}) + '\n')
+    (vis / 'scalars.json').write_text(json.dumps(dict(loss=1.0, step=1)) + '\n')
     (vis / 'config.py').write_text(config)
-    return root / name
+    (work / 'last_checkpoint').write_text(str(work / 'epoch_1.pth'))
+    (work / '.sweep-run.json').write_text('{"key": "k", "state": "tested"}')
+    test = work / '20260101_130000'
+    (test / 'vis_data').mkdir(parents=True)
+    (test / f'{test.name}.json').write_text(json.dumps({'coco/bbox_mAP': ap}))
+    (test / 'vis_data' / 'config.py').write_text(
+        f'{config.rstrip()}\nload_from = {str(work / "epoch_1.pth")!r}\n')
+    return work
 
 
 def parse_text(tmp_path: Path, text: str) -> dict:

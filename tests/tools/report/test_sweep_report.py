@@ -31,27 +31,37 @@ def _metrics(ap: float, ar: Optional[float] = None) -> Dict[str, float]:
 
 def make_run(root: Path, name: str, loss: str, ap: float,
              ar: Optional[float] = None, stale_ap: Optional[float] = None,
-             test_ap: Optional[float] = None, seed: Optional[int] = None,
-             extra_config: str = '') -> Path:
-    """A work dir laid out as mmengine writes it."""
+             seed: Optional[int] = None, extra_config: str = '', epochs: int = 12) -> Path:
+    """A finished run laid out as mmengine writes it: a training run (its
+    validations are never reported: ``stale_ap``), ``epoch_<epochs>.pth`` named in
+    ``last_checkpoint``, and a tools/test.py run of that checkpoint with ``ap``."""
     work = root / name
-    run = work / '20260101_120000'
-    (run / 'vis_data').mkdir(parents=True)
+    train = work / '20260101_120000'
+    (train / 'vis_data').mkdir(parents=True)
     lines = [dict(loss=1.0, step=10)]
     if stale_ap is not None:
         lines.append(dict(_metrics(stale_ap, ar), step=1))
-    lines.append(dict(_metrics(ap, ar), step=2))
-    (run / 'vis_data' / 'scalars.json').write_text(
+    (train / 'vis_data' / 'scalars.json').write_text(
         '\n'.join(json.dumps(line) for line in lines) + '\n')
-    if test_ap is not None:  # a later tools/test.py run
-        test = work / '20260102_090000'
-        test.mkdir()
-        (test / f'{test.name}.json').write_text(
-            json.dumps(_metrics(test_ap, ar)))
-    (work / f'{name}.py').write_text(
-        f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={loss}))\n'
-        + ('' if seed is None else f'randomness = dict(seed={seed})\n') + extra_config)
+    checkpoint = work / f'epoch_{epochs}.pth'
+    checkpoint.write_bytes(b'PK')
+    (work / 'last_checkpoint').write_text(str(checkpoint))
+    test = work / '20260102_090000'
+    (test / 'vis_data').mkdir(parents=True)
+    (test / f'{test.name}.json').write_text(json.dumps(_metrics(ap, ar)))
+    set_config(work, f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={loss}))\n'
+               + ('' if seed is None else f'randomness = dict(seed={seed})\n')
+               + f'train_cfg = dict(max_epochs={epochs})\n' + extra_config)
     return work
+
+
+def set_config(work: Path, text: str) -> None:
+    """The config a run dumped: the work dir's (training) and its final test's
+    (with the checkpoint it tested as load_from)."""
+    (work / f'{work.name}.py').write_text(text)
+    checkpoint = (work / 'last_checkpoint').read_text()
+    (work / '20260102_090000' / 'vis_data' / 'config.py').write_text(
+        text + f'load_from = {checkpoint!r}\n')
 
 
 FOCAL = 'dict(type="FocalLoss", use_sigmoid=True, gamma=2.0, alpha=0.25)'
@@ -98,10 +108,10 @@ def test_table_baseline_first_then_by_epsilon_with_deltas(sweep, tmp_path):
     assert (tmp_path / 'sweep.md').read_text().strip() == table
 
 
-def test_test_run_after_training_wins(tmp_path):
-    run = make_run(tmp_path, 'r', FOCAL, 0.30, test_ap=0.31)
+def test_the_final_checkpoints_test_is_the_row(tmp_path):
+    run = make_run(tmp_path, 'r', FOCAL, 0.31, stale_ap=0.5)
     result = load_run(str(run))
-    assert result.metrics['bbox_mAP'] == 0.31
+    assert result.metrics['bbox_mAP'] == 0.31 and not result.unfinished
     assert result.source.endswith('20260102_090000.json')
     assert (result.loss_type, result.epsilon) == ('FocalLoss', 0.0)
 
@@ -150,13 +160,15 @@ def test_missing_work_dir_is_named(tmp_path):
         build_report([str(tmp_path / 'nowhere')])
 
 
-def test_work_dir_without_metrics_is_named(tmp_path):
+def test_no_finished_run_is_an_error_naming_each(tmp_path):
     work = tmp_path / 'untrained'
     (work / '20260101_120000' / 'vis_data').mkdir(parents=True)
     (work / '20260101_120000' / 'vis_data' / 'scalars.json').write_text(
         json.dumps(dict(loss=1.0, step=1)) + '\n')
-    with pytest.raises(SweepReportError, match='untrained.*no COCO bbox'):
+    with pytest.raises(SweepReportError) as error:
         build_report([str(work)])
+    assert str(error.value) == ('no run has a test of the checkpoint its training ended with '
+                                'yet: untrained: no checkpoint yet (no last_checkpoint file)')
 
 
 def test_unknown_baseline_is_named(sweep):
@@ -196,9 +208,9 @@ def test_two_stage_runs_read_the_roi_classifier_not_the_rpn(tmp_path):
             ('poly', 'dict(type="Poly1CrossEntropyLoss", epsilon=-1.0)', 0.385),
             ('ce', 'dict(type="CrossEntropyLoss", use_sigmoid=False)', 0.382)):
         work = make_run(tmp_path, name, FOCAL, ap)
-        (work / f'{name}.py').write_text(
-            f'model = dict(type="MaskRCNN", rpn_head=dict(loss_cls={rpn}), '
-            f'roi_head=dict(bbox_head=dict(loss_cls={roi_loss})))\n')
+        set_config(work, f'model = dict(type="MaskRCNN", rpn_head=dict(loss_cls={rpn}), '
+                   f'roi_head=dict(bbox_head=dict(loss_cls={roi_loss})))\n'
+                   'train_cfg = dict(max_epochs=12)\n')
         runs.append(str(work))
     rows = build_report(runs).splitlines()
     assert rows[2].split('|')[1:4] == [' ce (baseline) ', ' cross-entropy ', ' 38.2 ']
@@ -274,8 +286,7 @@ def test_runs_differing_in_loss_arguments_or_schedule_are_not_averaged(tmp_path)
             make_run(tmp_path, 'n_plus', polyn.format((1.0,)), 0.40, seed=0),
             make_run(tmp_path, 'n_minus', polyn.format((-1.0,)), 0.30, seed=1),
             make_run(tmp_path, 'g1', FOCAL.replace('gamma=2.0', 'gamma=1.0'), 0.20, seed=2),
-            make_run(tmp_path, 'f48', FOCAL, 0.50, seed=2,
-                     extra_config='train_cfg = dict(max_epochs=48)\n'),
+            make_run(tmp_path, 'f48', FOCAL, 0.50, seed=2, epochs=48),
             # gamma=2 is gamma=2.0: a seed of the baseline's setting.
             make_run(tmp_path, 'f2', FOCAL.replace('gamma=2.0', 'gamma=2'), 0.31, seed=2)]
     table = build_report([str(r) for r in runs])
@@ -289,15 +300,13 @@ def test_runs_differing_in_loss_arguments_or_schedule_are_not_averaged(tmp_path)
 
 def test_loss_settings_come_from_the_run_that_logged_the_metrics(tmp_path):
     """A later run that logged no metrics (interrupted) overwrites the top-level
-    config; the report still reads the loss of the run whose metrics it shows."""
+    config; the report still reads the loss of the test whose metrics it shows."""
     work = make_run(tmp_path, 'r', poly(-1.0), 0.30, seed=3)
-    trained = work / '20260101_120000'
-    (trained / 'vis_data' / 'config.py').write_text(
-        f'model = dict(bbox_head=dict(loss_cls={poly(-1.0)}))\nrandomness = dict(seed=3)\n')
     later = work / '20260103_080000' / 'vis_data'
     later.mkdir(parents=True)
     (later / 'scalars.json').write_text(json.dumps(dict(loss=2.0, step=1)) + '\n')
-    newer = f'model = dict(bbox_head=dict(loss_cls={poly(1.0)}))\nrandomness = dict(seed=9)\n'
+    newer = (f'model = dict(bbox_head=dict(loss_cls={poly(1.0)}))\nrandomness = dict(seed=3)\n'
+             'train_cfg = dict(max_epochs=12)\n')
     (later / 'config.py').write_text(newer)
     (work / 'r.py').write_text(newer)
     result = load_run(str(work))
@@ -305,17 +314,13 @@ def test_loss_settings_come_from_the_run_that_logged_the_metrics(tmp_path):
     assert result.epsilon == -1.0
 
 
-def test_seed_comes_from_the_training_run_not_a_later_test(tmp_path):
+def test_seed_comes_from_the_training_run_not_its_test(tmp_path):
     """tools/test.py without --cfg-options randomness.seed dumps seed 0."""
-    work = make_run(tmp_path, 'r', FOCAL, 0.30, test_ap=0.31)
-    (work / '20260101_120000' / 'vis_data' / 'config.py').write_text(
-        f'model = dict(bbox_head=dict(loss_cls={FOCAL}))\nrandomness = dict(seed=2)\n')
-    test_vis = work / '20260102_090000' / 'vis_data'
-    test_vis.mkdir()
-    (test_vis / 'config.py').write_text(
-        f'model = dict(bbox_head=dict(loss_cls={FOCAL}))\nrandomness = dict(seed=0)\n')
+    work = make_run(tmp_path, 'r', FOCAL, 0.30, seed=2)
+    test_config = work / '20260102_090000' / 'vis_data' / 'config.py'
+    test_config.write_text(test_config.read_text().replace('seed=2', 'seed=0'))
     result = load_run(str(work))
-    assert result.metrics['bbox_mAP'] == 0.31 and result.seed == 2
+    assert result.metrics['bbox_mAP'] == 0.30 and result.seed == 2
 
 
 def test_baseline_given_as_a_path(sweep):

@@ -1,13 +1,9 @@
 """Reading the runs of a sweep: mmengine work dirs, as data.
 
 Each run is an mmengine work dir (``tools/train.py`` / ``tools/test.py``).
-Metrics come from the JSON files mmengine writes there:
-
-- ``<work_dir>/<timestamp>/vis_data/scalars.json`` (training; one line per
-  logged step, validation lines carry ``coco/bbox_mAP`` ...), and
-- ``<work_dir>/<timestamp>/<timestamp>.json`` (a ``tools/test.py`` run).
-
-The newest evaluation wins (timestamps sort; within a file, the last line).
+Its metrics are those of the ``tools/test.py`` run of the checkpoint its
+training ended with (:mod:`.final_test`); a run without one is unfinished
+(``RunResult.unfinished`` says why) and the report leaves it out of its tables.
 The loss (type, epsilon, alpha-weighted or not) is read from the config
 mmengine dumps into the work dir. That file is Python, but nothing in it is
 run: it is parsed, and only the plain values ``Config.dump`` writes are
@@ -19,21 +15,23 @@ do, mmdet's COCO configs do not (see docs/reproduction.md for the
 from __future__ import annotations
 
 import ast
-import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from .errors import SweepReportError
+from .final_test import (
+    last_checkpoint,
+    newest_test_of,
+    read_json_lines,
+    tested_elsewhere,
+    timestamp_dirs,
+    training_unfinished,
+)
 from .loss_types import BASELINE_LOSSES, poly_losses
 
-_TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 #: Loss arguments that RunResult holds in fields of their own, not in ``other``.
 _OWN_FIELDS = ('type', 'epsilon', 'alpha_weighted_poly')
-
-
-class SweepReportError(ValueError):
-    """Bad input to the sweep report; the message names the culprit."""
 
 
 @dataclass
@@ -51,6 +49,8 @@ class RunResult:
     #: Everything else that must match for runs to count as seeds of one
     #: setting: the other loss_cls arguments and the schedule, as text pairs.
     other: Tuple[Tuple[str, str], ...] = ()
+    #: Why the run has no final test to report ('' when it has one).
+    unfinished: str = ''
 
     @property
     def setting(self) -> Tuple[Any, ...]:
@@ -89,61 +89,6 @@ class RunResult:
         diffs = [f'{key}={value}' for key, value in self.other
                  if key != 'epsilons' and theirs.get(key) != value]
         return self.loss_label + (f" ({', '.join(diffs)})" if diffs else '')
-
-
-# ------------------------------------------------------------------ metrics
-
-def _metric_key(key: str) -> Optional[str]:
-    """``'coco/bbox_mAP'`` -> ``'bbox_mAP'``; None if not a bbox metric."""
-    suffix = key.rsplit('/', 1)[-1]
-    return suffix if suffix.startswith('bbox_') else None
-
-
-def _read_json_records(path: Path) -> List[Dict[str, Any]]:
-    """The dict records of a JSON or JSON-lines file (bad lines skipped)."""
-    records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-def _timestamp_dirs(work_dir: Path) -> List[Path]:
-    """The ``<timestamp>`` folders of ``work_dir``, oldest first."""
-    return sorted(p for p in work_dir.iterdir() if p.is_dir() and _TIMESTAMP.match(p.name))
-
-
-def _metric_files(work_dir: Path) -> List[Path]:
-    """JSON files that may hold metrics, oldest run first."""
-    files = []
-    for run_dir in _timestamp_dirs(work_dir):
-        files.append(run_dir / 'vis_data' / 'scalars.json')
-        files.append(run_dir / f'{run_dir.name}.json')
-    return [f for f in files if f.is_file()]
-
-
-def read_metrics(work_dir: Path) -> Tuple[Dict[str, float], str]:
-    """The newest COCO bbox metrics in ``work_dir`` and their source file.
-
-    Values are as CocoMetric logs them (fractions in [0, 1]; -1 when COCO
-    has no objects of that size).
-    """
-    latest: Dict[str, float] = {}
-    source = ''
-    for path in _metric_files(work_dir):
-        for record in _read_json_records(path):
-            found = {name: float(value) for key, value in record.items()
-                     if (name := _metric_key(key)) and isinstance(value, (int, float))}
-            if 'bbox_mAP' in found:
-                latest, source = found, str(path)
-    return latest, source
 
 
 # ------------------------------------------------------- the dumped config
@@ -305,21 +250,13 @@ def classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 # ------------------------------------------------------------------ one run
 
-def _run_dir(source: str, work_dir: Path) -> Optional[Path]:
-    """The ``<timestamp>`` folder a metrics file belongs to."""
-    for parent in Path(source).parents:
-        if parent.parent == work_dir and _TIMESTAMP.match(parent.name):
-            return parent
-    return None
-
-
 def training_run_dir(work_dir: Path) -> Optional[Path]:
     """The newest ``<timestamp>`` folder in ``work_dir`` that logged a training
     loss, or None. Its config holds the checkpoint's seed; a later test run's
     config carries its own (0 unless told)."""
-    for run_dir in reversed(_timestamp_dirs(work_dir)):
+    for run_dir in reversed(timestamp_dirs(work_dir)):
         scalars = run_dir / 'vis_data' / 'scalars.json'
-        if scalars.is_file() and any('loss' in r for r in _read_json_records(scalars)):
+        if scalars.is_file() and any('loss' in r for r in read_json_lines(scalars)):
             return run_dir
     return None
 
@@ -354,26 +291,37 @@ def _loss_settings(loss: Dict[str, Any]) -> Tuple[Optional[float], Optional[bool
 
 
 def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
-    """Read one run; raise :class:`SweepReportError` on unusable input."""
+    """Read one run; raise :class:`SweepReportError` on unusable input. A run
+    without a test of the checkpoint its training ended with comes back with no
+    metrics and ``unfinished`` saying why."""
     path = Path(work_dir)
     if not path.is_dir():
         raise SweepReportError(
             f'work_dir {work_dir!r} does not exist or is not a directory')
-    metrics, source = read_metrics(path)
-    if not metrics:
-        raise SweepReportError(
-            f'work_dir {work_dir!r} holds no COCO bbox metrics (looked for '
-            "'bbox_mAP' in <timestamp>/vis_data/scalars.json and "
-            '<timestamp>/<timestamp>.json); train with validation or run '
-            'tools/test.py on it first')
-    # Loss settings from the run that logged these metrics; the seed from
-    # the training run (the metrics may come from a later tools/test.py).
-    metrics_dir, train_dir = _run_dir(source, path), training_run_dir(path)
+    name = name or path.resolve().name
+    train_dir = training_run_dir(path)
+    train_config = read_dumped_config(path, train_dir)
+    final, home = last_checkpoint(path), path
+    if final is None:  # a work dir of tests only: the checkpoint's own work dir says
+        final, home = tested_elsewhere(
+            path, lambda run_dir: read_dumped_config(path, run_dir)) or (None, path)
+        if home != path:  # the schedule and the seed of the training that made it
+            train_dir = training_run_dir(home)
+            train_config = read_dumped_config(home, train_dir)
+    why = ('no checkpoint yet (no last_checkpoint file)' if final is None else
+           training_unfinished(home, final, train_config.get('train_cfg')))
+    found = None if why else newest_test_of(path, final,
+                                            lambda run_dir: read_dumped_config(path, run_dir))
+    if found is None:
+        why = why or (f'no tools/test.py run of {Path(final).name}, the checkpoint its '
+                      'training ended with')
+        return RunResult(name, path, None, None, None, unfinished=why)
+    metrics, source, metrics_dir = found
+    # Loss settings from the test that logged these metrics; the seed from the
+    # training run (tools/test.py dumps seed 0 unless told otherwise).
     config = read_dumped_config(path, metrics_dir)
     loss = dict(classifier_loss(config.get('model', {})) or {})
-    seed_config = (config if train_dir in (None, metrics_dir)
-                   else read_dumped_config(path, train_dir))
-    seed = (seed_config.get('randomness') or {}).get('seed')
+    seed = (train_config.get('randomness') or {}).get('seed') if train_dir else None
     if not isinstance(seed, int):
         seed = (config.get('randomness') or {}).get('seed')
     train_cfg = config.get('train_cfg') or {}
@@ -383,12 +331,12 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     other += (('schedule', repr(schedule)),)
     epsilon, alpha_weighted = _loss_settings(loss)
     return RunResult(
-        name=name or path.resolve().name,
+        name=name,
         work_dir=path,
         loss_type=loss.get('type'),
         epsilon=epsilon,
         alpha_weighted=alpha_weighted,
         metrics=metrics,
-        source=source,
+        source=str(source),
         seed=seed if isinstance(seed, int) else None,
         other=other)

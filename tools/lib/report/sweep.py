@@ -21,8 +21,24 @@ def build_report(work_dirs: Sequence[str],
     """Read the runs, write the optional PNG / markdown, return the tables."""
     if not work_dirs:
         raise SweepReportError('work_dirs: give at least one work dir')
-    runs = order_runs([load_run(d) for d in work_dirs], baseline)
+    loaded = [load_run(d) for d in work_dirs]
+    finished = [run for run in loaded if not run.unfinished]
+    left_out = [run for run in loaded if run.unfinished]
+    if not finished:
+        raise SweepReportError('no run has a test of the checkpoint its training ended with '
+                               'yet: ' + '; '.join(f'{r.name}: {r.unfinished}' for r in left_out))
+    named = baseline is not None and any(
+        baseline in (r.name, str(r.work_dir)) or Path(baseline).resolve() == r.work_dir.resolve()
+        for r in left_out)
+    runs = order_runs(finished, None if named else baseline)
     table = runs_table(runs)
+    if left_out:
+        table += (f'\n\nNot in the tables: {len(left_out)} of {len(loaded)} runs have no test '
+                  'of the checkpoint their training ended with (unfinished):\n\n'
+                  + '\n'.join(f'- {r.name}: {r.unfinished}' for r in left_out))
+        if named:
+            table += (f'\n\nThe baseline {baseline} is one of them: the deltas are against '
+                      f'{runs[0].name}.')
     across_seeds = seed_table(runs)
     if across_seeds:
         table += ('\n\n(Deltas above are against the one baseline run; per-seed '

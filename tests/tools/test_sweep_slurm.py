@@ -1,0 +1,201 @@
+"""tools/sweep.py --launcher slurm on a real single-node Slurm cluster (the
+``slurm_cluster`` fixture, tests/slurm_cluster.py): the demo sweep (focal and
+Poly-1 at epsilon -1, CPU-only runs) as one job array, with a requeue and a time
+limit in the middle of training, the report job, and reruns."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from tools.lib import slurm_queue
+
+from train_helpers import FAST, ROOT, make_workspace
+
+SCRIPT = ROOT / 'tools' / 'sweep.py'
+POLY = ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
+FOCAL = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
+NAMES = ('retinanet_tiny_fpn_focal_shapes', 'retinanet_tiny_fpn_poly1-eps-1_shapes')
+EPOCHS = 10
+SIGNAL_SECONDS = 60
+
+
+def sweep(args: List[str], cwd: Path, env: Dict[str, str]) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 1.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'waited {timeout:.0f} s for {what}')
+        time.sleep(interval)
+
+
+def epoch_of(work_dir: Path) -> int:
+    """The epoch of the checkpoint the run's last_checkpoint names (0: none yet)."""
+    try:
+        name = Path((work_dir / 'last_checkpoint').read_text().strip()).name
+    except OSError:
+        return 0
+    match = re.fullmatch(r'epoch_(\d+)\.pth', name)
+    return int(match.group(1)) if match else 0
+
+
+def elapsed_seconds(cluster, job: str) -> Optional[int]:
+    """How long the job has run (squeue's %M: [D-]H:M:S or M:S)."""
+    text = cluster.command('squeue', '-h', '-j', job, '-o', '%M').stdout.strip()
+    if not text or text == 'INVALID':
+        return None
+    seconds = 0
+    for part in text.split('-')[-1].split(':'):
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
+@pytest.mark.slow
+def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
+        slurm_cluster, tmp_path):
+    """Both runs run at once on the two cores. The focal run is requeued with
+    ``scontrol requeue`` once it has a checkpoint; the Poly-1 run's time limit is
+    cut short once it has one (``scontrol update TimeLimit``, so that the USR1
+    ``--signal-seconds`` before it, which Slurm sends up to 30 s early, lands in
+    the middle of training on a machine of any speed): it stops, requeues itself
+    and resumes. Both finish from their checkpoints (mmengine's "resumed epoch"),
+    the report job writes both rows, and a rerun submits nothing."""
+    cluster = slurm_cluster
+    workspace = make_workspace(tmp_path, num_train=32, num_val=8)
+    options = [o for o in FAST if not o.startswith(('randomness.seed=', 'train_cfg.'))]
+    options += [f'train_cfg.max_epochs={EPOCHS}', 'train_cfg.val_interval=100']
+    args = [str(POLY), '--baseline', str(FOCAL), '--epsilons', '-1', '--work-dir-root',
+            'sweep', '--launcher', 'slurm', '--partition', cluster.partition, '--gpus', '0',
+            '--time', '15', '--signal-seconds', str(SIGNAL_SECONDS),
+            '--cfg-options', *options]
+    root = workspace / 'sweep'
+    focal, poly = (root / name for name in NAMES)
+    timings: Dict[str, float] = {}
+    start = time.monotonic()
+
+    first = sweep(args, workspace, cluster.env)
+    assert 'submitted 2 runs as job array' in first.stdout, first.stdout
+    assert f'squeue --name {first.stdout.split("job name ")[1].split(")")[0]}' in first.stdout
+    jobs = dict(re.findall(r'^  (\S+) +job (\d+_\d+) log ', first.stdout, re.MULTILINE))
+    assert sorted(jobs) == sorted(NAMES), first.stdout
+    job_name = first.stdout.split('job name ')[1].split(')')[0]
+
+    def both_running():
+        queue = slurm_queue.read_queue(job_name, env=cluster.env)
+        return queue if all(queue.get(n) and queue[n].state == 'RUNNING' for n in NAMES) \
+            else None
+    wait_until(both_running, 60, 'both runs running at once')
+    timings['both running'] = time.monotonic() - start
+    # Run again while they run: each run's state, nothing submitted.
+    again = sweep(args, workspace, cluster.env)
+    assert 'submitted' not in again.stdout.replace('not submitted', '')
+    for name in NAMES:
+        assert re.search(rf'{re.escape(name)} +running +job {jobs[name]} ', again.stdout), \
+            again.stdout
+
+    # Cut the Poly-1 run's limit short once it has a checkpoint (the earliest point
+    # at which a stop can be resumed: the most training left for USR1 to land in);
+    # requeue the focal run once it has two.
+    wait_until(lambda: epoch_of(poly) >= 1, 240, 'a checkpoint of the Poly-1 run')
+    timings['Poly-1 at epoch 1'] = time.monotonic() - start
+    used = elapsed_seconds(cluster, jobs[NAMES[1]])
+    assert used is not None
+    limit = used + SIGNAL_SECONDS + 10  # USR1 due in 10 s
+    cluster.command('scontrol', 'update', f'JobId={jobs[NAMES[1]]}',
+                    f'TimeLimit={limit // 60}:{limit % 60:02d}')
+    poly_log = root / 'slurm' / 'logs' / f'{job_name}-{jobs[NAMES[1]]}.out'
+    wait_until(lambda: epoch_of(focal) >= 2, 240, 'two checkpoints of the focal run')
+    cluster.command('scontrol', 'requeue', jobs[NAMES[0]])
+    timings['focal requeued at epoch 2'] = time.monotonic() - start
+    wait_until(lambda: 'requeued; it resumes' in poly_log.read_text(), 120,
+               'the Poly-1 run to requeue itself near its time limit')
+    timings['time-limit requeue'] = time.monotonic() - start
+    cluster.command('scontrol', 'update', f'JobId={jobs[NAMES[1]]}', 'TimeLimit=15')
+
+    report = root / 'sweep.md'
+    wait_until(report.is_file, 600, 'the report job to write sweep.md', interval=3)
+    timings['report written'] = time.monotonic() - start
+    table = report.read_text()
+    assert f'| {NAMES[0]} (baseline) | focal |' in table and f'| {NAMES[1]} |' in table
+    assert 'Not in the tables' not in table and (root / 'sweep.png').stat().st_size > 10_000
+
+    logs = {name: (root / 'slurm' / 'logs' / f'{job_name}-{job}.out').read_text()
+            for name, job in jobs.items()}
+    assert 'TERM (requeue, pre-emption or cancel)' in logs[NAMES[0]]
+    assert 'USR1: the time limit is near' in logs[NAMES[1]]
+    for name in NAMES:
+        log, work_dir = logs[name], root / name
+        assert 'attempt 2 ' in log, (name, log[-3000:])
+        resumed = [int(e) for e in re.findall(r'resumed epoch: (\d+)', log)]
+        assert resumed and resumed[0] >= 1, (name, resumed)  # from its checkpoint
+        assert epoch_of(work_dir) == EPOCHS
+        assert json.loads((work_dir / '.sweep-run.json').read_text())['state'] == 'tested'
+        assert re.search(rf'Epoch\(train\) +\[{EPOCHS}\]\[8/8\]', log), (name, log[-2000:])
+    # The runs' first attempts overlapped (two CPUs, one each).
+    starts = [re.search(r'\[slurm_run.sh (\d+):(\d+):(\d+)\] .* attempt 1 ', logs[n])
+              for n in NAMES]
+    seconds = [int(m.group(1)) * 3600 + int(m.group(2)) * 60 + int(m.group(3)) for m in starts]
+    assert abs(seconds[0] - seconds[1]) < 30
+
+    # A finished sweep, run again: every run done, nothing submitted, the report again.
+    run_files = sorted((root / 'slurm').glob('*.json'))
+    done = sweep(args, workspace, cluster.env)
+    assert 'every run is done; nothing submitted' in done.stdout, done.stdout
+    for name in NAMES:
+        assert re.search(rf'{re.escape(name)} +done ', done.stdout), done.stdout
+    assert sorted((root / 'slurm').glob('*.json')) == run_files
+    timings['total'] = time.monotonic() - start
+    print('timings (s):', {k: round(v, 1) for k, v in timings.items()})
+
+
+def standin_slurm(tmp_path: Path) -> Dict[str, str]:
+    """An environment whose sbatch records its arguments and answers job ids
+    (41, then 42), and whose squeue shows an empty queue."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'sbatch').write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.log\n'
+        f'echo $(( 41 + $(wc -l < {tmp_path}/sbatch.log) - 1 ))\n')
+    (bin_dir / 'squeue').write_text('#!/bin/sh\nexit 0\n')
+    for tool in ('sbatch', 'squeue'):
+        (bin_dir / tool).chmod(0o755)
+    return dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+
+
+@pytest.mark.parametrize('wait', [False, True])
+def test_submission_without_a_cluster_array_then_report_job(tmp_path, wait):
+    """What reaches sbatch: one array of both runs, then the report job after it
+    (afterany); --wait makes the report's sbatch wait, without it the command says
+    how to follow the jobs."""
+    env = standin_slurm(tmp_path)
+    args = [str(POLY), '--baseline', str(FOCAL), '--epsilons', '-1', '--work-dir-root',
+            str(tmp_path / 'sweep'), '--launcher', 'slurm', '--partition', 'p', '--gpus', '0',
+            '--time', '1:00:00'] + (['--wait'] if wait else [])
+    result = sweep(args, tmp_path, env)
+    array, report = (tmp_path / 'sbatch.log').read_text().splitlines()
+    assert array.startswith('--parsable --array=0-1 --job-name=sweep-sweep-')
+    assert '--ntasks=1 --cpus-per-task=1' in array and '--time=1:00:00' in array
+    assert report.startswith('--parsable --wait ' if wait else '--parsable --job-name=')
+    assert '--dependency=afterany:41 --partition=p' in report
+    assert f'tools/sweep_report.py {tmp_path}/sweep/{NAMES[0]} {tmp_path}/sweep/{NAMES[1]}' \
+        in report and f'--baseline {tmp_path}/sweep/{NAMES[0]}' in report
+    assert re.search(rf'{NAMES[0]} +job 41_0 log {tmp_path}/sweep/slurm/logs/sweep-sweep-'
+                     r'\w+-41_0.out', result.stdout), result.stdout
+    assert ('Follow: squeue --name' in result.stdout) is not wait
+    assert 'report job 42 (after 41;' in result.stdout

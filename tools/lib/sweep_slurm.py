@@ -1,0 +1,216 @@
+"""``tools/sweep.py --launcher slurm``: the sweep's runs as one Slurm job array.
+
+Each call reads Slurm's queue and every run's marker, prints where each run
+stands (done, queued, running, failed, stopped, new; its job id and log), and
+submits the runs that are neither done nor queued or running as one job array
+(``tools/lib/slurm_jobs.py``: ``--requeue``, a USR1 before ``--time`` ends, each
+task trains with ``--resume`` and then tests). A report job queued after them
+(``--dependency=afterany``) writes ``sweep.md`` and ``sweep.png``; with
+``--wait`` the command returns once it has run (``sbatch --wait``: Slurm follows
+the jobs, no loop of ours). When every run is done the report is written at once
+and nothing is submitted.
+
+The queue is read and the runs submitted under ``<root>/slurm/submit.lock``,
+and a run whose lock another process holds (a local ``tools/sweep.py``) is not
+submitted: one run is never queued or trained twice. Files: the run files and
+logs go to ``<root>/slurm/``.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from tools.lib import run_lock, slurm_jobs, slurm_queue, sweep_plan
+from tools.lib.errors import UserError
+from tools.lib.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What ``tools/sweep.py`` passes on to sbatch (see :class:`slurm_jobs.ArrayOptions`)."""
+    partition: str
+    gpus: int = 1
+    cpus_per_task: int = 1
+    max_parallel: Optional[int] = None
+    time: Optional[str] = None
+    signal_seconds: int = 300
+    sbatch_args: Sequence[str] = ()
+    python: str = sys.executable
+
+
+def folder(root: Path) -> Path:
+    """Where the sweep's run files, logs and submission lock go."""
+    return Path(root).resolve() / 'slurm'
+
+
+def array_options(root: Path, settings: SlurmSettings) -> ArrayOptions:
+    """The sbatch options of the sweep rooted at ``root`` (checked)."""
+    options = ArrayOptions(
+        job_name=slurm_jobs.sweep_job_name(root), log_dir=folder(root) / 'logs',
+        partition=settings.partition, time=settings.time, gpus=settings.gpus,
+        cpus_per_task=settings.cpus_per_task, max_parallel=settings.max_parallel,
+        signal_seconds=settings.signal_seconds,
+        stop_grace=min(slurm_jobs.ArrayOptions.stop_grace, settings.signal_seconds - 1),
+        extra=tuple(settings.sbatch_args))
+    slurm_jobs.check_options(options)
+    return options
+
+
+def parse_sbatch_args(text: Optional[str]) -> List[str]:
+    """``--sbatch-args "--account=det --qos=low"`` as a list of words."""
+    if not text:
+        return []
+    try:
+        words = shlex.split(text)
+    except ValueError as error:
+        raise UserError(f'--sbatch-args {text!r}: {error}') from error
+    bad = [word for word in words if word.split('=', 1)[0] in (
+        '--array', '-a', '--job-name', '-J', '--output', '-o', '--signal', '--wrap')]
+    if bad:
+        raise UserError(f'--sbatch-args {text!r}: {bad[0]} is set by the sweep itself')
+    return words
+
+
+def _tool(settings: SlurmSettings, script: str) -> List[str]:
+    """How a task starts tools/<script>: one process, or one per GPU under srun
+    (inside the task's allocation; mmengine's slurm launcher reads srun's variables)."""
+    command = [settings.python, '-u', str(ROOT / 'tools' / script)]
+    return command if settings.gpus == 0 else ['srun', '--kill-on-bad-exit=1', *command]
+
+
+def slurm_run(run: sweep_plan.Run, settings: SlurmSettings) -> SlurmRun:
+    """A sweep run as a task: train (resuming from the work dir's last
+    checkpoint, if any), then test the checkpoint training ended with."""
+    work_dir = str(Path(run.work_dir).resolve())
+    launcher = [] if settings.gpus == 0 else ['--launcher', 'slurm']
+    train = [*_tool(settings, 'train.py'), run.config, '--work-dir', work_dir,
+             '--cfg-options', *run.options, '--resume', *launcher]
+    test = [*_tool(settings, 'test.py'), run.config, LAST_CHECKPOINT, '--work-dir', work_dir,
+            '--cfg-options', *run.options, *launcher]
+    return SlurmRun(run.name, Path(work_dir), train, test, {'key': run.key})
+
+
+def _status_line(status: slurm_queue.RunStatus) -> str:
+    parts = [f'  {status.name:<48} {status.state:<8}']
+    if status.job_id:
+        parts.append(f'job {status.job_id}')
+    if status.detail:
+        parts.append(f'({status.detail})')
+    if status.log:
+        parts.append(f'log {status.log}')
+    return ' '.join(parts)
+
+
+def print_commands(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings) -> None:
+    """What a submission would run (``--dry-run``): sbatch, then each task's commands."""
+    options = array_options(root, settings)
+    run_file = folder(root) / f'{options.job_name}-<time>.json'
+    print('  $ ' + shlex.join(slurm_jobs.sbatch_array_argv(len(runs), options, run_file)))
+    for index, run in enumerate(runs):
+        task = slurm_run(run, settings)
+        print(f'  task {index} {run.name}:\n    $ {shlex.join(task.train)}\n'
+              f'    $ {shlex.join(task.test)}')
+
+
+def _clear(run: sweep_plan.Run) -> None:
+    """A ``new`` run to submit starts from an empty work dir (under its lock)."""
+    try:
+        with run_lock.run_lock(run.work_dir):
+            sweep_plan.clear_for_training(run)
+    except OSError as error:
+        raise UserError(f'cannot prepare the work dir {str(run.work_dir)!r}: '
+                        f'{error.strerror}: {error.filename!r}') from error
+
+
+def submit(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings,
+           force: bool, problems: Optional[Dict[str, UserError]] = None) -> Dict[str, object]:
+    """Print each run's state, submit the missing ones (``problems``: what is wrong
+    with a run's work dir, raised unless a task of it is queued or running, which
+    may be changing it); what happened:
+    ``submitted`` (a :class:`slurm_jobs.Submitted` or None), ``active`` (job ids of
+    our runs still queued or running), ``done`` (every run tested)."""
+    options = array_options(root, settings)
+    tasks = {run.name: slurm_run(run, settings) for run in runs}
+    env = dict(os.environ, **{slurm_jobs.PYTHON_VARIABLE: settings.python})
+    with slurm_jobs.submission_lock(folder(root) / 'submit.lock'):
+        queue = slurm_queue.read_queue(options.job_name, env=env, runs=list(tasks.values()))
+        missing, active = [], []
+        print(f'[sweep] {len(runs)} runs in {root} (Slurm job name {options.job_name}):',
+              flush=True)
+        for run in runs:
+            status = slurm_queue.run_status(tasks[run.name], queue)
+            task = queue.get(run.name)
+            if task is not None and task.active:
+                if force:
+                    raise UserError(f'--force: {run.name} is {status.state} as job '
+                                    f'{task.job_id}; scancel {task.job_id} first')
+                active.append(task.job_id)
+            elif run.name in (problems or {}):
+                raise problems[run.name]
+            elif run.state != 'done':
+                holder = run_lock.is_busy(run.work_dir)
+                if holder:
+                    print(_status_line(status) + f' (held by {holder}: not submitted)')
+                    continue
+                missing.append(run)
+            print(_status_line(status), flush=True)
+        for run in missing:
+            if run.state == 'new':
+                _clear(run)
+        submitted = (slurm_jobs.submit_array([tasks[r.name] for r in missing], options,
+                                             folder(root), env) if missing else None)
+    if submitted is not None:
+        print(f'\n[sweep] submitted {len(missing)} runs as job array {submitted.array_id} '
+              f'(run file {submitted.run_file}):')
+        for name, job in submitted.job_ids.items():
+            print(f'  {name:<48} job {job} log {submitted.logs[name]}')
+    done = not missing and not active and all(r.state == 'done' for r in runs)
+    return {'submitted': submitted, 'active': active, 'done': done,
+            'job_name': options.job_name}
+
+
+def report_command(runs: Sequence[sweep_plan.Run], root: Path, baseline: bool,
+                   python: str = sys.executable) -> List[str]:
+    """The report job's command: tools/sweep_report.py on the runs' work dirs."""
+    root = Path(root).resolve()
+    command = [python, str(ROOT / 'tools' / 'sweep_report.py'),
+               *[str(Path(r.work_dir).resolve()) for r in runs],
+               '--out-png', str(root / 'sweep.png'), '--out-md', str(root / 'sweep.md')]
+    if baseline:
+        command += ['--baseline', str(Path(runs[0].work_dir).resolve())]
+    return command
+
+
+def queue_report(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings,
+                 baseline: bool, outcome: Dict[str, object], wait: bool) -> Optional[str]:
+    """Queue the report after the submitted array and the runs still active; the
+    report job's id, or None when there is nothing to wait for."""
+    submitted = outcome['submitted']
+    after = list(outcome['active']) + ([submitted.array_id] if submitted else [])
+    if not after:
+        return None
+    log = folder(root) / 'logs' / 'report.out'
+    job = slurm_jobs.submit_report(
+        report_command(runs, root, baseline, settings.python), after,
+        f'{outcome["job_name"]}-report', log, partition=settings.partition,
+        extra=settings.sbatch_args, wait=wait)
+    follow = f'squeue --name {outcome["job_name"]},{outcome["job_name"]}-report'
+    print(f'\n[sweep] report job {job} (after {", ".join(after)}; log {log}) writes '
+          f'{Path(root) / "sweep.md"} and sweep.png' +
+          ('' if wait else f'.\nFollow: {follow}; rerun this command to see each run\'s '
+           'state, resubmit what failed or was stopped, and write the report.'))
+    return job
+
+
+def which_or_error(program: str = 'sbatch') -> None:
+    """Slurm's commands must be on PATH for ``--launcher slurm``."""
+    if shutil.which(program) is None:
+        raise UserError(f'--launcher slurm: {program} not found on PATH (run this on a '
+                        'Slurm login node, or use --launcher none or pytorch)')
