@@ -123,8 +123,11 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     """Weighted element-wise loss (N, C) and ``weight * dL/dx`` for labels in [0, C].
 
     Every element is first a negative; the one target column per row is then
-    corrected with N gathered elements.
+    corrected with N gathered elements. Elements of weight 0 are ignored: their
+    logits are read as 0, so a NaN or infinity there reaches neither output.
     """
+    if weight is not None:
+        x = x.masked_fill(weight == 0, 0)
     loss, grad = hard_target_terms(*_negative_terms(x), params, False, need_grad)
     flat, is_positive = _target_elements(labels, x.shape[1])
     x_target = x.view(-1).take(flat)
