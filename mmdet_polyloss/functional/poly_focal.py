@@ -154,7 +154,8 @@ def _checked_call(pred: Tensor, target: Tensor, weight: Optional[Tensor], params
     return poly_focal_with_params(
         pred, target, weight, params, activated=check_bool('activated', activated),
         reduction=check_reduction(reduction, avg_factor), avg_factor=avg_factor,
-        ignore_index=None if ignore_index is None else check_label_index('ignore_index', ignore_index),
+        ignore_index=None if ignore_index is None else
+        check_label_index('ignore_index', ignore_index),
         path=path)
 
 

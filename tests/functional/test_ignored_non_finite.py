@@ -68,7 +68,7 @@ def _assert_ignored_values_do_not_matter(loss, by_label, rows, values, dtype=tor
                                          reduction='mean'):
     x, labels, weight, ignored = _inputs(rows, dtype, by_label)
     poisoned = x.clone()
-    for row, value in zip(rows, values):
+    for row, value in zip(rows, values[:len(rows)], strict=True):
         poisoned[row, row % C] = value
         poisoned[row, (row + 1) % C] = -value
     clean = x.masked_fill(ignored.unsqueeze(1), 0).requires_grad_()
