@@ -387,13 +387,14 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
 
 
 def check_writable(path: str, what: str, directory: bool = False) -> None:
-    """``path`` can be written: a directory (made if missing) or a new file in its
-    directory; else a :class:`UserError` naming ``what``, the path and why."""
+    """``path`` can be written: a directory (made if missing) or a file in an
+    existing directory; else a :class:`UserError` naming ``what``, the path and why."""
     folder = path if directory else osp.dirname(osp.abspath(path))
     try:
         if not directory and osp.isdir(path):
             raise IsADirectoryError(f'{path!r} is a directory')
-        os.makedirs(folder, exist_ok=True)
+        if directory:
+            os.makedirs(folder, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         raise UserError(f'{what} {path!r} cannot be written: {error}') from error
