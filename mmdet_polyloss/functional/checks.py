@@ -88,9 +88,9 @@ def check_int(name: str, value: object, what: str = 'an int') -> int:
     return int(value)
 
 
-def check_label_index(name: str, value: object) -> int:
+def check_label_index(name: str, value: object, what: str = 'an int') -> int:
     """An int that int64 labels can be compared with (``ignore_index``)."""
-    value = check_int(name, value, what='an int or None')
+    value = check_int(name, value, what)
     if not -2**63 <= value < 2**63:
         raise ValueError(f'{name} must fit in int64 (the labels\' dtype), got {value!r}')
     return value
@@ -428,7 +428,7 @@ def check_ignore_index(ignore_index: Optional[int]) -> int:
     """An int, or None for the default (-100)."""
     if ignore_index is None:
         return DEFAULT_IGNORE_INDEX
-    return check_label_index('ignore_index', ignore_index)
+    return check_label_index('ignore_index', ignore_index, 'an int or None')
 
 
 def check_class_weight(class_weight: Union[None, Sequence[float], str, os.PathLike]

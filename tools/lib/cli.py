@@ -22,7 +22,6 @@ import inspect
 import math
 import os
 import os.path as osp
-import re
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -43,22 +42,35 @@ EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters'
 
 class CfgOptionsAction(DictAction):
     """mmengine's ``DictAction`` (KEY=VALUE, lists, tuples), with a malformed
-    option reported as a usage error instead of a traceback."""
+    option reported as a usage error instead of a traceback (:func:`parse_cfg_options`)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: Optional[str] = None) -> None:
-        for option in values:
-            if '=' not in option or option.startswith(('=', '+=')):
-                parser.error(f'{option_string}: expected KEY=VALUE, got {option!r}')
         try:
-            super().__call__(parser, namespace, values, option_string)
+            options = parse_cfg_options(values, option_string or '--cfg-options')
+        except UserError as error:
+            parser.error(str(error))
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), **options})
+
+
+def parse_cfg_options(words: Sequence[str], option: str = '--cfg-options') -> Dict[str, Any]:
+    """KEY=VALUE ``words`` parsed as mmengine's ``DictAction`` parses them; a malformed
+    one (no ``=``, unbalanced brackets, a call such as ``dict(a=1,b=2)``, on which
+    ``DictAction`` recurses without end) is a :class:`UserError` naming ``option``."""
+    options: Dict[str, Any] = {}
+    for word in words:
+        key, equals, value = word.partition('=')
+        if not equals or key in ('', '+'):
+            raise UserError(f'{option}: expected KEY=VALUE, got {word!r}')
+        try:
+            options[key] = DictAction._parse_iterable(value)
         except (AssertionError, ValueError) as error:  # DictAction's check of brackets
-            parser.error(f'{option_string}: cannot parse {" ".join(values)!r}: {error}')
-        except RecursionError:  # DictAction recurses without end on f(x, y)
-            bad = next((v for v in values if re.search(r'\w\(.*,', v)), ' '.join(values))
-            parser.error(f'{option_string}: cannot parse {bad!r}: a call with arguments, such '
-                         'as dict(a=1,b=2), is not a value --cfg-options reads; set each key '
-                         'instead (KEY.a=1 KEY.b=2)')
+            raise UserError(f'{option}: cannot parse {" ".join(words)!r}: {error}') from None
+        except RecursionError:
+            raise UserError(f'{option}: cannot parse {word!r}: a call with arguments, such as '
+                            'dict(a=1,b=2), is not a value --cfg-options reads; set each key '
+                            'instead (KEY.a=1 KEY.b=2)') from None
+    return options
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
