@@ -150,8 +150,7 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        keep = self.max_keep_ckpts
-        if isinstance(keep, bool) or not isinstance(keep, int):  # else a failure at before_train
+        if not isinstance(keep := self.max_keep_ckpts, int) or isinstance(keep, bool):
             raise TypeError(f'max_keep_ckpts must be an int (-1 keeps all), got {keep!r}')
         self.atomic = False  # decided in before_train, once out_dir is known
         self._warned = False

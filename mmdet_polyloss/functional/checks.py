@@ -336,11 +336,6 @@ def check_logits(pred: object) -> None:
         raise TypeError(f'pred must be a floating-point tensor, got {_describe(pred)}')
 
 
-#: Integer label dtypes the losses read; uint8 is read as int64, so that 255
-#: is 255 (torch compares a uint8 255 equal to -1).
-LABEL_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
-
-
 def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> Tensor:
     """Class-index ``labels`` must be integers (a float or bool label would be
     truncated silently) and ``pred`` (N, C, ...) must have at least one class;
@@ -355,15 +350,12 @@ def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> Tensor:
 
 
 def label_values(name: str, labels: Tensor) -> Tensor:
-    """Integer ``labels`` as a signed dtype (uint8 as int64), so that comparisons
-    with a negative ``ignore_index`` read the value, not its wrapped bits; other
-    unsigned dtypes (which torch cannot compare or reduce) are a TypeError.
-    Floating-point labels are returned as they are."""
-    if labels.is_floating_point() or labels.dtype == torch.bool:
-        return labels
-    if labels.dtype not in LABEL_DTYPES:
-        raise TypeError(f'{name} has dtype {labels.dtype}, which the losses do not take: use '
-                        f'one of {", ".join(str(d) for d in LABEL_DTYPES)}')
+    """``labels`` with uint8 as int64, so that 255 is 255 (torch compares a uint8
+    255 equal to -1, an ``ignore_index``); the other unsigned integer dtypes (which
+    torch cannot reduce) are a TypeError. Other dtypes are returned as they are."""
+    if not labels.dtype.is_signed and labels.dtype not in (torch.uint8, torch.bool):
+        raise TypeError(f'{name} has dtype {labels.dtype}, which the losses do not take: '
+                        'use a signed integer dtype or uint8')
     return labels.long() if labels.dtype == torch.uint8 else labels
 
 

@@ -211,7 +211,8 @@ def test_binary_cross_entropy_uint8_labels_are_read_by_value():
                                 poly1_binary_cross_entropy])
 def test_unsupported_label_dtypes_are_a_type_error_naming_them(fn, dtype):
     labels = torch.tensor([0, 1], dtype=dtype)
-    with pytest.raises(TypeError, match=f'has dtype {dtype}, which the losses do not take'):
+    with pytest.raises(TypeError, match=f'has dtype {dtype}, which the losses do not take: '
+                       'use a signed integer dtype or uint8'):
         fn(torch.randn(2, 3), labels)
 
 
