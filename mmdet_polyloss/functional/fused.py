@@ -127,7 +127,7 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     logits are read as 0, so a NaN or infinity there reaches neither output.
     """
     if weight is not None:
-        x = x.masked_fill(weight == 0, 0)
+        x = _zero_ignored(x, weight)
     loss, grad = hard_target_terms(*_negative_terms(x), params, False, need_grad)
     flat, is_positive = _target_elements(labels, x.shape[1])
     x_target = x.view(-1).take(flat)
@@ -144,6 +144,15 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
         if need_grad:
             grad.mul_(weight)
     return loss, grad
+
+
+def _zero_ignored(x: Tensor, weight: Tensor) -> Tensor:
+    """``x`` with +0 where ``weight`` (broadcasting against it) is 0: a bitwise and
+    with 0 or all ones, several times faster on CPU than ``masked_fill`` (whose
+    boolean mask is not vectorised there)."""
+    bits = torch.int32 if x.dtype == torch.float32 else torch.int64
+    keep = weight.abs().sign().to(bits).neg_()  # 0 where ignored, else -1: every bit set
+    return (x.view(bits) & keep).view(x.dtype)
 
 
 #: Elements per block of the eager path on CPU (``blockwise_loss_and_grad``):
