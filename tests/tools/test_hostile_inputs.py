@@ -144,7 +144,8 @@ def test_an_out_file_that_cannot_be_written_fails_before_the_evaluation(in_works
     built = []
     monkeypatch.setattr(cli, 'build_runner', lambda cfg: built.append(cfg))
     Path('ckpt.pth').write_bytes(b'')
-    for out in (read_only_dir(tmp_path).parent / 'r.pkl', tmp_path / 'no' / 'such' / 'r.pkl'):
+    (tmp_path / 'a_file').write_text('')
+    for out in (read_only_dir(tmp_path).parent / 'r.pkl', tmp_path / 'a_file' / 'r.pkl'):
         line = error_line(test_tool.main, [str(FOCAL), 'ckpt.pth', '--out', str(out)],
                           'test.py', capsys)
         assert line.startswith(f'test.py: error: --out {str(out)!r} cannot be written: ')

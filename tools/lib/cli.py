@@ -125,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         name = osp.splitext(osp.basename(config))[0]
         cfg.work_dir = osp.join('./work_dirs', name)
     check_seed(cfg)
+    check_schedule_numbers(cfg)
     return cfg
 
 
@@ -208,18 +209,23 @@ def check_option_key(cfg: Config, key: str) -> None:
 
 def check_seed(cfg: Config) -> None:
     """``randomness`` must be a dict (or None) and its ``seed`` None or an integer
-    in [0, 2^32); numbers in the schedule and the optimizer must be finite (torch
-    takes ``lr=nan``, mmengine ``max_epochs=nan`` fails with a traceback)."""
+    in [0, 2^32)."""
     randomness = cfg.get('randomness')
     if randomness is not None and not isinstance(randomness, Mapping):
         raise UserError(f'randomness must be a dict such as dict(seed=0), got {randomness!r}')
-    for key in ('train_cfg', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'):
-        check_finite(cfg.get(key), key)
     seed = randomness.get('seed') if isinstance(randomness, Mapping) else None
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                              or not 0 <= seed < SEED_LIMIT):
         raise UserError(f'randomness.seed must be an integer from 0 to {SEED_LIMIT - 1} '
                         f'(2^32 - 1), got {seed!r}')
+
+
+def check_schedule_numbers(cfg: Config) -> None:
+    """Every float in the schedule and the optimizer is finite: torch takes
+    ``lr=nan`` and trains on NaN, mmengine fails on ``max_epochs=nan`` with a
+    traceback."""
+    for key in ('train_cfg', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'):
+        check_finite(cfg.get(key), key)
 
 
 def check_finite(value: Any, key: str) -> None:
@@ -391,7 +397,7 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
         with user_errors(f'{loop}_cfg / {loop}_dataloader'
                          + (f" (annotations {', '.join(dict.fromkeys(files))})" if files else '')):
             built = getattr(runner, f'{loop}_loop')
-        if loop == 'train' and built.max_iters < 1:
+        if loop == 'train' and getattr(built, 'max_iters', 1) < 1:
             key = 'max_epochs' if 'max_epochs' in cfg.train_cfg else 'max_iters'
             raise UserError(f'train_cfg.{key}={cfg.train_cfg.get(key)!r} leaves nothing to '
                             f'train ({built.max_iters} iterations): it must be >= 1')
@@ -399,14 +405,13 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
 
 
 def check_writable(path: str, what: str, directory: bool = False) -> None:
-    """``path`` can be written: a directory (made if missing) or a file in an
-    existing directory; else a :class:`UserError` naming ``what``, the path and why."""
+    """``path`` can be written: a directory or a file in one (made if missing, as
+    mmengine does); else a :class:`UserError` naming ``what``, the path and why."""
     folder = path if directory else osp.dirname(osp.abspath(path))
     try:
         if not directory and osp.isdir(path):
             raise IsADirectoryError(f'{path!r} is a directory')
-        if directory:
-            os.makedirs(folder, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)  # as mmengine makes a missing one
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         raise UserError(f'{what} {path!r} cannot be written: {error}') from error
