@@ -147,11 +147,12 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
 
 
 def _zero_ignored(x: Tensor, weight: Tensor) -> Tensor:
-    """``x`` with +0 where ``weight`` (broadcasting against it) is 0: a bitwise and
-    with 0 or all ones, several times faster on CPU than ``masked_fill`` (whose
-    boolean mask is not vectorised there)."""
-    bits = torch.int32 if x.dtype == torch.float32 else torch.int64
-    keep = weight.abs().sign().to(bits).neg_()  # 0 where ignored, else -1: every bit set
+    """``x`` with +0 where ``weight`` (of ``x``'s dtype, broadcasting against it)
+    is +-0: a bitwise and with 0 or all ones, made from the weight's bits without
+    a boolean mask (``masked_fill``'s is not vectorised on CPU: 3 to 5 times slower)."""
+    bits, shift = (torch.int32, 31) if x.dtype == torch.float32 else (torch.int64, 63)
+    magnitude = weight.view(bits) & ((1 << shift) - 1)  # the bits but the sign's
+    keep = magnitude.neg_().bitwise_right_shift_(shift)  # 0 where 0, else -1: every bit set
     return (x.view(bits) & keep).view(x.dtype)
 
 
