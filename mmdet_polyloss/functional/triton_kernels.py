@@ -52,8 +52,7 @@ if triton is not None:
             weight = tl.load(w_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         else:
             weight = tl.full(x.shape, 1.0, tl.float32)
-        if WEIGHT_MODE != 0:  # weight 0: ignored, its logit (NaN, inf) read as 0
-            x = tl.where(weight != 0, x, 0.0)
+        x = tl.where(weight != 0, x, 0.0)  # weight 0: ignored, its logit (NaN, inf) read as 0
         z = tl.where(positive, x, -x)
         e = tl.exp(-tl.abs(z))
         inv = 1.0 / (1.0 + e)
