@@ -60,6 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     cli.check_checkpoint(args.checkpoint, 'checkpoint')
     cli.check_pickle_path(args.out)
+    if args.out is not None:
+        cli.check_writable(args.out, '--out')
     cli.limit_dynamo_recompiles()
     cfg = cli.config_from_args(args)
     cfg.load_from = args.checkpoint
@@ -70,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cli.enable_tta(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     cli.check_annotation_files(cfg, ['test_dataloader'])
-    test(cli.build_runner(cfg), args.out, args.checkpoint, args.allow_partial_weights)
+    test(cli.prepare_runner(cfg, ['test']), args.out, args.checkpoint, args.allow_partial_weights)
     # Only after a finished run: after an exception the barrier inside would wait
     # for ranks that never arrive (a hang until the collective timeout).
     destroy_process_group()  # the runner (and its DDP model) is gone by now

@@ -66,7 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     setup_cpu_distributed(cfg, args.launcher)
     cli.check_annotation_files(cfg, ['train_dataloader'] + (
         ['val_dataloader'] if cfg.get('val_cfg') else []))
-    train(cli.build_runner(cfg), cfg, args.allow_partial_weights)
+    loops = ['train'] + (['val'] if cfg.get('val_cfg') else [])
+    train(cli.prepare_runner(cfg, loops), cfg, args.allow_partial_weights)
     # Only after a finished run: after an exception the barrier inside would wait
     # for ranks that never arrive (a hang until the collective timeout).
     destroy_process_group()  # the runner (and its DDP model) is gone by now

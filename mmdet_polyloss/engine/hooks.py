@@ -150,6 +150,8 @@ class AtomicCheckpointHook(CheckpointHook):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not isinstance(keep := self.max_keep_ckpts, int) or isinstance(keep, bool):
+            raise TypeError(f'max_keep_ckpts must be an int (-1 keeps all), got {keep!r}')
         self.atomic = False  # decided in before_train, once out_dir is known
         self._warned = False
 

@@ -56,14 +56,23 @@ def check_bool(name: str, value: object) -> bool:
     raise TypeError(f'{name} must be a bool, got {value!r} of type {type(value).__name__}')
 
 
+#: The largest magnitude a setting may have: the losses compute in float32 (or
+#: float64), and a number float32 cannot hold would overflow at the first call.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def check_real(name: str, value: object, *, minimum: Optional[float] = None,
-               maximum: Optional[float] = None) -> float:
-    """Return ``value`` as a finite float inside [minimum, maximum]."""
+               maximum: Optional[float] = None, largest: float = FLOAT32_MAX) -> float:
+    """Return ``value`` as a finite float inside [minimum, maximum] whose
+    magnitude is at most ``largest`` (by default what float32 can hold)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real):
         raise TypeError(
             f'{name} must be a real number, got {value!r} of type {type(value).__name__}')
     if not math.isfinite(value):
         raise ValueError(f'{name} must be a finite number, got {value!r}')
+    if abs(value) > largest:
+        raise ValueError(f'{name}={value!r} is too large: the loss computes in float32, '
+                         f'so its magnitude must be at most {largest:.8g}')
     if minimum is not None and value < minimum:
         raise ValueError(f'{name} must be >= {minimum}, got {value!r}')
     if maximum is not None and value > maximum:
@@ -77,6 +86,14 @@ def check_int(name: str, value: object, what: str = 'an int') -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f'{name} must be {what}, got {value!r} of type {type(value).__name__}')
     return int(value)
+
+
+def check_label_index(name: str, value: object, what: str = 'an int') -> int:
+    """An int that int64 labels can be compared with (``ignore_index``)."""
+    value = check_int(name, value, what)
+    if not -2**63 <= value < 2**63:
+        raise ValueError(f'{name} must fit in int64 (the labels\' dtype), got {value!r}')
+    return value
 
 
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
@@ -167,7 +184,8 @@ def check_epsilons(epsilons: object) -> Tuple[float, ...]:
                         f'of type {type(epsilons).__name__}')
     if len(epsilons) == 0:
         raise ValueError(f'epsilons must be a non-empty sequence of numbers, got {epsilons!r}')
-    return tuple(check_real(f'epsilons[{j}]', e) for j, e in enumerate(epsilons))
+    return tuple(check_real(f'epsilons[{j}]', e, largest=FLOAT32_MAX / (j + 1))
+                 for j, e in enumerate(epsilons))
 
 
 def check_epsilon_bounds(epsilons: Tuple[float, ...], allow_negative_loss: bool,
@@ -241,8 +259,10 @@ def _poly_params(epsilons: Tuple[float, ...], gamma: float, alpha: float, weight
 
 
 def check_focal_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
-                       activated: bool, ignore_index: Optional[int] = None) -> bool:
-    """Validate pred/target/weight; return True when ``target`` holds class indices.
+                       activated: bool, ignore_index: Optional[int] = None
+                       ) -> Tuple[bool, Tensor]:
+    """Validate pred/target/weight; return whether ``target`` holds class indices,
+    and ``target`` with its integers in a dtype compared by value (:func:`label_values`).
 
     Accepted forms (mmdet's ``FocalLoss`` contract, plus dense index maps):
       * ``pred`` (N, C, *) with integer ``target`` (N, *) in [0, C]; C is
@@ -256,11 +276,10 @@ def check_focal_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
     check_logits(pred)
     check_tensor('target', target)
     if target.shape == pred.shape:
-        is_index = False
+        is_index, target = False, label_values('target', target)
     elif (pred.dim() >= 2 and target.dim() == pred.dim() - 1
           and target.shape == pred.shape[:1] + pred.shape[2:]):
-        check_class_indices(target, pred, 'target')
-        is_index = True
+        target, is_index = check_class_indices(target, pred, 'target'), True
     else:
         raise ValueError(
             f'target shape {tuple(target.shape)} does not match pred shape {tuple(pred.shape)}: '
@@ -271,11 +290,11 @@ def check_focal_inputs(pred: Tensor, target: Tensor, weight: Optional[Tensor],
                          f'targets of the shape of pred {tuple(pred.shape)}')
     if weight is not None:
         check_weight_shape(weight, pred, target if is_index else None)
-    if _value_checks and target.numel():
-        if ignore_index is not None:  # ignored labels pass the range check as 0
-            target = target.masked_fill(target == ignore_index, 0)
-        _check_focal_values(pred, target, is_index, activated, ignore_index)
-    return is_index
+    if _value_checks and target.numel():  # ignored labels pass the range check as 0
+        _check_focal_values(pred, target if ignore_index is None else
+                            target.masked_fill(target == ignore_index, 0),
+                            is_index, activated, ignore_index)
+    return is_index, target
 
 
 def _check_focal_values(pred: Tensor, target: Tensor, is_index: bool, activated: bool,
@@ -317,15 +336,27 @@ def check_logits(pred: object) -> None:
         raise TypeError(f'pred must be a floating-point tensor, got {_describe(pred)}')
 
 
-def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> None:
+def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> Tensor:
     """Class-index ``labels`` must be integers (a float or bool label would be
-    truncated silently) and ``pred`` (N, C, ...) must have at least one class."""
+    truncated silently) and ``pred`` (N, C, ...) must have at least one class;
+    returns the labels in a dtype compared by value (see :func:`label_values`)."""
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise TypeError(
             f'{name} of shape {tuple(labels.shape)} for pred of shape {tuple(pred.shape)} '
             f'must hold integer class indices, got dtype {labels.dtype}')
     if pred.shape[1] == 0:
         raise ValueError(f'pred of shape {tuple(pred.shape)} has no classes (dim 1 is 0)')
+    return label_values(name, labels)
+
+
+def label_values(name: str, labels: Tensor) -> Tensor:
+    """``labels`` with uint8 as int64, so that 255 is 255 (torch compares a uint8
+    255 equal to -1, an ``ignore_index``); the other unsigned integer dtypes (which
+    torch cannot reduce) are a TypeError. Other dtypes are returned as they are."""
+    if not labels.dtype.is_signed and labels.dtype not in (torch.uint8, torch.bool):
+        raise TypeError(f'{name} has dtype {labels.dtype}, which the losses do not take: '
+                        'use a signed integer dtype or uint8')
+    return labels.long() if labels.dtype == torch.uint8 else labels
 
 
 def check_weight_shape(weight: Tensor, pred: Tensor, labels: Optional[Tensor] = None) -> None:
@@ -389,7 +420,7 @@ def check_ignore_index(ignore_index: Optional[int]) -> int:
     """An int, or None for the default (-100)."""
     if ignore_index is None:
         return DEFAULT_IGNORE_INDEX
-    return check_int('ignore_index', ignore_index, what='an int or None')
+    return check_label_index('ignore_index', ignore_index, 'an int or None')
 
 
 def check_class_weight(class_weight: Union[None, Sequence[float], str, os.PathLike]

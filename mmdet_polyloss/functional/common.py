@@ -86,6 +86,13 @@ def broadcast_weight(weight: Tensor, loss: Tensor) -> Tensor:
     return weight.reshape(loss.shape)
 
 
+def zero_ignored(x: Tensor, weight: Optional[Tensor]) -> Tensor:
+    """``x`` with 0 where ``weight`` (broadcast as :func:`broadcast_weight`) is 0,
+    before the math: an ignored element's NaN or infinite logit then reaches
+    neither the loss nor the gradient (0 times NaN is NaN)."""
+    return x if weight is None else x.masked_fill(broadcast_weight(weight, x) == 0, 0)
+
+
 def weight_reduce(loss: Tensor, weight: Optional[Tensor], reduction: str,
                   avg_factor: AvgFactor) -> Tensor:
     """Apply ``weight``, then reduce by mmdet's ``weight_reduce_loss`` rules:

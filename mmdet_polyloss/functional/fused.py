@@ -123,8 +123,11 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
     """Weighted element-wise loss (N, C) and ``weight * dL/dx`` for labels in [0, C].
 
     Every element is first a negative; the one target column per row is then
-    corrected with N gathered elements.
+    corrected with N gathered elements. Elements of weight 0 are ignored: their
+    logits are read as 0, so a NaN or infinity there reaches neither output.
     """
+    if weight is not None:
+        x = _zero_ignored(x, weight)
     loss, grad = hard_target_terms(*_negative_terms(x), params, False, need_grad)
     flat, is_positive = _target_elements(labels, x.shape[1])
     x_target = x.view(-1).take(flat)
@@ -141,6 +144,16 @@ def dense_loss_and_grad(x: Tensor, labels: Tensor, weight: Optional[Tensor],
         if need_grad:
             grad.mul_(weight)
     return loss, grad
+
+
+def _zero_ignored(x: Tensor, weight: Tensor) -> Tensor:
+    """``x`` with +0 where ``weight`` (of ``x``'s dtype, broadcasting against it)
+    is +-0: a bitwise and with 0 or all ones, made from the weight's bits without
+    a boolean mask (``masked_fill``'s is not vectorised on CPU: 3 to 5 times slower)."""
+    bits, shift = (torch.int32, 31) if x.dtype == torch.float32 else (torch.int64, 63)
+    # The bits but the sign's, negated, shifted: 0 where the weight is +-0, else -1.
+    keep = (weight.view(bits) & ((1 << shift) - 1)).neg_().bitwise_right_shift_(shift)
+    return (x.view(bits) & keep).view(x.dtype)
 
 
 #: Elements per block of the eager path on CPU (``blockwise_loss_and_grad``):

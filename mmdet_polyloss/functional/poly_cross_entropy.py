@@ -35,6 +35,7 @@ from .checks import (
     check_soft_targets,
     check_tensor,
     check_weight_shape,
+    label_values,
 )
 from .common import (
     AvgFactor,
@@ -43,6 +44,7 @@ from .common import (
     compute_dtype,
     dense_target,
     weight_reduce,
+    zero_ignored,
 )
 
 
@@ -144,7 +146,7 @@ def softmax_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
     if soft:
         check_soft_targets(label, pred)
     else:
-        check_class_indices(label, pred, 'label')
+        label = check_class_indices(label, pred, 'label')
         check_labels_in_range(label, 0, num_classes - 1, ignore_index, 'class indices')
     class_weight = _class_weight_tensor(settings, num_classes, pred)
     if weight is not None and weight.shape != sample_shape:
@@ -152,9 +154,12 @@ def softmax_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
                          f'{tuple(sample_shape)} of pred {tuple(pred.shape)}: expected one '
                          'weight per sample')
 
-    x = pred.to(compute_dtype(pred))
-    log_p = F.log_softmax(x, dim=1)
     valid = None if soft else label != ignore_index
+    keep = valid if weight is None else (weight != 0 if soft else valid & (weight != 0))
+    x = pred.to(compute_dtype(pred))
+    if keep is not None:  # ignored rows read as 0: a NaN or inf there reaches nothing
+        x = x.masked_fill(~keep.unsqueeze(1), 0)
+    log_p = F.log_softmax(x, dim=1)
     if soft or settings.label_smoothing:
         if soft:
             target = label.to(x.dtype)
@@ -197,13 +202,14 @@ def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
     check_tensor('label', label)
     x, ignore_index = pred.to(compute_dtype(pred)), settings.ignore_index
     if label.dim() == 1 and pred.dim() == 2 and label.shape[0] == pred.shape[0]:
-        check_class_indices(label, pred, 'label')
+        label = check_class_indices(label, pred, 'label')
         num_classes = pred.shape[1]
         check_labels_in_range(label, 0, num_classes, ignore_index, 'class indices')
         valid = (label != ignore_index).unsqueeze(1).expand_as(pred)
         # Ignored rows become background (all-zero targets); ``valid`` drops them.
         target = dense_target(torch.where(label == ignore_index, num_classes, label), x)
     elif label.shape == pred.shape:
+        label = label_values('label', label)
         check_labels_in_range(label, 0, 1, ignore_index, 'targets')
         valid = label != ignore_index
         target = torch.where(valid, label, torch.zeros_like(label))
@@ -216,6 +222,7 @@ def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
     pos_weight = _class_weight_tensor(settings, pred.shape[-1], pred)
 
     target = target.to(x.dtype)
+    x = zero_ignored(x.masked_fill(~valid, 0), weight)  # ignored: read as 0 (NaN, inf)
     prob = torch.sigmoid(x)
     positive_part = target * (1 - prob)
     if pos_weight is not None:

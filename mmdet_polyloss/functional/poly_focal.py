@@ -33,7 +33,7 @@ from .checks import (
     check_bool,
     check_choice,
     check_focal_inputs,
-    check_int,
+    check_label_index,
     check_poly1_params,
     check_poly_params,
     check_reduction,
@@ -47,6 +47,7 @@ from .common import (
     is_per_sample_weight,
     scale_sum,
     weight_reduce,
+    zero_ignored,
 )
 from .fused import PolyFocalFusedFunction
 from .reference import poly_focal_elementwise, poly_focal_exact
@@ -153,7 +154,8 @@ def _checked_call(pred: Tensor, target: Tensor, weight: Optional[Tensor], params
     return poly_focal_with_params(
         pred, target, weight, params, activated=check_bool('activated', activated),
         reduction=check_reduction(reduction, avg_factor), avg_factor=avg_factor,
-        ignore_index=None if ignore_index is None else check_int('ignore_index', ignore_index),
+        ignore_index=None if ignore_index is None else
+        check_label_index('ignore_index', ignore_index),
         path=path)
 
 
@@ -169,7 +171,7 @@ def poly_focal_with_params(pred: Tensor, target: Tensor, weight: Optional[Tensor
     as background with weight 0, and 'mean' without ``avg_factor`` then averages
     over the elements not ignored. ``path`` other than 'auto' is for tests and
     benchmarks (see :func:`_polyn_focal_loss_on_path`)."""
-    is_index = check_focal_inputs(pred, target, weight, activated, ignore_index)
+    is_index, target = check_focal_inputs(pred, target, weight, activated, ignore_index)
     if not is_index:
         return _dispatch(pred, target, weight, params, activated, reduction, avg_factor,
                          path, is_index=False)
@@ -259,7 +261,7 @@ def _dispatch(pred: Tensor, target: Tensor, weight: Optional[Tensor], params: Po
             return loss
         return scale_sum(loss, pred.numel(), reduction, avg_factor)
 
-    pred = pred.to(dtype)
+    pred = zero_ignored(pred.to(dtype), weight)  # weight 0: ignored, whatever the logit
     target = dense_target(target, pred) if is_index else target.to(dtype)
     if path == 'exact':
         loss = poly_focal_exact(pred, target, params)

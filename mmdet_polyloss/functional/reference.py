@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .common import PolyParams, compute_dtype, dense_target
+from .common import PolyParams, compute_dtype, dense_target, zero_ignored
 
 
 def horner(x: Tensor, coefficients: Sequence, *, in_place: bool = False) -> Tensor:
@@ -162,6 +162,6 @@ def poly_focal_from_labels(pred: Tensor, labels: Tensor, weight: Optional[Tensor
                            params: PolyParams) -> Tensor:
     """Weighted element-wise loss of logits (N, C) for class indices (N,) in [0, C],
     in ``pred``'s compute dtype; ``weight`` is None or broadcasts against (N, C)."""
-    x = pred.to(compute_dtype(pred))
+    x = zero_ignored(pred.to(compute_dtype(pred)), weight)
     loss = poly_focal_elementwise(x, dense_target(labels, x), params, activated=False)
     return loss if weight is None else loss * weight

@@ -46,6 +46,13 @@ if triton is not None:
         label = tl.load(labels_ptr + row, mask=mask, other=0)
         positive = col == label
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        if WEIGHT_MODE == 1:
+            weight = tl.load(w_ptr + row, mask=mask, other=0.0).to(tl.float32)
+        elif WEIGHT_MODE == 2:
+            weight = tl.load(w_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        else:
+            weight = tl.full(x.shape, 1.0, tl.float32)
+        x = tl.where(weight != 0, x, 0.0)  # weight 0: ignored, its logit (NaN, inf) read as 0
         z = tl.where(positive, x, -x)
         e = tl.exp(-tl.abs(z))
         inv = 1.0 / (1.0 + e)
@@ -73,12 +80,6 @@ if triton is not None:
             dpoly = dpoly * q + 2.0 * e2
         poly = (poly * q + e1) * q
         dpoly = dpoly * q + e1
-        if WEIGHT_MODE == 1:
-            weight = tl.load(w_ptr + row, mask=mask, other=0.0).to(tl.float32)
-        elif WEIGHT_MODE == 2:
-            weight = tl.load(w_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-        else:
-            weight = tl.full(q.shape, 1.0, tl.float32)
         return q, p_t, ce, alpha_t, w_poly, poly, dpoly, positive, weight
 
     @triton.jit

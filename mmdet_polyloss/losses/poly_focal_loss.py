@@ -15,7 +15,7 @@ from ..functional.checks import (
     REDUCTIONS,
     check_bool,
     check_choice,
-    check_int,
+    check_label_index,
     check_module_reduction,
     check_poly1_params,
     check_poly_params,
@@ -88,8 +88,8 @@ class PolyNFocalLoss(nn.Module):
             reduction=check_choice('reduction', reduction, REDUCTIONS),
             loss_weight=check_real('loss_weight', loss_weight),
             activated=check_bool('activated', activated),
-            ignore_index=None if ignore_index is None else check_int('ignore_index',
-                                                                     ignore_index))
+            ignore_index=None if ignore_index is None else check_label_index('ignore_index',
+                                                                             ignore_index))
 
     #: Validates the hyper-parameters into a ``PolyParams``, the coefficients
     #: first: ``epsilons`` here, the one ``epsilon`` in :class:`Poly1FocalLoss`.

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
     ('EPSILONS', '--1', "got '--1' in EPSILONS='--1'"),
     ('EPSILONS', '-0.5 -1 -.5', "EPSILONS lists epsilon -0.5 twice: EPSILONS='-0.5 -1 -.5'"),
     ('EPSILONS', '0 -0', "EPSILONS lists epsilon 0 twice"),
-    ('EPSILONS', '9' * 400, "is too large for a float"),
+    ('EPSILONS', '9' * 400, 'is too large for the loss, which computes in float32'),
 ])
 def test_bad_settings_stop_before_any_work(variable, value, message, tmp_path):
     env = dict(os.environ, WORK_DIR=str(tmp_path / 'demo'))

@@ -111,7 +111,12 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     ([POLY, '--epsilons'], 'nothing to run: give --epsilons values, a --baseline, or both'),
     ([POLY, '--epsilons', '-1', '--cfg-options', 'randomness.seed=4'],
      "--cfg-options 'randomness.seed=4': the sweep sets this for each run"),
-    ([POLY, '--epsilons', '-1', '--cfg-options', 'oops'], '--cfg-options takes KEY=VALUE'),
+    ([POLY, '--epsilons', '-1', '--cfg-options', 'oops'],
+     "--cfg-options: expected KEY=VALUE, got 'oops'"),
+    ([POLY, '--epsilons', '-1', '--cfg-options', 'a=[1,2'], "--cfg-options: cannot parse 'a=[1,2'"),
+    ([POLY, '--epsilons', '-1', '--cfg-options',
+      'model.bbox_head.loss_cls=dict(type=Poly1FocalLoss,epsilon=0.5)'],
+     '--cfg-options: cannot parse'),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, message, tmp_path):
     result = sweep([*args, '--work-dir-root', str(tmp_path), '--dry-run'])

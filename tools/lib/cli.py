@@ -22,8 +22,10 @@ import inspect
 import math
 import os
 import os.path as osp
+import tempfile
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict, DictAction
 
@@ -40,17 +42,35 @@ EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters'
 
 class CfgOptionsAction(DictAction):
     """mmengine's ``DictAction`` (KEY=VALUE, lists, tuples), with a malformed
-    option reported as a usage error instead of a traceback."""
+    option reported as a usage error instead of a traceback (:func:`parse_cfg_options`)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: Optional[str] = None) -> None:
-        for option in values:
-            if '=' not in option or option.startswith(('=', '+=')):
-                parser.error(f'{option_string}: expected KEY=VALUE, got {option!r}')
         try:
-            super().__call__(parser, namespace, values, option_string)
+            options = parse_cfg_options(values, option_string or '--cfg-options')
+        except UserError as error:
+            parser.error(str(error))
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), **options})
+
+
+def parse_cfg_options(words: Sequence[str], option: str = '--cfg-options') -> Dict[str, Any]:
+    """KEY=VALUE ``words`` parsed as mmengine's ``DictAction`` parses them; a malformed
+    one (no ``=``, unbalanced brackets, a call such as ``dict(a=1,b=2)``, on which
+    ``DictAction`` recurses without end) is a :class:`UserError` naming ``option``."""
+    options: Dict[str, Any] = {}
+    for word in words:
+        key, equals, value = word.partition('=')
+        if not equals or key in ('', '+'):
+            raise UserError(f'{option}: expected KEY=VALUE, got {word!r}')
+        try:
+            options[key] = DictAction._parse_iterable(value)
         except (AssertionError, ValueError) as error:  # DictAction's check of brackets
-            parser.error(f'{option_string}: cannot parse {" ".join(values)!r}: {error}')
+            raise UserError(f'{option}: cannot parse {" ".join(words)!r}: {error}') from None
+        except RecursionError:
+            raise UserError(f'{option}: cannot parse {word!r}: a call with arguments, such as '
+                            'dict(a=1,b=2), is not a value --cfg-options reads; set each key '
+                            'instead (KEY.a=1 KEY.b=2)') from None
+    return options
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         name = osp.splitext(osp.basename(config))[0]
         cfg.work_dir = osp.join('./work_dirs', name)
     check_seed(cfg)
+    check_schedule_numbers(cfg)
     return cfg
 
 
@@ -187,13 +208,34 @@ def check_option_key(cfg: Config, key: str) -> None:
 
 
 def check_seed(cfg: Config) -> None:
-    """``randomness.seed`` must be None or an integer in [0, 2^32)."""
+    """``randomness`` must be a dict (or None) and its ``seed`` None or an integer
+    in [0, 2^32)."""
     randomness = cfg.get('randomness')
+    if randomness is not None and not isinstance(randomness, Mapping):
+        raise UserError(f'randomness must be a dict such as dict(seed=0), got {randomness!r}')
     seed = randomness.get('seed') if isinstance(randomness, Mapping) else None
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
                              or not 0 <= seed < SEED_LIMIT):
         raise UserError(f'randomness.seed must be an integer from 0 to {SEED_LIMIT - 1} '
                         f'(2^32 - 1), got {seed!r}')
+
+
+def check_schedule_numbers(cfg: Config) -> None:
+    """Every float in the schedule and the optimizer is finite: torch takes
+    ``lr=nan`` and trains on NaN, mmengine fails on ``max_epochs=nan`` with a
+    traceback."""
+    for key in ('train_cfg', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'):
+        check_finite(cfg.get(key), key)
+
+
+def check_finite(value: Any, key: str) -> None:
+    """Every float in ``value`` (a config section called ``key``) is finite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f'{key}={value!r}: expected a finite number')
+    items = value.items() if isinstance(value, Mapping) else \
+        enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for name, each in items:
+        check_finite(each, f'{key}.{name}')
 
 
 def non_negative_seconds(text: str) -> float:
@@ -315,30 +357,74 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg)
 
 
+#: What a config or a data file can make mmengine, mmdet or torch raise while
+#: the runner, its model, hooks, loops, datasets and evaluators are built.
+BUILD_ERRORS = (AssertionError, AttributeError, IndexError, KeyError, OSError, TypeError,
+                ValueError)
+
+
+#: What some of mmdet's errors mean, where their message does not say it.
+KNOWN_CAUSES = {'need at least one array to concatenate': (
+    ' (the dataset has no images to use: none listed, or, with filter_empty_gt, '
+    'none with annotations)')}
+
+
+@contextmanager
+def user_errors(what: str) -> Iterator[None]:
+    """Report an exception of :data:`BUILD_ERRORS` inside as a :class:`UserError`
+    on ``what`` (the config part or the files being read)."""
+    try:
+        yield
+    except BUILD_ERRORS as error:
+        message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        raise UserError(f'{what}: {type(error).__name__}: {message}'
+                        + KNOWN_CAUSES.get(message, '')) from error
+
+
+def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
+    """The runner with the loops ``loops`` names (``train``, ``val``, ``test``) built,
+    their datasets and evaluators loaded, before any long work: an error of the
+    config or of a data file is one line naming what was built (the annotation
+    files for a loop). A training loop must have something to train."""
+    check_writable(cfg.work_dir, 'the work dir', directory=True)
+    with user_errors('the config (building the runner: model, hooks, optimizer)'):
+        runner = build_runner(cfg)
+    for loop in loops:
+        metrics = cfg.get(f'{loop}_evaluator')
+        files = [path for _, path in annotation_files(cfg, [f'{loop}_dataloader'])] + [
+            m['ann_file'] for m in (metrics if isinstance(metrics, list) else [metrics])
+            if isinstance(m, Mapping) and isinstance(m.get('ann_file'), str)]
+        with user_errors(f'{loop}_cfg / {loop}_dataloader'
+                         + (f" (annotations {', '.join(dict.fromkeys(files))})" if files else '')):
+            built = getattr(runner, f'{loop}_loop')
+        if loop == 'train' and getattr(built, 'max_iters', 1) < 1:
+            key = 'max_epochs' if 'max_epochs' in cfg.train_cfg else 'max_iters'
+            raise UserError(f'train_cfg.{key}={cfg.train_cfg.get(key)!r} leaves nothing to '
+                            f'train ({built.max_iters} iterations): it must be >= 1')
+    return runner
+
+
+def check_writable(path: str, what: str, directory: bool = False) -> None:
+    """``path`` can be written: a directory or a file in one (made if missing, as
+    mmengine does); else a :class:`UserError` naming ``what``, the path and why."""
+    folder = path if directory else osp.dirname(osp.abspath(path))
+    try:
+        if not directory and osp.isdir(path):
+            raise IsADirectoryError(f'{path!r} is a directory')
+        os.makedirs(folder, exist_ok=True)  # as mmengine makes a missing one
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        raise UserError(f'{what} {path!r} cannot be written: {error}') from error
+
+
 def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
     """The annotation files the ``loaders``' datasets (and their evaluators) read
     exist, or a one-line error names the first missing one; mmdet's dataset
     would fail deep inside the runner. Local paths only; a relative
     ``ann_file`` is under ``data_root``, as mmengine's ``BaseDataset`` joins them."""
-    def missing(dataset: Any, where: str, data_root: str = '') -> Optional[str]:
-        if not isinstance(dataset, Mapping):
-            return None
-        data_root = dataset.get('data_root') or data_root
-        ann_file = dataset.get('ann_file')
-        if isinstance(ann_file, str) and ann_file and '://' not in ann_file:
-            path = ann_file if osp.isabs(ann_file) else osp.join(data_root, ann_file)
-            if not osp.isfile(path):
-                return f'{where}.ann_file: no such file: {path!r}'
-        inner = dataset.get('datasets', [dataset.get('dataset')])
-        for index, each in enumerate(inner if isinstance(inner, (list, tuple)) else [inner]):
-            found = missing(each, f'{where}.dataset' if 'dataset' in dataset
-                            else f'{where}.datasets.{index}', data_root)
-            if found:
-                return found
-        return None
-
     for loader in loaders:
-        problem = missing((cfg.get(loader) or {}).get('dataset'), f'{loader}.dataset')
+        problem = next((f'{where}: no such file: {path!r}' for where, path
+                        in annotation_files(cfg, [loader]) if not osp.isfile(path)), None)
         evaluator = cfg.get(loader.replace('dataloader', 'evaluator'))
         for metric in evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]:
             ann_file = metric.get('ann_file') if isinstance(metric, Mapping) else None
@@ -350,6 +436,26 @@ def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
             hint = ('; python tools/make_demo_data.py makes it' if 'polyloss_shapes' in problem
                     else '')
             raise UserError(f'{problem} (relative paths are from {os.getcwd()!r}){hint}')
+
+
+def annotation_files(cfg: Config, loaders: Sequence[str]) -> Iterator[Tuple[str, str]]:
+    """(config key, local path) of each ``ann_file`` of the ``loaders``' datasets,
+    wrapped ones included; a relative one is under ``data_root``, as mmengine's
+    ``BaseDataset`` joins them."""
+    def walk(dataset: Any, where: str, data_root: str = '') -> Iterator[Tuple[str, str]]:
+        if not isinstance(dataset, Mapping):
+            return
+        data_root = dataset.get('data_root') or data_root
+        ann_file = dataset.get('ann_file')
+        if isinstance(ann_file, str) and ann_file and '://' not in ann_file:
+            yield f'{where}.ann_file', osp.join(data_root, ann_file)
+        inner = dataset.get('datasets', [dataset.get('dataset')])
+        for index, each in enumerate(inner if isinstance(inner, (list, tuple)) else [inner]):
+            yield from walk(each, f'{where}.dataset' if 'dataset' in dataset
+                            else f'{where}.datasets.{index}', data_root)
+
+    for loader in loaders:
+        yield from walk((cfg.get(loader) or {}).get('dataset'), f'{loader}.dataset')
 
 
 def limit_dynamo_recompiles() -> None:

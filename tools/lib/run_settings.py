@@ -72,6 +72,10 @@ def epsilon_name(epsilon: float) -> str:
     return ('+' if epsilon > 0 else '') + '%.15g' % epsilon
 
 
+#: The largest float32: the loss computes in it, so a larger epsilon would overflow.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def parse_epsilons(value: str, variable: str = 'EPSILONS') -> List[str]:
     """The epsilons in the whitespace-separated ``value``, by name, in order.
 
@@ -85,9 +89,9 @@ def parse_epsilons(value: str, variable: str = 'EPSILONS') -> List[str]:
         if not epsilon >= MIN_EPSILON:  # also catches nan
             raise UserError(f'{variable} must hold decimal numbers >= -1, got {word!r} in '
                             f'{variable}={value!r}')
-        if math.isinf(epsilon):
-            raise UserError(f'{variable}: {word!r} is too large for a float, in '
-                            f'{variable}={value!r}')
+        if epsilon > FLOAT32_MAX:
+            raise UserError(f'{variable}: {word!r} is too large for the loss, which computes '
+                            f'in float32 (at most {FLOAT32_MAX:.8g}), in {variable}={value!r}')
         name = epsilon_name(epsilon)
         if name in names:
             raise UserError(f'{variable} lists epsilon {name} twice: {variable}={value!r}')

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from tools.lib.cli import apply_cfg_options, read_config
+from tools.lib.cli import apply_cfg_options, parse_cfg_options, read_config
 from tools.lib.errors import UserError
 from tools.lib.run_lock import LOCK_NAME
 
@@ -101,15 +101,7 @@ class Launcher:
 def with_options(cfg, options: Sequence[str]):
     """A copy of ``cfg`` with ``options`` (KEY=VALUE words) applied by the rules of
     the tools' --cfg-options (``tools.lib.cli``: a key must exist, ``+key`` adds one)."""
-    from mmengine.config import DictAction
-
-
-    parsed: Dict[str, object] = {}
-    for option in options:
-        if '=' not in option:
-            raise UserError(f'--cfg-options takes KEY=VALUE, got {option!r}')
-        key, value = option.split('=', 1)
-        parsed[key] = DictAction._parse_iterable(value)
+    parsed = parse_cfg_options(options)
     cfg = copy.deepcopy(cfg)
     apply_cfg_options(cfg, parsed)
     return cfg
