@@ -5,7 +5,8 @@
 # share; they differ only in bbox_head.loss_cls. The recipe was tuned on the
 # focal config alone and then frozen (docs/trees.md): 256-px tiles at native
 # resolution, batch 4, 8 epochs (568 iterations), square anchors, flips in
-# all three directions. About 6 minutes of training on 2 idle CPU cores.
+# all three directions. 10 minutes of training (validation included) on 2 CPU
+# cores shared with other jobs (load average about 6); less on idle cores.
 #
 # Data: `python tools/make_tree_data.py` writes it to data/polyloss_trees/,
 # relative to the working directory (the repository root). To read it from
