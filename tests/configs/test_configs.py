@@ -18,12 +18,17 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / 'configs'
 MMDET_CONFIGS = Path(mmdet.__file__).parent / '.mim' / 'configs'
 ALL_CONFIGS = sorted(CONFIG_DIR.rglob('*.py'))
-COCO_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name != 'demo' and
+#: Configs with their own recipe rather than mmdet's: the shapes demo and the
+#: tree-crown benchmark (checked below, not against mmdet's configs).
+OWN_RECIPE_DIRS = ('demo', 'trees')
+COCO_CONFIGS = [p for p in ALL_CONFIGS if p.parent.name not in OWN_RECIPE_DIRS and
                 '_base_' not in p.parts]
 POLY_COCO_CONFIGS = [p for p in COCO_CONFIGS if 'poly1' in p.name]
 BASELINE_COCO_CONFIGS = [p for p in COCO_CONFIGS if 'poly1' not in p.name]
 DEMO_FOCAL = CONFIG_DIR / 'demo' / 'retinanet_tiny_fpn_focal_shapes.py'
 DEMO_POLY = CONFIG_DIR / 'demo' / 'retinanet_tiny_fpn_poly1-eps-1_shapes.py'
+TREES_FOCAL = CONFIG_DIR / 'trees' / 'retinanet_tiny_fpn_focal_trees.py'
+TREES_POLY = CONFIG_DIR / 'trees' / 'retinanet_tiny_fpn_poly1-eps-1_trees.py'
 #: The configs one trains: every file but the demo's shared base.
 RUN_CONFIGS = [p for p in ALL_CONFIGS if '_base_' not in p.parts]
 CUSTOM_IMPORTS = dict(imports=['mmdet_polyloss'], allow_failed_imports=False)
@@ -180,8 +185,11 @@ def test_coco_retinanet_schedule_is_the_papers_baseline():
     assert cfg.model.backbone.init_cfg.checkpoint == 'torchvision://resnet50'
 
 
-def test_demo_configs_differ_only_in_the_loss():
-    focal, poly = _resolved(DEMO_FOCAL), _resolved(DEMO_POLY)
+@pytest.mark.parametrize('focal_path, poly_path', [(DEMO_FOCAL, DEMO_POLY),
+                                                   (TREES_FOCAL, TREES_POLY)],
+                         ids=['demo', 'trees'])
+def test_own_recipe_configs_differ_only_in_the_loss(focal_path: Path, poly_path: Path):
+    focal, poly = _resolved(focal_path), _resolved(poly_path)
     focal_loss = focal['model']['bbox_head'].pop('loss_cls')
     poly_loss = poly['model']['bbox_head'].pop('loss_cls')
     assert focal == poly
@@ -226,3 +234,14 @@ def test_config_builds_its_model(path: Path):
         # Softmax RoI classifier: the classes plus background.
         head = model.roi_head.bbox_head
         assert head.fc_cls.out_features == head.num_classes + 1
+
+
+def test_trees_config_is_small_untrained_and_reports_recall():
+    cfg = Config.fromfile(str(TREES_POLY))
+    assert cfg.model.backbone.init_cfg is None  # no download
+    assert cfg.model.bbox_head.num_classes == 1
+    assert cfg.metainfo.classes == ('tree', )
+    assert cfg.data_root == 'data/polyloss_trees/'
+    assert cfg.val_evaluator.ann_file == 'data/polyloss_trees/annotations/instances_val.json'
+    assert 'AR@100' in cfg.val_evaluator.metric_items
+    assert cfg.test_evaluator == cfg.val_evaluator
