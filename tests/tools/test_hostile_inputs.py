@@ -5,6 +5,7 @@ with nothing to train, non-finite numbers, loss arguments a config gets
 wrong, work dirs and --out paths that cannot be written, and annotation files
 mmdet cannot read (tools/lib/cli.py: prepare_runner)."""
 import json
+import logging
 import os
 import re
 import shutil
@@ -26,6 +27,19 @@ ANNOTATIONS = Path('data/polyloss_shapes/annotations')
 
 train_tool = load_tool('train')
 test_tool = load_tool('test')
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_log_streams():
+    """The tools run in this process here: an mmengine logger made by an earlier
+    test keeps a stream handler on that test's captured (now closed) stdout, and
+    writing to it prints a "--- Logging error ---" traceback into this test's
+    stderr. Drop such handlers first; the tools add their own."""
+    from mmengine.logging import MMLogger
+    for logger in MMLogger._instance_dict.values():
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
 
 
 @pytest.fixture(scope='module')
