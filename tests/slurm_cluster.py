@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 PACKAGES = ('slurm-wlm', 'munge')
 #: Programs the cluster needs; any missing one means the packages are installed.
@@ -316,3 +316,16 @@ def start_for_tests(environ: Optional[Dict[str, str]] = None) -> SlurmCluster:
         if environ.get('CI') == 'true':
             pytest.fail(f'CI=true, and the Slurm test cluster did not start: {error}')
         pytest.skip(f'no Slurm test cluster: {error}')
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str,
+               interval: float = 0.5):
+    """Poll ``condition`` until it is true; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'waited {timeout:.0f} s for {what}')
+        time.sleep(interval)

@@ -20,10 +20,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import pytest
 import slurm_cluster as slurm_cluster_module
+from slurm_cluster import wait_until
 
 from tools.lib import slurm_jobs, slurm_queue
 from tools.lib.errors import UserError
@@ -56,19 +57,6 @@ def events(work_dir: Path, kind: Optional[str] = None) -> List[Dict]:
 
 def marker(work_dir: Path) -> Dict:
     return json.loads((work_dir / slurm_jobs.MARKER).read_text())
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.5):
-    """Poll ``condition`` until it is true; its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'waited {timeout:.0f} s for {what}')
-        time.sleep(interval)
 
 
 # --- sbatch commands, options, times -------------------------------------------------

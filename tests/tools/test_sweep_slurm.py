@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest
+from slurm_cluster import wait_until
 
 from tools.lib import slurm_queue
 
@@ -32,17 +33,6 @@ def sweep(args: List[str], cwd: Path, env: Dict[str, str]) -> subprocess.Complet
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f'waited {timeout:.0f} s for {what}')
-        time.sleep(interval)
 
 
 def epoch_of(work_dir: Path) -> int:
@@ -100,7 +90,7 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
         queue = slurm_queue.read_queue(job_name, env=cluster.env)
         return queue if all(queue.get(n) and queue[n].state == 'RUNNING' for n in NAMES) \
             else None
-    wait_until(both_running, 60, 'both runs running at once')
+    wait_until(both_running, 60, 'both runs running at once', interval=1.0)
     timings['both running'] = time.monotonic() - start
     # Run again while they run: each run's state, nothing submitted.
     again = sweep(args, workspace, cluster.env)
@@ -112,7 +102,8 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
     # Cut the Poly-1 run's limit short once it has a checkpoint (the earliest point
     # at which a stop can be resumed: the most training left for USR1 to land in);
     # requeue the focal run once it has two.
-    wait_until(lambda: epoch_of(poly) >= 1, 240, 'a checkpoint of the Poly-1 run')
+    wait_until(lambda: epoch_of(poly) >= 1, 240, 'a checkpoint of the Poly-1 run',
+               interval=1.0)
     timings['Poly-1 at epoch 1'] = time.monotonic() - start
     used = elapsed_seconds(cluster, jobs[NAMES[1]])
     assert used is not None
@@ -120,11 +111,12 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
     cluster.command('scontrol', 'update', f'JobId={jobs[NAMES[1]]}',
                     f'TimeLimit={limit // 60}:{limit % 60:02d}')
     poly_log = root / 'slurm' / 'logs' / f'{job_name}-{jobs[NAMES[1]]}.out'
-    wait_until(lambda: epoch_of(focal) >= 2, 240, 'two checkpoints of the focal run')
+    wait_until(lambda: epoch_of(focal) >= 2, 240, 'two checkpoints of the focal run',
+               interval=1.0)
     cluster.command('scontrol', 'requeue', jobs[NAMES[0]])
     timings['focal requeued at epoch 2'] = time.monotonic() - start
     wait_until(lambda: 'requeued; it resumes' in poly_log.read_text(), 120,
-               'the Poly-1 run to requeue itself near its time limit')
+               'the Poly-1 run to requeue itself near its time limit', interval=1.0)
     timings['time-limit requeue'] = time.monotonic() - start
     cluster.command('scontrol', 'update', f'JobId={jobs[NAMES[1]]}', 'TimeLimit=15')
 
