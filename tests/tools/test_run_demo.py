@@ -1,4 +1,4 @@
-"""tools/run_demo.sh: SEEDS and EPSILONS checked before any work (in Python:
+"""tools/run_demo.sh: DATASET, SEEDS and EPSILONS checked before any work (in Python:
 tools/lib/run_settings.py) and the sweep they make (DRY_RUN=1); the sweep itself
 (skips, resumes, damaged runs, a tiny run end to end) is tests/tools/test_sweep.py."""
 import os
@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize('variable,value,message', [
+    ('DATASET', 'coco', "DATASET must be trees or shapes, got DATASET='coco'"),
     ('SEEDS', '0 x1', "SEEDS must hold non-negative integers, got 'x1' in SEEDS='0 x1'"),
     ('SEEDS', '-1', "got '-1' in SEEDS='-1'"),
     ('SEEDS', '1.5', "got '1.5' in SEEDS='1.5'"),
@@ -57,25 +58,32 @@ def test_settings_as_the_shell_loop_normalised_them():
         parse_seeds('a', 'MY_SEEDS')  # for other launchers (the sweep)
 
 
-def test_dry_run_shows_each_seed_and_epsilon_reaching_train_and_test(tmp_path):
-    """run_demo.sh is the sweep over the demo configs: each (seed, epsilon) gets
-    its own work dir, and its seed and epsilon reach tools/train.py and
-    tools/test.py (the report reads them from the config test.py dumps)."""
+@pytest.mark.parametrize('dataset,configs', [(None, 'trees'), ('shapes', 'demo')])
+def test_dry_run_shows_each_seed_and_epsilon_reaching_train_and_test(dataset, configs,
+                                                                      tmp_path):
+    """run_demo.sh is the sweep over one dataset's configs (the tree crowns unless
+    DATASET=shapes): each (seed, epsilon) gets its own work dir, and its seed and
+    epsilon reach tools/train.py and tools/test.py (the report reads them from
+    the config test.py dumps)."""
     work = tmp_path / 'demo'
     env = dict(os.environ, WORK_DIR=str(work), SEEDS='0 1', EPSILONS='-1 -.5 0.25',
                DRY_RUN='1')
+    env.pop('DATASET', None)
+    if dataset:
+        env['DATASET'] = dataset
     result = subprocess.run(['bash', str(ROOT / 'tools' / 'run_demo.sh')], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     commands = [line.split('$ ', 1)[1] for line in result.stdout.splitlines()
                 if line.startswith('  $ ')]
-    focal = 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
-    poly = 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
+    suffix = dataset or 'trees'
+    focal = f'configs/{configs}/retinanet_tiny_fpn_focal_{suffix}.py'
+    poly = f'configs/{configs}/retinanet_tiny_fpn_poly1-eps-1_{suffix}.py'
     eps = 'model.bbox_head.loss_cls.epsilon='
-    runs = [(focal, 'retinanet_tiny_fpn_focal_shapes', ''),
-            (poly, 'retinanet_tiny_fpn_poly1-eps-1_shapes', f' {eps}-1.0'),
-            (poly, 'retinanet_tiny_fpn_poly1-eps-0.5_shapes', f' {eps}-0.5'),
-            (poly, 'retinanet_tiny_fpn_poly1-eps+0.25_shapes', f' {eps}0.25')]
+    runs = [(focal, f'retinanet_tiny_fpn_focal_{suffix}', ''),
+            (poly, f'retinanet_tiny_fpn_poly1-eps-1_{suffix}', f' {eps}-1.0'),
+            (poly, f'retinanet_tiny_fpn_poly1-eps-0.5_{suffix}', f' {eps}-0.5'),
+            (poly, f'retinanet_tiny_fpn_poly1-eps+0.25_{suffix}', f' {eps}0.25')]
     expected = []
     for seed in (0, 1):
         for config, name, loss in runs:
