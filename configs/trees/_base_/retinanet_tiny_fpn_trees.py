@@ -8,6 +8,10 @@
 # all three directions. 10 minutes of training (validation included) on 2 CPU
 # cores shared with other jobs (load average about 6); less on idle cores.
 #
+# Self-contained on purpose: it repeats much of configs/demo/_base_/ rather
+# than inheriting it, so that no change to the demo can alter this frozen
+# recipe (or the sweep's run keys, which hash the resolved config).
+#
 # Data: `python tools/make_tree_data.py` writes it to data/polyloss_trees/,
 # relative to the working directory (the repository root). To read it from
 # elsewhere, override {train,val,test}_dataloader.dataset.data_root=DIR/ and
