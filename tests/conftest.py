@@ -1,5 +1,5 @@
 """Shared fixtures for the test suite."""
-from typing import List
+from typing import List, Optional
 
 import pytest
 import torch
@@ -28,12 +28,26 @@ def slurm_cluster():
         cluster.stop()
 
 
+def _xdist_group(item) -> Optional[str]:
+    """The worker group of a test under ``--dist loadgroup``: the Slurm cluster's
+    tests share one worker (one cluster per session); a test using a fixture of
+    module (or class) scope, such as a trained run, shares its file's worker so
+    the fixture is made once; any other test goes to whichever worker is free."""
+    fixtures = getattr(item, '_fixtureinfo', None)
+    if fixtures is None:
+        return None
+    if 'slurm_cluster' in fixtures.names_closure:
+        return 'slurm-cluster'
+    for definitions in fixtures.name2fixturedefs.values():
+        if definitions[-1].scope in ('module', 'class', 'package'):
+            return item.nodeid.split('::')[0]
+    return None
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """Under pytest-xdist's ``--dist loadgroup`` (tools/run_tests.sh): each test
-    file's tests run in one worker (its module fixtures, such as a trained run,
-    are made once), and every test that uses the Slurm cluster runs in the same
-    worker, so the session starts one cluster, not one per worker."""
+    """Mark each test with its worker group (``_xdist_group``) for pytest-xdist's
+    ``--dist loadgroup`` (tools/run_tests.sh)."""
     for item in items:
-        group = ('slurm-cluster' if 'slurm_cluster' in getattr(item, 'fixturenames', ())
-                 else item.nodeid.split('::')[0])
-        item.add_marker(pytest.mark.xdist_group(group))
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

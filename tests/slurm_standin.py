@@ -57,6 +57,9 @@ def train(work_dir: Path, iterations: int, checkpoint: bool) -> int:
     seconds = float(os.environ.get('STANDIN_SECONDS', '1'))
     while count < iterations:
         time.sleep(seconds)
+        # An iteration's bookkeeping is not cut by a TERM (which waits for it), so
+        # the count, the checkpoint and the 'iteration' event always agree.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         count += 1
         write(count_file, str(count))
         if checkpoint:
@@ -67,6 +70,7 @@ def train(work_dir: Path, iterations: int, checkpoint: bool) -> int:
             if old.exists():
                 old.unlink()
         event(work_dir, 'iteration', count=count)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     event(work_dir, 'end', count=count)
     return 0
 
