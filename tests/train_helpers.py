@@ -1,10 +1,12 @@
 """Shared by the end-to-end tests that run tools/*.py in subprocesses on a
 tiny generated copy of the demo dataset."""
+import contextlib
 import importlib
+import io
 import os
 import subprocess
 from pathlib import Path
-from typing import List
+from typing import Callable, List, Optional, Sequence
 
 from tools.lib.shapes import SyntheticConfig, generate
 
@@ -47,3 +49,19 @@ def run(args: List[str], cwd: Path, **env) -> str:
 def load_tool(name: str):
     """The module of the script tools/<name>.py (its ``main`` not run)."""
     return importlib.import_module(f'tools.{name}')
+
+
+def run_in_process(main: Callable[[Optional[Sequence[str]]], object], argv: List[str],
+                   prog: str) -> subprocess.CompletedProcess:
+    """A tool's ``main`` called as its ``__main__`` block calls it (tools/lib/errors.run),
+    in this process: its exit status, stdout and stderr, as ``subprocess.run`` gives
+    them, without a new interpreter importing torch and mmdet (seconds a call)."""
+    from tools.lib import errors
+    out, err = io.StringIO(), io.StringIO()
+    status = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            errors.run(main, argv, prog=prog)
+        except SystemExit as exit_:
+            status = exit_.code if isinstance(exit_.code, int) else 1
+    return subprocess.CompletedProcess([prog, *argv], status, out.getvalue(), err.getvalue())

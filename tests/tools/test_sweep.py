@@ -1,6 +1,7 @@
 """tools/sweep.py: the plan (runs, names, overrides, commands per launcher),
 where each run stands (done, resume, test, changed), user errors, and a tiny
 sweep end to end."""
+import contextlib
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from typing import List
 
 import pytest
 
-from train_helpers import FAST, ROOT, TIMEOUT, make_workspace
+from train_helpers import FAST, ROOT, TIMEOUT, load_tool, make_workspace, run_in_process
 
 SCRIPT = ROOT / 'tools' / 'sweep.py'
 POLY = 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
@@ -19,9 +20,16 @@ COCO_FOCAL = 'configs/retinanet/retinanet_r50_fpn_1x_coco.py'
 MASK_RCNN = 'configs/mask_rcnn/mask-rcnn_r50_fpn_poly1-eps-1_1x_coco.py'
 
 
-def sweep(args: List[str], cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+def sweep(args: List[str]) -> subprocess.CompletedProcess:
+    """tools/sweep.py in this process, from the repository root (plans, dry runs,
+    refusals: nothing that trains)."""
+    with contextlib.chdir(ROOT):
+        return run_in_process(load_tool('sweep').main, args, 'sweep.py')
+
+
+def sweep_subprocess(args: List[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
+                          text=True, cwd=cwd, timeout=TIMEOUT)
 
 
 def plan_lines(out: str) -> List[List[str]]:
@@ -263,7 +271,7 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     options = [o for o in FAST if not o.startswith('randomness.seed=')]
     args = [str(ROOT / POLY), '--baseline', str(ROOT / FOCAL), '--epsilons', '-1', '--seeds',
             '3', '--work-dir-root', 'sweep', '--cfg-options', *options]
-    result = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    result = sweep_subprocess(args, workspace)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     root = workspace / 'sweep'
     for name in ('retinanet_tiny_fpn_focal_shapes_seed3',
@@ -274,7 +282,7 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     assert '| retinanet_tiny_fpn_focal_shapes_seed3 (baseline) | focal |' in table
     assert 'poly-1 eps=-1' in table
     assert (root / 'sweep.png').stat().st_size > 10_000
-    again = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    again = sweep_subprocess(args, workspace)
     assert again.returncode == 0, again.stderr
     assert {r[1] for r in plan_lines(again.stdout)} == {'done'}
     assert 'tools/train.py' not in again.stdout and 'sweep.md' in again.stdout
@@ -284,7 +292,7 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     marker = json.loads((poly / '.sweep-run.json').read_text())
     (poly / '.sweep-run.json').write_text(json.dumps({**marker, 'state': 'training'}))
     checkpoint = (poly / 'last_checkpoint').read_text().strip()
-    resumed = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    resumed = sweep_subprocess(args, workspace)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert {r[0]: r[1] for r in plan_lines(resumed.stdout)} == {
         'retinanet_tiny_fpn_focal_shapes_seed3': 'done', poly.name: 'resume'}
@@ -296,7 +304,7 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     # A tool that fails stops the sweep with one line; the run stays resumable.
     (poly / '.sweep-run.json').write_text(json.dumps({**marker, 'state': 'training'}))
     Path(checkpoint).write_bytes(b'not a checkpoint')  # the resume cannot load it
-    failed = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    failed = sweep_subprocess(args, workspace)
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines()[-1] == (
         'sweep.py: error: train.py exited with status 2 (its output is above); rerun the '
@@ -305,7 +313,7 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     assert json.loads((poly / '.sweep-run.json').read_text())['state'] == 'training'
     # An empty one is refused before training, naming the file and --force.
     Path(checkpoint).write_bytes(b'')
-    refused = sweep(args, cwd=workspace, timeout=TIMEOUT)
+    refused = sweep_subprocess(args, workspace)
     assert refused.returncode == 2 and 'tools/train.py' not in refused.stdout
     assert f'is damaged ({checkpoint} is missing or empty); --force' in refused.stderr
 
