@@ -1,6 +1,6 @@
-"""Agreement of every method with the float64 formula on the same rounded
-inputs (loss and element-wise gradient), and the accuracy probe of single
-fp32 elements at large |logit|."""
+"""Every method against the float64 formula on the same rounded inputs (loss and
+element-wise gradient), and the accuracy probe of single fp32 elements at large
+|logit|."""
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -8,21 +8,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from tools.benchmark.cases import (
-    ALPHA,
-    EAGER,
-    FUSED,
-    GAMMA,
-    MMDET,
-    NAIVE,
-    UNCHECKED,
-    Inputs,
-    LossFn,
-    Method,
-    build_methods,
-    fwd_bwd,
-    poly1,
-)
+from tools.benchmark import cases
+from tools.benchmark.cases import EAGER, FUSED, MMDET, NAIVE, UNCHECKED, Inputs, Method
 
 #: This project's methods (and the naive formula) compute in float32 from the
 #: rounded inputs: loss within LOSS_RTOL of float64, and every gradient element
@@ -53,8 +40,8 @@ Tolerances = Tuple[float, float, float]
 
 @dataclass
 class Check:
-    """One method against the float64 formula. ``grad_worst`` is the largest
-    element's error over its tolerance (<= 1 passes)."""
+    """One method against float64; ``grad_worst`` is the largest element's error
+    over its tolerance (<= 1 passes)."""
     label: str
     ok: Optional[bool]  # None: skipped
     loss_rel: float = float('nan')
@@ -65,7 +52,7 @@ class Check:
     note: str = ''
 
     def line(self) -> str:
-        """The check as one line of the report, tagged [OK], [MISMATCH !!!] or [SKIP]."""
+        """The check as one line, tagged [OK], [MISMATCH !!!] or [SKIP]."""
         if self.ok is None:
             return f'[SKIP] {self.label}: {self.note}'
         if math.isnan(self.loss_ref):
@@ -80,8 +67,8 @@ class Check:
 
 @dataclass
 class ProbeRow:
-    """One element's focal loss (epsilon 0) in float64, and each method's
-    relative error in fp32: {method: (loss error, gradient error)}."""
+    """One element's focal loss and gradient in float64, and each method's
+    relative errors in fp32: {method: (loss error, gradient error)}."""
     target: str
     logit: float
     loss64: float
@@ -97,7 +84,7 @@ def relative_error(value: float, reference: float) -> float:
 def loss_and_grad(method: Method, case: Inputs) -> Tuple[Tensor, Tensor]:
     """Loss and gradient in float64; half inputs backpropagate under LOSS_SCALE."""
     for scale in dict.fromkeys((LOSS_SCALE[case.pred.dtype], 1.0)):
-        loss = fwd_bwd(method, case, scale)
+        loss = cases.fwd_bwd(method, case, scale)
         grad = case.pred.grad.double() / scale
         case.pred.grad = None
         if bool(torch.isfinite(grad).all()):  # else overflow: unscaled, as GradScaler backs off
@@ -110,13 +97,14 @@ def reference_loss(pred: Tensor, labels: Tensor, weight: Optional[Tensor], epsil
     """The composed Poly-1 formula (autograd), summed and divided by ``divisor``."""
     from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
     return _polyn_focal_loss_on_path('reference', pred, labels, weight, epsilons=(epsilon,),
-                                     gamma=GAMMA, alpha=ALPHA, reduction='sum') / divisor
+                                     gamma=cases.GAMMA, alpha=cases.ALPHA,
+                                     reduction='sum') / divisor
 
 
 def float64_reference(case: Inputs, epsilon: float) -> Tuple[Tensor, Tensor]:
-    """Loss and gradient of the composed Poly-1 formula (autograd) in float64,
-    on the case's rounded logits, in chunks of rows; divided by avg_factor +
-    fp32 eps, as mmdet and this project divide."""
+    """Loss and gradient of :func:`reference_loss` in float64 on the case's
+    rounded logits, in chunks of rows, divided by avg_factor + fp32 eps as
+    mmdet and this project divide."""
     divisor = case.avg_factor + torch.finfo(torch.float32).eps
     grad = torch.empty(case.pred.shape, dtype=torch.float64, device=case.pred.device)
     total = torch.zeros((), dtype=torch.float64, device=case.pred.device)
@@ -159,32 +147,27 @@ def compare(label: str, method: Method, reference: Tuple[Tensor, Tensor], case: 
     return Check(label, ok, loss_rel, ref_loss.item(), worst, median_rel, grad_max)
 
 
-def element_weights(case: Inputs, seed: int) -> Inputs:
-    """The case with per-element (N, C) weights: its label weights times U(0.5, 1.5)."""
-    gen = torch.Generator().manual_seed(seed)
-    factors = 0.5 + torch.rand(case.pred.shape, generator=gen)
-    return Inputs(case.pred, case.labels, case.weight[:, None] * factors.to(case.weight.device),
-                  case.avg_factor)
-
-
 def agreement_checks(methods: List[Method], case: Inputs, where: str,
                      seed: int = 0) -> List[Check]:
-    """Each method against float64: mmdet FocalLoss and Poly-1 at epsilon=0, the
-    fused (and eager) and naive Poly-1 at epsilon=-1; with the label weights,
-    then with per-element weights."""
+    """mmdet's FocalLoss and the fused Poly-1 at epsilon=0, then every Poly-1
+    method at epsilon=-1, against float64; with the label weights, then with
+    per-element weights (the label weights times U(0.5, 1.5))."""
     by_name = {m.name: m for m in methods}
     dtype = case.pred.dtype
     ours = (LOSS_RTOL, GRAD_RTOL, GRAD_ATOL_FRACTION[dtype])
     rtol, atol_fraction = BASELINE_TOLERANCES[dtype]
     baseline = (rtol + atol_fraction, rtol, atol_fraction)
+    factors = 0.5 + torch.rand(case.pred.shape, generator=torch.Generator().manual_seed(seed))
+    element_weights = Inputs(case.pred, case.labels,
+                             case.weight[:, None] * factors.to(case.weight.device),
+                             case.avg_factor)
     checks = []
-    for weights, weighted in (('label weights', case),
-                              ('element weights', element_weights(case, seed))):
+    for weights, weighted in (('label weights', case), ('element weights', element_weights)):
         at_zero = float64_reference(weighted, 0.0)
         checks.append(compare(f'{where}, {weights}: {MMDET} vs float64 (epsilon=0)',
                               by_name[MMDET], at_zero, weighted, baseline))
         checks.append(compare(f'{where}, {weights}: {FUSED} at epsilon=0 vs float64',
-                              Method(FUSED, poly1(0.0)), at_zero, weighted, ours))
+                              Method(FUSED, cases.poly1(0.0)), at_zero, weighted, ours))
         del at_zero
         at_minus_one = float64_reference(weighted, -1.0)
         for name in (FUSED, UNCHECKED, EAGER, NAIVE):
@@ -194,11 +177,11 @@ def agreement_checks(methods: List[Method], case: Inputs, where: str,
     return checks
 
 
-def accuracy_probe(mmdet_fn: Optional[LossFn], mmdet_error: str,
+def accuracy_probe(mmdet_fn: Optional[cases.LossFn], mmdet_error: str,
                    device: str) -> List[ProbeRow]:
     """Focal loss (Poly-1 at epsilon 0) of single fp32 elements at large |logit|,
     each method against the float64 formula."""
-    methods = build_methods(device, mmdet_fn, mmdet_error, torch.float32, epsilon=0.0)
+    methods = cases.build_methods(device, mmdet_fn, mmdet_error, torch.float32, epsilon=0.0)
     # The methods divide by avg_factor + fp32 eps, as mmdet does; so does the reference.
     divisor = 1.0 + torch.finfo(torch.float32).eps
     rows = []

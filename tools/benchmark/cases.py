@@ -1,5 +1,5 @@
-"""The benchmark's inputs (RetinaNet-like logits and labels), the compared
-methods and the loss callables behind them."""
+"""The benchmark's inputs (RetinaNet-like logits and labels) and the compared
+loss methods."""
 import argparse
 import contextlib
 import gc
@@ -15,8 +15,7 @@ LossFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 
 MMDET = 'mmdet FocalLoss'
 FUSED = 'Poly1FocalLoss (fused)'
-#: The same module with the tensor value checks (one host sync per call) off.
-UNCHECKED = 'Poly1FocalLoss (fused, value checks off)'
+UNCHECKED = 'Poly1FocalLoss (fused, value checks off)'  # no host sync per call
 EAGER = 'Poly1 fused, eager (no Triton)'
 NAIVE = 'Poly-1 naive autograd'
 
@@ -43,14 +42,24 @@ class Inputs:
         return self.pred.shape[0]
 
 
+@dataclass
+class Method:
+    """A loss ``fn(pred, labels, weight, avg_factor)``; ``context`` wraps fwd + bwd."""
+    name: str
+    fn: Optional[LossFn]
+    context: Callable[[], ContextManager] = contextlib.nullcontext
+    unsupported: str = ''  # why fn is None
+
+
+#: (images, dtype name, inputs, methods) of one benchmark case.
+Case = Tuple[int, str, Inputs, List[Method]]
+
+
 def make_base_inputs(images: int, anchors: int, classes: int, positives: int,
                      seed: int) -> BaseInputs:
-    """float32 logits (CPU), labels (C = background), label weights, avg_factor.
-
-    Logits are N(prior logit, 1) like a RetinaNet head early in training;
-    ``positives`` anchors per image get a random class; ~1% of the negative
-    anchors are ignored (weight 0).
-    """
+    """Logits ~ N(prior logit, 1) as early in training, ``positives`` anchors per
+    image with a random class, the rest background (label ``classes``), ~1% of
+    the background ignored (weight 0); avg_factor = positives."""
     gen = torch.Generator().manual_seed(seed)
     rows = images * anchors
     logits = torch.randn(rows, classes, generator=gen).add_(PRIOR_LOGIT)
@@ -70,22 +79,9 @@ def to_case(base: BaseInputs, dtype: torch.dtype, device: str) -> Inputs:
     return Inputs(pred, labels.to(device), weight.to(device), avg_factor)
 
 
-@dataclass
-class Method:
-    """A loss ``fn(pred, labels, weight, avg_factor)``; ``context`` wraps fwd + bwd."""
-    name: str
-    fn: Optional[LossFn]
-    context: Callable[[], ContextManager] = contextlib.nullcontext
-    unsupported: str = ''  # why fn is None
-
-
-#: (images, dtype name, inputs, methods) of one benchmark case.
-Case = Tuple[int, str, Inputs, List[Method]]
-
-
 def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
-    """One loss + backward (of ``loss_scale`` times it, in float32, if not 1);
-    returns the (detached) loss, leaves ``pred.grad``."""
+    """Loss and backward (of ``loss_scale`` times it in float32, unless 1); returns
+    the detached loss and leaves the gradient in ``case.pred.grad``."""
     case.pred.grad = None
     with method.context():
         loss = method.fn(case.pred, case.labels, case.weight, case.avg_factor)
@@ -94,11 +90,9 @@ def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
 
 
 def poly1(epsilon: float, path: str = 'auto') -> LossFn:
-    """Poly-1 at ``epsilon`` as a head calls it (mean over avg_factor): the
-    ``Poly1FocalLoss`` module, timed like mmdet's ``FocalLoss`` module; where
-    mmdet is missing (the module registers with it), the functional loss the
-    module calls. ``path='reference'``: the composed formula through autograd
-    (the naive method; see ``poly_focal._polyn_focal_loss_on_path``)."""
+    """Poly-1 at ``epsilon`` as a head calls it: the ``Poly1FocalLoss`` module, or
+    where mmdet is missing the functional loss it calls; ``path='reference'``:
+    the composed formula through autograd (the naive method)."""
     from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
     settings = dict(gamma=GAMMA, alpha=ALPHA)
     if path == 'auto':
@@ -119,10 +113,9 @@ def poly1(epsilon: float, path: str = 'auto') -> LossFn:
 
 @contextlib.contextmanager
 def triton_disabled() -> Iterator[None]:
-    """Route the fused path to its eager ops, forward and backward."""
+    """The fused path on its eager ops, forward and backward."""
     from mmdet_polyloss.functional import triton_kernels
-    saved = triton_kernels.AVAILABLE
-    triton_kernels.AVAILABLE = False
+    saved, triton_kernels.AVAILABLE = triton_kernels.AVAILABLE, False
     try:
         yield
     finally:
@@ -131,7 +124,7 @@ def triton_disabled() -> Iterator[None]:
 
 @contextlib.contextmanager
 def value_checks_off() -> Iterator[None]:
-    """The loss's tensor value checks off (``set_value_checks``), forward and backward."""
+    """The loss's tensor value checks off, forward and backward."""
     from mmdet_polyloss.functional import set_value_checks
     previous = set_value_checks(False)
     try:
@@ -142,36 +135,28 @@ def value_checks_off() -> Iterator[None]:
 
 def prepare_mmdet(device: str, mmcv_src: Optional[str]) -> None:
     """On CUDA, make mmcv's focal op importable before mmdet is imported: mmcv's
-    compiled ops, or its kernel JIT-built from ``mmcv_src``
-    (``tools/dev/mmcv_cuda_focal.py``)."""
+    compiled ops, or its kernel JIT-built from ``mmcv_src``."""
     if device == 'cuda':
         from tools.dev import mmcv_cuda_focal
         mmcv_cuda_focal.ensure_ops(mmcv_src)
 
 
 def load_mmdet_focal(device: str, mmcv_src: Optional[str]) -> LossFn:
-    """mmdet's FocalLoss as its heads call it (on CUDA: mmcv's kernel). Raises
+    """mmdet's FocalLoss as its heads call it (on CUDA: mmcv's kernel); raises
     when it cannot be loaded."""
     prepare_mmdet(device, mmcv_src)
     from mmdet.models.losses import FocalLoss
     module = FocalLoss(use_sigmoid=True, gamma=GAMMA, alpha=ALPHA)
-
-    def loss(pred: Tensor, labels: Tensor, weight: Tensor, avg_factor: float) -> Tensor:
-        return module(pred, labels, weight, avg_factor=avg_factor)
-    return loss
+    return lambda pred, labels, weight, avg_factor: module(
+        pred, labels, weight, avg_factor=avg_factor)
 
 
-def load_baseline(device: str, mmcv_src: Optional[str],
-                  quiet: bool) -> Tuple[Optional[LossFn], str]:
+def load_baseline(device: str, mmcv_src: Optional[str]) -> Tuple[Optional[LossFn], str]:
     """mmdet's FocalLoss for ``device``, or (None, why not)."""
     try:
         return load_mmdet_focal(device, mmcv_src), ''
     except Exception as err:  # any error: no mmdet / mmcv, or a failed JIT build
-        error = f'{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}'
-        if not quiet:
-            print(f'!! {MMDET} could not be loaded ({error}); continuing without it',
-                  flush=True)
-        return None, error
+        return None, f'{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}'
 
 
 def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
