@@ -106,8 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_worker:
-        baseline = cases.load_baseline(args.device, args.mmcv_src)
-        return measure.memory_worker(cases.iter_cases(args, *baseline))
+        return measure.memory_worker(args, *cases.load_baseline(args.device, args.mmcv_src))
     env = report.environment(args)
     print(f"# {env['command']}\n# {env['date_utc']}, torch {env['torch']}, "
           f"triton {env['triton']}, {env['device']}", flush=True)

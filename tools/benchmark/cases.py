@@ -1,5 +1,8 @@
-"""The benchmark's inputs (RetinaNet-like logits and labels) and the compared
-loss methods."""
+"""The benchmark's inputs (RetinaNet-like logits and labels) and compared methods.
+
+mmdet and ``mmdet_polyloss`` are imported where needed, so that on CUDA mmcv's
+focal op can be prepared before mmdet is first imported (:func:`prepare_mmdet`).
+"""
 import argparse
 import contextlib
 import gc
@@ -18,37 +21,28 @@ FUSED = 'Poly1FocalLoss (fused)'
 UNCHECKED = 'Poly1FocalLoss (fused, value checks off)'  # no host sync per call
 EAGER = 'Poly1 fused, eager (no Triton)'
 NAIVE = 'Poly-1 naive autograd'
-
 GAMMA, ALPHA = 2.0, 0.25
-#: RetinaNet initialises the classification bias to this logit (prior p = 0.01).
-PRIOR_LOGIT = -math.log((1 - 0.01) / 0.01)
+PRIOR_LOGIT = -math.log((1 - 0.01) / 0.01)  # RetinaNet's initial classification bias
 IGNORED_FRACTION = 0.01
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
-
-#: (logits, labels, label weights, avg_factor) on the CPU, in float32.
-BaseInputs = Tuple[Tensor, Tensor, Tensor, float]
 
 
 @dataclass
 class Inputs:
-    """One benchmark case: logits (leaf, requires grad), labels, weights, avg_factor."""
+    """One case: logits (a leaf that requires grad), labels, weights, avg_factor."""
     pred: Tensor
     labels: Tensor
     weight: Tensor
     avg_factor: float
 
-    @property
-    def rows(self) -> int:
-        return self.pred.shape[0]
-
 
 @dataclass
 class Method:
-    """A loss ``fn(pred, labels, weight, avg_factor)``; ``context`` wraps fwd + bwd."""
+    """A loss ``fn`` (None: ``unsupported`` says why); ``context`` wraps fwd + bwd."""
     name: str
     fn: Optional[LossFn]
     context: Callable[[], ContextManager] = contextlib.nullcontext
-    unsupported: str = ''  # why fn is None
+    unsupported: str = ''
 
 
 #: (images, dtype name, inputs, methods) of one benchmark case.
@@ -56,10 +50,10 @@ Case = Tuple[int, str, Inputs, List[Method]]
 
 
 def make_base_inputs(images: int, anchors: int, classes: int, positives: int,
-                     seed: int) -> BaseInputs:
-    """Logits ~ N(prior logit, 1) as early in training, ``positives`` anchors per
-    image with a random class, the rest background (label ``classes``), ~1% of
-    the background ignored (weight 0); avg_factor = positives."""
+                     seed: int) -> Tuple[Tensor, Tensor, Tensor, float]:
+    """float32 logits ~ N(prior logit, 1) as early in training, labels (``positives``
+    random classes per image, the rest background: ``classes``), weights (~1% of
+    the background ignored) and avg_factor (the positives), on the CPU."""
     gen = torch.Generator().manual_seed(seed)
     rows = images * anchors
     logits = torch.randn(rows, classes, generator=gen).add_(PRIOR_LOGIT)
@@ -68,11 +62,11 @@ def make_base_inputs(images: int, anchors: int, classes: int, positives: int,
         index = torch.randperm(anchors, generator=gen)[:positives] + image * anchors
         labels[index] = torch.randint(0, classes, (positives,), generator=gen)
     ignored = (torch.rand(rows, generator=gen) < IGNORED_FRACTION) & (labels == classes)
-    weight = (~ignored).float()
-    return logits, labels, weight, float(images * positives)
+    return logits, labels, (~ignored).float(), float(images * positives)
 
 
-def to_case(base: BaseInputs, dtype: torch.dtype, device: str) -> Inputs:
+def to_case(base: Tuple[Tensor, Tensor, Tensor, float], dtype: torch.dtype,
+            device: str) -> Inputs:
     """The base inputs on ``device``, logits rounded to ``dtype`` (a fresh leaf)."""
     logits, labels, weight, avg_factor = base
     pred = logits.to(device=device, dtype=dtype, copy=True).requires_grad_(True)
@@ -81,7 +75,7 @@ def to_case(base: BaseInputs, dtype: torch.dtype, device: str) -> Inputs:
 
 def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
     """Loss and backward (of ``loss_scale`` times it in float32, unless 1); returns
-    the detached loss and leaves the gradient in ``case.pred.grad``."""
+    the detached loss, the gradient is in ``case.pred.grad``."""
     case.pred.grad = None
     with method.context():
         loss = method.fn(case.pred, case.labels, case.weight, case.avg_factor)
@@ -90,9 +84,9 @@ def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
 
 
 def poly1(epsilon: float, path: str = 'auto') -> LossFn:
-    """Poly-1 at ``epsilon`` as a head calls it: the ``Poly1FocalLoss`` module, or
-    where mmdet is missing the functional loss it calls; ``path='reference'``:
-    the composed formula through autograd (the naive method)."""
+    """Poly-1 at ``epsilon``: the ``Poly1FocalLoss`` module (without mmdet, the
+    functional loss it calls), or on ``path='reference'`` the composed formula
+    through autograd (the naive method)."""
     from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
     settings = dict(gamma=GAMMA, alpha=ALPHA)
     if path == 'auto':
@@ -104,11 +98,8 @@ def poly1(epsilon: float, path: str = 'auto') -> LossFn:
             module = Poly1FocalLoss(use_sigmoid=True, epsilon=epsilon, **settings)
             return lambda pred, labels, weight, avg_factor: module(
                 pred, labels, weight, avg_factor=avg_factor)
-
-    def loss(pred: Tensor, labels: Tensor, weight: Tensor, avg_factor: float) -> Tensor:
-        return _polyn_focal_loss_on_path(path, pred, labels, weight, epsilons=(epsilon,),
-                                         avg_factor=avg_factor, **settings)
-    return loss
+    return lambda pred, labels, weight, avg_factor: _polyn_focal_loss_on_path(
+        path, pred, labels, weight, epsilons=(epsilon,), avg_factor=avg_factor, **settings)
 
 
 @contextlib.contextmanager
@@ -134,15 +125,15 @@ def value_checks_off() -> Iterator[None]:
 
 
 def prepare_mmdet(device: str, mmcv_src: Optional[str]) -> None:
-    """On CUDA, make mmcv's focal op importable before mmdet is imported: mmcv's
-    compiled ops, or its kernel JIT-built from ``mmcv_src``."""
+    """On CUDA, make mmcv's focal op importable: mmcv's compiled ops, or its
+    kernel JIT-built from ``mmcv_src`` (``tools/dev/mmcv_cuda_focal.py``)."""
     if device == 'cuda':
         from tools.dev import mmcv_cuda_focal
         mmcv_cuda_focal.ensure_ops(mmcv_src)
 
 
 def load_mmdet_focal(device: str, mmcv_src: Optional[str]) -> LossFn:
-    """mmdet's FocalLoss as its heads call it (on CUDA: mmcv's kernel); raises
+    """mmdet's FocalLoss as its heads call it (on CUDA, mmcv's kernel); raises
     when it cannot be loaded."""
     prepare_mmdet(device, mmcv_src)
     from mmdet.models.losses import FocalLoss
@@ -152,7 +143,7 @@ def load_mmdet_focal(device: str, mmcv_src: Optional[str]) -> LossFn:
 
 
 def load_baseline(device: str, mmcv_src: Optional[str]) -> Tuple[Optional[LossFn], str]:
-    """mmdet's FocalLoss for ``device``, or (None, why not)."""
+    """:func:`load_mmdet_focal`, or (None, why not)."""
     try:
         return load_mmdet_focal(device, mmcv_src), ''
     except Exception as err:  # any error: no mmdet / mmcv, or a failed JIT build
@@ -161,7 +152,7 @@ def load_baseline(device: str, mmcv_src: Optional[str]) -> Tuple[Optional[LossFn
 
 def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
                   dtype: torch.dtype, epsilon: float = -1.0) -> List[Method]:
-    """The compared methods for one dtype, Poly-1 at ``epsilon`` (timed at -1)."""
+    """The compared methods for one dtype, Poly-1 at ``epsilon``."""
     if mmdet_fn is None:
         mmdet = Method(MMDET, None, unsupported=f'not loaded: {mmdet_error}')
     elif device == 'cuda' and dtype == torch.bfloat16:
@@ -172,13 +163,12 @@ def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
                Method(UNCHECKED, poly1(epsilon), context=value_checks_off)]
     if device == 'cuda':
         methods.append(Method(EAGER, poly1(epsilon), context=triton_disabled))
-    methods.append(Method(NAIVE, poly1(epsilon, 'reference')))
-    return methods
+    return methods + [Method(NAIVE, poly1(epsilon, 'reference'))]
 
 
 def iter_cases(args: argparse.Namespace, mmdet_fn: Optional[LossFn],
                mmdet_error: str) -> Iterator[Case]:
-    """Every size x dtype of the command line, the same inputs each time it is called."""
+    """Every size x dtype of the command line, the same inputs on every call."""
     for images in args.images:
         base = make_base_inputs(images, args.anchors_per_image, args.classes,
                                 args.positives_per_image, args.seed)

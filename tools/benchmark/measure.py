@@ -12,7 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -99,16 +99,12 @@ def benchmark_case(methods: List[Method], case: Inputs, args: argparse.Namespace
     release_cuda_cache(device)
 
     runnable = [m for m in runnable if not rows[m.name].note]
-    for _ in range(args.warmup - 1):
-        for method in runnable:
-            guarded_time_call(rows[method.name], method, case, device)
-    for _ in range(args.repeats):  # interleaved, so drift hits every method alike
+    for repeat in range(args.warmup - 1 + args.repeats):  # interleaved: drift hits all alike
         for method in runnable:
             elapsed = guarded_time_call(rows[method.name], method, case, device)
-            if elapsed is not None:
+            if elapsed is not None and repeat >= args.warmup - 1:
                 rows[method.name].times_ms.append(elapsed)
-    for method in runnable:
-        row = rows[method.name]
+    for row in rows.values():
         if row.times_ms and not row.note:
             row.median_ms = statistics.median(row.times_ms)
 
@@ -165,36 +161,34 @@ def peak_extra_bytes(method: Method, case: Inputs, device: str) -> Optional[floa
     return float(extra)
 
 
-def measure_memory(methods: List[Method], case: Inputs,
-                   device: str) -> Dict[str, Optional[float]]:
-    """Peak extra MiB of each method (one call to warm up, one measured); None
-    where it is unsupported, failed or cannot be measured."""
-    peaks: Dict[str, Optional[float]] = {}
-    for method in methods:
-        peaks[method.name] = None
-        if method.fn is None:
-            continue
-        try:
-            time_call(method, case, device)
-            extra = peak_extra_bytes(method, case, device)
-            peaks[method.name] = None if extra is None else extra / 2.0 ** 20
-        except Exception:  # any error: the timing phase already reported it
-            release_cuda_cache(device)
+def memory_peaks(args: argparse.Namespace, mmdet_fn: Optional[cases.LossFn],
+                 mmdet_error: str) -> Dict[str, Dict[str, Optional[float]]]:
+    """Peak extra MiB of each method in each case ('images/dtype'), one call to warm
+    up and one measured; None where unsupported, failed or not measurable."""
+    peaks: Dict[str, Dict[str, Optional[float]]] = {}
+    for images, dtype_name, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error):
+        in_case = peaks[f'{images}/{dtype_name}'] = {}
+        for method in methods:
+            in_case[method.name] = None
+            if method.fn is None:
+                continue
+            try:
+                time_call(method, case, args.device)
+                extra = peak_extra_bytes(method, case, args.device)
+                in_case[method.name] = None if extra is None else extra / 2.0 ** 20
+            except Exception:  # any error: the timing phase already reported it
+                release_cuda_cache(args.device)
     return peaks
 
 
-def memory_worker(all_cases: Iterator[cases.Case]) -> int:
-    """``--memory-worker``: print the CPU peaks of every case as one JSON line.
-
-    glibc here serves every allocation >= 1 MiB with its own mmap, so that the
-    RSS follows the live tensors (in malloc's heap, 32 MB tensors made the peak
-    up to ~2x the live bytes, order-dependent). This is irreversible and makes
-    every large temporary page-fault afresh, so only this worker process does it.
-    """
+def memory_worker(args: argparse.Namespace, mmdet_fn: Optional[cases.LossFn],
+                  mmdet_error: str) -> int:
+    """``--memory-worker``: the CPU peaks as one JSON line. Every allocation >= 1 MiB
+    gets its own mmap here, so that the RSS follows the live tensors (in malloc's
+    heap the peak came out up to 2x them); it slows every call and cannot be
+    undone, hence a process of its own."""
     _call_libc('mallopt', -3, 1 << 20)  # M_MMAP_THRESHOLD, also ends the dynamic threshold
-    peaks = {f'{images}/{dtype_name}': measure_memory(methods, case, 'cpu')
-             for images, dtype_name, case, methods in all_cases}
-    print(MEMORY_TAG + json.dumps(peaks), flush=True)
+    print(MEMORY_TAG + json.dumps(memory_peaks(args, mmdet_fn, mmdet_error)), flush=True)
     return 0
 
 
@@ -202,26 +196,27 @@ def add_memory_columns(tables: List[Table], args: argparse.Namespace,
                        mmdet_fn: Optional[cases.LossFn], mmdet_error: str) -> str:
     """Every case's peaks into its table, after all timing (CUDA in this process,
     the CPU in a memory worker on the same inputs); why there are none, or ''."""
+    error = ''
     if args.device == 'cuda':
-        for table, (_, _, case, methods) in zip(
-                tables, cases.iter_cases(args, mmdet_fn, mmdet_error), strict=True):
-            apply_memory(table, measure_memory(methods, case, args.device))
-        return ''
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'benchmark_loss.py')
-    command = [sys.executable, script, '--memory-worker', '--device', 'cpu',
-               '--images', *map(str, args.images), '--anchors-per-image',
-               str(args.anchors_per_image), '--classes', str(args.classes),
-               '--positives-per-image', str(args.positives_per_image),
-               '--dtype', *args.dtype, '--seed', str(args.seed)]
-    if args.threads:
-        command += ['--threads', str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    found = [line for line in done.stdout.splitlines() if line.startswith(MEMORY_TAG)]
-    peaks = json.loads(found[0][len(MEMORY_TAG):]) if found else {}
+        peaks = memory_peaks(args, mmdet_fn, mmdet_error)
+    else:
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'benchmark_loss.py')
+        command = [sys.executable, script, '--memory-worker', '--device', 'cpu',
+                   '--images', *map(str, args.images), '--anchors-per-image',
+                   str(args.anchors_per_image), '--classes', str(args.classes),
+                   '--positives-per-image', str(args.positives_per_image),
+                   '--dtype', *args.dtype, '--seed', str(args.seed)]
+        if args.threads:
+            command += ['--threads', str(args.threads)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        found = [line for line in done.stdout.splitlines() if line.startswith(MEMORY_TAG)]
+        peaks = json.loads(found[0][len(MEMORY_TAG):]) if found else {}
+        if not found:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ['no output']
+            error = f'memory worker exited {done.returncode}: {tail[0][:200]}'
     for table in tables:
         apply_memory(table, peaks.get(f'{table.images}/{table.dtype}', {}))
-    tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ['no output']
-    return '' if found else f'memory worker exited {done.returncode}: {tail[0][:200]}'
+    return error
 
 
 def busy_cpu_seconds() -> Optional[Tuple[float, float]]:

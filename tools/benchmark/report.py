@@ -67,25 +67,21 @@ class Results:
 def pick_baseline(rows: Dict[str, Row]) -> Tuple[Optional[str], str]:
     """The first of BASELINES that was timed, and a note on those passed over."""
     skipped = []
-    for name in BASELINES:
-        row = rows.get(name)
-        if row is not None and row.median_ms is not None:
-            note = '' if not skipped else f'{"; ".join(skipped)}, so ratios are vs {name}'
-            return name, note
-        if row is not None:
-            skipped.append(f'{name} {row.note}')
+    for row in (rows[name] for name in BASELINES if name in rows):
+        if row.median_ms is not None:
+            note = f'{"; ".join(skipped)}, so ratios are vs {row.method}' if skipped else ''
+            return row.method, note
+        skipped.append(f'{row.method} {row.note}')
     return None, 'no baseline ran'
 
 
 def apply_memory(table: Table, peaks: Dict[str, Optional[float]]) -> None:
-    """Put the peaks (MiB by method) into the timed rows and compute the ratios."""
-    base = next((row for row in table.rows if row.method == table.baseline), None)
-    for row in table.rows:
-        if row.median_ms is not None:
-            row.peak_extra_mib = peaks.get(row.method)
-    for row in table.rows:
-        if row.median_ms is None:
-            continue
+    """The peaks (MiB by method) into the timed rows, then every ratio."""
+    timed = [row for row in table.rows if row.median_ms is not None]
+    for row in timed:
+        row.peak_extra_mib = peaks.get(row.method)
+    base = next((row for row in timed if row.method == table.baseline), None)
+    for row in timed:
         if base is not None and base.median_ms:
             row.time_ratio = row.median_ms / base.median_ms
         if base is not None and base.peak_extra_mib and row.peak_extra_mib is not None:
