@@ -106,7 +106,8 @@ def poly1(epsilon: float, path: str = 'auto') -> LossFn:
 def triton_disabled() -> Iterator[None]:
     """The fused path on its eager ops, forward and backward."""
     from mmdet_polyloss.functional import triton_kernels
-    saved, triton_kernels.AVAILABLE = triton_kernels.AVAILABLE, False
+    saved = triton_kernels.AVAILABLE
+    triton_kernels.AVAILABLE = False
     try:
         yield
     finally:

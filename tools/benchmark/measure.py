@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -23,6 +24,7 @@ from tools.benchmark.report import Row, Table, apply_memory, pick_baseline
 
 #: The memory worker's line of results on its stdout starts with this.
 MEMORY_TAG = 'MEMORY_JSON '
+SCRIPT = Path(__file__).resolve().with_name('benchmark_loss.py')
 
 
 def synchronize(device: str) -> None:
@@ -200,8 +202,7 @@ def add_memory_columns(tables: List[Table], args: argparse.Namespace,
     if args.device == 'cuda':
         peaks = memory_peaks(args, mmdet_fn, mmdet_error)
     else:
-        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'benchmark_loss.py')
-        command = [sys.executable, script, '--memory-worker', '--device', 'cpu',
+        command = [sys.executable, str(SCRIPT), '--memory-worker', '--device', 'cpu',
                    '--images', *map(str, args.images), '--anchors-per-image',
                    str(args.anchors_per_image), '--classes', str(args.classes),
                    '--positives-per-image', str(args.positives_per_image),

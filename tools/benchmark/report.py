@@ -220,15 +220,13 @@ def to_json(results: Results) -> Dict[str, object]:
                 train_step=results.train, accuracy_probe=[asdict(r) for r in results.probe])
 
 
-def write(path: Path, results: Results, partial: bool = False) -> str:
+def write(path: Path, results: Results, partial: bool = False) -> None:
     """The markdown report at ``path`` (its folder made if needed) and, once the
-    run is complete, its JSON next to it; returns the markdown."""
-    text = render(results)
+    run is complete, its JSON next to it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + (PARTIAL if partial else '') + '\n')
+    path.write_text(render(results) + (PARTIAL if partial else '') + '\n')
     if not partial:
         path.with_suffix('.json').write_text(json.dumps(to_json(results), indent=1) + '\n')
-    return text
 
 
 def failures(results: Results, mmdet_error: str) -> Tuple[List[Check], List[str]]:
