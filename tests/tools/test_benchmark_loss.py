@@ -11,7 +11,7 @@ from typing import List
 import pytest
 import torch
 
-from tools.benchmark import agreement, benchmark_loss, cases, train_step
+from tools.benchmark import agreement, benchmark_loss, cases, measure
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'tools' / 'benchmark' / 'benchmark_loss.py'
@@ -136,7 +136,7 @@ def test_a_failed_training_step_fails_the_run(monkeypatch, capsys):
     a failure, not a 'Skipped' line in a report that exits 0."""
     def crash(args):
         raise RuntimeError('train step crashed')
-    monkeypatch.setattr(train_step, 'train_step_benchmark', crash)
+    monkeypatch.setattr(measure, 'train_step', crash)
     status = benchmark_loss.main(['--device', 'cpu', '--images', '1',
                                   '--anchors-per-image', '300', '--classes', '4',
                                   '--positives-per-image', '3', '--repeats', '1',

@@ -1,48 +1,34 @@
 #!/usr/bin/env python
 """Benchmark Poly-1 focal loss against mmdet's FocalLoss on RetinaNet-like inputs.
 
-In one run, on the same inputs, this script
-
-1. checks every method against the float64 formula on the same (rounded)
-   inputs, in loss value and element-wise gradient: Poly-1 at epsilon=0 and
-   mmdet's ``FocalLoss``, the fused and the naive Poly-1 at epsilon=-1, with
-   the benchmark's label weights and with random per-element weights;
-2. times forward + backward of each method (interleaved, median) and measures
-   its peak extra memory;
-3. on CUDA, relates each time to a memory-bandwidth floor measured in the same
-   run;
-4. optionally (``--train-step``) times a full RetinaNet training step with
-   ``FocalLoss`` against one with ``Poly1FocalLoss``.
-
-Run from the repository root::
+On the same inputs: checks every method against the float64 formula (loss and
+element-wise gradient, label and per-element weights), times forward +
+backward and measures peak extra memory; on CUDA relates each time to a
+bandwidth floor; with ``--train-step`` times a RetinaNet training step with
+each loss. mmdet is needed only for its FocalLoss and ``--train-step``.
 
     PYTHONPATH=. python tools/benchmark/benchmark_loss.py --device cpu --images 1 2
 
-mmdet is imported only for the mmdet methods (and ``--train-step``), so the
-script runs where only torch (and Triton) are installed. The exit status is 1,
-after the report is printed, when a check disagrees, a method fails, the
-``--train-step`` fails, or mmdet's FocalLoss cannot be loaded although
-``--mmcv-src`` was given. This file is the command line; the benchmark itself
-is the package around it (see ``tools/benchmark/__init__.py``).
+Exit status 1, after the report, when a check disagrees, a method or the
+training step fails, or mmdet's FocalLoss cannot be loaded although
+``--mmcv-src`` was given.
 """
 import argparse
-import os.path as osp
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
-# Run from a checkout without installing: the repository root on the path, in
-# place of this folder (its module names, such as memory or report, are not
-# meant to be top-level ones).
-_HERE = osp.dirname(osp.abspath(__file__))
-if sys.path and osp.abspath(sys.path[0] or '.') == _HERE:
+# The repository root on the path in place of this folder, whose module names
+# (report, measure) are not meant to be top-level ones.
+_HERE = Path(__file__).resolve().parent
+if sys.path and Path(sys.path[0] or '.').resolve() == _HERE:
     del sys.path[0]
-sys.path.insert(0, osp.dirname(osp.dirname(_HERE)))
+sys.path.insert(0, str(_HERE.parents[1]))
 
 import torch  # after the path set-up above, like every import below
 
-from tools.benchmark import agreement, cases, measure, memory, report, train_step
+from tools.benchmark import agreement, cases, measure, report
 from tools.lib import errors
 
 
@@ -65,38 +51,37 @@ def _image_size(text: str) -> Tuple[int, int]:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse and validate the command line (argparse errors name the argument)."""
+    """The command line, with the device-dependent defaults filled in."""
     parser = errors.ArgumentParser(prog='benchmark_loss.py', description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', choices=('cpu', 'cuda'), default=None,
-                        help='default: cuda when available, else cpu')
-    parser.add_argument('--images', type=_positive_int, nargs='+', default=[1, 2, 8],
-                        help='batch sizes (images), each one table')
-    parser.add_argument('--anchors-per-image', type=_positive_int, default=100_000)
-    parser.add_argument('--classes', type=_positive_int, default=80)
-    parser.add_argument('--positives-per-image', type=_positive_int, default=200)
-    parser.add_argument('--dtype', nargs='+', choices=tuple(cases.DTYPES), default=['float32'])
-    parser.add_argument('--repeats', type=_positive_int, default=None,
-                        help='timed calls per method (default 20 on cuda, 5 on cpu)')
-    parser.add_argument('--warmup', type=_positive_int, default=2,
-                        help='untimed-for-the-median calls per method; the first is '
-                             'reported as "first call"')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--threads', type=_positive_int, default=None,
-                        help='torch CPU threads (default: torch\'s). On a small, shared '
-                             'machine 1 avoids OpenMP barrier stalls under contention')
-    parser.add_argument('--mmcv-src', default=None,
-                        help='mmcv source tree to JIT-build its CUDA focal kernel from '
-                             'when mmcv CUDA ops are not importable')
-    parser.add_argument('--out', type=Path, default=None,
-                        help='write the markdown report here and a .json next to it')
-    parser.add_argument('--train-step', action='store_true',
-                        help='also time a RetinaNet training step (needs mmdet)')
-    parser.add_argument('--train-images', type=_positive_int, default=2)
-    parser.add_argument('--train-size', type=_image_size, default=None,
-                        help='HxW (default 512x512 on cpu, 800x1333 on cuda)')
-    parser.add_argument('--train-repeats', type=_positive_int, default=None,
-                        help='timed steps per loss (default 10 on cuda, 3 on cpu)')
-    parser.add_argument('--memory-worker', action='store_true', help=argparse.SUPPRESS)
+    add = parser.add_argument
+    add('--device', choices=('cpu', 'cuda'), default=None,
+        help='default: cuda when available, else cpu')
+    add('--images', type=_positive_int, nargs='+', default=[1, 2, 8],
+        help='batch sizes (images), each one table')
+    add('--anchors-per-image', type=_positive_int, default=100_000)
+    add('--classes', type=_positive_int, default=80)
+    add('--positives-per-image', type=_positive_int, default=200)
+    add('--dtype', nargs='+', choices=tuple(cases.DTYPES), default=['float32'])
+    add('--repeats', type=_positive_int, default=None,
+        help='timed calls per method (default 20 on cuda, 5 on cpu)')
+    add('--warmup', type=_positive_int, default=2,
+        help='untimed-for-the-median calls per method; the first is reported as "first call"')
+    add('--seed', type=int, default=0)
+    add('--threads', type=_positive_int, default=None,
+        help="torch CPU threads (default: torch's). On a small, shared machine 1 avoids "
+             'OpenMP barrier stalls under contention')
+    add('--mmcv-src', default=None, help='mmcv source tree to JIT-build its CUDA focal kernel '
+        'from when mmcv CUDA ops are not importable')
+    add('--out', type=Path, default=None,
+        help='write the markdown report here and a .json next to it')
+    add('--train-step', action='store_true',
+        help='also time a RetinaNet training step (needs mmdet)')
+    add('--train-images', type=_positive_int, default=2)
+    add('--train-size', type=_image_size, default=None,
+        help='HxW (default 512x512 on cpu, 800x1333 on cuda)')
+    add('--train-repeats', type=_positive_int, default=None,
+        help='timed steps per loss (default 10 on cuda, 3 on cpu)')
+    add('--memory-worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.device is None:
@@ -116,19 +101,20 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the benchmark of the command line; 1 when anything failed (see above)."""
+    """Run the benchmark; 1 when anything failed (see above)."""
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.memory_worker:
-        baseline = cases.load_baseline(args.device, args.mmcv_src, quiet=True)
-        return memory.memory_worker(cases.iter_cases(args, *baseline))
+        return measure.memory_worker(args, *cases.load_baseline(args.device, args.mmcv_src))
     env = report.environment(args)
-    notes: List[str] = []
     print(f"# {env['command']}\n# {env['date_utc']}, torch {env['torch']}, "
           f"triton {env['triton']}, {env['device']}", flush=True)
-    mmdet_fn, mmdet_error = cases.load_baseline(args.device, args.mmcv_src, quiet=False)
+    mmdet_fn, mmdet_error = cases.load_baseline(args.device, args.mmcv_src)
+    notes = []
     if mmdet_error:
+        print(f'!! {cases.MMDET} could not be loaded ({mmdet_error}); continuing without it',
+              flush=True)
         notes.append(f'{cases.MMDET} not loaded: {mmdet_error}')
     if args.device == 'cuda':
         from mmdet_polyloss.functional import triton_kernels
@@ -137,35 +123,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     cpu_before, started = measure.busy_cpu_seconds(), time.perf_counter()
     bandwidth = measure.copy_bandwidth('cuda') if args.device == 'cuda' else None
-    probe = agreement.accuracy_probe(mmdet_fn, mmdet_error, args.device)
-    tables = []
+    results = report.Results(env, args, bandwidth, notes,
+                             probe=agreement.accuracy_probe(mmdet_fn, mmdet_error, args.device))
     for images, dtype_name, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error):
-        tables.append(measure.benchmark_case(methods, case, args, dtype_name, images,
-                                             bandwidth))
+        results.tables.append(measure.benchmark_case(methods, case, args, dtype_name, images,
+                                                     bandwidth))
         if args.out is not None:  # so far, in case the run is cut short
-            report.write_report(args.out, report.render(env, args, tables, bandwidth, None,
-                                                        notes, probe) + report.PARTIAL)
-
-    train = None
+            report.write(args.out, results, partial=True)
     if args.train_step:
         try:
-            train = train_step.train_step_benchmark(args)
+            results.train = measure.train_step(args)
         except Exception as err:  # any error: reported, and fails the run below
-            train = {'error': f'{type(err).__name__}: {str(err).strip()[:300]}'}
+            results.train = {'error': f'{type(err).__name__}: {str(err).strip()[:300]}'}
 
-    memory_error = memory.add_memory_columns(tables, args, mmdet_fn, mmdet_error)
+    memory_error = measure.add_memory_columns(results.tables, args, mmdet_fn, mmdet_error)
     if memory_error:
         notes.append(f'no memory column: {memory_error}')
     notes.append(measure.contention_note(cpu_before, time.perf_counter() - started,
                                          args.device))
-    text = report.render(env, args, tables, bandwidth, train, notes, probe)
-    print('\n' + text, flush=True)
+    print('\n' + report.render(results), flush=True)
     if args.out is not None:
-        report.write_report(args.out, text)
-        report.write_json(args.out.with_suffix('.json'), env, args, bandwidth, notes, tables,
-                          train, probe)
+        report.write(args.out, results)
 
-    failed_checks, failed_rows = report.failures(tables, train, args.mmcv_src, mmdet_error)
+    failed_checks, failed_rows = report.failures(results, mmdet_error)
     for check in failed_checks:
         print(f'!!! DISAGREEMENT: {check.line()}', file=sys.stderr)
     for failure in failed_rows:

@@ -1,5 +1,8 @@
-"""The benchmark's inputs (RetinaNet-like logits and labels), the compared
-methods and the loss callables behind them."""
+"""The benchmark's inputs (RetinaNet-like logits and labels) and compared methods.
+
+mmdet and ``mmdet_polyloss`` are imported where needed, so that on CUDA mmcv's
+focal op can be prepared before mmdet is first imported (:func:`prepare_mmdet`).
+"""
 import argparse
 import contextlib
 import gc
@@ -15,42 +18,42 @@ LossFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]
 
 MMDET = 'mmdet FocalLoss'
 FUSED = 'Poly1FocalLoss (fused)'
-#: The same module with the tensor value checks (one host sync per call) off.
-UNCHECKED = 'Poly1FocalLoss (fused, value checks off)'
+UNCHECKED = 'Poly1FocalLoss (fused, value checks off)'  # no host sync per call
 EAGER = 'Poly1 fused, eager (no Triton)'
 NAIVE = 'Poly-1 naive autograd'
-
 GAMMA, ALPHA = 2.0, 0.25
-#: RetinaNet initialises the classification bias to this logit (prior p = 0.01).
-PRIOR_LOGIT = -math.log((1 - 0.01) / 0.01)
+PRIOR_LOGIT = -math.log((1 - 0.01) / 0.01)  # RetinaNet's initial classification bias
 IGNORED_FRACTION = 0.01
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
-
-#: (logits, labels, label weights, avg_factor) on the CPU, in float32.
-BaseInputs = Tuple[Tensor, Tensor, Tensor, float]
 
 
 @dataclass
 class Inputs:
-    """One benchmark case: logits (leaf, requires grad), labels, weights, avg_factor."""
+    """One case: logits (a leaf that requires grad), labels, weights, avg_factor."""
     pred: Tensor
     labels: Tensor
     weight: Tensor
     avg_factor: float
 
-    @property
-    def rows(self) -> int:
-        return self.pred.shape[0]
+
+@dataclass
+class Method:
+    """A loss ``fn`` (None: ``unsupported`` says why); ``context`` wraps fwd + bwd."""
+    name: str
+    fn: Optional[LossFn]
+    context: Callable[[], ContextManager] = contextlib.nullcontext
+    unsupported: str = ''
+
+
+#: (images, dtype name, inputs, methods) of one benchmark case.
+Case = Tuple[int, str, Inputs, List[Method]]
 
 
 def make_base_inputs(images: int, anchors: int, classes: int, positives: int,
-                     seed: int) -> BaseInputs:
-    """float32 logits (CPU), labels (C = background), label weights, avg_factor.
-
-    Logits are N(prior logit, 1) like a RetinaNet head early in training;
-    ``positives`` anchors per image get a random class; ~1% of the negative
-    anchors are ignored (weight 0).
-    """
+                     seed: int) -> Tuple[Tensor, Tensor, Tensor, float]:
+    """float32 logits ~ N(prior logit, 1) as early in training, labels (``positives``
+    random classes per image, the rest background: ``classes``), weights (~1% of
+    the background ignored) and avg_factor (the positives), on the CPU."""
     gen = torch.Generator().manual_seed(seed)
     rows = images * anchors
     logits = torch.randn(rows, classes, generator=gen).add_(PRIOR_LOGIT)
@@ -59,33 +62,20 @@ def make_base_inputs(images: int, anchors: int, classes: int, positives: int,
         index = torch.randperm(anchors, generator=gen)[:positives] + image * anchors
         labels[index] = torch.randint(0, classes, (positives,), generator=gen)
     ignored = (torch.rand(rows, generator=gen) < IGNORED_FRACTION) & (labels == classes)
-    weight = (~ignored).float()
-    return logits, labels, weight, float(images * positives)
+    return logits, labels, (~ignored).float(), float(images * positives)
 
 
-def to_case(base: BaseInputs, dtype: torch.dtype, device: str) -> Inputs:
+def to_case(base: Tuple[Tensor, Tensor, Tensor, float], dtype: torch.dtype,
+            device: str) -> Inputs:
     """The base inputs on ``device``, logits rounded to ``dtype`` (a fresh leaf)."""
     logits, labels, weight, avg_factor = base
     pred = logits.to(device=device, dtype=dtype, copy=True).requires_grad_(True)
     return Inputs(pred, labels.to(device), weight.to(device), avg_factor)
 
 
-@dataclass
-class Method:
-    """A loss ``fn(pred, labels, weight, avg_factor)``; ``context`` wraps fwd + bwd."""
-    name: str
-    fn: Optional[LossFn]
-    context: Callable[[], ContextManager] = contextlib.nullcontext
-    unsupported: str = ''  # why fn is None
-
-
-#: (images, dtype name, inputs, methods) of one benchmark case.
-Case = Tuple[int, str, Inputs, List[Method]]
-
-
 def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
-    """One loss + backward (of ``loss_scale`` times it, in float32, if not 1);
-    returns the (detached) loss, leaves ``pred.grad``."""
+    """Loss and backward (of ``loss_scale`` times it in float32, unless 1); returns
+    the detached loss, the gradient is in ``case.pred.grad``."""
     case.pred.grad = None
     with method.context():
         loss = method.fn(case.pred, case.labels, case.weight, case.avg_factor)
@@ -94,11 +84,9 @@ def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
 
 
 def poly1(epsilon: float, path: str = 'auto') -> LossFn:
-    """Poly-1 at ``epsilon`` as a head calls it (mean over avg_factor): the
-    ``Poly1FocalLoss`` module, timed like mmdet's ``FocalLoss`` module; where
-    mmdet is missing (the module registers with it), the functional loss the
-    module calls. ``path='reference'``: the composed formula through autograd
-    (the naive method; see ``poly_focal._polyn_focal_loss_on_path``)."""
+    """Poly-1 at ``epsilon``: the ``Poly1FocalLoss`` module (without mmdet, the
+    functional loss it calls), or on ``path='reference'`` the composed formula
+    through autograd (the naive method)."""
     from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
     settings = dict(gamma=GAMMA, alpha=ALPHA)
     if path == 'auto':
@@ -110,16 +98,13 @@ def poly1(epsilon: float, path: str = 'auto') -> LossFn:
             module = Poly1FocalLoss(use_sigmoid=True, epsilon=epsilon, **settings)
             return lambda pred, labels, weight, avg_factor: module(
                 pred, labels, weight, avg_factor=avg_factor)
-
-    def loss(pred: Tensor, labels: Tensor, weight: Tensor, avg_factor: float) -> Tensor:
-        return _polyn_focal_loss_on_path(path, pred, labels, weight, epsilons=(epsilon,),
-                                         avg_factor=avg_factor, **settings)
-    return loss
+    return lambda pred, labels, weight, avg_factor: _polyn_focal_loss_on_path(
+        path, pred, labels, weight, epsilons=(epsilon,), avg_factor=avg_factor, **settings)
 
 
 @contextlib.contextmanager
 def triton_disabled() -> Iterator[None]:
-    """Route the fused path to its eager ops, forward and backward."""
+    """The fused path on its eager ops, forward and backward."""
     from mmdet_polyloss.functional import triton_kernels
     saved = triton_kernels.AVAILABLE
     triton_kernels.AVAILABLE = False
@@ -131,7 +116,7 @@ def triton_disabled() -> Iterator[None]:
 
 @contextlib.contextmanager
 def value_checks_off() -> Iterator[None]:
-    """The loss's tensor value checks off (``set_value_checks``), forward and backward."""
+    """The loss's tensor value checks off, forward and backward."""
     from mmdet_polyloss.functional import set_value_checks
     previous = set_value_checks(False)
     try:
@@ -141,42 +126,34 @@ def value_checks_off() -> Iterator[None]:
 
 
 def prepare_mmdet(device: str, mmcv_src: Optional[str]) -> None:
-    """On CUDA, make mmcv's focal op importable before mmdet is imported: mmcv's
-    compiled ops, or its kernel JIT-built from ``mmcv_src``
-    (``tools/dev/mmcv_cuda_focal.py``)."""
+    """On CUDA, make mmcv's focal op importable: mmcv's compiled ops, or its
+    kernel JIT-built from ``mmcv_src`` (``tools/dev/mmcv_cuda_focal.py``)."""
     if device == 'cuda':
         from tools.dev import mmcv_cuda_focal
         mmcv_cuda_focal.ensure_ops(mmcv_src)
 
 
 def load_mmdet_focal(device: str, mmcv_src: Optional[str]) -> LossFn:
-    """mmdet's FocalLoss as its heads call it (on CUDA: mmcv's kernel). Raises
+    """mmdet's FocalLoss as its heads call it (on CUDA, mmcv's kernel); raises
     when it cannot be loaded."""
     prepare_mmdet(device, mmcv_src)
     from mmdet.models.losses import FocalLoss
     module = FocalLoss(use_sigmoid=True, gamma=GAMMA, alpha=ALPHA)
-
-    def loss(pred: Tensor, labels: Tensor, weight: Tensor, avg_factor: float) -> Tensor:
-        return module(pred, labels, weight, avg_factor=avg_factor)
-    return loss
+    return lambda pred, labels, weight, avg_factor: module(
+        pred, labels, weight, avg_factor=avg_factor)
 
 
-def load_baseline(device: str, mmcv_src: Optional[str],
-                  quiet: bool) -> Tuple[Optional[LossFn], str]:
-    """mmdet's FocalLoss for ``device``, or (None, why not)."""
+def load_baseline(device: str, mmcv_src: Optional[str]) -> Tuple[Optional[LossFn], str]:
+    """:func:`load_mmdet_focal`, or (None, why not)."""
     try:
         return load_mmdet_focal(device, mmcv_src), ''
     except Exception as err:  # any error: no mmdet / mmcv, or a failed JIT build
-        error = f'{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}'
-        if not quiet:
-            print(f'!! {MMDET} could not be loaded ({error}); continuing without it',
-                  flush=True)
-        return None, error
+        return None, f'{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}'
 
 
 def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
                   dtype: torch.dtype, epsilon: float = -1.0) -> List[Method]:
-    """The compared methods for one dtype, Poly-1 at ``epsilon`` (timed at -1)."""
+    """The compared methods for one dtype, Poly-1 at ``epsilon``."""
     if mmdet_fn is None:
         mmdet = Method(MMDET, None, unsupported=f'not loaded: {mmdet_error}')
     elif device == 'cuda' and dtype == torch.bfloat16:
@@ -187,13 +164,12 @@ def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
                Method(UNCHECKED, poly1(epsilon), context=value_checks_off)]
     if device == 'cuda':
         methods.append(Method(EAGER, poly1(epsilon), context=triton_disabled))
-    methods.append(Method(NAIVE, poly1(epsilon, 'reference')))
-    return methods
+    return methods + [Method(NAIVE, poly1(epsilon, 'reference'))]
 
 
 def iter_cases(args: argparse.Namespace, mmdet_fn: Optional[LossFn],
                mmdet_error: str) -> Iterator[Case]:
-    """Every size x dtype of the command line, the same inputs each time it is called."""
+    """Every size x dtype of the command line, the same inputs on every call."""
     for images in args.images:
         base = make_base_inputs(images, args.anchors_per_image, args.classes,
                                 args.positives_per_image, args.seed)

@@ -1,5 +1,5 @@
-"""Result tables and their ratios, the environment, the markdown report and its
-JSON twin, and the failures that decide the exit status."""
+"""Result tables, the markdown report and its JSON twin, and the failures that
+decide the exit status."""
 import argparse
 import contextlib
 import datetime
@@ -19,6 +19,7 @@ from tools.benchmark.cases import ALPHA, GAMMA, IGNORED_FRACTION, MMDET, NAIVE, 
 
 #: Baselines for the ratios, in order of preference.
 BASELINES = (MMDET, NAIVE)
+ROOT = Path(__file__).resolve().parents[2]
 PARTIAL = '\n\n(Partial: the run had not finished; memory columns come last.)'
 
 
@@ -51,61 +52,51 @@ class Table:
     checks: List[Check]
 
 
+@dataclass
+class Results:
+    """Everything a report shows."""
+    env: Dict[str, str]
+    args: argparse.Namespace
+    bandwidth: Optional[float]
+    notes: List[str]
+    tables: List[Table] = field(default_factory=list)
+    probe: Sequence[ProbeRow] = ()
+    train: Optional[Dict[str, object]] = None
+
+
 def pick_baseline(rows: Dict[str, Row]) -> Tuple[Optional[str], str]:
     """The first of BASELINES that was timed, and a note on those passed over."""
     skipped = []
-    for name in BASELINES:
-        row = rows.get(name)
-        if row is not None and row.median_ms is not None:
-            note = '' if not skipped else f'{"; ".join(skipped)}, so ratios are vs {name}'
-            return name, note
-        if row is not None:
-            skipped.append(f'{name} {row.note}')
+    for row in (rows[name] for name in BASELINES if name in rows):
+        if row.median_ms is not None:
+            note = f'{"; ".join(skipped)}, so ratios are vs {row.method}' if skipped else ''
+            return row.method, note
+        skipped.append(f'{row.method} {row.note}')
     return None, 'no baseline ran'
 
 
-def _fill_ratios(rows: List[Row], base: Optional[Row], floor_ms: Optional[float]) -> None:
-    for row in rows:
-        if row.median_ms is None:
-            continue
+def apply_memory(table: Table, peaks: Dict[str, Optional[float]]) -> None:
+    """The peaks (MiB by method) into the timed rows, then every ratio."""
+    timed = [row for row in table.rows if row.median_ms is not None]
+    for row in timed:
+        row.peak_extra_mib = peaks.get(row.method)
+    base = next((row for row in timed if row.method == table.baseline), None)
+    for row in timed:
         if base is not None and base.median_ms:
             row.time_ratio = row.median_ms / base.median_ms
         if base is not None and base.peak_extra_mib and row.peak_extra_mib is not None:
             row.memory_ratio = row.peak_extra_mib / base.peak_extra_mib
-        if floor_ms:
-            row.floor_ratio = row.median_ms / floor_ms
+        if table.floor_ms:
+            row.floor_ratio = row.median_ms / table.floor_ms
 
 
-def apply_memory(table: Table, peaks: Dict[str, Optional[float]]) -> None:
-    """Put the peaks (MiB by method) into the timed rows and compute the ratios."""
-    rows = {row.method: row for row in table.rows}
-    for row in table.rows:
-        if row.median_ms is not None:
-            row.peak_extra_mib = peaks.get(row.method)
-    _fill_ratios(table.rows, rows.get(table.baseline), table.floor_ms)
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open('/proc/cpuinfo') as info:
-            for line in info:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    return platform.processor() or 'CPU'
-
-
-def portable_argv(argv: Sequence[str]) -> List[str]:
-    """``argv`` with paths inside the checkout relative to it and other absolute
-    paths as their last component (a report names no folder of the machine it ran on)."""
-    root = Path(__file__).resolve().parents[2]
-    words = []
-    for word in argv:
-        path = Path(word)
-        if path.is_absolute():
-            word = (str(path.relative_to(root)) if path.is_relative_to(root)
-                    else f'<{path.name}>')
-        words.append(word)
-    return words
+def portable_path(word: str) -> str:
+    """An absolute path inside the checkout relative to it, any other as
+    ``<last component>``: a report names no folder of its machine."""
+    path = Path(word)
+    if not path.is_absolute():
+        return word
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else f'<{path.name}>'
 
 
 def environment(args: argparse.Namespace) -> Dict[str, str]:
@@ -118,22 +109,27 @@ def environment(args: argparse.Namespace) -> Dict[str, str]:
     if args.device == 'cuda':
         device = torch.cuda.get_device_name()
     else:
-        device = f'{_cpu_model()} ({torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs)'
-    return dict(command='PYTHONPATH=. python ' + shlex.join(portable_argv(sys.argv)),
+        cpu = None
+        with contextlib.suppress(OSError), open('/proc/cpuinfo') as info:
+            cpu = next((line.split(':', 1)[1].strip() for line in info
+                        if line.startswith('model name')), None)
+        device = (f'{cpu or platform.processor() or "CPU"} ({torch.get_num_threads()} '
+                  f'torch threads, {os.cpu_count()} CPUs)')
+    return dict(command='PYTHONPATH=. python ' + shlex.join(map(portable_path, sys.argv)),
                 date_utc=datetime.datetime.now(datetime.timezone.utc).strftime(
                     '%Y-%m-%d %H:%M UTC'),
                 torch=torch.__version__, triton=triton_version,
                 python=platform.python_version(), device=device)
 
 
-def _fmt(value: Optional[float], digits: int = 3, suffix: str = '') -> str:
+def _fmt(value: Optional[float], digits: int = 3) -> str:
     if value is None:
         return '—'
-    return f'{value:.{digits}g}{suffix}' if abs(value) < 10 ** digits else f'{value:.0f}{suffix}'
+    return f'{value:.{digits}g}' if abs(value) < 10 ** digits else f'{value:.0f}'
 
 
-def _header(env: Dict[str, str], args: argparse.Namespace, bandwidth: Optional[float],
-            notes: List[str]) -> List[str]:
+def _header(results: Results) -> List[str]:
+    env, args = results.env, results.args
     lines = ['# Loss benchmark: Poly-1 focal vs mmdet FocalLoss', '',
              f"Command: `{env['command']}`", '',
              f"Date: {env['date_utc']}; torch {env['torch']}, triton {env['triton']}, "
@@ -150,11 +146,11 @@ def _header(env: Dict[str, str], args: argparse.Namespace, bandwidth: Optional[f
                 'process peak RSS (VmHWM after clear_refs) above RSS before the call, in a '
                 'separate process on the same inputs whose malloc mmaps buffers >= 1 MiB.'),
              '']
-    if bandwidth:
-        lines += [f'Measured device copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write); '
-                  'floor = (logits read once + labels read once + gradient written once) / '
-                  'bandwidth.', '']
-    return lines + [f'- {note}' for note in notes] + ([''] if notes else [])
+    if results.bandwidth:
+        lines += [f'Measured device copy bandwidth: {results.bandwidth / 1e9:.0f} GB/s '
+                  '(read + write); floor = (logits read once + labels read once + gradient '
+                  'written once) / bandwidth.', '']
+    return lines + [f'- {note}' for note in results.notes] + ([''] if results.notes else [])
 
 
 def _probe_section(probe: Sequence[ProbeRow]) -> List[str]:
@@ -172,21 +168,20 @@ def _probe_section(probe: Sequence[ProbeRow]) -> List[str]:
 
 
 def _table_section(table: Table) -> List[str]:
+    note = f' ({table.baseline_note})' if table.baseline_note else ''
+    floor = f'; floor {table.floor_ms:.3f} ms' if table.floor_ms else ''
     lines = [f'## {table.dtype}, {table.images} image(s): {table.rows_n} x {table.classes}, '
-             f'{table.positives} positives', '']
-    base = table.baseline or 'none'
-    lines.append(f'Baseline: {base}' + (f' ({table.baseline_note})'
-                                        if table.baseline_note else '')
-                 + (f'; floor {table.floor_ms:.3f} ms' if table.floor_ms else ''))
-    lines += ['', '| method | first call ms | median ms | x baseline | peak extra MiB '
-              '| x baseline | x floor |', '|---|---:|---:|---:|---:|---:|---:|']
+             f'{table.positives} positives', '',
+             f'Baseline: {table.baseline or "none"}{note}{floor}', '',
+             '| method | first call ms | median ms | x baseline | peak extra MiB | x baseline '
+             '| x floor |', '|---|---:|---:|---:|---:|---:|---:|']
     for row in table.rows:
         if row.median_ms is None:
             lines.append(f'| {row.method} | {row.note or "—"} | | | | | |')
-            continue
-        lines.append(f'| {row.method} | {_fmt(row.first_ms, 4)} | {_fmt(row.median_ms, 4)} '
-                     f'| {_fmt(row.time_ratio)} | {_fmt(row.peak_extra_mib, 4)} '
-                     f'| {_fmt(row.memory_ratio)} | {_fmt(row.floor_ratio)} |')
+        else:
+            lines.append(f'| {row.method} | {_fmt(row.first_ms, 4)} | {_fmt(row.median_ms, 4)} '
+                         f'| {_fmt(row.time_ratio)} | {_fmt(row.peak_extra_mib, 4)} '
+                         f'| {_fmt(row.memory_ratio)} | {_fmt(row.floor_ratio)} |')
     return lines + ['']
 
 
@@ -198,49 +193,47 @@ def _train_section(train: Dict[str, object], warmup: int) -> List[str]:
               ' data_preprocessor + model.loss + backward + SGD step; median of '
               f"{train['repeats']} interleaved steps after {warmup} warm-up.", '',
               '| loss_cls | first step ms | median ms |', '|---|---:|---:|']
-    for name, median in train['median_ms'].items():
-        lines.append(f"| {name} | {train['first_ms'][name]:.0f} | {median:.0f} |")
+    lines += [f"| {name} | {train['first_ms'][name]:.0f} | {median:.0f} |"
+              for name, median in train['median_ms'].items()]
     return lines + ['', f"Poly1FocalLoss / FocalLoss step time: {train['ratio']:.3f}", '']
 
 
-def render(env: Dict[str, str], args: argparse.Namespace, tables: List[Table],
-           bandwidth: Optional[float], train: Optional[Dict[str, object]],
-           notes: List[str], probe: Sequence[ProbeRow] = ()) -> str:
+def render(results: Results) -> str:
     """The markdown report."""
-    lines = _header(env, args, bandwidth, notes)
-    lines += ['## Agreement', ''] + [f'- {c.line()}' for t in tables for c in t.checks] + ['']
-    if probe:
-        lines += _probe_section(probe)
-    for table in tables:
+    lines = _header(results) + ['## Agreement', '']
+    lines += [f'- {c.line()}' for t in results.tables for c in t.checks] + ['']
+    if results.probe:
+        lines += _probe_section(results.probe)
+    for table in results.tables:
         lines += _table_section(table)
-    if train is not None:
-        lines += _train_section(train, args.warmup)
+    if results.train is not None:
+        lines += _train_section(results.train, results.args.warmup)
     return '\n'.join(lines)
 
 
-def write_report(path: Path, report: str) -> None:
-    """The markdown report at ``path`` (its folder made if needed)."""
+def to_json(results: Results) -> Dict[str, object]:
+    """Everything the report shows, and every call's time."""
+    args = {k: portable_path(str(v)) if isinstance(v, (str, Path)) else v
+            for k, v in vars(results.args).items()}
+    return dict(env=results.env, args=args, copy_bandwidth_bytes_per_s=results.bandwidth,
+                notes=results.notes, tables=[asdict(t) for t in results.tables],
+                train_step=results.train, accuracy_probe=[asdict(r) for r in results.probe])
+
+
+def write(path: Path, results: Results, partial: bool = False) -> None:
+    """The markdown report at ``path`` (its folder made if needed) and, once the
+    run is complete, its JSON next to it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(report + '\n')
+    path.write_text(render(results) + (PARTIAL if partial else '') + '\n')
+    if not partial:
+        path.with_suffix('.json').write_text(json.dumps(to_json(results), indent=1) + '\n')
 
 
-def write_json(path: Path, env: Dict[str, str], args: argparse.Namespace,
-               bandwidth: Optional[float], notes: List[str], tables: List[Table],
-               train: Optional[Dict[str, object]], probe: Sequence[ProbeRow]) -> None:
-    """Everything the report shows, and every call's time, as JSON at ``path``."""
-    path.write_text(json.dumps(
-        dict(env=env, args={k: (portable_argv([str(v)])[0] if isinstance(v, (str, Path)) else v)
-                            for k, v in vars(args).items()},
-             copy_bandwidth_bytes_per_s=bandwidth, notes=notes,
-             tables=[asdict(t) for t in tables], train_step=train,
-             accuracy_probe=[asdict(r) for r in probe]), indent=1) + '\n')
-
-
-def failures(tables: List[Table], train: Optional[Dict[str, object]],
-             mmcv_src: Optional[str], mmdet_error: str) -> Tuple[List[Check], List[str]]:
+def failures(results: Results, mmdet_error: str) -> Tuple[List[Check], List[str]]:
     """The checks that disagreed, and what failed or did not run although asked
-    for: a method, the training step, and the mmdet baseline when its kernel
-    source was given (a GPU check)."""
+    for: a method, the training step, and mmdet's FocalLoss when its kernel
+    source was given."""
+    tables, train, mmcv_src = results.tables, results.train, results.args.mmcv_src
     failed_checks = [c for t in tables for c in t.checks if c.ok is False]
     failed_rows = [f'{t.dtype}/{t.images}: {r.method}: {r.note}' for t in tables for r in t.rows
                    if r.note.startswith('failed')]
