@@ -5,8 +5,7 @@
 # share; they differ only in bbox_head.loss_cls. The recipe was tuned on the
 # focal config alone and then frozen (docs/trees.md): 256-px tiles at native
 # resolution, batch 4, 8 epochs (568 iterations), square anchors, flips in
-# all three directions. 10 minutes of training (validation included) on 2 CPU
-# cores shared with other jobs (load average about 6); less on idle cores.
+# all three directions. About 100 s of training and test on 2 idle CPU cores.
 #
 # Self-contained on purpose: it repeats much of configs/demo/_base_/ rather
 # than inheriting it, so that no change to the demo can alter this frozen
