@@ -46,8 +46,19 @@ def _xdist_group(item) -> Optional[str]:
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Mark each test with its worker group (``_xdist_group``) for pytest-xdist's
-    ``--dist loadgroup`` (tools/run_tests.sh)."""
+    ``--dist loadgroup`` (tools/run_tests.sh), and hand out the longest first:
+    the Slurm cluster's tests (minutes of waiting on Slurm, one worker), then the
+    other slow ones, so that no long test starts last while the other workers
+    idle."""
     for item in items:
         group = _xdist_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+
+    def start_rank(item) -> int:
+        marker = item.get_closest_marker('xdist_group')
+        if marker is not None and marker.args == ('slurm-cluster',):
+            return 0
+        return 1 if item.get_closest_marker('slow') else 2
+
+    items.sort(key=start_rank)  # stable: file order within each rank
