@@ -35,7 +35,6 @@ class SweepReportError(ValueError):
 class PolyLoss:
     """One of this package's losses: its constructor's defaults, and its kind."""
 
-    name: str
     defaults: Mapping[str, Any]
     is_poly1: bool  # takes one ``epsilon``
     is_poly_n: bool  # takes ``epsilons``
@@ -50,7 +49,7 @@ def poly_losses() -> Dict[str, PolyLoss]:
     for name in losses.__all__:
         defaults = {p.name: p.default for p in inspect.signature(
             getattr(losses, name).__init__).parameters.values() if p.default is not p.empty}
-        found[name] = PolyLoss(name, defaults, 'epsilon' in defaults, 'epsilons' in defaults,
+        found[name] = PolyLoss(defaults, 'epsilon' in defaults, 'epsilons' in defaults,
                                'gamma' in defaults)
     return found
 
@@ -131,8 +130,9 @@ def _number(node: ast.AST) -> Any:
 
 
 def _literal(node: ast.AST) -> Any:
-    """The value of a constant, ``inf``, ``-1``, ``(1 + 2j)``, a tuple, list, set or dict
-    of values, or ``dict({'a.b': 1}, c=2)``; else :class:`_NotData`."""
+    """The value of a constant, ``inf`` / ``nan``, a signed or complex number (``-1``,
+    ``(1 + 2j)``), a tuple, list, set or dict of such values, or ``dict(...)`` of keywords
+    after an optional dict (``dict({'a.b': 1}, c=2)``); :class:`_NotData` for the rest."""
     if isinstance(node, ast.Constant):
         return node.value
     if isinstance(node, ast.Name):
@@ -197,7 +197,7 @@ def _refuse_constant(name: str) -> Any:
     raise SweepReportError(f'{name} is not a number a metric can have')
 
 
-def read_json_lines(path: Path) -> List[Dict[str, Any]]:
+def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
     """The dict records of a JSON-lines file; a last line cut short (no newline after
     it: a write killed midway) is left out, any other line that is not JSON an error."""
     try:
@@ -230,7 +230,7 @@ def read_json_lines(path: Path) -> List[Dict[str, Any]]:
     return records
 
 
-def bbox_metrics(record: Dict[str, Any], where: str) -> Dict[str, float]:
+def _bbox_metrics(record: Dict[str, Any], where: str) -> Dict[str, float]:
     """A record's COCO bbox metrics (``'coco/bbox_mAP'`` -> ``'bbox_mAP'``); a value
     CocoMetric cannot log (not a number from 0 to 1, or -1) is an error."""
     found = {}
@@ -268,7 +268,7 @@ def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any]]:
     trained = None
     for run_dir in _newest_first(work_dir):
         scalars = run_dir / 'vis_data' / 'scalars.json'
-        if scalars.is_file() and any('loss' in r for r in read_json_lines(scalars)):
+        if scalars.is_file() and any('loss' in r for r in _read_json_lines(scalars)):
             trained = run_dir / 'vis_data' / 'config.py'
             break
     dumped = [trained] if trained is not None and trained.is_file() else sorted(
@@ -341,8 +341,8 @@ def _final_test(work_dir: Path,
     for result, config in _tests(work_dir):
         if _same_checkpoint(config.get('load_from'), final, work_dir):
             metrics: Dict[str, float] = {}
-            for number, record in enumerate(read_json_lines(result), 1):
-                found = bbox_metrics(record, f'{result}:{number}')
+            for number, record in enumerate(_read_json_lines(result), 1):
+                found = _bbox_metrics(record, f'{result}:{number}')
                 metrics = found if 'bbox_mAP' in found else metrics
             if metrics:
                 return metrics, result, config
@@ -351,7 +351,7 @@ def _final_test(work_dir: Path,
 
 # ------------------------------------------------------------------ one run
 
-def classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def _classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """The box classifier's ``loss_cls``: the RoI head's (a cascade's first stage;
     not the RPN's), else the dense head's, else the first in the config."""
     roi_bbox_head = (model.get('roi_head') or {}).get('bbox_head')
@@ -415,7 +415,7 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     metrics, source, config = test
     # The loss from the test that logged the metrics; the seed from the training
     # (tools/test.py dumps seed 0 unless told otherwise).
-    loss = dict(classifier_loss(config.get('model', {})) or {})
+    loss = dict(_classifier_loss(config.get('model', {})) or {})
     seed = (train_config.get('randomness') or {}).get('seed') if trained else None
     if not isinstance(seed, int):
         seed = (config.get('randomness') or {}).get('seed')
