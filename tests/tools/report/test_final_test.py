@@ -1,4 +1,4 @@
-"""The report never shows a wrong number (tools/lib/report/final_test.py): a row is
+"""The report never shows a wrong number (tools/lib/report/runs.py): a row is
 the test of the checkpoint training ended with, unfinished runs are left out and
 named, malformed metrics files are one line naming the file."""
 import json

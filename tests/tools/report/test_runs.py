@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tools.lib.report import SweepReportError, build_report, load_run
-from tools.lib.report.loss_types import poly_losses
-from tools.lib.report.runs import parse_dumped_config
+from tools.lib.report.runs import parse_dumped_config, poly_losses
 
 ROOT = Path(__file__).resolve().parents[3]
 TOOL = ROOT / 'tools' / 'sweep_report.py'

@@ -1,15 +1,55 @@
-"""Reading and comparing the results of training runs (the sweep report).
-
-:mod:`.runs` reads work dirs (metrics, the dumped config, as data),
-:mod:`.tables` makes the tables, :mod:`.plot` the PNG, :mod:`.sweep` puts
-them together. None of it needs mmdet.
+"""The sweep report: read finished runs' work dirs, compare them in markdown tables
+and a PNG plot. :mod:`.runs` reads the work dirs (as data, running nothing),
+:mod:`.tables` makes the tables, :mod:`.plot` the plot; ``tools/sweep_report.py``
+is the command line. None of it needs mmdet.
 """
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
 from .plot import plot_sweep
 from .runs import RunResult, SweepReportError, load_run, parse_dumped_config
-from .sweep import build_report
 from .tables import order_runs, runs_table, seed_table
 
 __all__ = [
     'RunResult', 'SweepReportError', 'build_report', 'load_run', 'order_runs',
     'parse_dumped_config', 'plot_sweep', 'runs_table', 'seed_table'
 ]
+
+
+def build_report(work_dirs: Sequence[str], baseline: Optional[str] = None,
+                 out_png: Optional[str] = None, out_md: Optional[str] = None) -> str:
+    """Read the runs, write the optional PNG / markdown, return the tables. Unfinished
+    runs are listed under the tables; a named baseline among them gives way to the
+    default one."""
+    if not work_dirs:
+        raise SweepReportError('work_dirs: give at least one work dir')
+    loaded = [load_run(d) for d in work_dirs]
+    finished = [run for run in loaded if not run.unfinished]
+    left_out = [run for run in loaded if run.unfinished]
+    if not finished:
+        raise SweepReportError('no run has a test of the checkpoint its training ended with '
+                               'yet: ' + '; '.join(f'{r.name}: {r.unfinished}' for r in left_out))
+    named = baseline is not None and any(r.matches(baseline) for r in left_out)
+    runs = order_runs(finished, None if named else baseline)
+    table = runs_table(runs)
+    if left_out:
+        table += (f'\n\nNot in the tables: {len(left_out)} of {len(loaded)} runs have no test '
+                  'of the checkpoint their training ended with (unfinished):\n\n'
+                  + '\n'.join(f'- {r.name}: {r.unfinished}' for r in left_out))
+        if named:
+            table += (f'\n\nThe baseline {baseline} is one of them: the deltas are against '
+                      f'{runs[0].name}.')
+    across_seeds = seed_table(runs)
+    if across_seeds:
+        table += ('\n\n(Deltas above are against the one baseline run; per-seed '
+                  'paired differences are below.)'
+                  '\n\nAcross seeds (mean ± sd; Δ against the baseline\'s setting):\n\n'
+                  + across_seeds)
+    if out_png:
+        plot_sweep(runs, out_png)
+    if out_md:
+        Path(out_md).parent.mkdir(parents=True, exist_ok=True)
+        Path(out_md).write_text(table + '\n')
+    return table

@@ -10,16 +10,14 @@ from .tables import group_by_setting, is_seed_group, logged, mean_sd
 
 def _points(runs: Sequence[RunResult], key: str,
             alpha_weighted: bool) -> List[Tuple[float, float, float]]:
-    """(epsilon, value, sd) in % of the runs with ``key``: alpha-weighted (or
-    focal) runs, or the others. The runs of a setting that differ only by
-    seed become their mean and sd; any other run is its own point."""
+    """(epsilon, value in %, sd) of the alpha-weighted (or focal) runs that logged
+    ``key``, or of the others. A setting's runs that differ only by seed are one
+    point, their mean and sd; any other run is a point of its own."""
     points = []
     for group in group_by_setting(runs):
         group = [r for r in group if r.epsilon is not None and r.metrics.get(key, -1) >= 0
                  and (r.alpha_weighted is False) != alpha_weighted]
-        if not group:
-            continue
-        if is_seed_group(group):
+        if group and is_seed_group(group):
             mean, sd = mean_sd([100 * r.metrics[key] for r in group])
             points.append((group[0].epsilon, mean, sd or 0.0))
         else:
@@ -27,43 +25,32 @@ def _points(runs: Sequence[RunResult], key: str,
     return sorted(points)
 
 
-def _columns(points: Sequence[Tuple[float, float, float]]) -> List[List[float]]:
-    """(epsilon, value, sd) points as the x, y and yerr columns errorbar takes."""
-    return [[point[i] for point in points] for i in range(3)]
-
-
 def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
-    """PNG of AP (left) and AR@100 (right) against epsilon; ``runs[0]`` is the
-    baseline.
+    """PNG of AP (left) and AR@100 (right) against epsilon; ``runs[0]`` is the baseline.
 
-    Alpha-weighted Poly-1 runs and focal runs (epsilon 0) form the line;
-    runs without alpha_t on the epsilon term are separate crosses; the
-    baseline is a dashed horizontal line. Several runs (seeds) at one
-    epsilon are drawn as their mean with a bar of one standard deviation.
+    Alpha-weighted Poly-1 runs and focal runs (epsilon 0) form the line; runs without
+    alpha_t on the epsilon term are crosses; the baseline is a dashed horizontal line.
+    Seeds of one setting are drawn as their mean with a bar of one standard deviation.
     """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     base = runs[0]
-    panels = [('AP', 'bbox_mAP'), ('AR@100', 'bbox_AR@100')]
-    fig, axes = plt.subplots(1, len(panels), figsize=(9, 3.6))
-    for i, (title, key) in enumerate(panels):
-        ax = axes[i]
-        line = _points(runs, key, alpha_weighted=True)
-        other = _points(runs, key, alpha_weighted=False)
+    base_runs = [r for r in runs if r.setting == base.setting]
+    base_runs = base_runs if is_seed_group(base_runs) else [base]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, (title, key) in zip(axes, [('AP', 'bbox_mAP'), ('AR@100', 'bbox_AR@100')], strict=True):
+        line, other = _points(runs, key, True), _points(runs, key, False)
         if not line and not other:
-            ax.text(0.5, 0.5, f'{title} not logged', ha='center',
-                    va='center', transform=ax.transAxes)
+            ax.text(0.5, 0.5, f'{title} not logged', ha='center', va='center',
+                    transform=ax.transAxes)
         if line:
-            ax.errorbar(*_columns(line), fmt='o-', color='tab:blue', capsize=3,
+            ax.errorbar(*zip(*line, strict=True), fmt='o-', color='tab:blue', capsize=3,
                         label='Poly-1 (focal at eps=0)')
         if other:
-            ax.errorbar(*_columns(other), fmt='x', color='tab:red', markersize=9,
+            ax.errorbar(*zip(*other, strict=True), fmt='x', color='tab:red', markersize=9,
                         capsize=3, label='Poly-1, no alpha_t on eps term')
-        base_runs = [r for r in runs if r.setting == base.setting]
-        if not is_seed_group(base_runs):
-            base_runs = [base]
         base_values = logged(base_runs, key)
         if base_values:
             ax.axhline(100 * mean_sd(base_values)[0], color='gray', ls='--', lw=1,
@@ -75,7 +62,6 @@ def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
         if line or other:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(Path(out_file), dpi=120)
     plt.close(fig)

@@ -1,37 +1,57 @@
-"""Reading the runs of a sweep: mmengine work dirs, as data.
+"""Reading a sweep's runs from their mmengine work dirs, as data: nothing in them is run.
 
-Each run is an mmengine work dir (``tools/train.py`` / ``tools/test.py``).
-Its metrics are those of the ``tools/test.py`` run of the checkpoint its
-training ended with (:mod:`.final_test`); a run without one is unfinished
-(``RunResult.unfinished`` says why) and the report leaves it out of its tables.
-The loss (type, epsilon, alpha-weighted or not) is read from the config
-mmengine dumps into the work dir. That file is Python, but nothing in it is
-run: it is parsed, and only the plain values ``Config.dump`` writes are
-accepted (see :func:`parse_dumped_config`). CocoMetric logs recall
-(``AR@100`` ...) only when its ``metric_items`` ask for it; the demo configs
-do, mmdet's COCO configs do not (see docs/reproduction.md for the
---cfg-options line).
+A run's numbers are its newest ``tools/test.py`` run of the checkpoint its training
+ended with (``last_checkpoint``, once the sweep's marker or the schedule says training
+finished); any other run comes back ``unfinished``, with the reason. Dumped configs
+are parsed, accepting only the plain values ``Config.dump`` writes, and metrics files
+are read strictly: bad input is a one-line :class:`SweepReportError` naming the file.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
+import inspect
+import json
+import math
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
-from .errors import SweepReportError
-from .final_test import (
-    last_checkpoint,
-    newest_test_of,
-    read_json_lines,
-    tested_elsewhere,
-    timestamp_dirs,
-    training_unfinished,
-)
-from .loss_types import BASELINE_LOSSES, poly_losses
+#: mmdet's losses that the Poly losses replace, and their short names in the tables.
+BASELINE_LOSSES: Mapping[str, str] = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}
+#: The sweep's marker in a run's work dir (tools/lib/sweep_plan.py).
+MARKER = '.sweep-run.json'
+_TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
+_CHECKPOINT = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
-#: Loss arguments that RunResult holds in fields of their own, not in ``other``.
-_OWN_FIELDS = ('type', 'epsilon', 'alpha_weighted_poly')
+
+class SweepReportError(ValueError):
+    """Bad input to the sweep report; the message names the culprit."""
+
+
+@dataclass(frozen=True)
+class PolyLoss:
+    """One of this package's losses: its constructor's defaults, and its kind."""
+
+    defaults: Mapping[str, Any]
+    is_poly1: bool  # takes one ``epsilon``
+    is_poly_n: bool  # takes ``epsilons``
+    is_focal: bool  # has the focusing parameter ``gamma``; else a cross-entropy
+
+
+@lru_cache(maxsize=None)
+def poly_losses() -> Dict[str, PolyLoss]:
+    """This package's losses by registered name, read from their classes."""
+    from mmdet_polyloss import losses
+    found = {}
+    for name in losses.__all__:
+        defaults = {p.name: p.default for p in inspect.signature(
+            getattr(losses, name).__init__).parameters.values() if p.default is not p.empty}
+        found[name] = PolyLoss(defaults, 'epsilon' in defaults, 'epsilons' in defaults,
+                               'gamma' in defaults)
+    return found
 
 
 @dataclass
@@ -46,8 +66,8 @@ class RunResult:
     metrics: Dict[str, float] = field(default_factory=dict)
     source: str = ''
     seed: Optional[int] = None
-    #: Everything else that must match for runs to count as seeds of one
-    #: setting: the other loss_cls arguments and the schedule, as text pairs.
+    #: What else must match for runs to be seeds of one setting: the other
+    #: loss_cls arguments and the schedule, as text pairs.
     other: Tuple[Tuple[str, str], ...] = ()
     #: Why the run has no final test to report ('' when it has one).
     unfinished: str = ''
@@ -59,14 +79,12 @@ class RunResult:
 
     @property
     def is_baseline(self) -> bool:
-        """mmdet's own loss (focal or cross-entropy), or Poly-1 at epsilon 0
-        (the same loss): a baseline."""
+        """mmdet's own loss, or a Poly-1 loss at epsilon 0 (the same loss)."""
         return self.loss_type in BASELINE_LOSSES or (
             self.loss_type is not None and self.epsilon == 0.0)
 
     @property
     def loss_label(self) -> str:
-        """Short loss description for the table."""
         if self.loss_type is None:
             return '?'
         if self.loss_type in BASELINE_LOSSES:
@@ -79,12 +97,14 @@ class RunResult:
             return self.loss_type
         kind = ' CE' if poly is not None and not poly.is_focal else ''
         label = f'poly-1{kind} eps={self.epsilon:+g}'
-        return label if self.alpha_weighted is not False else (
-            label + ', no alpha_t')
+        return label if self.alpha_weighted is not False else label + ', no alpha_t'
 
-    def label_against(self, base: 'RunResult') -> str:
-        """``loss_label`` plus what else differs from ``base`` (loss arguments,
-        schedule), so that no two settings in a table read the same."""
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` is the run's name or a path to its work dir."""
+        return name == self.name or Path(name).resolve() == self.work_dir.resolve()
+
+    def label_against(self, base: RunResult) -> str:
+        """``loss_label`` plus what else differs from ``base`` (loss arguments, schedule)."""
         theirs = dict(base.other)
         diffs = [f'{key}={value}' for key, value in self.other
                  if key != 'epsilons' and theirs.get(key) != value]
@@ -93,96 +113,63 @@ class RunResult:
 
 # ------------------------------------------------------- the dumped config
 
-#: Bare names mmengine's ``Config.dump`` writes for float values (``str(inf)``).
-_FLOAT_NAMES = {'inf': float('inf'), 'nan': float('nan')}
+_FLOAT_NAMES = {'inf': math.inf, 'nan': math.nan}  # as Config.dump writes them
+_SEQUENCES = {ast.Tuple: tuple, ast.List: list, ast.Set: set}
 
 
 class _NotData(Exception):
-    """A node of a dumped config that is not a plain value."""
-
-    def __init__(self, node: ast.AST) -> None:
-        super().__init__(node)
-        self.node = node
+    """``args[0]`` is a node of a dumped config that is not a plain value."""
 
 
 def _number(node: ast.AST) -> Any:
-    """An int, float or complex constant, or one of the float names."""
     if isinstance(node, ast.Name) and node.id in _FLOAT_NAMES:
         return _FLOAT_NAMES[node.id]
-    if (isinstance(node, ast.Constant) and isinstance(node.value, (int, float, complex))
-            and not isinstance(node.value, bool)):
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float, complex):
         return node.value
     raise _NotData(node)
 
 
-def _hashed(node: ast.AST, kind: type, items: List[Any]) -> Any:
-    """``kind(items)``; a set member or dict key that cannot be one is not data."""
-    try:
-        return kind(items)
-    except TypeError:
-        raise _NotData(node) from None
-
-
 def _literal(node: ast.AST) -> Any:
-    """The value of a plain-value expression; :class:`_NotData` for anything else.
-
-    Accepted: constants (strings, bytes, numbers, True/False/None), tuples,
-    lists, sets, dicts, ``dict(...)`` with keyword values and an optional dict
-    literal first (mmengine writes ``dict({'a.b': 1})`` for keys that are not
-    names), signed numbers, ``inf``/``nan`` and complex numbers such as
-    ``(1 + 2j)``.
-    """
+    """The value of a constant, ``inf`` / ``nan``, a signed or complex number (``-1``,
+    ``(1 + 2j)``), a tuple, list, set or dict of such values, or ``dict(...)`` of keywords
+    after an optional dict (``dict({'a.b': 1}, c=2)``); :class:`_NotData` for the rest."""
     if isinstance(node, ast.Constant):
         return node.value
-    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
-        items = [_literal(e) for e in node.elts]
-        return _hashed(node, {ast.Tuple: tuple, ast.List: list, ast.Set: set}[type(node)], items)
-    if isinstance(node, ast.Dict):
-        if any(key is None for key in node.keys):  # {**other}
-            raise _NotData(node)
-        pairs = [(_literal(key), _literal(node.values[i])) for i, key in enumerate(node.keys)]
-        return _hashed(node, dict, pairs)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict':
-        if len(node.args) > 1 or (node.args and not isinstance(node.args[0], ast.Dict)):
-            raise _NotData(node)
-        if any(kw.arg is None for kw in node.keywords):  # dict(**other)
-            raise _NotData(node)
+    if isinstance(node, ast.Name):
+        return _number(node)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
+        return -_number(node.operand) if isinstance(node.op, ast.USub) else _number(node.operand)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+        with contextlib.suppress(_NotData):
+            real, imag = _literal(node.left), _number(node.right)
+            if type(real) in (int, float) and isinstance(imag, complex):
+                return real + imag if isinstance(node.op, ast.Add) else real - imag
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict'
+            and len(node.args) <= 1 and all(isinstance(arg, ast.Dict) for arg in node.args)
+            and None not in [kw.arg for kw in node.keywords]):  # not dict(**other)
         out = _literal(node.args[0]) if node.args else {}
         out.update((kw.arg, _literal(kw.value)) for kw in node.keywords)
         return out
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        value = _number(node.operand)
-        return -value if isinstance(node.op, ast.USub) else +value
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):  # (1 + 2j)
-        try:
-            real, imag = _literal(node.left), _number(node.right)
-        except _NotData:
-            raise _NotData(node) from None
-        if type(real) not in (int, float) or not isinstance(imag, complex):
-            raise _NotData(node)
-        return real + imag if isinstance(node.op, ast.Add) else real - imag
-    if isinstance(node, ast.Name) and node.id in _FLOAT_NAMES:
-        return _FLOAT_NAMES[node.id]
+    with contextlib.suppress(TypeError):  # a set member or dict key that cannot be one
+        if type(node) in _SEQUENCES:
+            return _SEQUENCES[type(node)]([_literal(e) for e in node.elts])
+        if isinstance(node, ast.Dict) and None not in node.keys:  # not {**other}
+            pairs = zip(node.keys, node.values, strict=True)
+            return dict([(_literal(key), _literal(value)) for key, value in pairs])
     raise _NotData(node)
 
 
 def _not_data_error(path: Path, text: str, node: ast.AST, what: str) -> SweepReportError:
-    source = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
-    if len(source) > 60:
-        source = source[:57] + '...'
+    found = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
+    found = found if len(found) <= 60 else found[:57] + '...'
     return SweepReportError(
-        f'{path}:{node.lineno}: {what}, found {source!r}; the sweep report reads a '
+        f'{path}:{node.lineno}: {what}, found {found!r}; the sweep report reads a '
         "run's config as data (as mmengine's Config.dump writes it) and runs none of it")
 
 
 def parse_dumped_config(path: Path) -> Dict[str, Any]:
-    """The ``name = value`` lines of a config mmengine dumped, as a dict.
-
-    The file is parsed, never run: every statement must assign a plain value
-    (see :func:`_literal`) to a name; anything else (an import, a call other
-    than ``dict(...)``, a name, an operator) raises :class:`SweepReportError`
-    naming the file and line.
-    """
+    """The ``name = value`` lines of a config mmengine dumped, as a dict. The file
+    is parsed, never run; any other statement or value is a :class:`SweepReportError`."""
     try:
         text = path.read_text()
         tree = ast.parse(text, filename=str(path))
@@ -200,143 +187,243 @@ def parse_dumped_config(path: Path) -> Dict[str, Any]:
         try:
             config[stmt.targets[0].id] = _literal(stmt.value)
         except _NotData as err:
-            raise _not_data_error(path, text, err.node, 'expected a plain value') from None
+            raise _not_data_error(path, text, err.args[0], 'expected a plain value') from None
     return config
 
 
-def read_dumped_config(work_dir: Path, run_dir: Optional[Path] = None) -> Dict[str, Any]:
-    """The config of one run, as a dict ({} if none): the one mmengine dumped
-    in ``run_dir`` (``<timestamp>/vis_data/config.py``) if given and present,
-    else the newest ``*.py`` in ``work_dir`` (which every run overwrites)."""
-    own = None if run_dir is None else run_dir / 'vis_data' / 'config.py'
-    if own is not None and own.is_file():
-        path = own
-    else:
-        dumped = sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
-        if not dumped:
-            return {}
-        path = dumped[-1]
-    return parse_dumped_config(path)
+# ------------------------------------------------------------ metrics files
+
+def _refuse_constant(name: str) -> Any:
+    raise SweepReportError(f'{name} is not a number a metric can have')
 
 
-def _find_loss_cls(node: Any) -> Optional[Dict[str, Any]]:
-    """The first ``loss_cls`` dict in a (nested) model config."""
-    if isinstance(node, dict):
-        if isinstance(node.get('loss_cls'), dict):
-            return node['loss_cls']
-        children = node.values()
-    elif isinstance(node, (list, tuple)):
-        children = node
-    else:
+def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
+    """The dict records of a JSON-lines file; a last line cut short (no newline after
+    it: a write killed midway) is left out, any other line that is not JSON an error."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise SweepReportError(f'{path}: cannot read it: {error.strerror}') from None
+    try:
+        lines = data.decode('utf-8').split('\n')
+    except UnicodeDecodeError as error:
+        raise SweepReportError(f'{path}: not UTF-8 text (byte {data[error.start]:#04x} at '
+                               f'offset {error.start})') from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line, parse_constant=_refuse_constant)
+        except RecursionError:
+            raise SweepReportError(f'{path}:{number}: nested too deeply to be a metrics '
+                                   'record') from None
+        except ValueError as error:  # not JSON, a refused constant, an int too long
+            not_json = isinstance(error, json.JSONDecodeError)
+            if not_json and number == len(lines):
+                continue  # the last line, cut short
+            reason = str(error).split(':')[0] if not_json else str(error)
+            raise SweepReportError(f'{path}:{number}: not a JSON metrics record '
+                                   f'({reason})') from None
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _bbox_metrics(record: Dict[str, Any], where: str) -> Dict[str, float]:
+    """A record's COCO bbox metrics (``'coco/bbox_mAP'`` -> ``'bbox_mAP'``); a value
+    CocoMetric cannot log (not a number from 0 to 1, or -1) is an error."""
+    found = {}
+    for key, value in record.items():
+        name = key.rsplit('/', 1)[-1]
+        if not name.startswith('bbox_'):
+            continue
+        if type(value) not in (int, float) or not (value == -1 or 0 <= value <= 1):
+            shown = repr(value) if isinstance(value, float) else json.dumps(value)[:40]
+            raise SweepReportError(f'{where}: {key} = {shown} is not a COCO metric (a number '
+                                   'from 0 to 1, or -1)')
+        found[name] = float(value)
+    return found
+
+
+# ----------------------------------------- the checkpoint training ended with
+
+def _newest_first(work_dir: Path) -> List[Path]:
+    """The ``<timestamp>`` folders of ``work_dir``: one per train or test run."""
+    return sorted((p for p in work_dir.iterdir() if p.is_dir() and _TIMESTAMP.match(p.name)),
+                  reverse=True)
+
+
+def _tests(work_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
+    """The ``tools/test.py`` runs in ``work_dir``, newest first: (metrics file, config)."""
+    for run_dir in _newest_first(work_dir):
+        result, config = run_dir / f'{run_dir.name}.json', run_dir / 'vis_data' / 'config.py'
+        if result.is_file() and config.is_file():
+            yield result, parse_dumped_config(config)
+
+
+def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any]]:
+    """Whether a run in ``work_dir`` logged a training loss, and the newest such run's
+    config (else the newest ``*.py`` in ``work_dir``, which every run overwrites)."""
+    trained = None
+    for run_dir in _newest_first(work_dir):
+        scalars = run_dir / 'vis_data' / 'scalars.json'
+        if scalars.is_file() and any('loss' in r for r in _read_json_lines(scalars)):
+            trained = run_dir / 'vis_data' / 'config.py'
+            break
+    dumped = [trained] if trained is not None and trained.is_file() else sorted(
+        work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
+    return trained is not None, parse_dumped_config(dumped[-1]) if dumped else {}
+
+
+def _last_checkpoint(work_dir: Path) -> Optional[str]:
+    try:
+        return (work_dir / 'last_checkpoint').read_text(errors='replace').strip() or None
+    except OSError:
         return None
-    for child in children:
-        found = _find_loss_cls(child)
-        if found is not None:
-            return found
+
+
+def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
+    """Whether a test's ``load_from`` is ``final``: the same file, or the same name in
+    a folder of the work dir's name (a work dir moved, or named from elsewhere)."""
+    if not isinstance(load_from, str) or not load_from or \
+            Path(load_from).name != Path(final).name:
+        return False
+    try:
+        if Path(load_from).resolve() == Path(final).resolve():
+            return True
+    except OSError:
+        pass
+    return Path(load_from).parent.name == work_dir.resolve().name
+
+
+def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
+    """The checkpoint ``last_checkpoint`` names, and the work dir it is in. A work dir of
+    tests only (``tools/test.py --work-dir``) has none: its newest test's checkpoint
+    counts if that checkpoint's own work dir names it."""
+    final = _last_checkpoint(work_dir)
+    if final is not None:
+        return final, work_dir
+    newest = next(_tests(work_dir), None)
+    load_from = newest[1].get('load_from') if newest else None
+    if isinstance(load_from, str) and load_from and Path(load_from).parent.is_dir():
+        home = Path(load_from).parent
+        final = _last_checkpoint(home)
+        if final and _same_checkpoint(load_from, final, home):
+            return load_from, home
+    return None, work_dir
+
+
+def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str:
+    """Why ``checkpoint`` is not where the run's training ended ('' if it is)."""
+    try:
+        marker = json.loads((work_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        marker = None
+    state = marker.get('state') if isinstance(marker, dict) else None
+    if isinstance(state, str):
+        return '' if state in ('trained', 'tested') else (
+            f'training has not finished (the sweep marks it {state!r})')
+    name = Path(checkpoint).name
+    match = _CHECKPOINT.match(name)
+    key = {'epoch': 'max_epochs', 'iter': 'max_iters'}[match[1]] if match else None
+    total = train_cfg.get(key) if key and isinstance(train_cfg, dict) else None
+    if type(total) is not int:
+        return (f'cannot tell that {name} is where training ended (no sweep marker, and '
+                'its name and train_cfg do not say)')
+    done = int(match[2])
+    return '' if done >= total else f'training stopped at {match[1]} {done} of {total}'
+
+
+def _final_test(work_dir: Path,
+                final: str) -> Optional[Tuple[Dict[str, float], Path, Dict[str, Any]]]:
+    """The newest test of ``final`` that logged a mAP: (metrics, metrics file, config)."""
+    for result, config in _tests(work_dir):
+        if _same_checkpoint(config.get('load_from'), final, work_dir):
+            metrics: Dict[str, float] = {}
+            for number, record in enumerate(_read_json_lines(result), 1):
+                found = _bbox_metrics(record, f'{result}:{number}')
+                metrics = found if 'bbox_mAP' in found else metrics
+            if metrics:
+                return metrics, result, config
     return None
-
-
-def classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The box classifier's ``loss_cls``: the RoI head's in two-stage models
-    (not the RPN's), else the dense head's, else the first one found."""
-    roi_bbox_head = (model.get('roi_head') or {}).get('bbox_head')
-    if isinstance(roi_bbox_head, (list, tuple)):  # cascades: the first stage
-        roi_bbox_head = roi_bbox_head[0] if roi_bbox_head else None
-    for head in (roi_bbox_head, model.get('bbox_head')):
-        if isinstance(head, dict) and isinstance(head.get('loss_cls'), dict):
-            return head['loss_cls']
-    return _find_loss_cls(model)
 
 
 # ------------------------------------------------------------------ one run
 
-def training_run_dir(work_dir: Path) -> Optional[Path]:
-    """The newest ``<timestamp>`` folder in ``work_dir`` that logged a training
-    loss, or None. Its config holds the checkpoint's seed; a later test run's
-    config carries its own (0 unless told)."""
-    for run_dir in reversed(timestamp_dirs(work_dir)):
-        scalars = run_dir / 'vis_data' / 'scalars.json'
-        if scalars.is_file() and any('loss' in r for r in read_json_lines(scalars)):
-            return run_dir
+def _classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The box classifier's ``loss_cls``: the RoI head's (a cascade's first stage;
+    not the RPN's), else the dense head's, else the first in the config."""
+    roi_bbox_head = (model.get('roi_head') or {}).get('bbox_head')
+    if isinstance(roi_bbox_head, (list, tuple)):
+        roi_bbox_head = roi_bbox_head[0] if roi_bbox_head else None
+    for head in (roi_bbox_head, model.get('bbox_head')):
+        if isinstance(head, dict) and isinstance(head.get('loss_cls'), dict):
+            return head['loss_cls']
+    stack = [model]  # the first loss_cls anywhere, depth first
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get('loss_cls'), dict):
+                return node['loss_cls']
+            node = list(node.values())
+        if isinstance(node, (list, tuple)):
+            stack += reversed(node)
     return None
 
 
-def _canonical(value: Any) -> str:
-    """A config value as text, numbers as floats: ``gamma=2`` equals ``gamma=2.0``."""
-    return repr(_as_floats(value))
-
-
 def _as_floats(value: Any) -> Any:
+    """Numbers as floats, sequences as tuples: ``gamma=2`` is ``gamma=2.0``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_as_floats(v) for v in value)
-    return value
+    return tuple(map(_as_floats, value)) if isinstance(value, (list, tuple)) else value
 
 
 def _loss_settings(loss: Dict[str, Any]) -> Tuple[Optional[float], Optional[bool]]:
-    """(epsilon, alpha_weighted) of a ``loss_cls``: 0 and None for the baselines,
-    the config's values or the loss class's defaults for the Poly-1 losses,
-    None for the others."""
+    """(epsilon, alpha_weighted) of a ``loss_cls``: (0, None) for the baselines, the
+    config's values or the class's defaults for the Poly-1 losses, None for others."""
     loss_type = loss.get('type')
     if loss_type in BASELINE_LOSSES:
         return 0.0, None
     poly = poly_losses().get(loss_type) if isinstance(loss_type, str) else None
     if poly is None or not poly.is_poly1:
         return None, None
-    epsilon = float(loss.get('epsilon', poly.defaults['epsilon']))
+    given = {**poly.defaults, **loss}
     if 'alpha_weighted_poly' not in poly.defaults:
-        return epsilon, None
-    return epsilon, bool(loss.get('alpha_weighted_poly', poly.defaults['alpha_weighted_poly']))
+        return float(given['epsilon']), None
+    return float(given['epsilon']), bool(given['alpha_weighted_poly'])
 
 
 def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
-    """Read one run; raise :class:`SweepReportError` on unusable input. A run
-    without a test of the checkpoint its training ended with comes back with no
-    metrics and ``unfinished`` saying why."""
+    """Read one run. A run without a test of the checkpoint its training ended with
+    comes back with no metrics and ``unfinished`` saying why."""
     path = Path(work_dir)
     if not path.is_dir():
-        raise SweepReportError(
-            f'work_dir {work_dir!r} does not exist or is not a directory')
+        raise SweepReportError(f'work_dir {work_dir!r} does not exist or is not a directory')
     name = name or path.resolve().name
-    train_dir = training_run_dir(path)
-    train_config = read_dumped_config(path, train_dir)
-    final, home = last_checkpoint(path), path
-    if final is None:  # a work dir of tests only: the checkpoint's own work dir says
-        final, home = tested_elsewhere(
-            path, lambda run_dir: read_dumped_config(path, run_dir)) or (None, path)
-        if home != path:  # the schedule and the seed of the training that made it
-            train_dir = training_run_dir(home)
-            train_config = read_dumped_config(home, train_dir)
+    trained, train_config = _training_config(path)
+    final, home = _final_checkpoint(path)
+    if home != path:  # a work dir of tests only: the schedule and seed of that training
+        trained, train_config = _training_config(home)
     why = ('no checkpoint yet (no last_checkpoint file)' if final is None else
-           training_unfinished(home, final, train_config.get('train_cfg')))
-    found = None if why else newest_test_of(path, final,
-                                            lambda run_dir: read_dumped_config(path, run_dir))
-    if found is None:
-        why = why or (f'no tools/test.py run of {Path(final).name}, the checkpoint its '
-                      'training ended with')
-        return RunResult(name, path, None, None, None, unfinished=why)
-    metrics, source, metrics_dir = found
-    # Loss settings from the test that logged these metrics; the seed from the
-    # training run (tools/test.py dumps seed 0 unless told otherwise).
-    config = read_dumped_config(path, metrics_dir)
-    loss = dict(classifier_loss(config.get('model', {})) or {})
-    seed = (train_config.get('randomness') or {}).get('seed') if train_dir else None
+           _unfinished_training(home, final, train_config.get('train_cfg')))
+    test = None if why else _final_test(path, final)
+    if test is None:
+        return RunResult(name, path, None, None, None, unfinished=why or (
+            f'no tools/test.py run of {Path(final).name}, the checkpoint its training '
+            'ended with'))
+    metrics, source, config = test
+    # The loss from the test that logged the metrics; the seed from the training
+    # (tools/test.py dumps seed 0 unless told otherwise).
+    loss = dict(_classifier_loss(config.get('model', {})) or {})
+    seed = (train_config.get('randomness') or {}).get('seed') if trained else None
     if not isinstance(seed, int):
         seed = (config.get('randomness') or {}).get('seed')
     train_cfg = config.get('train_cfg') or {}
     schedule = train_cfg.get('max_epochs', train_cfg.get('max_iters'))
-    other = tuple(sorted((key, _canonical(value)) for key, value in loss.items()
-                         if key not in _OWN_FIELDS))
-    other += (('schedule', repr(schedule)),)
+    other = tuple(sorted((key, repr(_as_floats(value))) for key, value in loss.items()
+                         if key not in ('type', 'epsilon', 'alpha_weighted_poly')))
     epsilon, alpha_weighted = _loss_settings(loss)
-    return RunResult(
-        name=name,
-        work_dir=path,
-        loss_type=loss.get('type'),
-        epsilon=epsilon,
-        alpha_weighted=alpha_weighted,
-        metrics=metrics,
-        source=str(source),
-        seed=seed if isinstance(seed, int) else None,
-        other=other)
+    return RunResult(name, path, loss.get('type'), epsilon, alpha_weighted, metrics=metrics,
+                     source=str(source), seed=seed if isinstance(seed, int) else None,
+                     other=other + (('schedule', repr(schedule)),))
