@@ -211,3 +211,25 @@ def test_the_loss_list_is_the_registered_classes(tmp_path):
                      'Poly1CrossEntropyLoss': (True, False, False)}
 
 
+
+
+@pytest.mark.parametrize('config, message', [
+    ("model = 'RetinaNet'\n", "the dumped config sets model to 'RetinaNet', where a dict belongs"),
+    ('model = dict(roi_head=[1])\n',
+     'the dumped config sets roi_head to [1], where a dict belongs'),
+    ("model = dict(bbox_head=dict(loss_cls=dict(type='FocalLoss')))\nrandomness = 3\n",
+     'the dumped config sets randomness to 3, where a dict belongs'),
+    ("model = dict(bbox_head=dict(loss_cls=dict(type='FocalLoss')))\ntrain_cfg = [8]\n",
+     'the dumped config sets train_cfg to [8], where a dict belongs'),
+    ("model = dict(bbox_head=dict(loss_cls=dict(type=['FocalLoss'])))\n",
+     "the dumped config's loss_cls type is ['FocalLoss'], where a loss name belongs"),
+    ('model = dict(bbox_head=dict(loss_cls=dict(type=dict(a=1))))\n',
+     "the dumped config's loss_cls type is {'a': 1}, where a loss name belongs"),
+])
+def test_a_dumped_config_of_the_wrong_shape_is_one_line(tmp_path, config, message):
+    """Sections that are not dicts, or a loss type that is not a name: the run's
+    work dir and what is wrong, not a traceback from inside the reader."""
+    work = work_dir(tmp_path, 'run', config)
+    with pytest.raises(SweepReportError) as error:
+        load_run(str(work))
+    assert str(error.value) == f'{work}: {message}'

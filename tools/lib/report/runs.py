@@ -351,10 +351,21 @@ def _final_test(work_dir: Path,
 
 # ------------------------------------------------------------------ one run
 
-def _classifier_loss(model: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+def _dict_entry(node: Dict[str, Any], key: str, where: Path) -> Dict[str, Any]:
+    """``node[key]`` of a dumped config, ``{}`` when unset; one line when it is not a dict."""
+    value = node.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SweepReportError(f'{where}: the dumped config sets {key} to {value!r}, '
+                               'where a dict belongs')
+    return value
+
+
+def _classifier_loss(model: Dict[str, Any], where: Path) -> Optional[Dict[str, Any]]:
     """The box classifier's ``loss_cls``: the RoI head's (a cascade's first stage;
     not the RPN's), else the dense head's, else the first in the config."""
-    roi_bbox_head = (model.get('roi_head') or {}).get('bbox_head')
+    roi_bbox_head = _dict_entry(model, 'roi_head', where).get('bbox_head')
     if isinstance(roi_bbox_head, (list, tuple)):
         roi_bbox_head = roi_bbox_head[0] if roi_bbox_head else None
     for head in (roi_bbox_head, model.get('bbox_head')):
@@ -383,7 +394,7 @@ def _loss_settings(loss: Dict[str, Any]) -> Tuple[Optional[float], Optional[bool
     """(epsilon, alpha_weighted) of a ``loss_cls``: (0, None) for the baselines, the
     config's values or the class's defaults for the Poly-1 losses, None for others."""
     loss_type = loss.get('type')
-    if loss_type in BASELINE_LOSSES:
+    if isinstance(loss_type, str) and loss_type in BASELINE_LOSSES:
         return 0.0, None
     poly = poly_losses().get(loss_type) if isinstance(loss_type, str) else None
     if poly is None or not poly.is_poly1:
@@ -415,11 +426,14 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     metrics, source, config = test
     # The loss from the test that logged the metrics; the seed from the training
     # (tools/test.py dumps seed 0 unless told otherwise).
-    loss = dict(_classifier_loss(config.get('model', {})) or {})
-    seed = (train_config.get('randomness') or {}).get('seed') if trained else None
+    loss = dict(_classifier_loss(_dict_entry(config, 'model', path), path) or {})
+    if not isinstance(loss.get('type', ''), str):
+        raise SweepReportError(f'{path}: the dumped config\'s loss_cls type is '
+                               f'{loss["type"]!r}, where a loss name belongs')
+    seed = _dict_entry(train_config, 'randomness', path).get('seed') if trained else None
     if not isinstance(seed, int):
-        seed = (config.get('randomness') or {}).get('seed')
-    train_cfg = config.get('train_cfg') or {}
+        seed = _dict_entry(config, 'randomness', path).get('seed')
+    train_cfg = _dict_entry(config, 'train_cfg', path)
     schedule = train_cfg.get('max_epochs', train_cfg.get('max_iters'))
     other = tuple(sorted((key, repr(_as_floats(value))) for key, value in loss.items()
                          if key not in ('type', 'epsilon', 'alpha_weighted_poly')))
