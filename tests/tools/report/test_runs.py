@@ -211,8 +211,6 @@ def test_the_loss_list_is_the_registered_classes(tmp_path):
                      'Poly1CrossEntropyLoss': (True, False, False)}
 
 
-
-
 @pytest.mark.parametrize('config, message', [
     ("model = 'RetinaNet'\n", "the dumped config sets model to 'RetinaNet', where a dict belongs"),
     ('model = dict(roi_head=[1])\n',

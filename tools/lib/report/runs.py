@@ -394,7 +394,7 @@ def _loss_settings(loss: Dict[str, Any]) -> Tuple[Optional[float], Optional[bool
     """(epsilon, alpha_weighted) of a ``loss_cls``: (0, None) for the baselines, the
     config's values or the class's defaults for the Poly-1 losses, None for others."""
     loss_type = loss.get('type')
-    if isinstance(loss_type, str) and loss_type in BASELINE_LOSSES:
+    if loss_type in BASELINE_LOSSES:
         return 0.0, None
     poly = poly_losses().get(loss_type) if isinstance(loss_type, str) else None
     if poly is None or not poly.is_poly1:
