@@ -29,9 +29,15 @@ fi
 
 # Every core: one pytest-xdist worker per CPU, a test file (or the Slurm
 # cluster's tests) to one worker (tests/conftest.py); POLYLOSS_TEST_WORKERS=0
-# runs in this process.
+# runs in this process. Each worker, and each tool a test starts, gets one torch
+# thread (OMP_NUM_THREADS): the workers already fill the cores, and more threads
+# on top of them spend several times the CPU time on the same training steps.
 WORKERS=(-n "${POLYLOSS_TEST_WORKERS:-auto}" --dist loadgroup)
-[ "${POLYLOSS_TEST_WORKERS:-auto}" = 0 ] && WORKERS=()
+if [ "${POLYLOSS_TEST_WORKERS:-auto}" = 0 ]; then
+  WORKERS=()
+else
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+fi
 status=0
 "$VENV/bin/python" -m pytest "${WORKERS[@]}" "$@" || status=$?
 if [ "$status" -eq 5 ]; then
