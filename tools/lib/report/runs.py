@@ -241,10 +241,9 @@ def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any]]:
 
 
 def _last_checkpoint(work_dir: Path) -> Optional[str]:
-    try:
+    with contextlib.suppress(OSError):
         return (work_dir / 'last_checkpoint').read_text(errors='replace').strip() or None
-    except OSError:
-        return None
+    return None
 
 
 def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
@@ -280,10 +279,9 @@ def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str
     """Why ``checkpoint`` is not where the run's training ended ('' if it is): the
     sweep's marker (tools/lib/sweep_plan.py) says, else the checkpoint's name and
     train_cfg do."""
-    try:
+    marker = None
+    with contextlib.suppress(OSError, ValueError):
         marker = json.loads((work_dir / '.sweep-run.json').read_text())
-    except (OSError, ValueError):
-        marker = None
     state = marker.get('state') if isinstance(marker, dict) else None
     if isinstance(state, str):
         return '' if state in ('trained', 'tested') else (
