@@ -1,13 +1,7 @@
 #!/usr/bin/env python
-"""Compare the runs of an epsilon sweep: markdown table and AP/AR plot.
-
-    python tools/sweep_report.py WORK_DIR [WORK_DIR ...] [--baseline NAME]
-        [--out-png sweep.png] [--out-md sweep.md]
-
-Each WORK_DIR is a tools/train.py or tools/test.py work dir. The baseline
-(default: the focal-loss run) comes first; the other rows show the change
-against it in AP points. Each run's dumped config is read as data, never
-run. See tools/lib/report/ (runs.py, tables.py, plot.py).
+"""Compare the runs of an epsilon sweep: markdown tables and an AP/AR plot, the
+baseline (default: the focal-loss run) first. Each WORK_DIR is a tools/train.py or
+tools/test.py work dir, its dumped config read as data, never run (tools/lib/report/).
 """
 import os.path as osp
 import sys

@@ -1,10 +1,5 @@
-"""The sweep report: read finished runs' work dirs, compare them in markdown tables
-and a PNG plot. :mod:`.runs` reads the work dirs (as data, running nothing),
-:mod:`.tables` makes the tables, :mod:`.plot` the plot; ``tools/sweep_report.py``
-is the command line. None of it needs mmdet.
-"""
-from __future__ import annotations
-
+"""The sweep report: :mod:`.runs` reads finished runs' work dirs (as data, running
+nothing), :mod:`.tables` compares them in markdown tables, :mod:`.plot` in a PNG."""
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -21,8 +16,7 @@ __all__ = [
 def build_report(work_dirs: Sequence[str], baseline: Optional[str] = None,
                  out_png: Optional[str] = None, out_md: Optional[str] = None) -> str:
     """Read the runs, write the optional PNG / markdown, return the tables. Unfinished
-    runs are listed under the tables; a named baseline among them gives way to the
-    default one."""
+    runs are listed under them; a named baseline among those gives way to the default."""
     if not work_dirs:
         raise SweepReportError('work_dirs: give at least one work dir')
     loaded = [load_run(d) for d in work_dirs]

@@ -1,6 +1,4 @@
 """The sweep report's plot: box AP and AR@100 against epsilon, as a PNG."""
-from __future__ import annotations
-
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -10,9 +8,8 @@ from .tables import group_by_setting, is_seed_group, logged, mean_sd
 
 def _points(runs: Sequence[RunResult], key: str,
             alpha_weighted: bool) -> List[Tuple[float, float, float]]:
-    """(epsilon, value in %, sd) of the alpha-weighted (or focal) runs that logged
-    ``key``, or of the others. A setting's runs that differ only by seed are one
-    point, their mean and sd; any other run is a point of its own."""
+    """(epsilon, value in %, sd) of the runs with (or without) alpha_t on the epsilon
+    term that logged ``key``; seeds of one setting are one point, their mean and sd."""
     points = []
     for group in group_by_setting(runs):
         group = [r for r in group if r.epsilon is not None and r.metrics.get(key, -1) >= 0
@@ -26,12 +23,9 @@ def _points(runs: Sequence[RunResult], key: str,
 
 
 def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
-    """PNG of AP (left) and AR@100 (right) against epsilon; ``runs[0]`` is the baseline.
-
-    Alpha-weighted Poly-1 runs and focal runs (epsilon 0) form the line; runs without
-    alpha_t on the epsilon term are crosses; the baseline is a dashed horizontal line.
-    Seeds of one setting are drawn as their mean with a bar of one standard deviation.
-    """
+    """PNG of AP (left) and AR@100 (right) against epsilon: alpha-weighted Poly-1 and
+    focal runs as a line, the others as crosses, the baseline (``runs[0]``, or the mean
+    of its seeds) as a dashed horizontal line."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

@@ -1,10 +1,7 @@
-"""Reading a sweep's runs from their mmengine work dirs, as data: nothing in them is run.
+"""Read a sweep's runs from their mmengine work dirs as data (nothing in them is run).
 
-A run's numbers are its newest ``tools/test.py`` run of the checkpoint its training
-ended with (``last_checkpoint``, once the sweep's marker or the schedule says training
-finished); any other run comes back ``unfinished``, with the reason. Dumped configs
-are parsed, accepting only the plain values ``Config.dump`` writes, and metrics files
-are read strictly: bad input is a one-line :class:`SweepReportError` naming the file.
+A run's numbers are its newest ``tools/test.py`` run of the checkpoint its training ended
+with, else it is ``unfinished``. Bad input is a one-line :class:`SweepReportError`.
 """
 from __future__ import annotations
 
@@ -13,16 +10,15 @@ import contextlib
 import inspect
 import json
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
 BASELINE_LOSSES: Mapping[str, str] = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}
-#: The sweep's marker in a run's work dir (tools/lib/sweep_plan.py).
-MARKER = '.sweep-run.json'
 _TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 _CHECKPOINT = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
 
@@ -31,8 +27,7 @@ class SweepReportError(ValueError):
     """Bad input to the sweep report; the message names the culprit."""
 
 
-@dataclass(frozen=True)
-class PolyLoss:
+class PolyLoss(NamedTuple):
     """One of this package's losses: its constructor's defaults, and its kind."""
 
     defaults: Mapping[str, Any]
@@ -47,10 +42,9 @@ def poly_losses() -> Dict[str, PolyLoss]:
     from mmdet_polyloss import losses
     found = {}
     for name in losses.__all__:
-        defaults = {p.name: p.default for p in inspect.signature(
-            getattr(losses, name).__init__).parameters.values() if p.default is not p.empty}
-        found[name] = PolyLoss(defaults, 'epsilon' in defaults, 'epsilons' in defaults,
-                               'gamma' in defaults)
+        params = inspect.signature(getattr(losses, name).__init__).parameters.values()
+        defaults = {p.name: p.default for p in params if p.default is not p.empty}
+        found[name] = PolyLoss(defaults, *(k in defaults for k in ('epsilon', 'epsilons', 'gamma')))
     return found
 
 
@@ -64,13 +58,11 @@ class RunResult:
     epsilon: Optional[float]
     alpha_weighted: Optional[bool]
     metrics: Dict[str, float] = field(default_factory=dict)
-    source: str = ''
+    source: str = ''  # the metrics file
     seed: Optional[int] = None
-    #: What else must match for runs to be seeds of one setting: the other
-    #: loss_cls arguments and the schedule, as text pairs.
+    #: The other loss_cls arguments and the schedule, as text pairs.
     other: Tuple[Tuple[str, str], ...] = ()
-    #: Why the run has no final test to report ('' when it has one).
-    unfinished: str = ''
+    unfinished: str = ''  # why the run has no final test to report ('' when it has one)
 
     @property
     def setting(self) -> Tuple[Any, ...]:
@@ -85,10 +77,8 @@ class RunResult:
 
     @property
     def loss_label(self) -> str:
-        if self.loss_type is None:
-            return '?'
-        if self.loss_type in BASELINE_LOSSES:
-            return BASELINE_LOSSES[self.loss_type]
+        if self.loss_type is None or self.loss_type in BASELINE_LOSSES:
+            return BASELINE_LOSSES.get(self.loss_type, '?')
         poly = poly_losses().get(self.loss_type)
         epsilons = dict(self.other).get('epsilons')
         if poly is not None and poly.is_poly_n and epsilons is not None:
@@ -111,14 +101,14 @@ class RunResult:
         return self.loss_label + (f" ({', '.join(diffs)})" if diffs else '')
 
 
-# ------------------------------------------------------- the dumped config
-
 _FLOAT_NAMES = {'inf': math.inf, 'nan': math.nan}  # as Config.dump writes them
+_SIGNS = {ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Add: operator.add,
+          ast.Sub: operator.sub}
 _SEQUENCES = {ast.Tuple: tuple, ast.List: list, ast.Set: set}
 
 
 class _NotData(Exception):
-    """``args[0]`` is a node of a dumped config that is not a plain value."""
+    """``args``: a node of a dumped config that is not a plain value, and what belongs there."""
 
 
 def _number(node: ast.AST) -> Any:
@@ -126,7 +116,7 @@ def _number(node: ast.AST) -> Any:
         return _FLOAT_NAMES[node.id]
     if isinstance(node, ast.Constant) and type(node.value) in (int, float, complex):
         return node.value
-    raise _NotData(node)
+    raise _NotData(node, 'expected a plain value')
 
 
 def _literal(node: ast.AST) -> Any:
@@ -137,13 +127,14 @@ def _literal(node: ast.AST) -> Any:
         return node.value
     if isinstance(node, ast.Name):
         return _number(node)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        return -_number(node.operand) if isinstance(node.op, ast.USub) else _number(node.operand)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub)):
+    sign = _SIGNS.get(type(getattr(node, 'op', None)))  # unary or binary + and -
+    if isinstance(node, ast.UnaryOp) and sign:
+        return sign(_number(node.operand))
+    if isinstance(node, ast.BinOp) and sign:
         with contextlib.suppress(_NotData):
             real, imag = _literal(node.left), _number(node.right)
             if type(real) in (int, float) and isinstance(imag, complex):
-                return real + imag if isinstance(node.op, ast.Add) else real - imag
+                return sign(real, imag)
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict'
             and len(node.args) <= 1 and all(isinstance(arg, ast.Dict) for arg in node.args)
             and None not in [kw.arg for kw in node.keywords]):  # not dict(**other)
@@ -155,16 +146,8 @@ def _literal(node: ast.AST) -> Any:
             return _SEQUENCES[type(node)]([_literal(e) for e in node.elts])
         if isinstance(node, ast.Dict) and None not in node.keys:  # not {**other}
             pairs = zip(node.keys, node.values, strict=True)
-            return dict([(_literal(key), _literal(value)) for key, value in pairs])
-    raise _NotData(node)
-
-
-def _not_data_error(path: Path, text: str, node: ast.AST, what: str) -> SweepReportError:
-    found = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
-    found = found if len(found) <= 60 else found[:57] + '...'
-    return SweepReportError(
-        f'{path}:{node.lineno}: {what}, found {found!r}; the sweep report reads a '
-        "run's config as data (as mmengine's Config.dump writes it) and runs none of it")
+            return {_literal(key): _literal(value) for key, value in pairs}
+    raise _NotData(node, 'expected a plain value')
 
 
 def parse_dumped_config(path: Path) -> Dict[str, Any]:
@@ -181,17 +164,20 @@ def parse_dumped_config(path: Path) -> Dict[str, Any]:
                                f'{type(err).__name__} {err}') from None
     config: Dict[str, Any] = {}
     for stmt in tree.body:
-        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                and isinstance(stmt.targets[0], ast.Name)):
-            raise _not_data_error(path, text, stmt, 'expected a `name = value` line')
         try:
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)):
+                raise _NotData(stmt, 'expected a `name = value` line')
             config[stmt.targets[0].id] = _literal(stmt.value)
         except _NotData as err:
-            raise _not_data_error(path, text, err.args[0], 'expected a plain value') from None
+            node, what = err.args
+            found = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
+            found = found if len(found) <= 60 else found[:57] + '...'
+            raise SweepReportError(f'{path}:{node.lineno}: {what}, found {found!r}; the sweep '
+                                   "report reads a run's config as data (as mmengine's "
+                                   'Config.dump writes it) and runs none of it') from None
     return config
 
-
-# ------------------------------------------------------------ metrics files
 
 def _refuse_constant(name: str) -> Any:
     raise SweepReportError(f'{name} is not a number a metric can have')
@@ -201,20 +187,16 @@ def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
     """The dict records of a JSON-lines file; a last line cut short (no newline after
     it: a write killed midway) is left out, any other line that is not JSON an error."""
     try:
-        data = path.read_bytes()
+        lines = path.read_bytes().decode('utf-8').split('\n')
     except OSError as error:
         raise SweepReportError(f'{path}: cannot read it: {error.strerror}') from None
-    try:
-        lines = data.decode('utf-8').split('\n')
     except UnicodeDecodeError as error:
-        raise SweepReportError(f'{path}: not UTF-8 text (byte {data[error.start]:#04x} at '
-                               f'offset {error.start})') from None
+        raise SweepReportError(f'{path}: not UTF-8 text (byte {error.object[error.start]:#04x} '
+                               f'at offset {error.start})') from None
     records = []
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
         try:
-            record = json.loads(line, parse_constant=_refuse_constant)
+            record = json.loads(line, parse_constant=_refuse_constant) if line.strip() else None
         except RecursionError:
             raise SweepReportError(f'{path}:{number}: nested too deeply to be a metrics '
                                    'record') from None
@@ -230,26 +212,8 @@ def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
     return records
 
 
-def _bbox_metrics(record: Dict[str, Any], where: str) -> Dict[str, float]:
-    """A record's COCO bbox metrics (``'coco/bbox_mAP'`` -> ``'bbox_mAP'``); a value
-    CocoMetric cannot log (not a number from 0 to 1, or -1) is an error."""
-    found = {}
-    for key, value in record.items():
-        name = key.rsplit('/', 1)[-1]
-        if not name.startswith('bbox_'):
-            continue
-        if type(value) not in (int, float) or not (value == -1 or 0 <= value <= 1):
-            shown = repr(value) if isinstance(value, float) else json.dumps(value)[:40]
-            raise SweepReportError(f'{where}: {key} = {shown} is not a COCO metric (a number '
-                                   'from 0 to 1, or -1)')
-        found[name] = float(value)
-    return found
-
-
-# ----------------------------------------- the checkpoint training ended with
-
 def _newest_first(work_dir: Path) -> List[Path]:
-    """The ``<timestamp>`` folders of ``work_dir``: one per train or test run."""
+    """The ``<timestamp>`` folders of ``work_dir`` (one per train or test run), newest first."""
     return sorted((p for p in work_dir.iterdir() if p.is_dir() and _TIMESTAMP.match(p.name)),
                   reverse=True)
 
@@ -277,10 +241,9 @@ def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any]]:
 
 
 def _last_checkpoint(work_dir: Path) -> Optional[str]:
-    try:
+    with contextlib.suppress(OSError):
         return (work_dir / 'last_checkpoint').read_text(errors='replace').strip() or None
-    except OSError:
-        return None
+    return None
 
 
 def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
@@ -289,11 +252,9 @@ def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
     if not isinstance(load_from, str) or not load_from or \
             Path(load_from).name != Path(final).name:
         return False
-    try:
+    with contextlib.suppress(OSError):
         if Path(load_from).resolve() == Path(final).resolve():
             return True
-    except OSError:
-        pass
     return Path(load_from).parent.name == work_dir.resolve().name
 
 
@@ -306,7 +267,7 @@ def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
         return final, work_dir
     newest = next(_tests(work_dir), None)
     load_from = newest[1].get('load_from') if newest else None
-    if isinstance(load_from, str) and load_from and Path(load_from).parent.is_dir():
+    if isinstance(load_from, str) and load_from:
         home = Path(load_from).parent
         final = _last_checkpoint(home)
         if final and _same_checkpoint(load_from, final, home):
@@ -315,11 +276,12 @@ def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
 
 
 def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str:
-    """Why ``checkpoint`` is not where the run's training ended ('' if it is)."""
-    try:
-        marker = json.loads((work_dir / MARKER).read_text())
-    except (OSError, ValueError):
-        marker = None
+    """Why ``checkpoint`` is not where the run's training ended ('' if it is): the
+    sweep's marker (tools/lib/sweep_plan.py) says, else the checkpoint's name and
+    train_cfg do."""
+    marker = None
+    with contextlib.suppress(OSError, ValueError):
+        marker = json.loads((work_dir / '.sweep-run.json').read_text())
     state = marker.get('state') if isinstance(marker, dict) else None
     if isinstance(state, str):
         return '' if state in ('trained', 'tested') else (
@@ -337,34 +299,40 @@ def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str
 
 def _final_test(work_dir: Path,
                 final: str) -> Optional[Tuple[Dict[str, float], Path, Dict[str, Any]]]:
-    """The newest test of ``final`` that logged a mAP: (metrics, metrics file, config)."""
+    """The newest test of ``final`` that logged a mAP: (bbox metrics, metrics file, config).
+    A value CocoMetric cannot log (not a number from 0 to 1, or -1) is an error."""
     for result, config in _tests(work_dir):
-        if _same_checkpoint(config.get('load_from'), final, work_dir):
-            metrics: Dict[str, float] = {}
-            for number, record in enumerate(_read_json_lines(result), 1):
-                found = _bbox_metrics(record, f'{result}:{number}')
-                metrics = found if 'bbox_mAP' in found else metrics
-            if metrics:
-                return metrics, result, config
+        if not _same_checkpoint(config.get('load_from'), final, work_dir):
+            continue
+        metrics: Dict[str, float] = {}
+        for number, record in enumerate(_read_json_lines(result), 1):
+            found = {}  # 'coco/bbox_mAP' -> 'bbox_mAP'
+            for key, value in record.items():
+                if not key.rsplit('/', 1)[-1].startswith('bbox_'):
+                    continue
+                if type(value) not in (int, float) or not (value == -1 or 0 <= value <= 1):
+                    shown = repr(value) if isinstance(value, float) else json.dumps(value)[:40]
+                    raise SweepReportError(f'{result}:{number}: {key} = {shown} is not a COCO '
+                                           'metric (a number from 0 to 1, or -1)')
+                found[key.rsplit('/', 1)[-1]] = float(value)
+            metrics = found if 'bbox_mAP' in found else metrics
+        if metrics:
+            return metrics, result, config
     return None
 
-
-# ------------------------------------------------------------------ one run
 
 def _dict_entry(node: Dict[str, Any], key: str, where: Path) -> Dict[str, Any]:
     """``node[key]`` of a dumped config, ``{}`` when unset; one line when it is not a dict."""
     value = node.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
+    if value is not None and not isinstance(value, dict):
         raise SweepReportError(f'{where}: the dumped config sets {key} to {value!r}, '
                                'where a dict belongs')
-    return value
+    return value or {}
 
 
-def _classifier_loss(model: Dict[str, Any], where: Path) -> Optional[Dict[str, Any]]:
+def _classifier_loss(model: Dict[str, Any], where: Path) -> Dict[str, Any]:
     """The box classifier's ``loss_cls``: the RoI head's (a cascade's first stage;
-    not the RPN's), else the dense head's, else the first in the config."""
+    not the RPN's), else the dense head's, else the first in the config, else ``{}``."""
     roi_bbox_head = _dict_entry(model, 'roi_head', where).get('bbox_head')
     if isinstance(roi_bbox_head, (list, tuple)):
         roi_bbox_head = roi_bbox_head[0] if roi_bbox_head else None
@@ -380,7 +348,7 @@ def _classifier_loss(model: Dict[str, Any], where: Path) -> Optional[Dict[str, A
             node = list(node.values())
         if isinstance(node, (list, tuple)):
             stack += reversed(node)
-    return None
+    return {}
 
 
 def _as_floats(value: Any) -> Any:
@@ -390,21 +358,6 @@ def _as_floats(value: Any) -> Any:
     return tuple(map(_as_floats, value)) if isinstance(value, (list, tuple)) else value
 
 
-def _loss_settings(loss: Dict[str, Any]) -> Tuple[Optional[float], Optional[bool]]:
-    """(epsilon, alpha_weighted) of a ``loss_cls``: (0, None) for the baselines, the
-    config's values or the class's defaults for the Poly-1 losses, None for others."""
-    loss_type = loss.get('type')
-    if loss_type in BASELINE_LOSSES:
-        return 0.0, None
-    poly = poly_losses().get(loss_type) if isinstance(loss_type, str) else None
-    if poly is None or not poly.is_poly1:
-        return None, None
-    given = {**poly.defaults, **loss}
-    if 'alpha_weighted_poly' not in poly.defaults:
-        return float(given['epsilon']), None
-    return float(given['epsilon']), bool(given['alpha_weighted_poly'])
-
-
 def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     """Read one run. A run without a test of the checkpoint its training ended with
     comes back with no metrics and ``unfinished`` saying why."""
@@ -412,10 +365,8 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     if not path.is_dir():
         raise SweepReportError(f'work_dir {work_dir!r} does not exist or is not a directory')
     name = name or path.resolve().name
-    trained, train_config = _training_config(path)
-    final, home = _final_checkpoint(path)
-    if home != path:  # a work dir of tests only: the schedule and seed of that training
-        trained, train_config = _training_config(home)
+    final, home = _final_checkpoint(path)  # home: the training's work dir
+    trained, train_config = _training_config(home)
     why = ('no checkpoint yet (no last_checkpoint file)' if final is None else
            _unfinished_training(home, final, train_config.get('train_cfg')))
     test = None if why else _final_test(path, final)
@@ -426,10 +377,11 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     metrics, source, config = test
     # The loss from the test that logged the metrics; the seed from the training
     # (tools/test.py dumps seed 0 unless told otherwise).
-    loss = dict(_classifier_loss(_dict_entry(config, 'model', path), path) or {})
-    if not isinstance(loss.get('type', ''), str):
-        raise SweepReportError(f'{path}: the dumped config\'s loss_cls type is '
-                               f'{loss["type"]!r}, where a loss name belongs')
+    loss = _classifier_loss(_dict_entry(config, 'model', path), path)
+    loss_type = loss.get('type')
+    if loss_type is not None and not isinstance(loss_type, str):
+        raise SweepReportError(f"{path}: the dumped config's loss_cls type is "
+                               f'{loss_type!r}, where a loss name belongs')
     seed = _dict_entry(train_config, 'randomness', path).get('seed') if trained else None
     if not isinstance(seed, int):
         seed = _dict_entry(config, 'randomness', path).get('seed')
@@ -437,7 +389,15 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     schedule = train_cfg.get('max_epochs', train_cfg.get('max_iters'))
     other = tuple(sorted((key, repr(_as_floats(value))) for key, value in loss.items()
                          if key not in ('type', 'epsilon', 'alpha_weighted_poly')))
-    epsilon, alpha_weighted = _loss_settings(loss)
-    return RunResult(name, path, loss.get('type'), epsilon, alpha_weighted, metrics=metrics,
+    # (epsilon, alpha_weighted): (0, None) for the baselines, the config's values or
+    # the class's defaults for the Poly-1 losses, None for other losses.
+    epsilon, alpha_weighted = (0.0 if loss_type in BASELINE_LOSSES else None), None
+    poly = poly_losses().get(loss_type) if epsilon is None and loss_type else None
+    if poly is not None and poly.is_poly1:
+        given = {**poly.defaults, **loss}
+        epsilon = float(given['epsilon'])
+        if 'alpha_weighted_poly' in poly.defaults:
+            alpha_weighted = bool(given['alpha_weighted_poly'])
+    return RunResult(name, path, loss_type, epsilon, alpha_weighted, metrics=metrics,
                      source=str(source), seed=seed if isinstance(seed, int) else None,
                      other=other + (('schedule', repr(schedule)),))

@@ -3,26 +3,22 @@
 Figures are COCO bbox metrics in AP points (CocoMetric's fractions times 100); ``n/a``
 where a run did not log one (or COCO logged -1: no objects of that size).
 """
-from __future__ import annotations
-
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .runs import RunResult, SweepReportError
 
-#: (column title, CocoMetric key suffix) of the per-run table, in table order.
+#: (column title, CocoMetric key) of the per-run table, in table order.
 METRICS: Tuple[Tuple[str, str], ...] = (
     ('mAP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AP75', 'bbox_mAP_75'),
     ('AP_s', 'bbox_mAP_s'), ('AP_m', 'bbox_mAP_m'), ('AP_l', 'bbox_mAP_l'),
     ('AR@100', 'bbox_AR@100'), ('AR_s', 'bbox_AR_s@1000'), ('AR_m', 'bbox_AR_m@1000'),
     ('AR_l', 'bbox_AR_l@1000'))
-#: The columns of the across-seeds table.
-SEED_METRICS = tuple(m for m in METRICS if m[0] in ('mAP', 'AP50', 'AR@100'))
+SEED_METRICS = tuple(m for m in METRICS if m[0] in ('mAP', 'AP50', 'AR@100'))  # across seeds
 
 
 def order_runs(runs: Sequence[RunResult], baseline: Optional[str] = None) -> List[RunResult]:
-    """Baseline first, then the other runs of its setting (seeds), then by epsilon
-    (unknown last), input order on ties. The baseline is the run ``baseline`` names
-    if given, else the first baseline-loss run (``is_baseline``), else the first run."""
+    """Baseline first (the run ``baseline`` names, else the first ``is_baseline`` run, else
+    the first), then the other runs of its setting, then by epsilon (unknown last)."""
     if not runs:
         raise SweepReportError('work_dirs: no runs given')
     if baseline is None:
@@ -32,7 +28,7 @@ def order_runs(runs: Sequence[RunResult], baseline: Optional[str] = None) -> Lis
         if base is None:
             raise SweepReportError(f'--baseline {baseline!r} matches none of the runs '
                                    f"({', '.join(r.name for r in runs)})")
-    rest = sorted((r for r in runs if r is not base),
+    rest = sorted((r for r in runs if r is not base),  # stable: input order on ties
                   key=lambda r: (r.setting != base.setting, r.epsilon is None, r.epsilon or 0.0))
     return [base] + rest
 
@@ -72,15 +68,6 @@ def _markdown(header: List[str], rows: List[List[str]]) -> List[str]:
     return [lines[0], rule] + lines[1:]
 
 
-def _points(value: Optional[float], base: Optional[float] = None) -> str:
-    """``value`` in AP points, and its change against ``base`` if given."""
-    if value is None or value < 0:  # -1: COCO has no objects of that size
-        return 'n/a'
-    if base is None or base < 0:
-        return f'{100 * value:.1f}'
-    return f'{100 * value:.1f} ({100 * (value - base):+.1f})'
-
-
 def _mean_sd_points(values: Sequence[float], signed: bool = False) -> str:
     mean, sd = mean_sd([100 * v for v in values])
     text = f'{mean:+.1f}' if signed else f'{mean:.1f}'
@@ -90,11 +77,19 @@ def _mean_sd_points(values: Sequence[float], signed: bool = False) -> str:
 def runs_table(runs: Sequence[RunResult]) -> str:
     """Markdown table, one row per run: the baseline (``runs[0]``) first, the others with
     their change against it in AP points; only the columns some run logged."""
-    base = runs[0]
     shown = [(title, key) for title, key in METRICS if any(key in r.metrics for r in runs)]
-    rows = [[f'{run.name} (baseline)' if i == 0 else run.name, run.label_against(base)]
-            + [_points(run.metrics.get(key), base.metrics.get(key) if i else None)
-               for _, key in shown] for i, run in enumerate(runs)]
+    rows = []
+    for i, run in enumerate(runs):
+        cells = [f'{run.name} (baseline)' if i == 0 else run.name, run.label_against(runs[0])]
+        for _, key in shown:
+            value, base = run.metrics.get(key), runs[0].metrics.get(key) if i else None
+            if value is None or value < 0:  # -1: COCO has no objects of that size
+                cells.append('n/a')
+            elif base is None or base < 0:
+                cells.append(f'{100 * value:.1f}')
+            else:
+                cells.append(f'{100 * value:.1f} ({100 * (value - base):+.1f})')
+        rows.append(cells)
     return '\n'.join(_markdown(['run', 'loss'] + [title for title, _ in shown], rows))
 
 
