@@ -1,46 +1,36 @@
 #!/usr/bin/env python
 """Run an epsilon sweep: train and test every (epsilon, seed), then report.
 
-    python tools/sweep.py CONFIG --epsilons -1 -0.5 0.5 1 --seeds 0 1 2
-        [--baseline BASELINE_CONFIG] [--launcher {none,pytorch,slurm}] [--gpus N]
-        [--work-dir-root DIR] [--cfg-options KEY=VALUE ...]
-        [--force | --retrain-changed] [--key-files FILE ...] [--dry-run]
-        [--partition NAME [--cpus-per-task N] [--max-parallel N] [--time LIMIT]
-         [--signal-seconds S] [--sbatch-args "..."] [--wait]]   (--launcher slurm)
+    python tools/sweep.py CONFIG --epsilons -1 0.5 --seeds 0 1 [--baseline CONFIG] [--dry-run]
 
-CONFIG has a Poly-1 loss as its box classifier loss; each run overrides its
-``epsilon`` and ``randomness.seed`` (through ``--cfg-options``) and, with
-``--baseline`` (mmdet's focal or cross-entropy config), the baseline trains at
-every seed too. Each run has its own work dir under ``--work-dir-root``
-(default ``work_dirs/sweep_<CONFIG name>``), named like the COCO configs:
-``<CONFIG name with eps<e>>[_seed<N>]``. Finished runs are skipped, started
-ones resume from their last checkpoint (``--resume``), trained ones are tested;
-at the end ``sweep.md`` (table) and ``sweep.png`` (AP and AR@100 against
-epsilon, seed means with their spread) go to the root.
-
-``--launcher none|pytorch`` runs the runs here, one after the other, each under
-its lock (a second sweep on the same root skips a run the first one holds), and
-stops the running tool when stopped itself (SIGTERM, SIGINT). ``--launcher
-slurm`` submits every run that is neither done nor queued or running as one Slurm
-job array, and a report job after it, then exits (``--wait``: once the report is
-written); run it again to see each run's state (tools/lib/sweep_slurm.py).
-``--dry-run`` prints the plan and the commands. A user error is one line on
-stderr, exit status 2.
+CONFIG has a Poly-1 box classifier loss; each run sets its ``epsilon`` and
+``randomness.seed`` (``--cfg-options``); the baseline config trains at each seed.
+Runs go to ``<--work-dir-root>/<CONFIG name with eps<e>>[_seed<N>]``; finished ones
+are skipped, started ones resumed, trained ones tested (tools/lib/sweep_plan.py);
+then ``sweep.md`` and ``sweep.png`` go to the root. ``--launcher none|pytorch``
+runs them here, each under its lock (tools/lib/run_lock.py); ``--launcher slurm``
+submits a job array and a report job (tools/lib/sweep_slurm.py). ``--dry-run``
+prints the plan and the commands. A user error is one line on stderr, exit status 2.
 """
+import contextlib
+import os
 import os.path as osp
 import sys
 import time
+from argparse import Namespace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from tools.lib import run_lock, sweep_plan, sweep_slurm
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, run
 from tools.lib.run_settings import parse_epsilons, parse_seeds
+from tools.lib.sweep_plan import Run
 
 
-def parse_args(argv: Optional[Sequence[str]]):
+def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     parser = ArgumentParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config with a Poly-1 classifier loss')
     parser.add_argument('--epsilons', nargs='*', required=True, metavar='E',
@@ -50,7 +40,7 @@ def parse_args(argv: Optional[Sequence[str]]):
                         help='training seeds, integers in [0, 2^32) (default: 0)')
     parser.add_argument('--baseline', metavar='CONFIG',
                         help="the baseline's config (mmdet's focal loss), trained per seed")
-    parser.add_argument('--launcher', choices=sweep_plan.SWEEP_LAUNCHERS, default='none',
+    parser.add_argument('--launcher', choices=('none', 'pytorch', 'slurm'), default='none',
                         help='none: here, one process; pytorch: here, tools/dist_train.sh '
                         '(torchrun); slurm: one Slurm job array (sbatch)')
     parser.add_argument('--gpus', type=int, default=1,
@@ -102,63 +92,59 @@ def parse_args(argv: Optional[Sequence[str]]):
              is not None] + (['wait'] if args.wait else [])
     if given and not slurm:
         raise UserError(f'--{given[0].replace("_", "-")} needs --launcher slurm')
+    args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
     return args
 
 
-def execute(command: List[str], launcher: sweep_plan.Launcher, dry_run: bool,
-            hint: str) -> None:
-    """Run one tool (stopped with this process); a failure is a user error ending in ``hint``."""
+def execute(args: Namespace, tool: str, each: Run, *positional: str, hint: str, then: str) -> None:
+    """Run tools/<tool>.py (pytorch: tools/dist_<tool>.sh) on ``each``, stopped with
+    this process, and mark the run ``then``; a failure is a user error ending in ``hint``."""
+    options = ['--work-dir', str(each.work_dir), '--cfg-options', *each.options]
+    if tool == 'train' and each.state == 'resume':
+        options.append('--resume')
+    if args.launcher == 'pytorch':
+        command = ['bash', str(ROOT / f'tools/dist_{tool}.sh'), each.config, *positional,
+                   str(args.gpus), *options]
+    else:
+        command = [sys.executable, str(ROOT / f'tools/{tool}.py'), each.config, *positional,
+                   *options]
     print('  $ ' + ' '.join(command), flush=True)
-    if dry_run:
+    if args.dry_run:
         return
-    status = run_lock.run_child(command, env=launcher.environment())
+    # PYTHON: the interpreter of the dist_*.sh scripts.
+    status = run_lock.run_child(command, env=dict(os.environ, PYTHON=sys.executable))
     if status != 0:
         raise UserError(f'{Path(command[1]).name} exited with status {status} '
                         f'(its output is above); {hint}')
+    each.write_marker(then)
 
 
-def run_here(each: sweep_plan.Run, launcher: sweep_plan.Launcher, dry_run: bool) -> None:
+def run_here(each: Run, args: Namespace) -> None:
     """Train (or resume) and test one run in this process's children."""
     if each.state in ('new', 'resume'):
-        if not dry_run:
-            try:
-                sweep_plan.clear_for_training(each)
-            except OSError as error:
-                raise UserError(f'cannot prepare the work dir {str(each.work_dir)!r}: '
-                                f'{error.strerror}: {error.filename!r}') from error
+        if not args.dry_run:
+            sweep_plan.clear_for_training(each)
             each.write_marker('training')
-        hint = ('rerun the sweep to resume it (if it fails the same way again, --force '
-                'retrains it from scratch)' if each.state == 'resume'
-                else 'rerun the sweep to resume it')
-        execute(launcher.train(each, resume=each.state == 'resume'), launcher, dry_run, hint)
-        if not dry_run:
-            each.write_marker('trained')
-    checkpoint = ('<last checkpoint>' if dry_run and each.state != 'test'
+        again = ' (if it fails the same way again, --force retrains it from scratch)'
+        execute(args, 'train', each, then='trained',
+                hint='rerun the sweep to resume it' + (again if each.state == 'resume' else ''))
+    checkpoint = ('<last checkpoint>' if args.dry_run and each.state != 'test'
                   else sweep_plan.final_checkpoint(each))
-    execute(launcher.test(each, checkpoint), launcher, dry_run,
-            'rerun the sweep to test it again')
-    if not dry_run:
-        each.write_marker('tested')
+    execute(args, 'test', each, checkpoint, then='tested', hint='rerun the sweep to test it again')
 
 
-def run_locally(runs: List[sweep_plan.Run], launcher: sweep_plan.Launcher, dry_run: bool,
-                force: bool = False, retrain_changed: bool = False) -> List[str]:
-    """Every run that is not done, one after the other, each under its lock and
-    assessed again once held (another sweep may have run it meanwhile); the names
-    of those another process holds (skipped)."""
+def run_locally(runs: List[Run], args: Namespace) -> List[str]:
+    """Every run not done, each under its lock and assessed again once held (another
+    sweep may have run it meanwhile); the names of those another process holds."""
     busy = []
-    for each in runs:
-        if each.state == 'done':
-            continue
+    for each in (r for r in runs if r.state != 'done'):
         print(f'\n[sweep] {each.name}: {each.state}', flush=True)
-        if dry_run:
-            run_here(each, launcher, dry_run)
-            continue
         try:
-            with run_lock.run_lock(each.work_dir):
-                sweep_plan.assess(each, force, retrain_changed)
+            with contextlib.nullcontext() if args.dry_run else run_lock.run_lock(each.work_dir):
+                if not args.dry_run:
+                    sweep_plan.assess(each, args.force, args.retrain_changed)
                 if each.state != 'done':
-                    run_here(each, launcher, dry_run)
+                    run_here(each, args)
         except run_lock.RunBusy as held:
             print(f'[sweep] {each.name}: skipped, {held}', flush=True)
             busy.append(each.name)
@@ -171,17 +157,20 @@ def run_locally(runs: List[sweep_plan.Run], launcher: sweep_plan.Launcher, dry_r
     return busy
 
 
-def write_report(runs: List[sweep_plan.Run], root: Path, baseline: bool) -> str:
-    """sweep.md and sweep.png from the runs' final tests; the table."""
+def write_report(runs: List[Run], root: Path, baseline: bool, before: str = '',
+                 after: str = '') -> None:
+    """Write sweep.md and sweep.png from the runs' final tests; print the table."""
     from tools.lib.report import SweepReportError, build_report
     try:
-        return build_report([str(r.work_dir) for r in runs],
-                            str(runs[0].work_dir) if baseline else None,
-                            str(root / 'sweep.png'), str(root / 'sweep.md'))
+        table = build_report([str(r.work_dir) for r in runs],
+                             str(runs[0].work_dir) if baseline else None,
+                             str(root / 'sweep.png'), str(root / 'sweep.md'))
     except SweepReportError as error:
         raise UserError(str(error)) from error
     except OSError as error:
         raise UserError(f'cannot write {error.filename!r}: {error.strerror}') from error
+    print(f'{before}\n{table}\n\n[sweep] table: {root / "sweep.md"}, plot: {root / "sweep.png"}'
+          + after)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -205,14 +194,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if missing:  # only a dry run gets here with them
         print(f'  (--key-files not made yet: {" ".join(missing)}; a finished run counts '
               'as changed)', flush=True)
+    if args.launcher != 'slurm' or args.dry_run:  # submit() prints its own plan
+        print(f'[sweep] {len(runs)} runs in {root}:', flush=True)
+        for each in runs:
+            print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
     if args.launcher == 'slurm':
         return main_slurm(args, runs, root, problems)
-    print(f'[sweep] {len(runs)} runs in {root}:', flush=True)
-    for each in runs:
-        print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
     start = time.time()
-    busy = run_locally(runs, sweep_plan.Launcher(args.launcher, args.gpus), args.dry_run,
-                       args.force, args.retrain_changed)
+    busy = run_locally(runs, args)
     if args.dry_run:
         return
     for each in runs:  # another sweep on this root may have finished some meanwhile
@@ -222,33 +211,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise UserError(f'{len(left)} runs are not done ({", ".join(left)}): another process '
                         f'held {", ".join(busy) or "them"} (skipped above); the sweep that '
                         'finishes last writes the report, or rerun this one then')
-    table = write_report(runs, root, bool(args.baseline))
-    print(f'\n{table}\n\n[sweep] table: {root / "sweep.md"}, plot: {root / "sweep.png"}, '
-          f'{time.time() - start:.0f} s')
+    write_report(runs, root, bool(args.baseline), after=f', {time.time() - start:.0f} s')
 
 
-def main_slurm(args, runs: List[sweep_plan.Run], root: Path,
+def main_slurm(args: Namespace, runs: List[Run], root: Path,
                problems: Dict[str, UserError]) -> None:
-    """--launcher slurm: show each run's state, submit what is missing, queue the report.
-    ``problems``: what assessing a run found wrong, an error unless it is queued or running."""
+    """Show each run's state, submit what is missing, queue the report. ``problems``:
+    what assessing a run found wrong, an error unless it is queued or running."""
     settings = sweep_slurm.SlurmSettings(
         partition=args.partition, gpus=args.gpus, cpus_per_task=args.cpus_per_task or 1,
         max_parallel=args.max_parallel, time=args.time,
         signal_seconds=300 if args.signal_seconds is None else args.signal_seconds,
-        sbatch_args=sweep_slurm.parse_sbatch_args(args.sbatch_args))
+        sbatch_args=args.sbatch_args)
     if args.dry_run:
-        print(f'[sweep] {len(runs)} runs in {root}:', flush=True)
-        for each in runs:
-            print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
         sweep_slurm.print_commands([r for r in runs if r.state != 'done'] or runs, root,
                                    settings)
         return
     sweep_slurm.which_or_error()
     outcome = sweep_slurm.submit(runs, root, settings, args.force, problems)
     if outcome['done']:
-        print(f'\n[sweep] every run is done; nothing submitted\n\n'
-              f'{write_report(runs, root, bool(args.baseline))}\n\n'
-              f'[sweep] table: {root / "sweep.md"}, plot: {root / "sweep.png"}')
+        write_report(runs, root, bool(args.baseline),
+                     before='\n[sweep] every run is done; nothing submitted\n')
         return
     job = sweep_slurm.queue_report(runs, root, settings, bool(args.baseline), outcome,
                                    args.wait)
