@@ -1,10 +1,7 @@
 #!/usr/bin/env bash
-# Test a checkpoint on a SLURM cluster: one task per GPU, mmengine's slurm launcher.
-#
-#   GPUS=8 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT \
-#       [test.py options ...]
-#
-# Environment: GPUS (total, default 8), GPUS_PER_NODE (default 8),
+# Test a checkpoint on a SLURM cluster, one task per GPU (mmengine's slurm launcher):
+#   GPUS=8 bash tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py options ...]
+# Environment: GPUS (total, default 8), GPUS_PER_NODE (default min(GPUS, 8)),
 # CPUS_PER_TASK (default 5), SRUN_ARGS (extra srun flags), PYTHON.
 set -euo pipefail
 if [ $# -lt 4 ]; then
@@ -13,6 +10,4 @@ if [ $# -lt 4 ]; then
 fi
 # shellcheck source=lib/srun_tool.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/srun_tool.sh"
-PARTITION=$1 JOB_NAME=$2 CONFIG=$3 CHECKPOINT=$4
-shift 4
-srun_tool test.py "$PARTITION" "$JOB_NAME" "$CONFIG" "$CHECKPOINT" "$@"
+srun_tool test.py "$@"

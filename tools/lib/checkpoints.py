@@ -1,16 +1,9 @@
-"""Checkpoints the tools are given: readable, holding weights, and fitting the model.
+"""Checkpoints given to the tools: readable, holding weights, and fitting the model.
 
-mmengine loads ``load_from`` and a tested checkpoint with ``strict=False``: a
-checkpoint of another model (other classes, another head) only logs a warning
-and the run trains or evaluates partly random weights. The tools check the
-weights first with mmengine's own loader and ``strict=True`` (missing,
-unexpected and mis-shaped keys), and stop with one line naming the file and the
-first keys; ``--allow-partial-weights`` leaves mmengine's warning behaviour.
-A file torch cannot read (empty, cut short, text) stops them the same way,
-before any work, instead of a traceback from inside the runner.
-"""
-from __future__ import annotations
-
+mmengine loads weights with ``strict=False``: another model's (other classes, another head)
+only log a warning and the run uses partly random weights. The tools load them first with
+``strict=True`` and stop with one line naming the first mismatched keys, unless
+``--allow-partial-weights``; a file torch cannot read stops them the same way."""
 import os.path as osp
 import pickle
 import re
@@ -22,18 +15,12 @@ from mmengine.runner import CheckpointLoader, find_latest_checkpoint, load_state
 
 from tools.lib.errors import UserError, one_line
 
-#: How a file written by ``torch.save`` starts: a zip archive, or (legacy) a pickle.
-TORCH_SAVE_MAGIC = (b'PK\x03\x04', b'\x80')
 #: Keys named in a mismatch message before "(N in all)".
 KEYS_SHOWN = 3
 
 
 def read_checkpoint(path: str) -> Any:
-    """What ``torch.load`` (weights-only, as mmengine calls it) reads from ``path``.
-
-    Raises:
-        UserError: no such file, an empty or foreign file, or one torch cannot read.
-    """
+    """What mmengine's loader reads from ``path``; a file it cannot read: :class:`UserError`."""
     if '://' not in path:
         if not osp.isfile(path):
             raise UserError(f'no such checkpoint: {path}')
@@ -41,7 +28,7 @@ def read_checkpoint(path: str) -> Any:
             head = f.read(8)
         if not head:
             raise UserError(f'checkpoint {path} is empty')
-        if not head.startswith(TORCH_SAVE_MAGIC):
+        if not head.startswith((b'PK\x03\x04', b'\x80')):  # torch.save's zip, or a pickle
             raise UserError(f'checkpoint {path} is not a file torch.save wrote (it starts with '
                             f'{head!r}, not a zip archive or a pickle)')
     try:
@@ -57,8 +44,7 @@ def read_checkpoint(path: str) -> Any:
 
 
 def weights_of(checkpoint: Any, path: str) -> Dict[str, torch.Tensor]:
-    """The state dict in ``checkpoint`` (its ``state_dict`` entry, or itself),
-    with mmengine's ``module.`` prefix removed."""
+    """The tensors of ``checkpoint``'s state_dict (or itself), less the ``module.`` prefix."""
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) \
         else checkpoint
     if not isinstance(state, dict):
@@ -72,30 +58,8 @@ def weights_of(checkpoint: Any, path: str) -> Dict[str, torch.Tensor]:
     return weights
 
 
-def summarize_mismatch(message: str) -> str:
-    """mmengine's strict-load message in one line, each list cut to its first keys."""
-    parts = []
-    for line in message.splitlines()[1:]:  # the first says "do not match exactly"
-        label, _, keys = line.partition(': ')
-        names = [key for key in keys.split(', ') if key] if 'keys' in label or 'key in' in label \
-            else []
-        if names:
-            more = f' ({len(names)} in all)' if len(names) > KEYS_SHOWN else ''
-            parts.append(f'{label}: {", ".join(names[:KEYS_SHOWN])}{more}')
-        elif line.strip():
-            parts.append(line.strip())
-    sizes = [p for p in parts if p.startswith('size mismatch')]
-    rest = [p for p in parts if not p.startswith('size mismatch')]
-    more = f' ({len(sizes)} in all)' if len(sizes) > KEYS_SHOWN else ''
-    return '; '.join(rest + [s.rstrip('.') for s in sizes[:KEYS_SHOWN]]) + more
-
-
 def check_weights_fit(model: torch.nn.Module, path: str, allow_partial: bool) -> None:
-    """Load ``path``'s weights into ``model`` with mmengine's loader, strictly
-    unless ``allow_partial``; a mismatch is a :class:`UserError`.
-
-    The runner loads the checkpoint again as usual afterwards (its hooks see it).
-    """
+    """``path``'s weights load into ``model`` strictly (the runner then loads them as usual)."""
     weights = weights_of(read_checkpoint(path), path)
     if allow_partial:
         return
@@ -103,14 +67,27 @@ def check_weights_fit(model: torch.nn.Module, path: str, allow_partial: bool) ->
         load_state_dict(model.module if is_model_wrapper(model) else model, weights,
                         strict=True)
     except RuntimeError as error:
+        # mmengine's message after its header line, in one line, each list cut short.
+        parts = []
+        for line in str(error).splitlines()[1:]:
+            label, _, keys = line.partition(': ')
+            names = [key for key in keys.split(', ') if key] \
+                if 'keys' in label or 'key in' in label else []
+            if names:
+                more = f' ({len(names)} in all)' if len(names) > KEYS_SHOWN else ''
+                parts.append(f'{label}: {", ".join(names[:KEYS_SHOWN])}{more}')
+            elif line.strip():
+                parts.append(line.strip())
+        sizes = [p.rstrip('.') for p in parts if p.startswith('size mismatch')]
+        rest = [p for p in parts if not p.startswith('size mismatch')]
+        more = f' ({len(sizes)} in all)' if len(sizes) > KEYS_SHOWN else ''
         raise UserError(f'checkpoint {path} does not fit the model: '
-                        f'{summarize_mismatch(str(error))}; --allow-partial-weights loads it '
-                        'anyway') from error
+                        f'{"; ".join(rest + sizes[:KEYS_SHOWN])}{more}; '
+                        '--allow-partial-weights loads it anyway') from error
 
 
 def check_resume_checkpoint(work_dir: str, checkpoint: Optional[str]) -> None:
-    """--resume: the checkpoint it continues from (the one given, else the work
-    dir's latest) must be readable; mmengine would fail deep inside training."""
+    """The checkpoint --resume continues from (given, else the work dir's latest) is readable."""
     checkpoint = checkpoint or find_latest_checkpoint(work_dir)
     if checkpoint is None:
         return  # nothing to resume: mmengine trains from scratch (and says so)

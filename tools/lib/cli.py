@@ -1,19 +1,7 @@
-"""Config handling shared by ``tools/train.py`` and ``tools/test.py``.
-
-The tools keep MMDetection 3.x's command line; the logic behind each flag
-lives here so it can be tested without starting a run. What a user can fix
-(a missing file, a mistyped key) is raised as :class:`UserError`: one line
-on stderr and exit status 2 (tools/lib/errors.py).
-
-``--cfg-options`` is strict: every key must already be in the config, so a
-typo such as ``train_cfg.max_epoch=2`` is an error rather than a new key
-mmengine would silently add. A key that is meant to be new is written with
-a leading ``+`` (``+train_dataloader.pin_memory=True``, as in Hydra); the
-top-level keys mmengine's Runner reads (``work_dir``, ``load_from``, ...)
-may be added without one.
-"""
-from __future__ import annotations
-
+"""The command line of ``tools/train.py`` and ``tools/test.py`` (mmdet's flags) and the config
+checks behind it; what a user can fix is a :class:`UserError`. ``--cfg-options`` is strict:
+a typo such as ``train_cfg.max_epoch=2`` is an error, not a new key; a new key is written
+``+key=value`` (as in Hydra), except the top-level keys mmengine's Runner reads."""
 import argparse
 import ast
 import copy
@@ -25,7 +13,7 @@ import os.path as osp
 import tempfile
 import warnings
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict, DictAction
 
@@ -33,30 +21,23 @@ from tools.lib.errors import UserError
 from tools.lib.run_settings import SEED_LIMIT
 
 LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
-#: Top-level config keys read by the tools, mmdet or mmengine's Runner besides
-#: its arguments: they may be added by --cfg-options without a ``+``.
+#: Top-level keys mmdet or mmengine read besides the Runner's arguments (added without ``+``).
 EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters', 'runner_type',
                         'tta_model', 'tta_pipeline', 'custom_imports', 'activation_checkpointing',
                         'efficient_conv_bn_eval')
 
 
 class CfgOptionsAction(DictAction):
-    """mmengine's ``DictAction`` (KEY=VALUE, lists, tuples), with a malformed
-    option reported as a usage error instead of a traceback (:func:`parse_cfg_options`)."""
+    """mmengine's ``DictAction``, a malformed option a :class:`UserError` (not a traceback)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: Optional[str] = None) -> None:
-        try:
-            options = parse_cfg_options(values, option_string or '--cfg-options')
-        except UserError as error:
-            parser.error(str(error))
+        options = parse_cfg_options(values, option_string or '--cfg-options')
         setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), **options})
 
 
 def parse_cfg_options(words: Sequence[str], option: str = '--cfg-options') -> Dict[str, Any]:
-    """KEY=VALUE ``words`` parsed as mmengine's ``DictAction`` parses them; a malformed
-    one (no ``=``, unbalanced brackets, a call such as ``dict(a=1,b=2)``, on which
-    ``DictAction`` recurses without end) is a :class:`UserError` naming ``option``."""
+    """KEY=VALUE ``words`` parsed as ``DictAction`` does; a malformed one: :class:`UserError`."""
     options: Dict[str, Any] = {}
     for word in words:
         key, equals, value = word.partition('=')
@@ -66,83 +47,75 @@ def parse_cfg_options(words: Sequence[str], option: str = '--cfg-options') -> Di
             options[key] = DictAction._parse_iterable(value)
         except (AssertionError, ValueError) as error:  # DictAction's check of brackets
             raise UserError(f'{option}: cannot parse {" ".join(words)!r}: {error}') from None
-        except RecursionError:
+        except RecursionError:  # DictAction recurses without end on dict(a=1,b=2)
             raise UserError(f'{option}: cannot parse {word!r}: a call with arguments, such as '
                             'dict(a=1,b=2), is not a value --cfg-options reads; set each key '
                             'instead (KEY.a=1 KEY.b=2)') from None
     return options
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    """Arguments both tools take: --work-dir, --cfg-options, --launcher."""
-    parser.add_argument(
-        '--work-dir',
-        help='where logs and metrics go, and checkpoints when training (default: '
-        'work_dirs/<config name>, unless the config sets work_dir)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=CfgOptionsAction,
-        help='override config keys, e.g. train_cfg.max_epochs=24 or '
-        'key="[a,b]" for a list (no spaces inside a value); a key must exist '
-        'in the config unless written +key=value (a new key)')
-    parser.add_argument(
-        '--launcher', choices=LAUNCHERS, default='none', help='job launcher')
+def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
+          weights: str) -> argparse.Namespace:
+    """Add the flags both tools take, parse ``argv``, and set up as mmdet's tools do."""
+    parser.add_argument('--allow-partial-weights', action='store_true', help=(
+        f'load {weights} even if its keys do not all match the model (mmengine then warns '
+        'about missing, unexpected and mis-shaped keys); without it such a checkpoint is '
+        'refused'))
+    parser.add_argument('--work-dir', help=(
+        'where logs and metrics go, and checkpoints when training (default: '
+        'work_dirs/<config name>, unless the config sets work_dir)'))
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, help=(
+        'override config keys, e.g. train_cfg.max_epochs=24 or key="[a,b]" for a list (no '
+        'spaces inside a value); a key must exist in the config unless written +key=value '
+        '(a new key)'))
+    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
     # torch.distributed.launch passes --local-rank (older: --local_rank).
-    parser.add_argument(
-        '--local_rank', '--local-rank', type=int, default=0,
-        help=argparse.SUPPRESS)
-
-
-def export_local_rank(args: argparse.Namespace) -> None:
-    """Give mmengine LOCAL_RANK when a launcher passed it as a flag."""
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-
-
-def add_weights_arg(parser: argparse.ArgumentParser, what: str) -> None:
-    """--allow-partial-weights: load a checkpoint that fits the model only in part."""
-    parser.add_argument(
-        '--allow-partial-weights', action='store_true',
-        help=f'load {what} even if its keys do not all match the model (mmengine '
-        'then warns about missing, unexpected and mis-shaped keys); without it '
-        'such a checkpoint is refused')
+    from mmdet.utils import setup_cache_size_limit_of_dynamo
+    setup_cache_size_limit_of_dynamo()
+    return args
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Read ``args.config`` and apply --cfg-options, --launcher and --work-dir.
-
-    The work dir is chosen as mmdet does: --work-dir, else ``work_dir`` in
-    the config, else ``./work_dirs/<config file name without .py>``.
-    """
-    config = args.config
-    cfg = read_config(config)
+    """``args.config`` with --cfg-options, --launcher and --work-dir applied as mmdet, checked."""
+    cfg = read_config(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options:
         apply_cfg_options(cfg, args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        name = osp.splitext(osp.basename(config))[0]
-        cfg.work_dir = osp.join('./work_dirs', name)
-    check_seed(cfg)
-    check_schedule_numbers(cfg)
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    randomness = cfg.get('randomness')
+    if randomness is not None and not isinstance(randomness, Mapping):
+        raise UserError(f'randomness must be a dict such as dict(seed=0), got {randomness!r}')
+    seed = (randomness or {}).get('seed')
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed < SEED_LIMIT):
+        raise UserError(f'randomness.seed must be an integer from 0 to {SEED_LIMIT - 1} '
+                        f'(2^32 - 1), got {seed!r}')
+    # torch trains on lr=nan; mmengine fails on max_epochs=nan with a traceback.
+    for key in ('train_cfg', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'):
+        check_finite(cfg.get(key), key)
     return cfg
 
 
 def read_config(config: str) -> Config:
-    """``Config.fromfile``, with a missing or broken config reported as a :class:`UserError`."""
+    """``Config.fromfile``, a missing or broken config a :class:`UserError`."""
     if not osp.isfile(config):
         raise UserError(f'config: no such file: {config!r}')
     try:
         return Config.fromfile(config)
     except SyntaxError as error:
-        where = config
-        try:
+        try:  # the config itself parses: the error is in a _base_ file
             with open(config, encoding='utf-8') as f:
                 ast.parse(f.read(), filename=config)
             where = f'{config} (in one of its _base_ files)'
         except SyntaxError:
-            pass
+            where = config
         code = (error.text or '').strip()
         raise UserError(f'config {where}: syntax error at line {error.lineno}: {error.msg}'
                         + (f': {code}' if code else '')) from error
@@ -152,8 +125,7 @@ def read_config(config: str) -> Config:
 
 
 def apply_cfg_options(cfg: Config, options: Mapping[str, Any]) -> None:
-    """Merge --cfg-options into ``cfg``: a ``+key`` may be new, any other
-    key must exist (see :func:`check_option_key`)."""
+    """Merge --cfg-options into ``cfg``: a ``+key`` may be new, any other must exist."""
     merged: Dict[str, Any] = {}
     for key, value in options.items():
         if key.startswith('+'):
@@ -168,18 +140,8 @@ def apply_cfg_options(cfg: Config, options: Mapping[str, Any]) -> None:
         raise UserError(f'--cfg-options: {message}') from error
 
 
-def top_level_keys() -> List[str]:
-    """The top-level keys --cfg-options may add without a ``+``."""
-    from mmengine.runner import Runner
-    names = [name for name in inspect.signature(Runner.__init__).parameters
-             if name not in ('self', 'cfg')]
-    return names + list(EXTRA_TOP_LEVEL_KEYS)
-
-
 def check_option_key(cfg: Config, key: str) -> None:
-    """Raise :class:`UserError` unless every part of the dotted ``key`` exists
-    in ``cfg`` (a number indexes a list); a new top-level key is accepted if
-    it is one of :func:`top_level_keys`."""
+    """Each part of ``key`` exists in ``cfg`` (a number indexes a list), or it is a Runner key."""
     node: Any = cfg
     parts = key.split('.')
     for depth, part in enumerate(parts):
@@ -189,11 +151,14 @@ def check_option_key(cfg: Config, key: str) -> None:
                 raise UserError(f'--cfg-options {key}: {path} is a list of {len(node)}, '
                                 f'{part!r} is not an index into it (0 to {len(node) - 1})')
             node = node[int(part)]
-        elif isinstance(node, (Mapping, Config)):
-            if part in node:
-                node = node[part]
-                continue
-            if depth == 0 and part in top_level_keys():
+        elif not isinstance(node, (Mapping, Config)):
+            raise UserError(f'--cfg-options {key}: {path} is {node!r}, which has no keys')
+        elif part in node:
+            node = node[part]
+        else:
+            from mmengine.runner import Runner
+            runner_args = set(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'}
+            if depth == 0 and part in runner_args.union(EXTRA_TOP_LEVEL_KEYS):
                 return
             names = [str(name) for name in node.keys()]
             close = difflib.get_close_matches(part, names, n=1)
@@ -203,33 +168,10 @@ def check_option_key(cfg: Config, key: str) -> None:
             raise UserError(f'--cfg-options {key}: no key {part!r} in '
                             f'{path or "the config"} ({hint}); to add a new key, write '
                             f'+{key}=...')
-        else:
-            raise UserError(f'--cfg-options {key}: {path} is {node!r}, which has no keys')
-
-
-def check_seed(cfg: Config) -> None:
-    """``randomness`` must be a dict (or None) and its ``seed`` None or an integer
-    in [0, 2^32)."""
-    randomness = cfg.get('randomness')
-    if randomness is not None and not isinstance(randomness, Mapping):
-        raise UserError(f'randomness must be a dict such as dict(seed=0), got {randomness!r}')
-    seed = randomness.get('seed') if isinstance(randomness, Mapping) else None
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                             or not 0 <= seed < SEED_LIMIT):
-        raise UserError(f'randomness.seed must be an integer from 0 to {SEED_LIMIT - 1} '
-                        f'(2^32 - 1), got {seed!r}')
-
-
-def check_schedule_numbers(cfg: Config) -> None:
-    """Every float in the schedule and the optimizer is finite: torch takes
-    ``lr=nan`` and trains on NaN, mmengine fails on ``max_epochs=nan`` with a
-    traceback."""
-    for key in ('train_cfg', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'):
-        check_finite(cfg.get(key), key)
 
 
 def check_finite(value: Any, key: str) -> None:
-    """Every float in ``value`` (a config section called ``key``) is finite."""
+    """Every float in ``value`` (the config section ``key``) is finite."""
     if isinstance(value, float) and not math.isfinite(value):
         raise UserError(f'{key}={value!r}: expected a finite number')
     items = value.items() if isinstance(value, Mapping) else \
@@ -252,8 +194,7 @@ def non_negative_seconds(text: str) -> float:
 def enable_amp(cfg: Config) -> None:
     """--amp: mixed precision with a dynamic loss scale."""
     if 'optim_wrapper' not in cfg:
-        raise UserError('--amp: the config has no optim_wrapper to switch to '
-                        'AmpOptimWrapper')
+        raise UserError('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.loss_scale = 'dynamic'
 
@@ -262,16 +203,14 @@ def enable_auto_scale_lr(cfg: Config) -> None:
     """--auto-scale-lr: scale the lr by (GPUs x batch) / base_batch_size."""
     scale = cfg.get('auto_scale_lr')
     if not scale or 'base_batch_size' not in scale:
-        raise UserError(
-            '--auto-scale-lr: the config needs auto_scale_lr = '
-            'dict(enable=False, base_batch_size=<total batch the lr was '
-            f'tuned for>), got auto_scale_lr={scale!r}')
+        raise UserError('--auto-scale-lr: the config needs auto_scale_lr = dict(enable=False, '
+                        'base_batch_size=<total batch the lr was tuned for>), got '
+                        f'auto_scale_lr={scale!r}')
     cfg.auto_scale_lr.enable = True
 
 
 def check_checkpoint(path: str, what: str) -> None:
-    """A local checkpoint must exist; URLs (``https://``, ``s3://``, ...) are left
-    to mmengine's loader, as mmdet does."""
+    """A local checkpoint exists; URLs are left to mmengine's loader, as in mmdet."""
     if '://' not in path and not osp.isfile(path):
         raise UserError(f'{what}: no such checkpoint: {path!r}')
 
@@ -288,15 +227,11 @@ def apply_resume(cfg: Config, resume: Optional[str]) -> None:
 
 def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
                          wait_time: float) -> None:
-    """--show / --show-dir: make the VisualizationHook draw test images.
-
-    ``show_dir`` is relative to ``<work_dir>/<timestamp>/``, as in mmdet.
-    """
+    """--show / --show-dir (under ``<work_dir>/<timestamp>/``): the VisualizationHook draws."""
     hook = cfg.get('default_hooks', {}).get('visualization')
     if hook is None:
-        raise UserError(
-            '--show/--show-dir need default_hooks.visualization = '
-            "dict(type='DetVisualizationHook') in the config")
+        raise UserError("--show/--show-dir need default_hooks.visualization = "
+                        "dict(type='DetVisualizationHook') in the config")
     hook['draw'] = True
     if show:
         hook['show'] = True
@@ -305,47 +240,31 @@ def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
         hook['test_out_dir'] = show_dir
 
 
-#: What --tta uses when a config has no ``tta_model`` (mmdet's test.py default).
-DEFAULT_TTA_MODEL = dict(type='DetTTAModel',
-                         tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5),
-                                      max_per_img=100))
-
-
 def enable_tta(cfg: Config) -> None:
-    """--tta: wrap the model in test-time augmentation.
-
-    The config's ``tta_model`` and ``tta_pipeline`` if it has them; else, as
-    mmdet's tools/test.py does (with a warning), ``DetTTAModel`` merging the
-    test pipeline's predictions with and without a horizontal flip.
-    """
+    """--tta: the config's tta_model and tta_pipeline, else mmdet's default (flip, merge)."""
     if 'tta_model' not in cfg:
         warnings.warn('--tta: the config has no tta_model; using DetTTAModel '
                       '(NMS at IoU 0.5, 100 boxes per image)', stacklevel=2)
-        cfg.tta_model = copy.deepcopy(DEFAULT_TTA_MODEL)
+        cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
+            nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
     if 'tta_pipeline' not in cfg:
         warnings.warn('--tta: the config has no tta_pipeline; using its test pipeline '
                       'with and without a horizontal flip', stacklevel=2)
-        cfg.tta_pipeline = flip_tta_pipeline(cfg)
+        dataset = cfg.test_dataloader.dataset
+        while 'dataset' in dataset:  # wrappers such as ClassBalancedDataset
+            dataset = dataset['dataset']
+        steps = copy.deepcopy(list(dataset['pipeline']))
+        pack = dict(steps[-1])  # the packing, run after each pass
+        if 'meta_keys' in pack:  # the merge needs to know which pass was flipped
+            keys = tuple(pack['meta_keys'])
+            pack['meta_keys'] = keys + tuple(k for k in ('flip', 'flip_direction')
+                                             if k not in keys)
+        steps[-1] = dict(type='TestTimeAug',
+                         transforms=[[dict(type='RandomFlip', prob=1.0),
+                                      dict(type='RandomFlip', prob=0.0)], [pack]])
+        cfg.tta_pipeline = steps
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-
-
-def flip_tta_pipeline(cfg: Config) -> List[Dict[str, Any]]:
-    """The test pipeline with its last step (the packing) run twice, after a
-    horizontal flip and without, through ``TestTimeAug``."""
-    dataset = cfg.test_dataloader.dataset
-    while 'dataset' in dataset:  # wrappers such as ClassBalancedDataset
-        dataset = dataset['dataset']
-    steps = copy.deepcopy(list(dataset['pipeline']))
-    pack = dict(steps[-1])
-    if 'meta_keys' in pack:  # the merge needs to know which pass was flipped
-        keys = tuple(pack['meta_keys'])
-        pack['meta_keys'] = keys + tuple(k for k in ('flip', 'flip_direction')
-                                         if k not in keys)
-    steps[-1] = dict(type='TestTimeAug',
-                     transforms=[[dict(type='RandomFlip', prob=1.0),
-                                  dict(type='RandomFlip', prob=0.0)], [pack]])
-    return steps
 
 
 def build_runner(cfg: Config):
@@ -357,45 +276,32 @@ def build_runner(cfg: Config):
     return Runner.from_cfg(cfg)
 
 
-#: What a config or a data file can make mmengine, mmdet or torch raise while
-#: the runner, its model, hooks, loops, datasets and evaluators are built.
-BUILD_ERRORS = (AssertionError, AttributeError, IndexError, KeyError, OSError, TypeError,
-                ValueError)
-
-
-#: What some of mmdet's errors mean, where their message does not say it.
-KNOWN_CAUSES = {'need at least one array to concatenate': (
-    ' (the dataset has no images to use: none listed, or, with filter_empty_gt, '
-    'none with annotations)')}
-
-
 @contextmanager
 def user_errors(what: str) -> Iterator[None]:
-    """Report an exception of :data:`BUILD_ERRORS` inside as a :class:`UserError`
-    on ``what`` (the config part or the files being read)."""
+    """What a config or data file makes mmengine, mmdet or torch raise: a :class:`UserError`."""
     try:
         yield
-    except BUILD_ERRORS as error:
+    except (AssertionError, AttributeError, IndexError, KeyError, OSError, TypeError,
+            ValueError) as error:
         message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
-        raise UserError(f'{what}: {type(error).__name__}: {message}'
-                        + KNOWN_CAUSES.get(message, '')) from error
+        if message == 'need at least one array to concatenate':  # mmdet does not say why
+            message += (' (the dataset has no images to use: none listed, or, with '
+                        'filter_empty_gt, none with annotations)')
+        raise UserError(f'{what}: {type(error).__name__}: {message}') from error
 
 
 def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
-    """The runner with the loops ``loops`` names (``train``, ``val``, ``test``) built,
-    their datasets and evaluators loaded, before any long work: an error of the
-    config or of a data file is one line naming what was built (the annotation
-    files for a loop). A training loop must have something to train."""
+    """The runner and its ``loops`` built before any long work, each failure one line."""
+    from tools.lib.dist import setup_cpu_distributed  # torch: not for tools/sweep.py's import
+    setup_cpu_distributed(cfg, cfg.launcher)
+    check_annotation_files(cfg, [f'{loop}_dataloader' for loop in loops])
     check_writable(cfg.work_dir, 'the work dir', directory=True)
     with user_errors('the config (building the runner: model, hooks, optimizer)'):
         runner = build_runner(cfg)
     for loop in loops:
-        metrics = cfg.get(f'{loop}_evaluator')
-        files = [path for _, path in annotation_files(cfg, [f'{loop}_dataloader'])] + [
-            m['ann_file'] for m in (metrics if isinstance(metrics, list) else [metrics])
-            if isinstance(m, Mapping) and isinstance(m.get('ann_file'), str)]
+        files = dict.fromkeys(path for _, path in annotation_files(cfg, f'{loop}_dataloader'))
         with user_errors(f'{loop}_cfg / {loop}_dataloader'
-                         + (f" (annotations {', '.join(dict.fromkeys(files))})" if files else '')):
+                         + (f" (annotations {', '.join(files)})" if files else '')):
             built = getattr(runner, f'{loop}_loop')
         if loop == 'train' and getattr(built, 'max_iters', 1) < 1:
             key = 'max_epochs' if 'max_epochs' in cfg.train_cfg else 'max_iters'
@@ -405,43 +311,30 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
 
 
 def check_writable(path: str, what: str, directory: bool = False) -> None:
-    """``path`` can be written: a directory or a file in one (made if missing, as
-    mmengine does); else a :class:`UserError` naming ``what``, the path and why."""
+    """``path`` (a directory, or a file in one) can be written; a missing folder is made."""
     folder = path if directory else osp.dirname(osp.abspath(path))
     try:
         if not directory and osp.isdir(path):
             raise IsADirectoryError(f'{path!r} is a directory')
-        os.makedirs(folder, exist_ok=True)  # as mmengine makes a missing one
+        os.makedirs(folder, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
         raise UserError(f'{what} {path!r} cannot be written: {error}') from error
 
 
 def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
-    """The annotation files the ``loaders``' datasets (and their evaluators) read
-    exist, or a one-line error names the first missing one; mmdet's dataset
-    would fail deep inside the runner. Local paths only; a relative
-    ``ann_file`` is under ``data_root``, as mmengine's ``BaseDataset`` joins them."""
+    """The local annotation files the ``loaders`` read exist (not an error deep in mmdet)."""
     for loader in loaders:
-        problem = next((f'{where}: no such file: {path!r}' for where, path
-                        in annotation_files(cfg, [loader]) if not osp.isfile(path)), None)
-        evaluator = cfg.get(loader.replace('dataloader', 'evaluator'))
-        for metric in evaluator if isinstance(evaluator, (list, tuple)) else [evaluator]:
-            ann_file = metric.get('ann_file') if isinstance(metric, Mapping) else None
-            if (not problem and isinstance(ann_file, str) and ann_file
-                    and '://' not in ann_file and not osp.isfile(ann_file)):
-                problem = (f"{loader.replace('dataloader', 'evaluator')}.ann_file: no such "
-                           f'file: {ann_file!r}')
-        if problem:
-            hint = ('; python tools/make_demo_data.py makes it' if 'polyloss_shapes' in problem
-                    else '')
-            raise UserError(f'{problem} (relative paths are from {os.getcwd()!r}){hint}')
+        for where, path in annotation_files(cfg, loader):
+            if path and '://' not in path and not osp.isfile(path):
+                hint = ('; python tools/make_demo_data.py makes it'
+                        if 'polyloss_shapes' in path else '')
+                raise UserError(f'{where}: no such file: {path!r} (relative paths are from '
+                                f'{os.getcwd()!r}){hint}')
 
 
-def annotation_files(cfg: Config, loaders: Sequence[str]) -> Iterator[Tuple[str, str]]:
-    """(config key, local path) of each ``ann_file`` of the ``loaders``' datasets,
-    wrapped ones included; a relative one is under ``data_root``, as mmengine's
-    ``BaseDataset`` joins them."""
+def annotation_files(cfg: Config, loader: str) -> Iterator[Tuple[str, str]]:
+    """(config key, path) of each ann_file of ``loader``'s datasets, then of its evaluators."""
     def walk(dataset: Any, where: str, data_root: str = '') -> Iterator[Tuple[str, str]]:
         if not isinstance(dataset, Mapping):
             return
@@ -454,25 +347,15 @@ def annotation_files(cfg: Config, loaders: Sequence[str]) -> Iterator[Tuple[str,
             yield from walk(each, f'{where}.dataset' if 'dataset' in dataset
                             else f'{where}.datasets.{index}', data_root)
 
-    for loader in loaders:
-        yield from walk((cfg.get(loader) or {}).get('dataset'), f'{loader}.dataset')
-
-
-def limit_dynamo_recompiles() -> None:
-    """As mmdet's tools do: fewer torch.compile recompilations, if enabled."""
-    from mmdet.utils import setup_cache_size_limit_of_dynamo
-    setup_cache_size_limit_of_dynamo()
+    yield from walk((cfg.get(loader) or {}).get('dataset'), f'{loader}.dataset')
+    evaluator = loader.replace('dataloader', 'evaluator')
+    metrics = cfg.get(evaluator)
+    for metric in metrics if isinstance(metrics, (list, tuple)) else [metrics]:
+        if isinstance(metric, Mapping) and isinstance(metric.get('ann_file'), str):
+            yield f'{evaluator}.ann_file', metric['ann_file']
 
 
 def check_pickle_path(out: Optional[str]) -> None:
     """--out must name a .pkl / .pickle file."""
     if out is not None and not out.endswith(('.pkl', '.pickle')):
         raise UserError(f'--out must end with .pkl or .pickle, got {out!r}')
-
-
-def parse(parser: argparse.ArgumentParser,
-          argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """Parse ``argv`` and export LOCAL_RANK."""
-    args = parser.parse_args(argv)
-    export_local_rank(args)
-    return args

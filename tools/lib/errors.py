@@ -1,16 +1,7 @@
-"""User errors in the tools: one line on stderr, exit status 2, no traceback.
-
-A tool raises :class:`UserError` for anything the user can fix (a bad flag, a
-config that does not exist, a checkpoint that does not fit the model) and runs
-its ``main`` through :func:`run`, which prints ``<tool>: error: <message>``
-(argparse's format) and exits with status 2, argparse's status for a usage
-error. :class:`ArgumentParser` reports its own errors the same way, in one
-line (the usage is left to ``--help``). Any other exception is a bug and keeps
-its traceback.
-
-Only the standard library: ``tools/lib/run_settings.py`` uses this before the
-project's environment exists.
-"""
+"""User errors in the tools: :func:`run` reports a :class:`UserError` (what the user can fix)
+as ``<tool>: error: <message>``, one line on stderr, exit status 2 (argparse's format and
+status); any other exception is a bug and keeps its traceback. Standard library only:
+tools/lib/run_settings.py runs before the project's environment exists."""
 from __future__ import annotations
 
 import argparse
@@ -19,14 +10,10 @@ import sys
 import warnings
 from typing import Any, Callable, NoReturn, Optional, Sequence
 
-#: Exit status of a user error (argparse's for a usage error).
-USER_ERROR_STATUS = 2
-
 
 def ignore_known_warnings() -> None:
-    """Silence start-up warnings no user can act on, which would bury a one-line
-    error: mmengine 0.10.7 imports the deprecated ``pkg_resources`` (pytest
-    filters it too, in pyproject.toml). Call before importing mmengine."""
+    """Before mmengine is imported: silence its start-up warning no user can act on, which
+    would bury a one-line error (mmengine 0.10.7 imports the deprecated pkg_resources)."""
     warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
                             category=UserWarning)
 
@@ -36,7 +23,7 @@ class UserError(Exception):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """An ``argparse.ArgumentParser`` whose errors are :class:`UserError`."""
+    """An ``argparse.ArgumentParser`` whose errors are :class:`UserError` (no usage block)."""
 
     def error(self, message: str) -> NoReturn:
         raise UserError(message)
@@ -47,19 +34,12 @@ def one_line(text: str) -> str:
     return ' '.join(str(text).split())
 
 
-def report(prog: str, error: BaseException) -> None:
-    """Print ``<prog>: error: <message>`` to stderr, as one line."""
-    print(f'{prog}: error: {one_line(str(error))}', file=sys.stderr, flush=True)
-
-
 def run(main: Callable[[Optional[Sequence[str]]], Any],
         argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> None:
-    """Call ``main(argv)``; on a :class:`UserError`, report it and exit with status 2.
-
-    ``prog`` defaults to the script's file name, as argparse's does.
-    """
+    """Call ``main(argv)``; report a :class:`UserError` as ``prog`` (the script's) and exit 2."""
     try:
         main(argv)
     except UserError as error:
-        report(prog or osp.basename(sys.argv[0]), error)
-        sys.exit(USER_ERROR_STATUS)
+        print(f'{prog or osp.basename(sys.argv[0])}: error: {one_line(str(error))}',
+              file=sys.stderr, flush=True)
+        sys.exit(2)
