@@ -70,8 +70,7 @@ def guarded_time_call(row: Row, method: Method, case: Inputs, device: str) -> Op
 
 
 def copy_bandwidth(nbytes: int = 1 << 30) -> float:
-    """CUDA copy bandwidth (bytes read + written per second), median of 10 copies
-    after 2 more."""
+    """CUDA copy bandwidth (bytes read + written per second), median of 10 copies."""
     src = torch.empty(nbytes // 4, dtype=torch.float32, device='cuda').uniform_()
     dst = torch.empty_like(src)
     times = [cuda_event_ms(functools.partial(dst.copy_, src)) / 1e3 for _ in range(12)]
@@ -126,10 +125,8 @@ def _proc_status_kib(key: str) -> int:
 
 def _call_libc(name: str, *args: int) -> None:
     """glibc's ``name(*args)``, where there is one."""
-    with contextlib.suppress(OSError):
-        libc = ctypes.CDLL('libc.so.6')
-        if hasattr(libc, name):
-            getattr(libc, name)(*args)
+    with contextlib.suppress(OSError, AttributeError):  # no glibc, or no such function
+        getattr(ctypes.CDLL('libc.so.6'), name)(*args)
 
 
 def peak_extra_bytes(method: Method, case: Inputs, device: str) -> Optional[float]:

@@ -16,8 +16,6 @@ import torch
 from tools.benchmark.agreement import Check, ProbeRow
 from tools.benchmark.cases import ALPHA, GAMMA, IGNORED_FRACTION, MMDET, NAIVE, PRIOR_LOGIT
 
-#: Baselines for the ratios, in order of preference.
-BASELINES = (MMDET, NAIVE)
 ROOT = Path(__file__).resolve().parents[2]
 PARTIAL = '\n\n(Partial: the run had not finished; memory columns come last.)'
 
@@ -64,9 +62,9 @@ class Results:
 
 
 def pick_baseline(rows: Dict[str, Row]) -> Tuple[Optional[str], str]:
-    """The first of BASELINES that was timed, and a note on those passed over."""
+    """The first baseline for the ratios that was timed, and a note on those passed over."""
     skipped = []
-    for row in (rows[name] for name in BASELINES if name in rows):
+    for row in (rows[name] for name in (MMDET, NAIVE) if name in rows):  # by preference
         if row.median_ms is not None:
             note = f'{"; ".join(skipped)}, so ratios are vs {row.method}' if skipped else ''
             return row.method, note
