@@ -57,8 +57,7 @@ class Check:
 
 @dataclass
 class ProbeRow:
-    """One element's float64 loss and gradient, and each method's (loss, gradient)
-    relative error in fp32."""
+    """One element's float64 loss and gradient, each method's relative errors."""
     target: str
     logit: float
     loss64: float

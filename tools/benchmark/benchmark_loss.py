@@ -1,17 +1,13 @@
 #!/usr/bin/env python
 """Benchmark Poly-1 focal loss against mmdet's FocalLoss on RetinaNet-like inputs.
 
-On the same inputs: checks every method against the float64 formula (loss and
-element-wise gradient, label and per-element weights), times forward +
-backward and measures peak extra memory; on CUDA relates each time to a
-bandwidth floor; with ``--train-step`` times a RetinaNet training step with
-each loss. mmdet is needed only for its FocalLoss and ``--train-step``.
+Checks every method against float64, then times forward + backward and
+measures peak extra memory (with ``--train-step`` also a RetinaNet training
+step); docs/benchmarks.md explains the report. Exit status 1, after the
+report, when a check disagrees, a method or the training step fails, or
+mmdet's FocalLoss cannot be loaded although ``--mmcv-src`` was given.
 
     PYTHONPATH=. python tools/benchmark/benchmark_loss.py --device cpu --images 1 2
-
-Exit status 1, after the report, when a check disagrees, a method or the
-training step fails, or mmdet's FocalLoss cannot be loaded although
-``--mmcv-src`` was given.
 """
 import argparse
 import sys
@@ -122,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             notes.append('Triton kernels unavailable: the fused method runs its eager path')
 
     cpu_before, started = measure.busy_cpu_seconds(), time.perf_counter()
-    bandwidth = measure.copy_bandwidth('cuda') if args.device == 'cuda' else None
+    bandwidth = measure.copy_bandwidth() if args.device == 'cuda' else None
     results = report.Results(env, args, bandwidth, notes,
                              probe=agreement.accuracy_probe(mmdet_fn, mmdet_error, args.device))
     for images, dtype_name, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error):
@@ -145,7 +141,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out is not None:
         report.write(args.out, results)
 
-    failed_checks, failed_rows = report.failures(results, mmdet_error)
+    failed_checks = [c for t in results.tables for c in t.checks if c.ok is False]
+    failed_rows = [f'{t.dtype}/{t.images}: {r.method}: {r.note}' for t in results.tables
+                   for r in t.rows if r.note.startswith('failed')]
+    if results.train is not None and 'error' in results.train:
+        failed_rows.append(f"--train-step: {results.train['error']}")
+    if args.mmcv_src and mmdet_error:
+        failed_rows.append(f'{cases.MMDET} (--mmcv-src {args.mmcv_src}): not loaded: '
+                           f'{mmdet_error}')
     for check in failed_checks:
         print(f'!!! DISAGREEMENT: {check.line()}', file=sys.stderr)
     for failure in failed_rows:

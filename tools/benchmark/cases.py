@@ -5,10 +5,12 @@ focal op can be prepared before mmdet is first imported (:func:`prepare_mmdet`).
 """
 import argparse
 import contextlib
+import functools
 import gc
 import math
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterator, List, Optional, Tuple
+from unittest import mock
 
 import torch
 from torch import Tensor
@@ -45,10 +47,6 @@ class Method:
     unsupported: str = ''
 
 
-#: (images, dtype name, inputs, methods) of one benchmark case.
-Case = Tuple[int, str, Inputs, List[Method]]
-
-
 def make_base_inputs(images: int, anchors: int, classes: int, positives: int,
                      seed: int) -> Tuple[Tensor, Tensor, Tensor, float]:
     """float32 logits ~ N(prior logit, 1) as early in training, labels (``positives``
@@ -83,35 +81,19 @@ def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
     return loss.detach()
 
 
-def poly1(epsilon: float, path: str = 'auto') -> LossFn:
-    """Poly-1 at ``epsilon``: the ``Poly1FocalLoss`` module (without mmdet, the
-    functional loss it calls), or on ``path='reference'`` the composed formula
-    through autograd (the naive method)."""
-    from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
+def poly1(epsilon: float, naive: bool = False) -> LossFn:
+    """Poly-1 at ``epsilon``: the ``Poly1FocalLoss`` module, or ``naive``, the
+    composed formula through autograd (the functional layer's 'reference' path)."""
     settings = dict(gamma=GAMMA, alpha=ALPHA)
-    if path == 'auto':
-        try:
-            from mmdet_polyloss.losses import Poly1FocalLoss
-        except Exception:  # any error: no mmdet, or mmdet refusing its mmcv version
-            pass
-        else:
-            module = Poly1FocalLoss(use_sigmoid=True, epsilon=epsilon, **settings)
-            return lambda pred, labels, weight, avg_factor: module(
-                pred, labels, weight, avg_factor=avg_factor)
-    return lambda pred, labels, weight, avg_factor: _polyn_focal_loss_on_path(
-        path, pred, labels, weight, epsilons=(epsilon,), avg_factor=avg_factor, **settings)
-
-
-@contextlib.contextmanager
-def triton_disabled() -> Iterator[None]:
-    """The fused path on its eager ops, forward and backward."""
-    from mmdet_polyloss.functional import triton_kernels
-    saved = triton_kernels.AVAILABLE
-    triton_kernels.AVAILABLE = False
-    try:
-        yield
-    finally:
-        triton_kernels.AVAILABLE = saved
+    if naive:
+        from mmdet_polyloss.functional.poly_focal import _polyn_focal_loss_on_path
+        return lambda pred, labels, weight, avg_factor: _polyn_focal_loss_on_path(
+            'reference', pred, labels, weight, epsilons=(epsilon,), avg_factor=avg_factor,
+            **settings)
+    from mmdet_polyloss.losses import Poly1FocalLoss
+    module = Poly1FocalLoss(use_sigmoid=True, epsilon=epsilon, **settings)
+    return lambda pred, labels, weight, avg_factor: module(
+        pred, labels, weight, avg_factor=avg_factor)
 
 
 @contextlib.contextmanager
@@ -133,22 +115,17 @@ def prepare_mmdet(device: str, mmcv_src: Optional[str]) -> None:
         mmcv_cuda_focal.ensure_ops(mmcv_src)
 
 
-def load_mmdet_focal(device: str, mmcv_src: Optional[str]) -> LossFn:
-    """mmdet's FocalLoss as its heads call it (on CUDA, mmcv's kernel); raises
-    when it cannot be loaded."""
-    prepare_mmdet(device, mmcv_src)
-    from mmdet.models.losses import FocalLoss
-    module = FocalLoss(use_sigmoid=True, gamma=GAMMA, alpha=ALPHA)
-    return lambda pred, labels, weight, avg_factor: module(
-        pred, labels, weight, avg_factor=avg_factor)
-
-
 def load_baseline(device: str, mmcv_src: Optional[str]) -> Tuple[Optional[LossFn], str]:
-    """:func:`load_mmdet_focal`, or (None, why not)."""
+    """mmdet's FocalLoss as its heads call it (on CUDA, mmcv's kernel), or
+    (None, why it cannot be loaded)."""
     try:
-        return load_mmdet_focal(device, mmcv_src), ''
+        prepare_mmdet(device, mmcv_src)
+        from mmdet.models.losses import FocalLoss
+        module = FocalLoss(use_sigmoid=True, gamma=GAMMA, alpha=ALPHA)
     except Exception as err:  # any error: no mmdet / mmcv, or a failed JIT build
         return None, f'{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}'
+    return lambda pred, labels, weight, avg_factor: module(
+        pred, labels, weight, avg_factor=avg_factor), ''
 
 
 def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
@@ -162,14 +139,17 @@ def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
         mmdet = Method(MMDET, mmdet_fn)
     methods = [mmdet, Method(FUSED, poly1(epsilon)),
                Method(UNCHECKED, poly1(epsilon), context=value_checks_off)]
-    if device == 'cuda':
-        methods.append(Method(EAGER, poly1(epsilon), context=triton_disabled))
-    return methods + [Method(NAIVE, poly1(epsilon, 'reference'))]
+    if device == 'cuda':  # the fused path on its eager ops, forward and backward
+        from mmdet_polyloss.functional import triton_kernels
+        no_triton = functools.partial(mock.patch.object, triton_kernels, 'AVAILABLE', False)
+        methods.append(Method(EAGER, poly1(epsilon), context=no_triton))
+    return methods + [Method(NAIVE, poly1(epsilon, naive=True))]
 
 
 def iter_cases(args: argparse.Namespace, mmdet_fn: Optional[LossFn],
-               mmdet_error: str) -> Iterator[Case]:
-    """Every size x dtype of the command line, the same inputs on every call."""
+               mmdet_error: str) -> Iterator[Tuple[int, str, Inputs, List[Method]]]:
+    """(images, dtype name, inputs, methods) of every size x dtype of the
+    command line, the same inputs on every call."""
     for images in args.images:
         base = make_base_inputs(images, args.anchors_per_image, args.classes,
                                 args.positives_per_image, args.seed)

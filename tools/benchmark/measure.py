@@ -27,11 +27,6 @@ MEMORY_TAG = 'MEMORY_JSON '
 SCRIPT = Path(__file__).resolve().with_name('benchmark_loss.py')
 
 
-def synchronize(device: str) -> None:
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
 def release_cuda_cache(device: str) -> None:
     if device == 'cuda':
         torch.cuda.empty_cache()
@@ -74,11 +69,11 @@ def guarded_time_call(row: Row, method: Method, case: Inputs, device: str) -> Op
         return None
 
 
-def copy_bandwidth(device: str, nbytes: int = 1 << 30, repeats: int = 10) -> float:
-    """Device copy bandwidth (bytes read + written per second), median of ``repeats``."""
-    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+def copy_bandwidth(nbytes: int = 1 << 30) -> float:
+    """CUDA copy bandwidth (bytes read + written per second), median of 10 copies."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device='cuda').uniform_()
     dst = torch.empty_like(src)
-    times = [cuda_event_ms(functools.partial(dst.copy_, src)) / 1e3 for _ in range(repeats + 2)]
+    times = [cuda_event_ms(functools.partial(dst.copy_, src)) / 1e3 for _ in range(12)]
     del src, dst
     torch.cuda.empty_cache()
     return 2 * nbytes / statistics.median(times[2:])
@@ -130,10 +125,8 @@ def _proc_status_kib(key: str) -> int:
 
 def _call_libc(name: str, *args: int) -> None:
     """glibc's ``name(*args)``, where there is one."""
-    with contextlib.suppress(OSError):
-        libc = ctypes.CDLL('libc.so.6')
-        if hasattr(libc, name):
-            getattr(libc, name)(*args)
+    with contextlib.suppress(OSError, AttributeError):  # no glibc, or no such function
+        getattr(ctypes.CDLL('libc.so.6'), name)(*args)
 
 
 def peak_extra_bytes(method: Method, case: Inputs, device: str) -> Optional[float]:
@@ -165,8 +158,8 @@ def peak_extra_bytes(method: Method, case: Inputs, device: str) -> Optional[floa
 
 def memory_peaks(args: argparse.Namespace, mmdet_fn: Optional[cases.LossFn],
                  mmdet_error: str) -> Dict[str, Dict[str, Optional[float]]]:
-    """Peak extra MiB of each method in each case ('images/dtype'), one call to warm
-    up and one measured; None where unsupported, failed or not measurable."""
+    """Peak extra MiB of each method in each case ('images/dtype') after one warm-up
+    call; None where unsupported, failed or not measurable."""
     peaks: Dict[str, Dict[str, Optional[float]]] = {}
     for images, dtype_name, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error):
         in_case = peaks[f'{images}/{dtype_name}'] = {}
@@ -203,12 +196,10 @@ def add_memory_columns(tables: List[Table], args: argparse.Namespace,
         peaks = memory_peaks(args, mmdet_fn, mmdet_error)
     else:
         command = [sys.executable, str(SCRIPT), '--memory-worker', '--device', 'cpu',
-                   '--images', *map(str, args.images), '--anchors-per-image',
-                   str(args.anchors_per_image), '--classes', str(args.classes),
-                   '--positives-per-image', str(args.positives_per_image),
-                   '--dtype', *args.dtype, '--seed', str(args.seed)]
-        if args.threads:
-            command += ['--threads', str(args.threads)]
+                   '--images', *map(str, args.images), '--dtype', *args.dtype]
+        for name in ('anchors_per_image', 'classes', 'positives_per_image', 'seed', 'threads'):
+            if getattr(args, name) is not None:
+                command += ['--' + name.replace('_', '-'), str(getattr(args, name))]
         done = subprocess.run(command, capture_output=True, text=True)
         found = [line for line in done.stdout.splitlines() if line.startswith(MEMORY_TAG)]
         peaks = json.loads(found[0][len(MEMORY_TAG):]) if found else {}
@@ -283,29 +274,29 @@ def train_step(args: argparse.Namespace) -> Dict[str, object]:
                            num_items=[5] * args.train_images, num_classes=80)
     initial = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    sync = torch.cuda.synchronize if args.device == 'cuda' else lambda: None
 
     def step(loss_module: torch.nn.Module) -> float:
         model.load_state_dict(initial)
         optimizer.state.clear()
         optimizer.zero_grad(set_to_none=True)
         model.bbox_head.loss_cls = loss_module
-        synchronize(args.device)
+        sync()
         begin = time.perf_counter()
         data = model.data_preprocessor(batch, True)
         parts = model.loss(data['inputs'], data['data_samples'])
         total, _ = model.parse_losses(parts)  # what a training loop backpropagates
         total.backward()
         optimizer.step()
-        synchronize(args.device)
+        sync()
         return (time.perf_counter() - begin) * 1e3
 
-    times: Dict[str, List[float]] = {name: [] for name in losses}
+    runs: Dict[str, List[float]] = {name: [] for name in losses}
     for _ in range(args.warmup + args.train_repeats):  # interleaved
         for name, module in losses.items():
-            times[name].append(step(module))
-    first = {name: t[0] for name, t in times.items()}
-    times = {name: t[args.warmup:] for name, t in times.items()}
+            runs[name].append(step(module))
+    times = {name: t[args.warmup:] for name, t in runs.items()}
     medians = {name: statistics.median(t) for name, t in times.items()}
     return dict(images=args.train_images, size=f'{height}x{width}', repeats=args.train_repeats,
-                first_ms=first, median_ms=medians, times_ms=times,
-                ratio=medians[POLY1] / medians[FOCAL])
+                first_ms={name: t[0] for name, t in runs.items()}, median_ms=medians,
+                times_ms=times, ratio=medians[POLY1] / medians[FOCAL])

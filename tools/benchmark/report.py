@@ -1,5 +1,4 @@
-"""Result tables, the markdown report and its JSON twin, and the failures that
-decide the exit status."""
+"""Result tables, the markdown report and its JSON twin."""
 import argparse
 import contextlib
 import datetime
@@ -17,8 +16,6 @@ import torch
 from tools.benchmark.agreement import Check, ProbeRow
 from tools.benchmark.cases import ALPHA, GAMMA, IGNORED_FRACTION, MMDET, NAIVE, PRIOR_LOGIT
 
-#: Baselines for the ratios, in order of preference.
-BASELINES = (MMDET, NAIVE)
 ROOT = Path(__file__).resolve().parents[2]
 PARTIAL = '\n\n(Partial: the run had not finished; memory columns come last.)'
 
@@ -65,9 +62,9 @@ class Results:
 
 
 def pick_baseline(rows: Dict[str, Row]) -> Tuple[Optional[str], str]:
-    """The first of BASELINES that was timed, and a note on those passed over."""
+    """The first baseline for the ratios that was timed, and a note on those passed over."""
     skipped = []
-    for row in (rows[name] for name in BASELINES if name in rows):
+    for row in (rows[name] for name in (MMDET, NAIVE) if name in rows):  # by preference
         if row.median_ms is not None:
             note = f'{"; ".join(skipped)}, so ratios are vs {row.method}' if skipped else ''
             return row.method, note
@@ -153,38 +150,6 @@ def _header(results: Results) -> List[str]:
     return lines + [f'- {note}' for note in results.notes] + ([''] if results.notes else [])
 
 
-def _probe_section(probe: Sequence[ProbeRow]) -> List[str]:
-    names = list(probe[0].errors)
-    lines = ['## Accuracy at large logits (fp32, focal loss = Poly-1 at epsilon 0)', '',
-             'One element at a time, relative error of the loss / of its gradient '
-             'against the float64 formula.', '',
-             '| target | logit | float64 loss | ' + ' | '.join(names) + ' |',
-             '|---|---:|---:|' + '---:|' * len(names)]
-    for row in probe:
-        cells = [f'{row.errors[n][0]:.1e} / {row.errors[n][1]:.1e}' for n in names]
-        lines.append(f'| {row.target} | {row.logit:g} | {row.loss64:.6g} | '
-                     + ' | '.join(cells) + ' |')
-    return lines + ['']
-
-
-def _table_section(table: Table) -> List[str]:
-    note = f' ({table.baseline_note})' if table.baseline_note else ''
-    floor = f'; floor {table.floor_ms:.3f} ms' if table.floor_ms else ''
-    lines = [f'## {table.dtype}, {table.images} image(s): {table.rows_n} x {table.classes}, '
-             f'{table.positives} positives', '',
-             f'Baseline: {table.baseline or "none"}{note}{floor}', '',
-             '| method | first call ms | median ms | x baseline | peak extra MiB | x baseline '
-             '| x floor |', '|---|---:|---:|---:|---:|---:|---:|']
-    for row in table.rows:
-        if row.median_ms is None:
-            lines.append(f'| {row.method} | {row.note or "—"} | | | | | |')
-        else:
-            lines.append(f'| {row.method} | {_fmt(row.first_ms, 4)} | {_fmt(row.median_ms, 4)} '
-                         f'| {_fmt(row.time_ratio)} | {_fmt(row.peak_extra_mib, 4)} '
-                         f'| {_fmt(row.memory_ratio)} | {_fmt(row.floor_ratio)} |')
-    return lines + ['']
-
-
 def _train_section(train: Dict[str, object], warmup: int) -> List[str]:
     lines = ['## RetinaNet R50-FPN training step', '']
     if 'error' in train:
@@ -203,42 +168,49 @@ def render(results: Results) -> str:
     lines = _header(results) + ['## Agreement', '']
     lines += [f'- {c.line()}' for t in results.tables for c in t.checks] + ['']
     if results.probe:
-        lines += _probe_section(results.probe)
+        names = list(results.probe[0].errors)
+        lines += ['## Accuracy at large logits (fp32, focal loss = Poly-1 at epsilon 0)', '',
+                  'One element at a time, relative error of the loss / of its gradient '
+                  'against the float64 formula.', '',
+                  '| target | logit | float64 loss | ' + ' | '.join(names) + ' |',
+                  '|---|---:|---:|' + '---:|' * len(names)]
+        for probe in results.probe:
+            cells = [f'{probe.errors[n][0]:.1e} / {probe.errors[n][1]:.1e}' for n in names]
+            lines.append(f'| {probe.target} | {probe.logit:g} | {probe.loss64:.6g} | '
+                         + ' | '.join(cells) + ' |')
+        lines.append('')
     for table in results.tables:
-        lines += _table_section(table)
+        note = f' ({table.baseline_note})' if table.baseline_note else ''
+        floor = f'; floor {table.floor_ms:.3f} ms' if table.floor_ms else ''
+        lines += [f'## {table.dtype}, {table.images} image(s): {table.rows_n} x '
+                  f'{table.classes}, {table.positives} positives', '',
+                  f'Baseline: {table.baseline or "none"}{note}{floor}', '',
+                  '| method | first call ms | median ms | x baseline | peak extra MiB '
+                  '| x baseline | x floor |', '|---|---:|---:|---:|---:|---:|---:|']
+        for row in table.rows:
+            if row.median_ms is None:
+                lines.append(f'| {row.method} | {row.note or "—"} | | | | | |')
+            else:
+                lines.append(f'| {row.method} | {_fmt(row.first_ms, 4)} '
+                             f'| {_fmt(row.median_ms, 4)} | {_fmt(row.time_ratio)} '
+                             f'| {_fmt(row.peak_extra_mib, 4)} | {_fmt(row.memory_ratio)} '
+                             f'| {_fmt(row.floor_ratio)} |')
+        lines.append('')
     if results.train is not None:
         lines += _train_section(results.train, results.args.warmup)
     return '\n'.join(lines)
 
 
-def to_json(results: Results) -> Dict[str, object]:
-    """Everything the report shows, and every call's time."""
-    args = {k: portable_path(str(v)) if isinstance(v, (str, Path)) else v
-            for k, v in vars(results.args).items()}
-    return dict(env=results.env, args=args, copy_bandwidth_bytes_per_s=results.bandwidth,
-                notes=results.notes, tables=[asdict(t) for t in results.tables],
-                train_step=results.train, accuracy_probe=[asdict(r) for r in results.probe])
-
-
 def write(path: Path, results: Results, partial: bool = False) -> None:
     """The markdown report at ``path`` (its folder made if needed) and, once the
-    run is complete, its JSON next to it."""
+    run is complete, its JSON next to it: everything the report shows, and every
+    call's time."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(results) + (PARTIAL if partial else '') + '\n')
     if not partial:
-        path.with_suffix('.json').write_text(json.dumps(to_json(results), indent=1) + '\n')
-
-
-def failures(results: Results, mmdet_error: str) -> Tuple[List[Check], List[str]]:
-    """The checks that disagreed, and what failed or did not run although asked
-    for: a method, the training step, and mmdet's FocalLoss when its kernel
-    source was given."""
-    tables, train, mmcv_src = results.tables, results.train, results.args.mmcv_src
-    failed_checks = [c for t in tables for c in t.checks if c.ok is False]
-    failed_rows = [f'{t.dtype}/{t.images}: {r.method}: {r.note}' for t in tables for r in t.rows
-                   if r.note.startswith('failed')]
-    if train is not None and 'error' in train:
-        failed_rows.append(f"--train-step: {train['error']}")
-    if mmcv_src and mmdet_error:
-        failed_rows.append(f'{MMDET} (--mmcv-src {mmcv_src}): not loaded: {mmdet_error}')
-    return failed_checks, failed_rows
+        args = {k: portable_path(str(v)) if isinstance(v, (str, Path)) else v
+                for k, v in vars(results.args).items()}
+        data = dict(env=results.env, args=args, copy_bandwidth_bytes_per_s=results.bandwidth,
+                    notes=results.notes, tables=[asdict(t) for t in results.tables],
+                    train_step=results.train, accuracy_probe=[asdict(r) for r in results.probe])
+        path.with_suffix('.json').write_text(json.dumps(data, indent=1) + '\n')

@@ -1,4 +1,3 @@
 """Developer tools for GPU machines: preparing one without network access
-(``prepare_gpu_carry.sh``), the GPU check (``gpu_check.sh``), mmcv's CUDA focal
-op without mmcv's compiled ops (:mod:`.mmcv_cuda_focal`) and a per-call
-overhead profile (``profile_cuda_overhead.py``)."""
+(``prepare_gpu_carry.sh``), the GPU check (``gpu_check.sh``) and mmcv's CUDA
+focal op without mmcv's compiled ops (:mod:`.mmcv_cuda_focal`)."""

@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
 # The GPU check: on a CUDA machine that already has torch (with Triton), pytest
-# and hypothesis, run the CUDA tests of the pure-torch parts, the GPU
-# benchmark (with a RetinaNet training step) and the per-call overhead
-# profile; write everything under $OUT (default: gpu_results/). About 4
-# minutes on an H200.
+# and hypothesis, run the CUDA tests of the pure-torch parts and the GPU
+# benchmark (with a RetinaNet training step); write everything under $OUT
+# (default: gpu_results/). About 4 minutes on an H200.
 #
 #   bash tools/dev/prepare_gpu_carry.sh     # once, where pip works
 #   bash tools/dev/gpu_check.sh             # on the GPU machine, with .gpu_carry/ copied along
 #
 # GPU_CARRY (default .gpu_carry): what prepare_gpu_carry.sh made. Its wheels
-# (mmengine, mmdet, mmcv without compiled ops, ...) are installed into a
-# temporary folder, and its mmcv kernel sources become MMCV_SRC, from which the
-# benchmark JIT-builds mmcv's CUDA focal kernel as mmdet FocalLoss's baseline
-# (tools/dev/mmcv_cuda_focal.py). Without it the benchmark runs without
-# the mmdet baseline and the training step.
+# (mmengine, mmdet, mmcv without compiled ops, ...) go into a temporary folder;
+# its mmcv kernel sources become MMCV_SRC, from which the benchmark JIT-builds
+# mmcv's CUDA focal kernel, mmdet FocalLoss's baseline (mmcv_cuda_focal.py).
+# Without it, the machine needs mmdet installed (this package imports it), and
+# mmcv's compiled ops for the baseline and the training step.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -62,10 +61,5 @@ timeout 300 python3 tools/benchmark/benchmark_loss.py --device cuda \
     --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
     --train-step --train-repeats 20 \
     --out "$OUT/benchmark_cuda.md" 2>&1 | tee "$OUT/benchmark_cuda.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-
-echo "== where the fixed per-call time goes (host vs device, profiler tables)"
-timeout 90 python3 tools/dev/profile_cuda_overhead.py \
-    ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} 2>&1 | tee "$OUT/profile_cuda_overhead.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 exit "$status"

@@ -1,22 +1,16 @@
 """mmcv's CUDA focal-loss op where mmcv was installed without compiled ops.
 
-mmdet's ``FocalLoss`` sends integer labels on CUDA to mmcv's hand-written
-kernel (``mmcv.ops.sigmoid_focal_loss``), which lives in mmcv's compiled
-extension ``mmcv._ext``. The benchmark and the CUDA tests against mmdet need
-only that one op, so rather than building all of mmcv's CUDA ops,
+mmdet's ``FocalLoss`` sends integer labels on CUDA to mmcv's kernel
+(``mmcv.ops.sigmoid_focal_loss``) in mmcv's compiled extension ``mmcv._ext``.
 :func:`ensure_ops` registers a stand-in ``mmcv._ext`` whose
-``sigmoid_focal_loss_forward``/``_backward`` run mmcv 2.1.0's own kernel
-header (``sigmoid_focal_loss_cuda_kernel.cuh``, JIT-compiled from an mmcv
-source tree on first use) behind a launcher that does what mmcv's does: the
-host-synchronising label check, one kernel launch. mmcv's Python
-``SigmoidFocalLossFunction`` and mmdet's ``FocalLoss`` then run unchanged.
-Every other op of the stand-in raises ``NotImplementedError`` when called
-(importing them is fine, which is all ``import mmdet`` needs). On a GPU
-machine without network access, ``tools/dev/prepare_gpu_carry.sh`` provides
-the source tree (and mmcv without compiled ops).
-
-Where mmcv's compiled ops are installed, :func:`ensure_ops` leaves them alone.
+``sigmoid_focal_loss_forward``/``_backward`` run mmcv 2.1.0's own kernel header
+(JIT-compiled from an mmcv source tree on first use) behind a launcher that
+does what mmcv's does: the host-synchronising label check, one kernel launch.
+mmcv's Python op and mmdet's ``FocalLoss`` then run unchanged. Every other op
+of the stand-in raises ``NotImplementedError`` when called (importing them is
+all ``import mmdet`` needs). Compiled mmcv ops, where installed, are left alone.
 """
+import functools
 import importlib.util
 import os
 import sys
@@ -34,14 +28,10 @@ using at::Tensor;
 #define PYTORCH_CUDA_HELPER  // mmcv's helper pulls in THC headers that torch 2.x removed
 #include "sigmoid_focal_loss_cuda_kernel.cuh"
 
-static void check_labels(const Tensor& input, const Tensor& target) {
+void focal_forward(Tensor input, Tensor target, Tensor output, double gamma, double alpha) {
   // mmcv's launcher checks the labels on the host: one sync per call.
   TORCH_CHECK(target.max().item<int64_t>() <= input.size(1),
               "target label should smaller or equal than num classes");
-}
-
-void focal_forward(Tensor input, Tensor target, Tensor output, double gamma, double alpha) {
-  check_labels(input, target);
   const int n = output.numel();
   at::cuda::CUDAGuard guard(input.device());
   cudaStream_t stream = at::cuda::getCurrentCUDAStream();
@@ -86,13 +76,13 @@ def _kernel_sources(mmcv_src: str) -> str:
     return csrc
 
 
-def _build(mmcv_src: str, verbose: bool = False):
+def _build(mmcv_src: str):
     from torch.utils.cpp_extension import load_inline
     csrc = _kernel_sources(mmcv_src)
     return load_inline(name='mmcv_sigmoid_focal_bench', cpp_sources=_DECLARATIONS,
                        cuda_sources=_LAUNCHER, functions=['focal_forward', 'focal_backward'],
                        extra_include_paths=[csrc, os.path.join(csrc, 'cuda')],
-                       extra_cuda_cflags=['-O3'], verbose=verbose)
+                       extra_cuda_cflags=['-O3'])
 
 
 class FocalOnlyExt(types.ModuleType):
@@ -101,22 +91,20 @@ class FocalOnlyExt(types.ModuleType):
     def __init__(self, mmcv_src: str) -> None:
         super().__init__('mmcv._ext', 'stand-in: sigmoid focal loss only (mmcv_cuda_focal)')
         self._mmcv_src = mmcv_src
-        self._kernels = None
 
-    def _built(self):
-        if self._kernels is None:
-            self._kernels = _build(self._mmcv_src)
-        return self._kernels
+    @functools.cached_property
+    def _kernels(self):
+        return _build(self._mmcv_src)
 
     def sigmoid_focal_loss_forward(self, input: Tensor, target: Tensor, weight: Tensor,
                                    output: Tensor, gamma: float, alpha: float) -> None:
         _no_class_weight(weight)
-        self._built().focal_forward(input, target, output, gamma, alpha)
+        self._kernels.focal_forward(input, target, output, gamma, alpha)
 
     def sigmoid_focal_loss_backward(self, input: Tensor, target: Tensor, weight: Tensor,
                                     grad_input: Tensor, gamma: float, alpha: float) -> None:
         _no_class_weight(weight)
-        self._built().focal_backward(input, target, grad_input, gamma, alpha)
+        self._kernels.focal_backward(input, target, grad_input, gamma, alpha)
 
     def __getattr__(self, name: str):
         if name.startswith('__'):
@@ -142,10 +130,7 @@ STAND_IN = 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
 
 def ensure_ops(mmcv_src: Optional[str]) -> str:
     """Make ``mmcv.ops`` importable; return where its focal op comes from.
-
-    Raises ``RuntimeError`` when mmcv is missing, or has no compiled ops and
-    no ``mmcv_src`` is given.
-    """
+    ``RuntimeError`` when mmcv is missing, or has no compiled ops and no ``mmcv_src``."""
     if importlib.util.find_spec('mmcv') is None:
         raise RuntimeError('mmcv is not installed (mmcv-lite, without ops, is enough '
                            'together with --mmcv-src)')
