@@ -175,6 +175,11 @@ def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) ->
     finally:
         logger.setLevel(level)
     model.train()
+    # Backbone and neck gradients do not involve the loss: skip that backward
+    # (the forward, and so the loss, is unchanged).
+    for part in ('backbone', 'neck'):
+        if hasattr(model, part):
+            getattr(model, part).requires_grad_(False)
     # The runner's progress, as a training loop publishes it (TOOD reads the
     # epoch, BoxInst the iteration).
     hub = MessageHub.get_current_instance()
