@@ -4,21 +4,20 @@ one step with Poly1FocalLoss swapped in, on CPU.
 
     python tools/head_matrix.py [--scan] [--heads NAME ...] [--out-md FILE]
 
-Without --scan it runs the heads listed in
-tools/lib/focal_heads.json (one config per head type, scanned
-from the installed mmdet); --scan walks mmdet's configs again (about a
-minute) and rewrites that file. Prints a markdown table; exits 1 when a head
-trains with FocalLoss but not with Poly1FocalLoss.
+Without --scan it runs the heads listed in tools/lib/focal_heads.json (one
+config per head type, scanned from the installed mmdet); --scan walks mmdet's
+configs again (about a minute) and rewrites that file. Prints a markdown table;
+exits 1 when a head trains with FocalLoss but not with Poly1FocalLoss.
 """
 import os.path as osp
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-# E402: the import needs the repository root on sys.path first.
 from tools.lib import errors, head_matrix
 
 POLY_LOSS = dict(type='Poly1FocalLoss', epsilon=-1.0)
@@ -57,8 +56,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     table = head_matrix.head_table(results)
     print('\n' + table)
     if args.out_md:
-        counts = {status: sum(r.status == status for r in results)
-                  for status in ('ok', 'skipped', 'failed')}
+        counts = Counter(r.status for r in results)
         header = (f'# Focal-loss head matrix\n\nCommand: `python {" ".join(sys.argv)}`; '
                   f'{time.strftime("%Y-%m-%d", time.gmtime())}, mmdet '
                   f'{head_matrix.mmdet_version()}, CPU. Every FocalLoss of one config per '

@@ -1,12 +1,11 @@
 #!/usr/bin/env python
-"""Generate the demo's synthetic COCO-format shapes dataset.
+"""Generate the demo's synthetic COCO-format shapes dataset (tools/lib/shapes.py).
 
     python tools/make_demo_data.py [OUT_DIR] [--seed N] [--num-train N] ...
 
 Default OUT_DIR: data/polyloss_shapes (where configs/demo/ look). Skips the
 work when OUT_DIR already holds the same dataset (same parameters); --force
-regenerates. See tools/lib/shapes.py. A bad value is one line
-on stderr, exit status 2.
+regenerates. A bad value is one line on stderr, exit status 2.
 """
 import argparse
 import math
@@ -20,9 +19,6 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools.lib import errors
 from tools.lib.run_settings import SEED_LIMIT
 from tools.lib.shapes import SyntheticConfig, class_counts, generate
-
-#: The largest --img-size the command line accepts (memory: one image at a time).
-MAX_IMG_SIZE = 4096
 
 
 def _int_in(low: int, high: Optional[int] = None) -> Callable[[str], int]:
@@ -52,24 +48,22 @@ def _finite(text: str) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     defaults = SyntheticConfig()
-    parser = errors.ArgumentParser(
-        description='Generate the synthetic COCO-format shapes dataset')
+    parser = errors.ArgumentParser(description='Generate the synthetic COCO-format shapes dataset')
     parser.add_argument('out_dir', nargs='?', default='data/polyloss_shapes',
                         help='output folder (default: %(default)s)')
     parser.add_argument('--seed', type=_int_in(0, SEED_LIMIT - 1), default=defaults.seed,
                         help='an integer in [0, 2^32) (default: %(default)s)')
     parser.add_argument('--num-train', type=_int_in(1), default=defaults.num_train)
     parser.add_argument('--num-val', type=_int_in(1), default=defaults.num_val)
-    parser.add_argument('--img-size', type=_int_in(1, MAX_IMG_SIZE), default=defaults.img_size)
+    # At most 4096: memory (the generator holds one image at a time).
+    parser.add_argument('--img-size', type=_int_in(1, 4096), default=defaults.img_size)
     parser.add_argument('--min-size', type=_finite, default=defaults.min_size)
     parser.add_argument('--max-size', type=_finite, default=defaults.max_size)
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if the same dataset exists')
     args = parser.parse_args(argv)
-    cfg = SyntheticConfig(seed=args.seed, num_train=args.num_train,
-                          num_val=args.num_val, img_size=args.img_size,
-                          min_size=args.min_size,
-                          max_size=args.max_size)
+    cfg = SyntheticConfig(seed=args.seed, num_train=args.num_train, num_val=args.num_val,
+                          img_size=args.img_size, min_size=args.min_size, max_size=args.max_size)
     try:
         cfg.validate()
     except ValueError as error:  # the flags' names: num_train is --num-train

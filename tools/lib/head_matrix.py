@@ -1,24 +1,29 @@
 """Which of mmdet's focal-loss heads take Poly1FocalLoss: the head matrix.
 
-Walks the configs shipped inside mmdet, finds every model that uses
-``FocalLoss`` (in any head, at any depth), keeps one config per head type
-(preferring a ResNet-50 one), swaps every ``FocalLoss`` for
-``Poly1FocalLoss`` and runs one forward and backward on a small synthetic
-batch on CPU, without pretrained weights. A head is reported as failing only
-if it trains with mmdet's own ``FocalLoss`` on the same batch and not with
-ours; what cannot run here at all (a text encoder from the hub, a
-GPU-only op) is reported as skipped with the reason.
+Finds every config shipped inside mmdet whose model uses ``FocalLoss`` (in any
+head, at any depth), keeps one per head type (preferring ResNet-50), swaps every
+``FocalLoss`` for ``Poly1FocalLoss`` and trains one step on a small synthetic
+batch on CPU, without pretrained weights. A head fails only if it trains with
+mmdet's ``FocalLoss`` on the same batch and not with ours; what cannot run here
+at all (a text encoder from the hub, a GPU-only op) is skipped with the reason.
 """
 import copy
 import json
+import logging
+import operator
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, reduce
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 Slot = Tuple[Any, ...]  # path from cfg.model to a loss dict, e.g. ('bbox_head', 'loss_cls')
 _BASE = re.compile(r"_base_\s*=\s*(\[[^\]]*\]|'[^']*'|\"[^\"]*\")", re.S)
+#: FocalLoss arguments that carry over to Poly1FocalLoss.
+_KEPT_LOSS_ARGS = ('use_sigmoid', 'gamma', 'alpha', 'loss_weight', 'reduction', 'activated')
+#: The scan's result for the installed mmdet, committed so that the test can
+#: parametrize per head without re-scanning (about a minute) at collection.
+HEADS_FILE = Path(__file__).with_name('focal_heads.json')
 
 
 @dataclass
@@ -35,11 +40,6 @@ class HeadResult:
     detail: str = ''
 
 
-#: The scan's result for the installed mmdet, committed so that the test can
-#: parametrize per head without re-scanning (about a minute) at collection.
-HEADS_FILE = Path(__file__).with_name('focal_heads.json')
-
-
 def mmdet_config_root() -> Path:
     import mmdet
     return Path(mmdet.__file__).parent / '.mim' / 'configs'
@@ -50,41 +50,34 @@ def mmdet_version() -> str:
     return mmdet.__version__
 
 
-def save_heads(cases: List[HeadCase], path: Path = HEADS_FILE) -> None:
-    """Write a scan (config paths relative to mmdet's config root)."""
-    root = mmdet_config_root()
-    heads = [dict(head=c.head_type, config=str(c.config.relative_to(root)),
-                  slots=[list(s) for s in c.slots]) for c in cases]
-    path.write_text(json.dumps(dict(mmdet=mmdet_version(), heads=heads), indent=1) + '\n')
+def save_heads(cases: List[HeadCase]) -> None:
+    """Write a scan to HEADS_FILE, one head a line (configs relative to mmdet's)."""
+    rows = ',\n  '.join(json.dumps(dict(head=c.head_type,
+                                        config=str(c.config.relative_to(mmdet_config_root())),
+                                        slots=[list(s) for s in c.slots])) for c in cases)
+    HEADS_FILE.write_text(f'{{"mmdet": {json.dumps(mmdet_version())}, "heads": [\n  {rows}\n]}}\n')
 
 
-def load_heads(path: Path = HEADS_FILE) -> Tuple[str, List[HeadCase]]:
-    """(the mmdet version it was scanned from, the cases) of a saved scan."""
-    data = json.loads(path.read_text())
-    root = mmdet_config_root()
-    return data['mmdet'], [HeadCase(h['head'], root / h['config'],
-                                    [tuple(s) for s in h['slots']])
-                           for h in data['heads']]
+def load_heads() -> Tuple[str, List[HeadCase]]:
+    """(the mmdet version it was scanned from, the cases) of the saved scan."""
+    data = json.loads(HEADS_FILE.read_text())
+    return data['mmdet'], [HeadCase(h['head'], mmdet_config_root() / h['config'],
+                                    [tuple(s) for s in h['slots']]) for h in data['heads']]
 
 
+@lru_cache(maxsize=None)
 def _mentions_focal(path: Path) -> bool:
-    """Whether ``path`` or a config it inherits from mentions FocalLoss (text only)."""
-
-    @lru_cache(maxsize=None)
-    def check(p: Path) -> bool:
-        try:
-            text = p.read_text()
-        except OSError:
-            return False
-        if "'FocalLoss'" in text or '"FocalLoss"' in text:
-            return True
-        match = _BASE.search(text)
-        if not match:
-            return False
-        bases = re.findall(r"['\"]([^'\"]+\.py)['\"]", match.group(1))
-        return any(check((p.parent / b).resolve()) for b in bases if '::' not in b)
-
-    return check(path.resolve())
+    """Whether the (resolved) ``path`` or a config it inherits from mentions
+    FocalLoss, from the text alone: far quicker than parsing every config."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    if "'FocalLoss'" in text or '"FocalLoss"' in text:
+        return True
+    match = _BASE.search(text)
+    bases = re.findall(r"['\"]([^'\"]+\.py)['\"]", match.group(1)) if match else []
+    return any(_mentions_focal((path.parent / b).resolve()) for b in bases if '::' not in b)
 
 
 def _focal_slots(node: Any, path: Slot = ()) -> List[Slot]:
@@ -99,37 +92,27 @@ def _focal_slots(node: Any, path: Slot = ()) -> List[Slot]:
 
 
 def _get(node: Any, path: Slot) -> Any:
-    for key in path:
-        node = node[key]
-    return node
+    return reduce(operator.getitem, path, node)
 
 
-def find_focal_heads(root: Optional[Path] = None) -> List[HeadCase]:
-    """One config per head type whose model uses FocalLoss somewhere."""
+def find_focal_heads() -> List[HeadCase]:
+    """One config per head type whose model uses FocalLoss somewhere: a
+    ResNet-50 one if any, then the shortest name (usually the plain 1x one)."""
     from mmengine.config import Config
-    root = root or mmdet_config_root()
+    paths = sorted(p for p in mmdet_config_root().rglob('*.py') if '_base_' not in p.parts)
     by_head: Dict[str, HeadCase] = {}
-    candidates = sorted(p for p in root.rglob('*.py') if '_base_' not in p.parts)
-    for path in candidates:
-        if not _mentions_focal(path):
+    for path in sorted(paths, key=lambda p: ('r50' not in p.name, len(p.name), p.name)):
+        if not _mentions_focal(path.resolve()):
             continue
         try:
             model = Config.fromfile(str(path)).to_dict().get('model')
         except Exception:  # any error: configs needing absent extras
             continue
         slots = _focal_slots(model)
-        if not slots:
-            continue
-        head_type = _get(model, slots[0][:-1]).get('type', '?')
-        best = by_head.get(head_type)
-        if best is None or _preference(path) < _preference(best.config):
-            by_head[head_type] = HeadCase(head_type, path, slots)
+        if slots:
+            head_type = _get(model, slots[0][:-1]).get('type', '?')
+            by_head.setdefault(head_type, HeadCase(head_type, path, slots))
     return [by_head[k] for k in sorted(by_head)]
-
-
-def _preference(path: Path) -> Tuple[int, int, str]:
-    """Prefer ResNet-50 configs, then short names (usually the plain 1x one)."""
-    return (0 if 'r50' in path.name else 1, len(path.name), path.name)
 
 
 def run_head(case: HeadCase, poly_loss: Dict[str, Any],
@@ -169,14 +152,8 @@ def run_head(case: HeadCase, poly_loss: Dict[str, Any],
                                   f'Poly1FocalLoss {poly:.4g}')
 
 
-#: FocalLoss arguments that carry over to Poly1FocalLoss.
-_KEPT_LOSS_ARGS = ('use_sigmoid', 'gamma', 'alpha', 'loss_weight', 'reduction', 'activated')
-
-
 def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) -> float:
     """Build without pretrained weights, one loss + backward; the summed loss."""
-    import logging
-
     import torch
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
@@ -198,6 +175,11 @@ def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) ->
     finally:
         logger.setLevel(level)
     model.train()
+    # Backbone and neck gradients do not involve the loss: skip that backward
+    # (the forward, and so the loss, is unchanged).
+    for part in ('backbone', 'neck'):
+        if hasattr(model, part):
+            getattr(model, part).requires_grad_(False)
     # The runner's progress, as a training loop publishes it (TOOD reads the
     # epoch, BoxInst the iteration).
     hub = MessageHub.get_current_instance()
@@ -216,8 +198,8 @@ def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) ->
 
 def _drop_pretrained(node: Any) -> None:
     if isinstance(node, dict):
-        if 'init_cfg' in node and isinstance(node['init_cfg'], dict) \
-                and node['init_cfg'].get('type') == 'Pretrained':
+        init_cfg = node.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
             node['init_cfg'] = None
         node.pop('pretrained', None)
         if node.get('teacher_ckpt'):  # LAD's teacher: no download here
@@ -235,7 +217,7 @@ def _error_summary(err: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + '...'
 
 
-def head_table(results: List[HeadResult], root: Optional[Path] = None) -> str:
+def head_table(results: List[HeadResult], root: Path | None = None) -> str:
     """Markdown table of the head matrix, one row per head (configs relative to
     ``root``, mmdet's config folder by default)."""
     root = root or mmdet_config_root()

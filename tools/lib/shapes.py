@@ -3,26 +3,17 @@
 The demo needs a detection task a CPU can learn in minutes, on which the
 classification loss still matters. Each image holds one to six filled shapes
 (five classes, told apart by shape alone: colours are random) on a noisy
-background. Class frequencies are deliberately imbalanced (about 45/25/15/10/5
-per cent), object sizes span COCO's small and medium ranges with a few large
-ones, and objects may overlap a little (at most ``max_overlap`` of the smaller
-box is covered).
+background. Class frequencies are imbalanced (about 45/25/15/10/5 per cent),
+object sizes span COCO's small and medium ranges with a few large ones, and
+objects may overlap a little (at most ``max_overlap`` of the smaller box).
 
-Layout under ``out_dir``::
-
-    train/000000.jpg ...
-    val/000000.jpg ...
-    annotations/instances_train.json
-    annotations/instances_val.json
-    meta.json            # the generator parameters, for idempotent reruns
-
-The same parameters always give byte-identical annotation files and images.
+Layout under ``out_dir``: ``train/000000.jpg ...``, ``val/000000.jpg ...``,
+``annotations/instances_{train,val}.json`` and ``meta.json`` (the parameters,
+for idempotent reruns). The same parameters always give byte-identical files.
 """
-from __future__ import annotations
-
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -31,14 +22,17 @@ from PIL import Image, ImageDraw
 
 #: Class names, most frequent first.
 CLASSES: Tuple[str, ...] = ('disk', 'square', 'triangle', 'ring', 'cross')
-#: Relative frequency of each class among the drawn objects.
-CLASS_FREQUENCIES: Tuple[float, ...] = (0.45, 0.25, 0.15, 0.10, 0.05)
 #: One colour per class for mmdet's visualiser (the images use random colours).
-PALETTE: Tuple[Tuple[int, int, int], ...] = ((220, 20, 60), (0, 128, 255),
-                                              (60, 180, 75), (255, 165, 0),
-                                              (145, 30, 180))
+PALETTE: Tuple[Tuple[int, int, int], ...] = ((220, 20, 60), (0, 128, 255), (60, 180, 75),
+                                              (255, 165, 0), (145, 30, 180))
+#: Outlines of the polygon classes in [-1, 1]^2 (disk and ring are ellipses).
+_T = 0.35  # half-width of the cross's bars
+POLYGONS = dict(square=[(-1, -1), (1, -1), (1, 1), (-1, 1)],
+                triangle=[(0, -1), (1, 1), (-1, 1)],
+                cross=[(-_T, -1), (_T, -1), (_T, -_T), (1, -_T), (1, _T), (_T, _T), (_T, 1),
+                       (-_T, 1), (-_T, _T), (-1, _T), (-1, -_T), (-_T, -_T)])
 
-BBox = Tuple[float, float, float, float]
+BBox = Tuple[int, int, int, int]
 
 
 @dataclass
@@ -54,28 +48,25 @@ class SyntheticConfig:
     min_size: float = 10.0
     max_size: float = 100.0
     max_overlap: float = 0.35
-    class_frequencies: Tuple[float, ...] = field(
-        default_factory=lambda: CLASS_FREQUENCIES)
+    #: Relative frequency of each class among the drawn objects.
+    class_frequencies: Tuple[float, ...] = (0.45, 0.25, 0.15, 0.10, 0.05)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad parameter."""
         for name in ('num_train', 'num_val', 'img_size', 'min_objects'):
-            value = getattr(self, name)
-            if value < 1:
-                raise ValueError(f'{name} must be >= 1, got {value}')
+            if getattr(self, name) < 1:
+                raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
         if self.max_objects < self.min_objects:
             raise ValueError(f'max_objects must be >= min_objects '
                              f'({self.min_objects}), got {self.max_objects}')
         if not 2 <= self.min_size <= self.max_size:
             raise ValueError(f'need 2 <= min_size <= max_size, got '
-                             f'min_size={self.min_size}, '
-                             f'max_size={self.max_size}')
+                             f'min_size={self.min_size}, max_size={self.max_size}')
         if self.max_size > self.img_size:
-            raise ValueError(f'max_size must be <= img_size '
-                             f'({self.img_size}), got {self.max_size}')
+            raise ValueError(f'max_size must be <= img_size ({self.img_size}), '
+                             f'got {self.max_size}')
         if not 0.0 <= self.max_overlap <= 1.0:
-            raise ValueError(f'max_overlap must be in [0, 1], got '
-                             f'{self.max_overlap}')
+            raise ValueError(f'max_overlap must be in [0, 1], got {self.max_overlap}')
         freqs = self.class_frequencies
         if len(freqs) != len(CLASSES) or min(freqs) <= 0:
             raise ValueError(f'class_frequencies must be {len(CLASSES)} '
@@ -94,138 +85,67 @@ def _overlap(a: BBox, b: BBox) -> float:
     return iw * ih / smaller if smaller > 0 else 0.0
 
 
-def _shape_polygon(label: str, cx: float, cy: float, w: float, h: float,
-                   angle: float) -> List[Tuple[float, float]]:
-    """Outline of a polygonal shape, rotated by ``angle`` radians."""
-    if label == 'square':
-        pts = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
-    elif label == 'triangle':
-        pts = [(0, -1), (1, 1), (-1, 1)]
-    elif label == 'cross':
-        t = 0.35
-        pts = [(-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t), (t, 1),
-               (-t, 1), (-t, t), (-1, t), (-1, -t), (-t, -t)]
-    else:
-        raise ValueError(f'label {label!r} is not a polygon shape')
-    cos, sin = math.cos(angle), math.sin(angle)
-    return [(cx + (x * cos - y * sin) * w / 2,
-             cy + (x * sin + y * cos) * h / 2) for x, y in pts]
-
-
-def _draw_mask(label: str, size: int, cx: float, cy: float, w: float,
-               h: float, angle: float) -> Image.Image:
-    """Binary mask (mode 'L') of one shape on a ``size`` x ``size`` canvas."""
+def _draw_mask(label: str, size: int, cx: float, cy: float, w: float, h: float,
+               angle: float) -> Image.Image:
+    """Binary mask (mode 'L') of one shape, rotated by ``angle`` radians if a polygon."""
     mask = Image.new('L', (size, size), 0)
     draw = ImageDraw.Draw(mask)
-    box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
-    if label == 'disk':
-        draw.ellipse(box, fill=255)
-    elif label == 'ring':
-        draw.ellipse(box, fill=255)
+    if label in POLYGONS:
+        cos, sin = math.cos(angle), math.sin(angle)
+        draw.polygon([(cx + (x * cos - y * sin) * w / 2, cy + (x * sin + y * cos) * h / 2)
+                      for x, y in POLYGONS[label]], fill=255)
+        return mask
+    draw.ellipse((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), fill=255)
+    if label == 'ring':
         inner = 0.55
         draw.ellipse((cx - w * inner / 2, cy - h * inner / 2,
                       cx + w * inner / 2, cy + h * inner / 2), fill=0)
-    else:
-        draw.polygon(_shape_polygon(label, cx, cy, w, h, angle), fill=255)
     return mask
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth random colour gradient plus pixel noise, uint8 HxWx3."""
+def _make_image(rng: np.random.Generator, cfg: SyntheticConfig,
+                class_probs: np.ndarray) -> Tuple[np.ndarray, List[Tuple[int, BBox, int]]]:
+    """Draw one image; return it and its objects (label id, xyxy box, pixel area)."""
+    size = cfg.img_size
+    # Background: a smooth random colour gradient plus pixel noise.
     corners = rng.uniform(40, 215, size=(2, 2, 3))
     t = np.linspace(0.0, 1.0, size)[:, None, None]
     s = np.linspace(0.0, 1.0, size)[None, :, None]
     img = ((1 - t) * ((1 - s) * corners[0, 0] + s * corners[0, 1]) + t *
            ((1 - s) * corners[1, 0] + s * corners[1, 1]))
     img = img + rng.normal(0.0, 12.0, size=(size, size, 3))
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _contrasting_colour(rng: np.random.Generator,
-                        background: np.ndarray) -> np.ndarray:
-    """A random RGB colour at least 60 (L1 / 3) away from ``background``."""
-    for _ in range(20):
-        colour = rng.integers(0, 256, size=3)
-        if np.abs(colour - background).mean() >= 60:
-            break
-    return colour.astype(np.uint8)
-
-
-def _make_image(rng: np.random.Generator, cfg: SyntheticConfig,
-                class_probs: np.ndarray) -> Tuple[np.ndarray, List[Dict]]:
-    """Draw one image; return it and its objects (label, bbox, area)."""
-    size = cfg.img_size
-    img = _background(rng, size)
-    objects: List[Dict] = []
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    objects: List[Tuple[int, BBox, int]] = []
     num = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     log_lo, log_hi = math.log(cfg.min_size), math.log(cfg.max_size)
     for _ in range(num):
         for _attempt in range(30):  # rejection sampling for low overlap
             label_id = int(rng.choice(len(CLASSES), p=class_probs))
-            label = CLASSES[label_id]
             w = math.exp(rng.uniform(log_lo, log_hi))
             h = w * math.exp(rng.uniform(-0.25, 0.25))  # mild aspect jitter
             h = min(max(h, cfg.min_size), float(size))
             cx = rng.uniform(w / 2, size - w / 2)
             cy = rng.uniform(h / 2, size - h / 2)
             angle = rng.uniform(-math.pi / 8, math.pi / 8)
-            mask = _draw_mask(label, size, cx, cy, w, h, angle)
+            mask = _draw_mask(CLASSES[label_id], size, cx, cy, w, h, angle)
             bbox = mask.getbbox()  # exact, after rasterisation
-            if bbox is None:
-                continue
-            if all(_overlap(bbox, o['xyxy']) <= cfg.max_overlap
-                   for o in objects):
+            if bbox is not None and all(_overlap(bbox, o[1]) <= cfg.max_overlap
+                                        for o in objects):
                 break
         else:
             continue  # no placement found: draw fewer objects
         mask_arr = np.asarray(mask) > 0
-        cy0, cx0 = int(min(cy, size - 1)), int(min(cx, size - 1))
-        img[mask_arr] = _contrasting_colour(rng, img[cy0, cx0].astype(int))
-        objects.append(
-            dict(label_id=label_id, xyxy=bbox, area=int(mask_arr.sum())))
+        centre = img[int(min(cy, size - 1)), int(min(cx, size - 1))].astype(int)
+        for _ in range(20):  # a colour at least 60 (L1 / 3) from the background
+            colour = rng.integers(0, 256, size=3)
+            if np.abs(colour - centre).mean() >= 60:
+                break
+        img[mask_arr] = colour.astype(np.uint8)
+        objects.append((label_id, bbox, int(mask_arr.sum())))
     return img, objects
 
 
-def _split(out_dir: Path, split: str, num_images: int, seed: int,
-           cfg: SyntheticConfig) -> Path:
-    """Write one split's images and its COCO instances JSON."""
-    rng = np.random.default_rng(seed)
-    probs = np.asarray(cfg.class_frequencies, dtype=np.float64)
-    probs = probs / probs.sum()
-    img_dir = out_dir / split
-    img_dir.mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for img_id in range(num_images):
-        img, objects = _make_image(rng, cfg, probs)
-        file_name = f'{img_id:06d}.jpg'
-        Image.fromarray(img).save(img_dir / file_name, quality=95)
-        images.append(
-            dict(id=img_id, file_name=file_name, width=cfg.img_size,
-                 height=cfg.img_size))
-        for obj in objects:
-            x1, y1, x2, y2 = obj['xyxy']
-            annotations.append(
-                dict(id=len(annotations) + 1, image_id=img_id,
-                     category_id=obj['label_id'] + 1,
-                     bbox=[x1, y1, x2 - x1, y2 - y1], area=obj['area'],
-                     iscrowd=0))
-    categories = [
-        dict(id=i + 1, name=name, supercategory='shape')
-        for i, name in enumerate(CLASSES)
-    ]
-    ann_file = out_dir / 'annotations' / f'instances_{split}.json'
-    ann_file.parent.mkdir(parents=True, exist_ok=True)
-    ann_file.write_text(
-        json.dumps(
-            dict(info=dict(description='mmdet-polyloss synthetic shapes',
-                           seed=seed),
-                 images=images, annotations=annotations,
-                 categories=categories)))
-    return ann_file
-
-
-def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None,
-             force: bool = False) -> bool:
+def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, force: bool = False) -> bool:
     """Generate the dataset in ``out_dir``.
 
     Returns False (and writes nothing) when ``out_dir`` already holds a
@@ -235,15 +155,35 @@ def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None,
     cfg.validate()
     root = Path(out_dir)
     meta_file = root / 'meta.json'
-    meta = asdict(cfg)
-    meta['class_frequencies'] = list(cfg.class_frequencies)
-    meta['classes'] = list(CLASSES)
-    if not force and meta_file.is_file():
-        if json.loads(meta_file.read_text()) == meta:
-            return False
+    meta = dict(asdict(cfg), class_frequencies=list(cfg.class_frequencies),
+                classes=list(CLASSES))
+    if not force and meta_file.is_file() and json.loads(meta_file.read_text()) == meta:
+        return False
+    probs = np.asarray(cfg.class_frequencies, dtype=np.float64)
+    probs = probs / probs.sum()
+    categories = [dict(id=i + 1, name=name, supercategory='shape')
+                  for i, name in enumerate(CLASSES)]
     # Different seeds per split so val is not a copy of the start of train.
-    _split(root, 'train', cfg.num_train, cfg.seed * 2 + 0, cfg)
-    _split(root, 'val', cfg.num_val, cfg.seed * 2 + 1, cfg)
+    for split, num_images, seed in (('train', cfg.num_train, cfg.seed * 2),
+                                    ('val', cfg.num_val, cfg.seed * 2 + 1)):
+        rng = np.random.default_rng(seed)
+        (root / split).mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for img_id in range(num_images):
+            img, objects = _make_image(rng, cfg, probs)
+            file_name = f'{img_id:06d}.jpg'
+            Image.fromarray(img).save(root / split / file_name, quality=95)
+            images.append(dict(id=img_id, file_name=file_name, width=cfg.img_size,
+                               height=cfg.img_size))
+            for label_id, (x1, y1, x2, y2), area in objects:
+                annotations.append(dict(id=len(annotations) + 1, image_id=img_id,
+                                        category_id=label_id + 1,
+                                        bbox=[x1, y1, x2 - x1, y2 - y1], area=area, iscrowd=0))
+        ann_file = root / 'annotations' / f'instances_{split}.json'
+        ann_file.parent.mkdir(parents=True, exist_ok=True)
+        ann_file.write_text(json.dumps(dict(
+            info=dict(description='mmdet-polyloss synthetic shapes', seed=seed),
+            images=images, annotations=annotations, categories=categories)))
     meta_file.write_text(json.dumps(meta, indent=2))
     return True
 
@@ -252,7 +192,7 @@ def class_counts(ann_file: str) -> Dict[str, int]:
     """Number of annotations per class name in a COCO instances file."""
     data = json.loads(Path(ann_file).read_text())
     names = {c['id']: c['name'] for c in data['categories']}
-    counts = {name: 0 for name in names.values()}
+    counts = dict.fromkeys(names.values(), 0)
     for ann in data['annotations']:
         counts[names[ann['category_id']]] += 1
     return counts
