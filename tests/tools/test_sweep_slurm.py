@@ -26,6 +26,40 @@ FOCAL = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
 NAMES = ('retinanet_tiny_fpn_focal_shapes', 'retinanet_tiny_fpn_poly1-eps-1_shapes')
 EPOCHS = 10
 SIGNAL_SECONDS = 60
+#: Seconds each training iteration is held back, so that a run outlasts the signals the
+#: test sends it however fast the machine trains (8 iterations an epoch).
+PACE_SECONDS = 1.0
+PACE_HOOK = '''"""Hold each training iteration back by ``seconds`` (the Slurm test's pace)."""
+import time
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class PaceHook(Hook):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        time.sleep(self.seconds)
+'''
+
+
+def paced_configs(workspace: Path) -> List[Path]:
+    """The demo's focal and Poly-1 configs (same file names, so the same run names),
+    each with the pace hook, imported from the workspace (put on PYTHONPATH)."""
+    (workspace / 'pace_hook.py').write_text(PACE_HOOK)
+    (workspace / 'paced').mkdir()
+    paced = []
+    for config in (FOCAL, POLY):
+        path = workspace / 'paced' / config.name
+        path.write_text(f"_base_ = '{config}'\n"
+                        "custom_imports = dict(imports=['mmdet_polyloss', 'pace_hook'], "
+                        "allow_failed_imports=False)\n"
+                        f"custom_hooks = [dict(type='PaceHook', seconds={PACE_SECONDS})]\n")
+        paced.append(path)
+    return paced
 
 
 def sweep(args: List[str], cwd: Path, env: Dict[str, str]) -> subprocess.CompletedProcess:
@@ -63,14 +97,18 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
     ``scontrol requeue`` once it has a checkpoint; the Poly-1 run's time limit is
     cut short once it has one (``scontrol update TimeLimit``, so that the USR1
     ``--signal-seconds`` before it, which Slurm sends up to 30 s early, lands in
-    the middle of training on a machine of any speed): it stops, requeues itself
-    and resumes. Both finish from their checkpoints (mmengine's "resumed epoch"),
-    the report job writes both rows, and a rerun submits nothing."""
+    the middle of training): it stops, requeues itself and resumes. Both finish
+    from their checkpoints (mmengine's "resumed epoch"), the report job writes both
+    rows, and a rerun submits nothing. A hook holds each iteration back
+    (``PACE_SECONDS``), so the runs outlast the signals on a machine of any speed."""
     cluster = slurm_cluster
     workspace = make_workspace(tmp_path, num_train=32, num_val=8)
+    focal_config, poly_config = paced_configs(workspace)
+    env = dict(cluster.env, PYTHONPATH=str(workspace))
     options = [o for o in FAST if not o.startswith(('randomness.seed=', 'train_cfg.'))]
     options += [f'train_cfg.max_epochs={EPOCHS}', 'train_cfg.val_interval=100']
-    args = [str(POLY), '--baseline', str(FOCAL), '--epsilons', '-1', '--work-dir-root',
+    args = [str(poly_config), '--baseline', str(focal_config), '--epsilons', '-1',
+            '--work-dir-root',
             'sweep', '--launcher', 'slurm', '--partition', cluster.partition, '--gpus', '0',
             '--time', '15', '--signal-seconds', str(SIGNAL_SECONDS),
             '--cfg-options', *options]
@@ -79,7 +117,7 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
     timings: Dict[str, float] = {}
     start = time.monotonic()
 
-    first = sweep(args, workspace, cluster.env)
+    first = sweep(args, workspace, env)
     assert 'submitted 2 runs as job array' in first.stdout, first.stdout
     assert f'squeue --name {first.stdout.split("job name ")[1].split(")")[0]}' in first.stdout
     jobs = dict(re.findall(r'^  (\S+) +job (\d+_\d+) log ', first.stdout, re.MULTILINE))
@@ -93,7 +131,7 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
     wait_until(both_running, 60, 'both runs running at once', interval=1.0)
     timings['both running'] = time.monotonic() - start
     # Run again while they run: each run's state, nothing submitted.
-    again = sweep(args, workspace, cluster.env)
+    again = sweep(args, workspace, env)
     assert 'submitted' not in again.stdout.replace('not submitted', '')
     for name in NAMES:
         assert re.search(rf'{re.escape(name)} +running +job {jobs[name]} ', again.stdout), \
@@ -147,7 +185,7 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
 
     # A finished sweep, run again: every run done, nothing submitted, the report again.
     run_files = sorted((root / 'slurm').glob('*.json'))
-    done = sweep(args, workspace, cluster.env)
+    done = sweep(args, workspace, env)
     assert 'every run is done; nothing submitted' in done.stdout, done.stdout
     for name in NAMES:
         assert re.search(rf'{re.escape(name)} +done ', done.stdout), done.stdout
