@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmdet.models.losses import CrossEntropyLoss
 from mmdet.registry import MODELS
+from mmengine.registry import DefaultScope
 
 import mmdet_polyloss  # noqa: F401
 from mmdet_polyloss import Poly1CrossEntropyLoss
@@ -85,7 +86,8 @@ def test_reduction_override_and_ignore_index_override():
 
 
 def test_registry_and_epsilon_effect():
-    loss = MODELS.build(dict(type='Poly1CrossEntropyLoss', epsilon=-1.0, loss_weight=1.0))
+    with DefaultScope.overwrite_default_scope('mmdet'):  # as mmdet's runner builds
+        loss = MODELS.build(dict(type='Poly1CrossEntropyLoss', epsilon=-1.0, loss_weight=1.0))
     assert type(loss) is Poly1CrossEntropyLoss and loss.use_sigmoid is False
     pred = make_logits(N, C)
     label = torch.randint(0, C, (N,), generator=torch.Generator().manual_seed(5))

@@ -5,6 +5,7 @@ import pytest
 import torch
 from mmdet.models.losses import FocalLoss
 from mmdet.registry import MODELS
+from mmengine.registry import DefaultScope
 
 import mmdet_polyloss  # noqa: F401  (registers the losses)
 from mmdet_polyloss import Poly1FocalLoss, PolyNFocalLoss
@@ -85,13 +86,14 @@ def test_module_applies_epsilon_and_loss_weight_last():
 
 
 def test_registry_builds_both_losses_with_their_arguments():
-    poly1 = MODELS.build(dict(type='Poly1FocalLoss', use_sigmoid=True, gamma=1.0, alpha=0.5,
-                              epsilon=-1.0, alpha_weighted_poly=False, loss_weight=2.0,
-                              allow_negative_loss=True))
+    with DefaultScope.overwrite_default_scope('mmdet'):  # as mmdet's runner builds
+        poly1 = MODELS.build(dict(type='Poly1FocalLoss', use_sigmoid=True, gamma=1.0,
+                                  alpha=0.5, epsilon=-1.0, alpha_weighted_poly=False,
+                                  loss_weight=2.0, allow_negative_loss=True))
+        polyn = MODELS.build(dict(type='PolyNFocalLoss', epsilons=[-1.0, 0.25]))
     assert type(poly1) is Poly1FocalLoss
     assert (poly1.gamma, poly1.alpha, poly1.epsilons, poly1.alpha_weighted_poly,
             poly1.loss_weight) == (1.0, 0.5, (-1.0,), False, 2.0)
-    polyn = MODELS.build(dict(type='PolyNFocalLoss', epsilons=[-1.0, 0.25]))
     assert polyn.epsilons == (-1.0, 0.25)
     pred, labels = make_logits(N, C), make_labels(N, C)
     torch.testing.assert_close(
