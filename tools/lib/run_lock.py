@@ -18,6 +18,8 @@ from typing import Dict, Iterator, List, Optional
 
 #: The lock file in a run's work dir (the job script's name for it).
 LOCK_NAME = '.slurm-run.lock'
+#: The sweep's marker in a run's work dir: its key and state (tools/lib/sweep_plan.py).
+MARKER = '.sweep-run.json'
 
 
 class RunBusy(Exception):

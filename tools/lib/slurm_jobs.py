@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence
 
 from tools.lib.errors import UserError
+from tools.lib.run_lock import MARKER
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The job script every array task runs.
@@ -63,8 +64,6 @@ RUN_FILE_FORMAT = 'mmdet-polyloss slurm runs'
 RUN_FILE_VERSION = 1
 #: In a test command, replaced by the checkpoint that the work dir's ``last_checkpoint`` names.
 LAST_CHECKPOINT = '@LAST_CHECKPOINT@'
-#: The run's marker in its work dir (``tools/lib/sweep_plan.py`` writes the same file).
-MARKER = '.sweep-run.json'
 #: The environment variable that names the Python the job script reads the run file with.
 PYTHON_VARIABLE = 'POLYLOSS_PYTHON'
 #: MASTER_PORT = PORT_BASE + job id % PORT_SPAN: below Linux's ephemeral ports (32768+).

@@ -22,9 +22,8 @@ from typing import Dict, List, Optional, Sequence
 
 from tools.lib.cli import apply_cfg_options, parse_cfg_options, read_config
 from tools.lib.errors import UserError
-from tools.lib.run_lock import LOCK_NAME
+from tools.lib.run_lock import LOCK_NAME, MARKER
 
-MARKER = '.sweep-run.json'
 #: Losses whose ``epsilon`` the sweep sets.
 POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')
 _EPSILON_IN_NAME = re.compile(r'eps[+-]?[0-9.]+')

@@ -17,6 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
+from tools.lib.run_lock import MARKER
+
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
 BASELINE_LOSSES: Mapping[str, str] = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}
 _TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
@@ -281,7 +283,7 @@ def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str
     train_cfg do."""
     marker = None
     with contextlib.suppress(OSError, ValueError):
-        marker = json.loads((work_dir / '.sweep-run.json').read_text())
+        marker = json.loads((work_dir / MARKER).read_text())
     state = marker.get('state') if isinstance(marker, dict) else None
     if isinstance(state, str):
         return '' if state in ('trained', 'tested') else (
