@@ -91,7 +91,11 @@ def poly1(epsilon: float, naive: bool = False) -> LossFn:
             'reference', pred, labels, weight, epsilons=(epsilon,), avg_factor=avg_factor,
             **settings)
     from mmdet_polyloss.losses import Poly1FocalLoss
-    module = Poly1FocalLoss(use_sigmoid=True, epsilon=epsilon, **settings)
+    return module_loss(Poly1FocalLoss(use_sigmoid=True, epsilon=epsilon, **settings))
+
+
+def module_loss(module: torch.nn.Module) -> LossFn:
+    """An mmdet loss module as a :data:`LossFn` (``avg_factor`` by keyword)."""
     return lambda pred, labels, weight, avg_factor: module(
         pred, labels, weight, avg_factor=avg_factor)
 
@@ -124,8 +128,7 @@ def load_baseline(device: str, mmcv_src: Optional[str]) -> Tuple[Optional[LossFn
         module = FocalLoss(use_sigmoid=True, gamma=GAMMA, alpha=ALPHA)
     except Exception as err:  # any error: no mmdet / mmcv, or a failed JIT build
         return None, f'{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}'
-    return lambda pred, labels, weight, avg_factor: module(
-        pred, labels, weight, avg_factor=avg_factor), ''
+    return module_loss(module), ''
 
 
 def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
