@@ -11,12 +11,11 @@ mmdet's FocalLoss cannot be loaded although ``--mmcv-src`` was given.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 # The repository root on the path in place of this folder, whose module names
-# (report, measure) are not meant to be top-level ones.
+# (cases, measure) are not meant to be top-level ones.
 _HERE = Path(__file__).resolve().parent
 if sys.path and Path(sys.path[0] or '.').resolve() == _HERE:
     del sys.path[0]
@@ -24,7 +23,7 @@ sys.path.insert(0, str(_HERE.parents[1]))
 
 import torch  # after the path set-up above, like every import below
 
-from tools.benchmark import agreement, cases, measure, report
+from tools.benchmark import cases, measure
 from tools.lib import errors
 
 
@@ -69,7 +68,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add('--mmcv-src', default=None, help='mmcv source tree to JIT-build its CUDA focal kernel '
         'from when mmcv CUDA ops are not importable')
     add('--out', type=Path, default=None,
-        help='write the markdown report here and a .json next to it')
+        help='write the markdown report here')
     add('--train-step', action='store_true',
         help='also time a RetinaNet training step (needs mmdet)')
     add('--train-images', type=_positive_int, default=2)
@@ -98,62 +97,53 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; 1 when anything failed (see above)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_worker:
-        return measure.memory_worker(args, *cases.load_baseline(args.device, args.mmcv_src))
-    env = report.environment(args)
-    print(f"# {env['command']}\n# {env['date_utc']}, torch {env['torch']}, "
-          f"triton {env['triton']}, {env['device']}", flush=True)
     mmdet_fn, mmdet_error = cases.load_baseline(args.device, args.mmcv_src)
-    notes = []
+    if args.memory_worker:
+        return measure.memory_worker(args, mmdet_fn, mmdet_error)
+    notes, failures = [], []
     if mmdet_error:
-        print(f'!! {cases.MMDET} could not be loaded ({mmdet_error}); continuing without it',
-              flush=True)
+        print(f'!! {cases.MMDET} could not be loaded ({mmdet_error}); continuing without it')
         notes.append(f'{cases.MMDET} not loaded: {mmdet_error}')
-    if args.device == 'cuda':
-        from mmdet_polyloss.functional import triton_kernels
-        if not triton_kernels.AVAILABLE:
-            notes.append('Triton kernels unavailable: the fused method runs its eager path')
-
-    cpu_before, started = measure.busy_cpu_seconds(), time.perf_counter()
+    from mmdet_polyloss.functional import triton_kernels
+    if args.device == 'cuda' and not triton_kernels.AVAILABLE:
+        notes.append('Triton kernels unavailable: the fused method runs its eager path')
     bandwidth = measure.copy_bandwidth() if args.device == 'cuda' else None
-    results = report.Results(env, args, bandwidth, notes,
-                             probe=agreement.accuracy_probe(mmdet_fn, mmdet_error, args.device))
-    for images, dtype_name, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error):
-        results.tables.append(measure.benchmark_case(methods, case, args, dtype_name, images,
-                                                     bandwidth))
-        if args.out is not None:  # so far, in case the run is cut short
-            report.write(args.out, results, partial=True)
-    if args.train_step:
-        try:
-            results.train = measure.train_step(args)
-        except Exception as err:  # any error: reported, and fails the run below
-            results.train = {'error': f'{type(err).__name__}: {str(err).strip()[:300]}'}
-
-    memory_error = measure.add_memory_columns(results.tables, args, mmdet_fn, mmdet_error)
+    peaks, memory_error = measure.cpu_peaks(argv) if args.device == 'cpu' else (None, '')
     if memory_error:
         notes.append(f'no memory column: {memory_error}')
-    notes.append(measure.contention_note(cpu_before, time.perf_counter() - started,
-                                         args.device))
-    print('\n' + report.render(results), flush=True)
-    if args.out is not None:
-        report.write(args.out, results)
 
-    failed_checks = [c for t in results.tables for c in t.checks if c.ok is False]
-    failed_rows = [f'{t.dtype}/{t.images}: {r.method}: {r.note}' for t in results.tables
-                   for r in t.rows if r.note.startswith('failed')]
-    if results.train is not None and 'error' in results.train:
-        failed_rows.append(f"--train-step: {results.train['error']}")
+    report = measure.header(args, bandwidth) + [f'- {note}' for note in notes]
+    probe = cases.accuracy_probe(mmdet_fn, mmdet_error, args.device)
+    checks, tables = [], []
+    for where, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error):
+        case_checks, table, failed = measure.benchmark_case(
+            where, case, methods, args, bandwidth, None if peaks is None else peaks.get(where, {}))
+        checks, tables, failures = checks + case_checks, tables + table, failures + failed
+    report += [''] * bool(notes) + ['## Agreement', ''] + [f'- {c.line}' for c in checks]
+    report += [''] + probe + tables
+    if args.train_step:
+        try:
+            train = measure.train_step(args)
+        except Exception as err:  # any error: reported, and fails the run below
+            train = [f'Skipped: {type(err).__name__}: {str(err).strip()[:300]}']
+            failures.append(f'--train-step: {train[0][len("Skipped: "):]}')
+        report += ['## RetinaNet R50-FPN training step', ''] + train + ['']
+    print('\n' + '\n'.join(report), flush=True)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text('\n'.join(report) + '\n')
+
     if args.mmcv_src and mmdet_error:
-        failed_rows.append(f'{cases.MMDET} (--mmcv-src {args.mmcv_src}): not loaded: '
-                           f'{mmdet_error}')
-    for check in failed_checks:
-        print(f'!!! DISAGREEMENT: {check.line()}', file=sys.stderr)
-    for failure in failed_rows:
+        failures.append(f'{cases.MMDET} (--mmcv-src {args.mmcv_src}): not loaded: {mmdet_error}')
+    for check in (c for c in checks if c.ok is False):
+        print(f'!!! DISAGREEMENT: {check.line}', file=sys.stderr)
+    for failure in failures:
         print(f'!!! METHOD FAILED: {failure}', file=sys.stderr)
-    return 1 if failed_checks or failed_rows else 0
+    return 1 if failures or any(c.ok is False for c in checks) else 0
 
 
 if __name__ == '__main__':

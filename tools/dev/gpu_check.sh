@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# The GPU check: on a CUDA machine that already has torch (with Triton), pytest
-# and hypothesis, run the CUDA tests of the pure-torch parts and the GPU
-# benchmark (with a RetinaNet training step); write everything under $OUT
-# (default: gpu_results/). About 4 minutes on an H200.
+# The GPU check, on a CUDA machine with torch (and Triton), pytest and hypothesis: the
+# CUDA tests and the GPU benchmark (with a RetinaNet training step), everything written
+# under $OUT (default gpu_results/: environment.txt, pytest_cuda*.log, benchmark_cuda.md
+# and .log). About 4 minutes on an H200.
 #
 #   bash tools/dev/prepare_gpu_carry.sh     # once, where pip works
 #   bash tools/dev/gpu_check.sh             # on the GPU machine, with .gpu_carry/ copied along
 #
-# GPU_CARRY (default .gpu_carry): what prepare_gpu_carry.sh made. Its wheels
-# (mmengine, mmdet, mmcv without compiled ops, ...) go into a temporary folder;
-# its mmcv kernel sources become MMCV_SRC, from which the benchmark JIT-builds
-# mmcv's CUDA focal kernel, mmdet FocalLoss's baseline (mmcv_cuda_focal.py).
-# Without it, the machine needs mmdet installed (this package imports it), and
-# mmcv's compiled ops for the baseline and the training step.
+# GPU_CARRY (default .gpu_carry): its wheels (mmengine, mmdet, mmcv without compiled ops)
+# go into a temporary folder; its mmcv kernel sources become MMCV_SRC, from which the
+# benchmark JIT-builds mmcv's CUDA focal kernel (mmcv_cuda_focal.py). Without it the
+# machine needs mmdet, and mmcv's compiled ops for the baseline and the training step.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -36,9 +34,8 @@ status=0
 mmengine.__version__, "mmcv", mmcv.__version__)'; echo "MMCV_SRC=$MMCV_SRC"; } 2>&1 | tee "$OUT/environment.txt"
 
 echo "== CUDA tests (tests/functional: every test taking 'device' runs on cuda too)"
-# pytest-xdist, where installed, spreads the CPU side over 4 workers. The slow
-# test there reruns the loss tests through Triton's CPU interpreter (CI's job;
-# it also imports mmdet, whose ops the stand-in below provides only later).
+# pytest-xdist, where installed, spreads the CPU side over 4 workers. The slow test
+# (Triton's CPU interpreter, CI's job) imports mmdet before the stand-in exists.
 XDIST=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 4")
 timeout 180 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" $XDIST tests/functional 2>&1 |
   tee "$OUT/pytest_cuda.log" | tail -n 15

@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
-# Prepare what the GPU check needs on a GPU machine without network access: run
-# it once where pip reaches the package registries, then copy DEST to the GPU
-# machine with the checkout. Idempotent: a second run returns at once.
+# What the GPU check needs on a GPU machine without network access: run once where pip
+# reaches the registries, then copy DEST along with the checkout. A second run returns
+# at once.    bash tools/dev/prepare_gpu_carry.sh [DEST]      (default DEST: .gpu_carry)
 #
-#   bash tools/dev/prepare_gpu_carry.sh [DEST]      (default DEST: .gpu_carry)
-#
-# DEST/mmcv-2.1.0/mmcv/ops/csrc/common  mmcv's CUDA kernel sources: the GPU
-#     check JIT-builds mmcv's focal kernel alone from them (tools/dev/mmcv_cuda_focal.py).
-# DEST/wheels/  mmcv without compiled ops (mmcv-lite, built here from the same
-#     sdist), mmengine, mmdet and the dependencies a plain CUDA PyTorch image
-#     lacks, for CPython 3.12 on x86-64 Linux (PYTHON_VERSION to change).
-#
-# tools/dev/gpu_check.sh finds .gpu_carry/ in the checkout by itself
-# (GPU_CARRY=DEST for another place); .gitignore ignores /.gpu_carry/.
+# DEST/mmcv-2.1.0/mmcv/ops/csrc/common  mmcv's CUDA kernel sources, from which the GPU
+#     check JIT-builds mmcv's focal kernel alone (tools/dev/mmcv_cuda_focal.py).
+# DEST/wheels/  mmcv without compiled ops (mmcv-lite, built here from the same sdist),
+#     mmengine, mmdet and the dependencies a plain CUDA PyTorch image lacks, for CPython
+#     3.12 on x86-64 Linux (PYTHON_VERSION to change).
+# gpu_check.sh finds .gpu_carry/ by itself (GPU_CARRY=DEST for another place).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=$(realpath -m "${1:-$ROOT/.gpu_carry}")
