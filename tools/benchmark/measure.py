@@ -1,5 +1,4 @@
-"""Time and peak extra memory of forward + backward, a RetinaNet training step, and
-the report's markdown."""
+"""Time and peak extra memory of forward + backward, a RetinaNet training step, report."""
 import argparse
 import contextlib
 import copy
@@ -15,7 +14,6 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -33,15 +31,6 @@ RETINANET = ("_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'\n"
 Peaks = Dict[str, Optional[float]]  # peak extra MiB by method
 
 
-@dataclass
-class Row:
-    """One method in one table."""
-    method: str
-    note: str = ''
-    first_ms: Optional[float] = None
-    median_ms: Optional[float] = None
-
-
 def cuda_event_ms(action: Callable[[], object]) -> float:
     """Milliseconds of ``action`` on the current CUDA stream, between two events."""
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -52,24 +41,18 @@ def cuda_event_ms(action: Callable[[], object]) -> float:
     return start.elapsed_time(end)
 
 
-def time_call(row: Row, method: Method, case: Inputs, device: str) -> Optional[float]:
-    """Milliseconds of one forward + backward; None once the row failed (its note says why)."""
-    if row.note:
-        return None
+def time_call(method: Method, case: Inputs, device: str) -> float:
+    """Milliseconds of one forward + backward."""
     case.pred.grad = None
-    try:
-        if device == 'cuda':
-            torch.cuda.synchronize()
-            return cuda_event_ms(lambda: fwd_bwd(method, case))
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        elapsed = cuda_event_ms(lambda: fwd_bwd(method, case))
+    else:
         begin = time.perf_counter()
         fwd_bwd(method, case)
-        return (time.perf_counter() - begin) * 1e3
-    except Exception as err:  # any error (e.g. out of memory): report and carry on
-        row.note = f'failed: {type(err).__name__}: {str(err).splitlines()[0][:160]}'
-        torch.cuda.empty_cache()
-        return None
-    finally:
-        case.pred.grad = None
+        elapsed = (time.perf_counter() - begin) * 1e3
+    case.pred.grad = None
+    return elapsed
 
 
 def copy_bandwidth(nbytes: int = 1 << 30) -> float:
@@ -92,51 +75,40 @@ def _proc_status_kib(key: str) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith(key + ':'))
 
 
-def peak_extra_bytes(method: Method, case: Inputs, device: str) -> Optional[float]:
-    """Peak memory of one forward + backward above that before it; None where the CPU
-    peak cannot be reset (no /proc/self/clear_refs)."""
-    case.pred.grad = None
-    gc.collect()
-    if device == 'cuda':
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        fwd_bwd(method, case)
-        torch.cuda.synchronize()
-        extra = torch.cuda.max_memory_allocated() - before
-    else:
-        call_libc('malloc_trim', 0)  # free heap pages back to the OS first
-        try:
-            with open('/proc/self/clear_refs', 'w') as refs:
-                refs.write('5')  # resets the peak RSS (VmHWM) to the current RSS
-        except OSError:
-            return None
-        before = _proc_status_kib('VmRSS')
-        fwd_bwd(method, case)
-        extra = (_proc_status_kib('VmHWM') - before) * 1024
-    case.pred.grad = None
-    return float(extra)
-
-
 def peaks_mib(methods: List[Method], case: Inputs, device: str) -> Peaks:
-    """Each runnable method's peak extra MiB after a warm-up call (None: not measurable)."""
+    """Each runnable method's peak MiB in forward + backward (after a warm-up call) above
+    that before it; none where it failed or there is no /proc/self/clear_refs."""
     peaks: Peaks = {}
     for method in (m for m in methods if m.fn is not None):
         try:
             fwd_bwd(method, case)
-            extra = peak_extra_bytes(method, case, device)
-            peaks[method.name] = None if extra is None else extra / 2.0 ** 20
+            case.pred.grad = None
+            gc.collect()
+            if device == 'cuda':
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
+                fwd_bwd(method, case)
+                torch.cuda.synchronize()
+                peaks[method.name] = (torch.cuda.max_memory_allocated() - before) / 2 ** 20
+            else:
+                call_libc('malloc_trim', 0)  # free heap pages back to the OS first
+                with open('/proc/self/clear_refs', 'w') as refs:
+                    refs.write('5')  # resets the peak RSS (VmHWM) to the current RSS
+                before = _proc_status_kib('VmRSS')
+                fwd_bwd(method, case)
+                peaks[method.name] = (_proc_status_kib('VmHWM') - before) / 2 ** 10
         except Exception:  # any error: the timing reports it
             torch.cuda.empty_cache()
+        case.pred.grad = None
     return peaks
 
 
 def memory_worker(args: argparse.Namespace, mmdet_fn: Optional[cases.LossFn],
                   mmdet_error: str) -> int:
-    """``--memory-worker``: the CPU peaks of every case as one JSON line. Every allocation
-    >= 1 MiB gets its own mmap here, so that the RSS follows the live tensors (in malloc's
-    heap the peak came out up to 2x them); that slows every call and cannot be undone,
-    hence a process of its own."""
+    """``--memory-worker``: every case's CPU peaks as one JSON line. Each allocation >= 1 MiB
+    gets its own mmap, so that the RSS follows the live tensors (in malloc's heap the peak
+    came out up to 2x them); that slows every call for good, hence a process of its own."""
     call_libc('mallopt', -3, 1 << 20)  # M_MMAP_THRESHOLD, also ends the dynamic threshold
     peaks = {where: peaks_mib(methods, case, args.device)
              for where, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error)}
@@ -145,8 +117,7 @@ def memory_worker(args: argparse.Namespace, mmdet_fn: Optional[cases.LossFn],
 
 
 def cpu_peaks(argv: List[str]) -> Tuple[Dict[str, Peaks], str]:
-    """The peaks of every case from a memory worker (this command line with
-    --memory-worker), and why there are none, or ''."""
+    """Every case's peaks from a memory worker (this command line), and why none, or ''."""
     done = subprocess.run([sys.executable, str(SCRIPT), *argv, '--memory-worker'],
                           capture_output=True, text=True)
     found = [line for line in done.stdout.splitlines() if line.startswith(MEMORY_TAG)]
@@ -169,60 +140,52 @@ def _ratio(value: Optional[float], base: Optional[float]) -> Optional[float]:
 def benchmark_case(where: str, case: Inputs, methods: List[Method], args: argparse.Namespace,
                    bandwidth: Optional[float],
                    peaks: Optional[Peaks]) -> Tuple[List[Check], List[str], List[str]]:
-    """First calls, agreement checks, interleaved timing, then (``peaks`` None) the peaks
-    here: the checks, the table's markdown and the methods that failed."""
-    rows = {m.name: Row(m.name, m.unsupported) for m in methods}
-    runnable = [m for m in methods if m.fn is not None]
-    for method in runnable:  # first call (Triton compile, caches) before anything else
-        rows[method.name].first_ms = time_call(rows[method.name], method, case, args.device)
-    checks = cases.agreement_checks(methods, case, where, args.seed)
-    print('\n'.join(check.line for check in checks), flush=True)
-    gc.collect()
-    torch.cuda.empty_cache()  # a no-op where CUDA is unused, as everywhere here
-
-    times: Dict[str, List[float]] = {m.name: [] for m in runnable}
-    for repeat in range(args.warmup - 1 + args.repeats):  # interleaved: drift hits all alike
-        for method in runnable:
-            elapsed = time_call(rows[method.name], method, case, args.device)
-            if elapsed is not None and repeat >= args.warmup - 1:
-                times[method.name].append(elapsed)
-    timed = [m for m in runnable if times[m.name] and not rows[m.name].note]
-    for method in timed:
-        rows[method.name].median_ms = statistics.median(times[method.name])
-    peaks = peaks_mib(timed, case, args.device) if peaks is None else peaks
-
-    skipped, base = [], Row('')
-    for row in (rows[name] for name in (cases.MMDET, cases.NAIVE) if name in rows):
-        if row.median_ms is not None:  # the first one timed, by preference
-            base = row
-            break
-        skipped.append(f'{row.method} {row.note}')
-    note = ' (no baseline ran)' if not base.method else \
-        f' ({"; ".join(skipped)}, so ratios are vs {base.method})' if skipped else ''
+    """Interleaved timing, the agreement checks after the first calls, then (``peaks``
+    None) the peaks: the checks, the table's markdown and the methods that failed."""
+    notes = {m.name: m.unsupported for m in methods}
+    times: Dict[str, List[float]] = {m.name: [] for m in methods}
+    for repeat in range(args.warmup + args.repeats):  # interleaved: drift hits all alike
+        if repeat == 1:  # after the first calls (Triton compiles, caches)
+            checks = cases.agreement_checks(methods, case, where, args.seed)
+            print('\n'.join(check.line for check in checks), flush=True)
+            gc.collect()
+            torch.cuda.empty_cache()  # a no-op where CUDA is unused, as everywhere here
+        for method in (m for m in methods if not notes[m.name]):
+            try:
+                times[method.name].append(time_call(method, case, args.device))
+            except Exception as err:  # any error (e.g. out of memory): noted, on with the rest
+                notes[method.name] = f'failed: {type(err).__name__}: ' \
+                    + str(err).splitlines()[0][:160]
+                torch.cuda.empty_cache()
+    medians = {name: statistics.median(t[args.warmup:]) for name, t in times.items()
+               if not notes[name]}
+    if peaks is None:
+        peaks = peaks_mib([m for m in methods if m.name in medians], case, args.device)
+    base = next((name for name in (cases.MMDET, cases.NAIVE) if name in medians), None)
+    note = ' (no baseline ran)' if base is None else '' if base == cases.MMDET else \
+        f' ({cases.MMDET} {notes[cases.MMDET]}, so ratios are vs {base})'
     # the floor: logits read once + labels read once + gradient written once
     floor_ms = (2 * case.pred.numel() * case.pred.element_size() + case.labels.numel()
                 * case.labels.element_size()) / bandwidth * 1e3 if bandwidth else None
     lines = [f'## {where}: {case.pred.shape[0]} x {case.pred.shape[1]}, '
-             f'{int(case.avg_factor)} positives', '', f'Baseline: {base.method or "none"}{note}'
+             f'{int(case.avg_factor)} positives', '', f'Baseline: {base or "none"}{note}'
              + (f'; floor {floor_ms:.3f} ms' if floor_ms else ''), '',
              '| method | first call ms | median ms | x baseline | peak extra MiB | x baseline '
              '| x floor |', '|---|---:|---:|---:|---:|---:|---:|']
-    for row in rows.values():
-        peak = peaks.get(row.method)
-        lines.append(f'| {row.method} | {row.note or "—"} | | | | | |' if row.median_ms is None
-                     else f'| {row.method} | ' + _cells(
-                         (row.first_ms, 4), (row.median_ms, 4),
-                         (_ratio(row.median_ms, base.median_ms), 3), (peak, 4),
-                         (_ratio(peak, peaks.get(base.method)), 3),
-                         (_ratio(row.median_ms, floor_ms), 3)))
-    failed = [f'{where}: {r.method}: {r.note}' for r in rows.values() if r.note.startswith('fail')]
+    for name, why in notes.items():
+        median, peak = medians.get(name), peaks.get(name)
+        lines.append(f'| {name} | {why or "—"} | | | | | |' if median is None else
+                     f'| {name} | ' + _cells(
+                         (times[name][0], 4), (median, 4), (_ratio(median, medians.get(base)), 3),
+                         (peak, 4), (_ratio(peak, peaks.get(base)), 3),
+                         (_ratio(median, floor_ms), 3)))
+    failed = [f'{where}: {name}: {why}' for name, why in notes.items() if why[:6] == 'failed']
     return checks, lines + [''], failed
 
 
 def train_step(args: argparse.Namespace) -> List[str]:
     """The report's lines on a RetinaNet R50-FPN training step with FocalLoss and with
-    Poly1FocalLoss(epsilon=-1) as ``bbox_head.loss_cls``, from the same weights (after
-    :func:`cases.load_baseline` has prepared mmcv's focal op)."""
+    Poly1FocalLoss(epsilon=-1) as loss_cls, from the same weights (after load_baseline)."""
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
@@ -274,15 +237,17 @@ def train_step(args: argparse.Namespace) -> List[str]:
 def portable_path(word: str) -> str:
     """A path inside the checkout relative to it, any other absolute one as ``<its name>``."""
     path, root = Path(word), SCRIPT.parents[2]
-    if not path.is_absolute():
-        return word
-    return str(path.relative_to(root)) if path.is_relative_to(root) else f'<{path.name}>'
+    if path.is_absolute():
+        return str(path.relative_to(root)) if path.is_relative_to(root) else f'<{path.name}>'
+    return word
 
 
-def header(args: argparse.Namespace, bandwidth: Optional[float]) -> List[str]:
+def header(args: argparse.Namespace, bandwidth: Optional[float], notes: List[str]) -> List[str]:
     """The report's title, command (naming no folder of this machine), date, versions,
-    device and method."""
-    from mmdet_polyloss.functional.triton_kernels import triton
+    device, method and notes."""
+    from mmdet_polyloss.functional.triton_kernels import AVAILABLE, triton
+    if args.device == 'cuda' and not AVAILABLE:
+        notes = notes + ['Triton kernels unavailable: the fused method runs its eager path']
     if args.device == 'cuda':
         device = torch.cuda.get_device_name()
     else:
@@ -310,4 +275,5 @@ def header(args: argparse.Namespace, bandwidth: Optional[float]) -> List[str]:
                'separate process on the same inputs whose malloc mmaps buffers >= 1 MiB.'), '',
             ] + ([f'Measured device copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write); '
                   'floor = (logits read once + labels read once + gradient written once) / '
-                  'bandwidth.', ''] if bandwidth else [])
+                  'bandwidth.', ''] if bandwidth else []) + [f'- {note}' for note in notes] + [
+        ''] * bool(notes)

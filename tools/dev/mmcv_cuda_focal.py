@@ -1,10 +1,8 @@
-"""mmcv's CUDA focal-loss op where mmcv was installed without compiled ops.
-
-:func:`ensure_ops` registers a stand-in ``mmcv._ext`` whose sigmoid focal loss runs
-mmcv 2.1.0's own kernel header (JIT-compiled from an mmcv source tree on first use)
-behind a launcher like mmcv's (the host-synchronising label check, one launch), so
-that mmcv's op and mmdet's ``FocalLoss`` run unchanged. Its other ops raise
-``NotImplementedError`` when called (``import mmdet`` only imports them)."""
+"""mmcv's CUDA focal-loss op where mmcv was installed without compiled ops: a stand-in
+``mmcv._ext`` (:func:`ensure_ops`) runs mmcv 2.1.0's own kernel header, JIT-compiled from
+an mmcv source tree on first use, behind a launcher like mmcv's (the host-synchronising
+label check, one launch), so that mmcv's op and mmdet's FocalLoss run unchanged. Its
+other ops raise NotImplementedError when called (``import mmdet`` only imports them)."""
 import functools
 import importlib.util
 import os
@@ -50,10 +48,8 @@ void focal_backward(Tensor input, Tensor target, Tensor grad, double gamma, doub
 }
 '''
 _DECLARATIONS = '''
-void focal_forward(at::Tensor input, at::Tensor target, at::Tensor output, double gamma,
-                   double alpha);
-void focal_backward(at::Tensor input, at::Tensor target, at::Tensor grad, double gamma,
-                    double alpha);
+void focal_forward(at::Tensor, at::Tensor, at::Tensor, double, double);
+void focal_backward(at::Tensor, at::Tensor, at::Tensor, double, double);
 '''
 #: What :func:`ensure_ops` answers when the stand-in serves mmcv's focal op.
 STAND_IN = 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
@@ -77,14 +73,21 @@ def _build(mmcv_src: str):
                        extra_cuda_cflags=['-O3'])
 
 
-def _no_class_weight(weight: Tensor) -> None:
-    if weight.numel():
-        raise NotImplementedError('the stand-in focal op takes no per-class weight '
-                                  f'(got one of shape {tuple(weight.shape)})')
+def _focal_op(launcher: str):
+    """mmcv's ``sigmoid_focal_loss_forward`` or ``_backward``, without per-class weights."""
+    def op(self, input: Tensor, target: Tensor, weight: Tensor, out: Tensor, gamma: float,
+           alpha: float) -> None:
+        if weight.numel():
+            raise NotImplementedError('the stand-in focal op takes no per-class weight '
+                                      f'(got one of shape {tuple(weight.shape)})')
+        getattr(self._kernels, launcher)(input, target, out, gamma, alpha)
+    return op
 
 
 class FocalOnlyExt(types.ModuleType):
     """A stand-in for ``mmcv._ext`` that has mmcv's sigmoid focal loss only."""
+    sigmoid_focal_loss_forward = _focal_op('focal_forward')
+    sigmoid_focal_loss_backward = _focal_op('focal_backward')
 
     def __init__(self, mmcv_src: str) -> None:
         super().__init__('mmcv._ext', 'stand-in: sigmoid focal loss only (mmcv_cuda_focal)')
@@ -93,16 +96,6 @@ class FocalOnlyExt(types.ModuleType):
     @functools.cached_property
     def _kernels(self):
         return _build(self._mmcv_src)
-
-    def sigmoid_focal_loss_forward(self, input: Tensor, target: Tensor, weight: Tensor,
-                                   output: Tensor, gamma: float, alpha: float) -> None:
-        _no_class_weight(weight)
-        self._kernels.focal_forward(input, target, output, gamma, alpha)
-
-    def sigmoid_focal_loss_backward(self, input: Tensor, target: Tensor, weight: Tensor,
-                                    grad_input: Tensor, gamma: float, alpha: float) -> None:
-        _no_class_weight(weight)
-        self._kernels.focal_backward(input, target, grad_input, gamma, alpha)
 
     def __getattr__(self, name: str):
         if name.startswith('__'):
