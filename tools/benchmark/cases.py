@@ -63,10 +63,11 @@ class Check:
     line: str
 
 
-def make_base_inputs(images: int, anchors: int, classes: int, positives: int,
-                     seed: int) -> Tuple[Tensor, Tensor, Tensor, float]:
-    """CPU float32 logits ~ N(prior, 1), labels (``positives`` random classes per image, else
-    background: ``classes``), weights (~1% of the background 0), avg_factor (positives)."""
+def make_case(images: int, anchors: int, classes: int, positives: int, seed: int,
+              dtype: torch.dtype, device: str) -> Inputs:
+    """Logits ~ N(prior, 1) drawn in float32 and rounded to ``dtype``, labels (``positives``
+    random classes per image, else background: ``classes``), weights (~1% of the
+    background 0) and avg_factor (the positives), the same for every dtype and device."""
     gen = torch.Generator().manual_seed(seed)
     rows = images * anchors
     logits = torch.randn(rows, classes, generator=gen).add_(PRIOR_LOGIT)
@@ -75,15 +76,8 @@ def make_base_inputs(images: int, anchors: int, classes: int, positives: int,
         index = torch.randperm(anchors, generator=gen)[:positives] + image * anchors
         labels[index] = torch.randint(0, classes, (positives,), generator=gen)
     ignored = (torch.rand(rows, generator=gen) < IGNORED_FRACTION) & (labels == classes)
-    return logits, labels, (~ignored).float(), float(images * positives)
-
-
-def to_case(base: Tuple[Tensor, Tensor, Tensor, float], dtype: torch.dtype,
-            device: str) -> Inputs:
-    """The base inputs on ``device``, logits rounded to ``dtype`` (a fresh leaf)."""
-    logits, labels, weight, avg_factor = base
-    pred = logits.to(device=device, dtype=dtype, copy=True).requires_grad_(True)
-    return Inputs(pred, labels.to(device), weight.to(device), avg_factor)
+    return Inputs(logits.to(device, dtype).requires_grad_(), labels.to(device),
+                  (~ignored).float().to(device), float(images * positives))
 
 
 def fwd_bwd(method: Method, case: Inputs, loss_scale: float = 1.0) -> Tensor:
@@ -148,14 +142,13 @@ def iter_cases(args: argparse.Namespace, mmdet_fn: Optional[LossFn],
                mmdet_error: str) -> Iterator[Tuple[str, Inputs, List[Method]]]:
     """('dtype, N image(s)', inputs, methods) of every size x dtype, the same every time."""
     for images in args.images:
-        base = make_base_inputs(images, args.anchors_per_image, args.classes,
-                                args.positives_per_image, args.seed)
         for name in args.dtype:
-            yield (f'{name}, {images} image(s)', to_case(base, DTYPES[name], args.device),
+            yield (f'{name}, {images} image(s)',
+                   make_case(images, args.anchors_per_image, args.classes,
+                             args.positives_per_image, args.seed, DTYPES[name], args.device),
                    build_methods(args.device, mmdet_fn, mmdet_error, DTYPES[name]))
+            gc.collect()
             torch.cuda.empty_cache()  # a no-op where CUDA is unused, as everywhere here
-        del base
-        gc.collect()
 
 
 def relative_error(value: Tensor, reference: Tensor) -> float:

@@ -42,17 +42,14 @@ def cuda_event_ms(action: Callable[[], object]) -> float:
 
 
 def time_call(method: Method, case: Inputs, device: str) -> float:
-    """Milliseconds of one forward + backward."""
+    """Milliseconds of one forward + backward (the last gradient freed before)."""
     case.pred.grad = None
     if device == 'cuda':
         torch.cuda.synchronize()
-        elapsed = cuda_event_ms(lambda: fwd_bwd(method, case))
-    else:
-        begin = time.perf_counter()
-        fwd_bwd(method, case)
-        elapsed = (time.perf_counter() - begin) * 1e3
-    case.pred.grad = None
-    return elapsed
+        return cuda_event_ms(lambda: fwd_bwd(method, case))
+    begin = time.perf_counter()
+    fwd_bwd(method, case)
+    return (time.perf_counter() - begin) * 1e3
 
 
 def copy_bandwidth(nbytes: int = 1 << 30) -> float:
@@ -246,10 +243,11 @@ def header(args: argparse.Namespace, bandwidth: Optional[float], notes: List[str
     """The report's title, command (naming no folder of this machine), date, versions,
     device, method and notes."""
     from mmdet_polyloss.functional.triton_kernels import AVAILABLE, triton
-    if args.device == 'cuda' and not AVAILABLE:
-        notes = notes + ['Triton kernels unavailable: the fused method runs its eager path']
     if args.device == 'cuda':
         device = torch.cuda.get_device_name()
+        memory = 'CUDA max_memory_allocated above memory_allocated before the call'
+        if not AVAILABLE:
+            notes = notes + ['Triton kernels unavailable: the fused method runs its eager path']
     else:
         cpu = None
         with contextlib.suppress(OSError), open('/proc/cpuinfo') as info:
@@ -257,23 +255,20 @@ def header(args: argparse.Namespace, bandwidth: Optional[float], notes: List[str
                         if line.startswith('model name')), None)
         device = (f'{cpu or platform.processor() or "CPU"} ({torch.get_num_threads()} '
                   f'torch threads, {os.cpu_count()} CPUs)')
+        memory = ('peak RSS (VmHWM after clear_refs) above RSS before the call, in a process '
+                  'whose malloc mmaps buffers >= 1 MiB')
     return ['# Loss benchmark: Poly-1 focal vs mmdet FocalLoss', '',
             f'Command: `PYTHONPATH=. python {shlex.join(map(portable_path, sys.argv))}`', '',
             f'Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; torch '
             f'{torch.__version__}, triton {triton.__version__ if triton else "not installed"}, '
             f'Python {platform.python_version()}; device: {device}', '',
             f'Inputs: {args.anchors_per_image} anchors/image x {args.classes} classes, '
-            f'{args.positives_per_image} positives/image (random classes), the rest background;'
-            f' ~{cases.IGNORED_FRACTION:.0%} of anchors ignored (weight 0); avg_factor = '
-            f'positives; logits ~ N({cases.PRIOR_LOGIT:.2f}, 1); gamma {cases.GAMMA}, alpha '
-            f'{cases.ALPHA}; Poly-1 timed at epsilon=-1; seed {args.seed}. Forward + backward, '
-            f'{args.warmup} warm-up calls (the first reported as "first call"), then median of '
-            f'{args.repeats} interleaved calls. Peak extra memory: '
-            + ('CUDA max_memory_allocated above memory_allocated before the call.'
-               if args.device == 'cuda' else
-               'process peak RSS (VmHWM after clear_refs) above RSS before the call, in a '
-               'separate process on the same inputs whose malloc mmaps buffers >= 1 MiB.'), '',
-            ] + ([f'Measured device copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write); '
-                  'floor = (logits read once + labels read once + gradient written once) / '
-                  'bandwidth.', ''] if bandwidth else []) + [f'- {note}' for note in notes] + [
-        ''] * bool(notes)
+            f'{args.positives_per_image} positives/image (random classes), the rest background,'
+            f' ~{cases.IGNORED_FRACTION:.0%} of anchors ignored; avg_factor = positives; logits '
+            f'~ N({cases.PRIOR_LOGIT:.2f}, 1); gamma {cases.GAMMA}, alpha {cases.ALPHA}; Poly-1 '
+            f'at epsilon=-1; seed {args.seed}. Forward + backward: {args.warmup} warm-up calls '
+            f'(the first is "first call"), then the median of {args.repeats} interleaved calls.'
+            f' Peak extra memory: {memory}.', ''] + ([
+                f'Measured device copy bandwidth: {bandwidth / 1e9:.0f} GB/s (read + write); floor'
+                ' = (logits read once + labels read once + gradient written once) / bandwidth.',
+                ''] if bandwidth else []) + [f'- {note}' for note in notes] + [''] * bool(notes)
