@@ -100,6 +100,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if mmdet_error:
         print(f'!! {cases.MMDET} could not be loaded ({mmdet_error}); continuing without it')
         notes.append(f'{cases.MMDET} not loaded: {mmdet_error}')
+        if args.mmcv_src:  # asked for, so its absence fails the run
+            failures.append(f'{cases.MMDET} (--mmcv-src {args.mmcv_src}): not loaded: '
+                            f'{mmdet_error}')
     bandwidth = measure.copy_bandwidth() if args.device == 'cuda' else None
     peaks, memory_error = measure.cpu_peaks(argv) if args.device == 'cpu' else (None, '')
     if memory_error:
@@ -125,8 +128,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text('\n'.join(report) + '\n')
 
-    if args.mmcv_src and mmdet_error:
-        failures.append(f'{cases.MMDET} (--mmcv-src {args.mmcv_src}): not loaded: {mmdet_error}')
     for check in (c for c in checks if c.ok is False):
         print(f'!!! DISAGREEMENT: {check.line}', file=sys.stderr)
     for failure in failures:
