@@ -1,16 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check, on a CUDA machine with torch (and Triton), pytest and hypothesis: the
-# CUDA tests and the GPU benchmark (with a RetinaNet training step), everything written
-# under $OUT (default gpu_results/: environment.txt, pytest_cuda*.log, benchmark_cuda.md
-# and .log). About 4 minutes on an H200.
-#
-#   bash tools/dev/prepare_gpu_carry.sh     # once, where pip works
-#   bash tools/dev/gpu_check.sh             # on the GPU machine, with .gpu_carry/ copied along
-#
-# GPU_CARRY (default .gpu_carry): its wheels (mmengine, mmdet, mmcv without compiled ops)
-# go into a temporary folder; its mmcv kernel sources become MMCV_SRC, from which the
-# benchmark JIT-builds mmcv's CUDA focal kernel (mmcv_cuda_focal.py). Without it the
-# machine needs mmdet, and mmcv's compiled ops for the baseline and the training step.
+# The GPU check (about 4 minutes on an H200): the CUDA tests and the GPU benchmark with a
+# RetinaNet training step, written under $OUT (default gpu_results/: environment.txt,
+# pytest_cuda*.log, benchmark_cuda.md and .log). On a CUDA machine with torch, Triton,
+# pytest and hypothesis, after `bash tools/dev/prepare_gpu_carry.sh` where pip works and
+# with its .gpu_carry/ (GPU_CARRY) copied along: its wheels (mmengine, mmdet, mmcv without
+# compiled ops) go into a temporary folder, its mmcv sources become MMCV_SRC, from which
+# mmcv's CUDA focal kernel is JIT-built (mmcv_cuda_focal.py). Without it the machine needs
+# mmdet, and mmcv's compiled ops for the baseline and the training step.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
