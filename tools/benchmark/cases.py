@@ -120,18 +120,29 @@ def load_baseline(device: str, mmcv_src: Optional[str]) -> Tuple[Optional[LossFn
     return module_loss(module), ''
 
 
+@contextlib.contextmanager
+def value_checks_off() -> Iterator[None]:
+    """The package's public switch off for a call, then back as it was."""
+    from mmdet_polyloss.functional import set_value_checks
+    previous = set_value_checks(False)
+    try:
+        yield
+    finally:
+        set_value_checks(previous)
+
+
 def build_methods(device: str, mmdet_fn: Optional[LossFn], mmdet_error: str,
                   dtype: torch.dtype, epsilon: float = -1.0) -> List[Method]:
     """The compared methods for one dtype, Poly-1 at ``epsilon``."""
-    from mmdet_polyloss.functional import checks, triton_kernels
+    from mmdet_polyloss.functional import triton_kernels
     if mmdet_fn is None:
         mmdet = Method(MMDET, None, unsupported=f'not loaded: {mmdet_error}')
     elif device == 'cuda' and dtype == torch.bfloat16:
         mmdet = Method(MMDET, None, unsupported="unsupported (mmcv's kernel: fp32/fp16 only)")
     else:
         mmdet = Method(MMDET, mmdet_fn)
-    unchecked = functools.partial(mock.patch.object, checks, '_value_checks', False)
-    methods = [mmdet, Method(FUSED, poly1(epsilon)), Method(UNCHECKED, poly1(epsilon), unchecked)]
+    methods = [mmdet, Method(FUSED, poly1(epsilon)),
+               Method(UNCHECKED, poly1(epsilon), value_checks_off)]
     if device == 'cuda':  # the fused path on its eager ops, forward and backward
         no_triton = functools.partial(mock.patch.object, triton_kernels, 'AVAILABLE', False)
         methods.append(Method(EAGER, poly1(epsilon), no_triton))
