@@ -1,8 +1,7 @@
 """tools/benchmark/benchmark_loss.py: end to end on CPU with tiny sizes in a
 subprocess (from another directory, without PYTHONPATH), its argument errors,
-and the agreement check of tools/benchmark/agreement.py against wrong
+and the agreement check of tools/benchmark/cases.py against wrong
 implementations."""
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from typing import List
 import pytest
 import torch
 
-from tools.benchmark import agreement, benchmark_loss, cases, measure
+from tools.benchmark import benchmark_loss, cases, measure
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / 'tools' / 'benchmark' / 'benchmark_loss.py'
@@ -57,21 +56,26 @@ def test_tiny_cpu_run_agrees_and_reports_every_method(tmp_path):
         assert len(timed) == 2, (method, rows)  # one row per dtype, with numbers
         assert all(float(r.split('|')[3]) > 0 for r in timed), timed
 
-    assert out.read_text().startswith('# Loss benchmark')
-    assert 'Other processes used' in out.read_text()
-    data = json.loads(out.with_suffix('.json').read_text())
-    assert [t['dtype'] for t in data['tables']] == ['float32', 'bfloat16']
-    assert all(c['ok'] for t in data['tables'] for c in t['checks'])
+    report = out.read_text()
+    assert report.startswith('# Loss benchmark')
+    assert result.stdout.rstrip().endswith(report.rstrip())
+    assert report.count('\n- [OK] ') == 20 and 'MISMATCH' not in report
+    titles = [line for line in report.splitlines() if line.startswith('## ')]
+    assert [t.split(',')[0] for t in titles if 'image(s)' in t] == ['## float32', '## bfloat16']
+    baselines = [line for line in report.splitlines() if line.startswith('Baseline:')]
+    assert baselines[0] == 'Baseline: mmdet FocalLoss', baselines
     # Single fp32 elements at |logit| up to 40 against float64: every CPU method
     # (mmdet's torch path included) is accurate to a few ulp in loss and gradient.
-    probe = data['accuracy_probe']
-    assert {(r['target'], abs(r['logit'])) for r in probe} >= {('background', 40.0),
-                                                               ('positive', 40.0)}
-    for row in probe:
-        assert set(row['errors']) == set(CPU_METHODS), row
-        assert all(max(err) < 1e-5 for err in row['errors'].values()), row
-    assert '## Accuracy at large logits' in result.stdout
-    assert data['tables'][0]['baseline'] == 'mmdet FocalLoss'
+    probe = report.split('## Accuracy at large logits')[1].split('\n## ')[0].splitlines()
+    table = [[cell.strip() for cell in line.strip('|').split('|')] for line in probe
+             if line.startswith('| ')]
+    assert table[0][3:] == list(CPU_METHODS), table[0]
+    assert {(row[0], abs(float(row[1]))) for row in table[1:]} >= {('background', 40.0),
+                                                                   ('positive', 40.0)}
+    for row in table[1:]:
+        assert len(row) == 3 + len(CPU_METHODS), row
+        errors = [float(e) for cell in row[3:] for e in cell.split(' / ')]
+        assert all(err < 1e-5 for err in errors), row
 
 
 def test_bad_arguments_give_a_clear_error():
@@ -109,13 +113,12 @@ def test_agreement_check_fails_wrong_implementations(dtype):
     (alpha 0.2525, epsilon -0.99) and a gradient zeroed below 1e-5 of its maximum,
     in every dtype (the per-dtype tolerances of the old check let bf16 pass
     3 to 5 % errors)."""
-    base = cases.make_base_inputs(1, 3000, 8, 20, seed=0)
-    case = cases.to_case(base, dtype, 'cpu')
-    reference = agreement.float64_reference(case, -1.0)
-    tolerances = (agreement.LOSS_RTOL, agreement.GRAD_RTOL, agreement.GRAD_ATOL_FRACTION[dtype])
+    case = cases.make_case(1, 3000, 8, 20, 0, dtype, 'cpu')
+    reference = cases.float64_reference(case, -1.0)
+    tolerances = (cases.LOSS_RTOL, cases.GRAD_RTOL, cases.GRAD_ATOL_FRACTION[dtype])
 
     def check(fn):
-        return agreement.compare('check', cases.Method('m', fn), reference, case, tolerances)
+        return cases.compare('check', cases.Method('m', fn), reference, case, tolerances)
 
     assert check(cases.poly1(-1.0)).ok
     assert not check(cases.poly1(-0.99)).ok

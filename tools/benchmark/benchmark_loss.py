@@ -1,22 +1,19 @@
 #!/usr/bin/env python
 """Benchmark Poly-1 focal loss against mmdet's FocalLoss on RetinaNet-like inputs.
 
-Checks every method against float64, then times forward + backward and
-measures peak extra memory (with ``--train-step`` also a RetinaNet training
-step); docs/benchmarks.md explains the report. Exit status 1, after the
-report, when a check disagrees, a method or the training step fails, or
-mmdet's FocalLoss cannot be loaded although ``--mmcv-src`` was given.
+Checks every method against float64, then times forward + backward and peak extra
+memory (``--train-step``: also a RetinaNet training step); docs/benchmarks.md explains
+the report. Exit status 1, after the report, when a check disagrees, a method or the
+training step fails, or mmdet's FocalLoss cannot be loaded despite ``--mmcv-src``.
 
     PYTHONPATH=. python tools/benchmark/benchmark_loss.py --device cpu --images 1 2
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-# The repository root on the path in place of this folder, whose module names
-# (report, measure) are not meant to be top-level ones.
+# The repository root on the path in place of this folder (its modules are no top-level ones).
 _HERE = Path(__file__).resolve().parent
 if sys.path and Path(sys.path[0] or '.').resolve() == _HERE:
     del sys.path[0]
@@ -24,7 +21,7 @@ sys.path.insert(0, str(_HERE.parents[1]))
 
 import torch  # after the path set-up above, like every import below
 
-from tools.benchmark import agreement, cases, measure, report
+from tools.benchmark import cases, measure
 from tools.lib import errors
 
 
@@ -39,7 +36,6 @@ def _positive_int(text: str) -> int:
 
 
 def _image_size(text: str) -> Tuple[int, int]:
-    """'HxW' -> (H, W), both positive."""
     parts = text.lower().split('x')
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
         raise argparse.ArgumentTypeError(f'{text!r} is not HEIGHTxWIDTH, e.g. 512x512')
@@ -50,32 +46,27 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """The command line, with the device-dependent defaults filled in."""
     parser = errors.ArgumentParser(prog='benchmark_loss.py', description=__doc__.split('\n\n')[0])
     add = parser.add_argument
-    add('--device', choices=('cpu', 'cuda'), default=None,
-        help='default: cuda when available, else cpu')
+    add('--device', choices=('cpu', 'cuda'), help='default: cuda when available, else cpu')
     add('--images', type=_positive_int, nargs='+', default=[1, 2, 8],
         help='batch sizes (images), each one table')
     add('--anchors-per-image', type=_positive_int, default=100_000)
     add('--classes', type=_positive_int, default=80)
     add('--positives-per-image', type=_positive_int, default=200)
     add('--dtype', nargs='+', choices=tuple(cases.DTYPES), default=['float32'])
-    add('--repeats', type=_positive_int, default=None,
+    add('--repeats', type=_positive_int,
         help='timed calls per method (default 20 on cuda, 5 on cpu)')
     add('--warmup', type=_positive_int, default=2,
         help='untimed-for-the-median calls per method; the first is reported as "first call"')
     add('--seed', type=int, default=0)
-    add('--threads', type=_positive_int, default=None,
-        help="torch CPU threads (default: torch's). On a small, shared machine 1 avoids "
-             'OpenMP barrier stalls under contention')
-    add('--mmcv-src', default=None, help='mmcv source tree to JIT-build its CUDA focal kernel '
-        'from when mmcv CUDA ops are not importable')
-    add('--out', type=Path, default=None,
-        help='write the markdown report here and a .json next to it')
-    add('--train-step', action='store_true',
-        help='also time a RetinaNet training step (needs mmdet)')
+    add('--threads', type=_positive_int, help="torch CPU threads (default: torch's); on a "
+        'small, shared machine 1 avoids OpenMP barrier stalls under contention')
+    add('--mmcv-src', help='mmcv source tree to JIT-build its CUDA focal kernel from when '
+        'mmcv CUDA ops are not importable')
+    add('--out', type=Path, help='write the markdown report here')
+    add('--train-step', action='store_true', help='also time a RetinaNet training step')
     add('--train-images', type=_positive_int, default=2)
-    add('--train-size', type=_image_size, default=None,
-        help='HxW (default 512x512 on cpu, 800x1333 on cuda)')
-    add('--train-repeats', type=_positive_int, default=None,
+    add('--train-size', type=_image_size, help='HxW (default 512x512 on cpu, 800x1333 on cuda)')
+    add('--train-repeats', type=_positive_int,
         help='timed steps per loss (default 10 on cuda, 3 on cpu)')
     add('--memory-worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -98,62 +89,50 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark; 1 when anything failed (see above)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.memory_worker:
-        return measure.memory_worker(args, *cases.load_baseline(args.device, args.mmcv_src))
-    env = report.environment(args)
-    print(f"# {env['command']}\n# {env['date_utc']}, torch {env['torch']}, "
-          f"triton {env['triton']}, {env['device']}", flush=True)
     mmdet_fn, mmdet_error = cases.load_baseline(args.device, args.mmcv_src)
-    notes = []
+    if args.memory_worker:
+        return measure.memory_worker(args, mmdet_fn, mmdet_error)
+    notes, failures = [], []
     if mmdet_error:
-        print(f'!! {cases.MMDET} could not be loaded ({mmdet_error}); continuing without it',
-              flush=True)
+        print(f'!! {cases.MMDET} could not be loaded ({mmdet_error}); continuing without it')
         notes.append(f'{cases.MMDET} not loaded: {mmdet_error}')
-    if args.device == 'cuda':
-        from mmdet_polyloss.functional import triton_kernels
-        if not triton_kernels.AVAILABLE:
-            notes.append('Triton kernels unavailable: the fused method runs its eager path')
-
-    cpu_before, started = measure.busy_cpu_seconds(), time.perf_counter()
+        if args.mmcv_src:  # asked for, so its absence fails the run
+            failures.append(f'{cases.MMDET} (--mmcv-src {args.mmcv_src}): not loaded: '
+                            f'{mmdet_error}')
     bandwidth = measure.copy_bandwidth() if args.device == 'cuda' else None
-    results = report.Results(env, args, bandwidth, notes,
-                             probe=agreement.accuracy_probe(mmdet_fn, mmdet_error, args.device))
-    for images, dtype_name, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error):
-        results.tables.append(measure.benchmark_case(methods, case, args, dtype_name, images,
-                                                     bandwidth))
-        if args.out is not None:  # so far, in case the run is cut short
-            report.write(args.out, results, partial=True)
-    if args.train_step:
-        try:
-            results.train = measure.train_step(args)
-        except Exception as err:  # any error: reported, and fails the run below
-            results.train = {'error': f'{type(err).__name__}: {str(err).strip()[:300]}'}
-
-    memory_error = measure.add_memory_columns(results.tables, args, mmdet_fn, mmdet_error)
+    peaks, memory_error = measure.cpu_peaks(argv) if args.device == 'cpu' else (None, '')
     if memory_error:
         notes.append(f'no memory column: {memory_error}')
-    notes.append(measure.contention_note(cpu_before, time.perf_counter() - started,
-                                         args.device))
-    print('\n' + report.render(results), flush=True)
-    if args.out is not None:
-        report.write(args.out, results)
 
-    failed_checks = [c for t in results.tables for c in t.checks if c.ok is False]
-    failed_rows = [f'{t.dtype}/{t.images}: {r.method}: {r.note}' for t in results.tables
-                   for r in t.rows if r.note.startswith('failed')]
-    if results.train is not None and 'error' in results.train:
-        failed_rows.append(f"--train-step: {results.train['error']}")
-    if args.mmcv_src and mmdet_error:
-        failed_rows.append(f'{cases.MMDET} (--mmcv-src {args.mmcv_src}): not loaded: '
-                           f'{mmdet_error}')
-    for check in failed_checks:
-        print(f'!!! DISAGREEMENT: {check.line()}', file=sys.stderr)
-    for failure in failed_rows:
+    report = measure.header(args, bandwidth, notes)
+    probe = cases.accuracy_probe(mmdet_fn, mmdet_error, args.device)
+    checks, tables = [], []
+    for where, case, methods in cases.iter_cases(args, mmdet_fn, mmdet_error):
+        case_checks, table, failed = measure.benchmark_case(
+            where, case, methods, args, bandwidth, None if peaks is None else peaks.get(where, {}))
+        checks, tables, failures = checks + case_checks, tables + table, failures + failed
+    report += ['## Agreement', ''] + [f'- {c.line}' for c in checks] + [''] + probe + tables
+    if args.train_step:
+        try:
+            train = measure.train_step(args)
+        except Exception as err:  # any error: reported, and fails the run below
+            error = f'{type(err).__name__}: {str(err).strip()[:300]}'
+            train, failures = [f'Skipped: {error}'], failures + [f'--train-step: {error}']
+        report += ['## RetinaNet R50-FPN training step', ''] + train + ['']
+    print('\n' + '\n'.join(report), flush=True)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text('\n'.join(report) + '\n')
+
+    for check in (c for c in checks if c.ok is False):
+        print(f'!!! DISAGREEMENT: {check.line}', file=sys.stderr)
+    for failure in failures:
         print(f'!!! METHOD FAILED: {failure}', file=sys.stderr)
-    return 1 if failed_checks or failed_rows else 0
+    return 1 if failures or any(c.ok is False for c in checks) else 0
 
 
 if __name__ == '__main__':

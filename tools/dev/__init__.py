@@ -1,3 +1,1 @@
-"""Developer tools for GPU machines: preparing one without network access
-(``prepare_gpu_carry.sh``), the GPU check (``gpu_check.sh``) and mmcv's CUDA
-focal op without mmcv's compiled ops (:mod:`.mmcv_cuda_focal`)."""
+"""Developer tools for GPU machines: prepare_gpu_carry.sh, gpu_check.sh, mmcv_cuda_focal."""

@@ -1,18 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check: on a CUDA machine that already has torch (with Triton), pytest
-# and hypothesis, run the CUDA tests of the pure-torch parts and the GPU
-# benchmark (with a RetinaNet training step); write everything under $OUT
-# (default: gpu_results/). About 4 minutes on an H200.
-#
-#   bash tools/dev/prepare_gpu_carry.sh     # once, where pip works
-#   bash tools/dev/gpu_check.sh             # on the GPU machine, with .gpu_carry/ copied along
-#
-# GPU_CARRY (default .gpu_carry): what prepare_gpu_carry.sh made. Its wheels
-# (mmengine, mmdet, mmcv without compiled ops, ...) go into a temporary folder;
-# its mmcv kernel sources become MMCV_SRC, from which the benchmark JIT-builds
-# mmcv's CUDA focal kernel, mmdet FocalLoss's baseline (mmcv_cuda_focal.py).
-# Without it, the machine needs mmdet installed (this package imports it), and
-# mmcv's compiled ops for the baseline and the training step.
+# The GPU check (about 4 minutes on an H200): the CUDA tests and the GPU benchmark with a
+# RetinaNet training step, written under $OUT (default gpu_results/: environment.txt,
+# pytest_cuda*.log, benchmark_cuda.md and .log). On a CUDA machine with torch, Triton,
+# pytest and hypothesis, after `bash tools/dev/prepare_gpu_carry.sh` where pip works and
+# with its .gpu_carry/ (GPU_CARRY) copied along: its wheels (mmengine, mmdet, mmcv without
+# compiled ops) go into a temporary folder, its mmcv sources become MMCV_SRC, from which
+# mmcv's CUDA focal kernel is JIT-built (mmcv_cuda_focal.py). Without it the machine needs
+# mmdet, and mmcv's compiled ops for the baseline and the training step.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -28,6 +22,11 @@ fi
 MMCV_KERNELS=$(ls -d "$GPU_CARRY"/mmcv-*/ 2>/dev/null | head -n 1)
 MMCV_SRC=${MMCV_SRC:-${MMCV_KERNELS%/}}
 status=0
+step() {  # step TITLE LOG SHOWN COMMAND...: COMMAND's output into $OUT/LOG, SHOWN lines of it
+  echo "== $1"; local log=$OUT/$2 shown=$3; shift 3
+  "$@" 2>&1 | tee "$log" | tail -n "$shown"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+}
 
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv;
   python3 -c 'import torch, triton; print("torch", torch.__version__, "cuda", torch.version.cuda,
@@ -35,31 +34,22 @@ status=0
   python3 -c 'import mmdet, mmengine, mmcv; print("mmdet", mmdet.__version__, "mmengine",
 mmengine.__version__, "mmcv", mmcv.__version__)'; echo "MMCV_SRC=$MMCV_SRC"; } 2>&1 | tee "$OUT/environment.txt"
 
-echo "== CUDA tests (tests/functional: every test taking 'device' runs on cuda too)"
-# pytest-xdist, where installed, spreads the CPU side over 4 workers. The slow
-# test there reruns the loss tests through Triton's CPU interpreter (CI's job;
-# it also imports mmdet, whose ops the stand-in below provides only later).
+# pytest-xdist, where installed, spreads the CPU side over 4 workers. The slow test
+# (Triton's CPU interpreter, CI's job) imports mmdet before the stand-in exists.
 XDIST=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 4")
-timeout 180 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" $XDIST tests/functional 2>&1 |
-  tee "$OUT/pytest_cuda.log" | tail -n 15
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-
+step "CUDA tests (tests/functional: every test taking 'device' runs on cuda too)" \
+  pytest_cuda.log 15 timeout 180 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" \
+  $XDIST tests/functional
 if [ -n "$MMCV_SRC" ] && python3 -c 'import mmdet' 2>/dev/null; then
-  echo "== CUDA tests against mmdet's FocalLoss (mmcv's kernel, JIT-built from MMCV_SRC)"
-  timeout 150 python3 -c 'import sys
+  step "CUDA tests against mmdet's FocalLoss (mmcv's kernel, JIT-built from MMCV_SRC)" \
+    pytest_cuda_mmdet.log 15 timeout 150 python3 -c 'import sys
 import pytest
 from tools.dev import mmcv_cuda_focal
 print("mmcv focal op:", mmcv_cuda_focal.ensure_ops(sys.argv[1]), flush=True)
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-rs", "-k", "equals_mmdet",
-                      "tests/losses/test_poly_focal_loss.py"]))' "$MMCV_SRC" 2>&1 |
-    tee "$OUT/pytest_cuda_mmdet.log" | tail -n 15
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+                      "tests/losses/test_poly_focal_loss.py"]))' "$MMCV_SRC"
 fi
-
-echo "== GPU benchmark"
-timeout 300 python3 tools/benchmark/benchmark_loss.py --device cuda \
-    --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
-    --train-step --train-repeats 20 \
-    --out "$OUT/benchmark_cuda.md" 2>&1 | tee "$OUT/benchmark_cuda.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+step "GPU benchmark" benchmark_cuda.log +1 timeout 300 python3 tools/benchmark/benchmark_loss.py \
+  --device cuda --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
+  --train-step --train-repeats 20 --out "$OUT/benchmark_cuda.md"
 exit "$status"

@@ -1,15 +1,8 @@
-"""mmcv's CUDA focal-loss op where mmcv was installed without compiled ops.
-
-mmdet's ``FocalLoss`` sends integer labels on CUDA to mmcv's kernel
-(``mmcv.ops.sigmoid_focal_loss``) in mmcv's compiled extension ``mmcv._ext``.
-:func:`ensure_ops` registers a stand-in ``mmcv._ext`` whose
-``sigmoid_focal_loss_forward``/``_backward`` run mmcv 2.1.0's own kernel header
-(JIT-compiled from an mmcv source tree on first use) behind a launcher that
-does what mmcv's does: the host-synchronising label check, one kernel launch.
-mmcv's Python op and mmdet's ``FocalLoss`` then run unchanged. Every other op
-of the stand-in raises ``NotImplementedError`` when called (importing them is
-all ``import mmdet`` needs). Compiled mmcv ops, where installed, are left alone.
-"""
+"""mmcv's CUDA focal-loss op where mmcv was installed without compiled ops: a stand-in
+``mmcv._ext`` (:func:`ensure_ops`) runs mmcv 2.1.0's own kernel header, JIT-compiled from
+an mmcv source tree on first use, behind a launcher like mmcv's (the host-synchronising
+label check, one launch), so that mmcv's op and mmdet's FocalLoss run unchanged. Its
+other ops raise NotImplementedError when called (``import mmdet`` only imports them)."""
 import functools
 import importlib.util
 import os
@@ -28,43 +21,38 @@ using at::Tensor;
 #define PYTORCH_CUDA_HELPER  // mmcv's helper pulls in THC headers that torch 2.x removed
 #include "sigmoid_focal_loss_cuda_kernel.cuh"
 
+template <bool backward>
+void launch(Tensor input, Tensor target, Tensor out, double gamma, double alpha) {
+  const int n = out.numel();
+  at::cuda::CUDAGuard guard(input.device());
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND_HALF(input.scalar_type(), "sigmoid_focal_loss", [&] {
+    auto kernel = backward ? sigmoid_focal_loss_backward_cuda_kernel<scalar_t>
+                           : sigmoid_focal_loss_forward_cuda_kernel<scalar_t>;
+    kernel<<<GET_BLOCKS(n), THREADS_PER_BLOCK, 0, stream>>>(
+        n, input.data_ptr<scalar_t>(), target.data_ptr<int64_t>(), nullptr,
+        out.data_ptr<scalar_t>(), gamma, alpha, input.size(1));
+  });
+  AT_CUDA_CHECK(cudaGetLastError());
+}
+
 void focal_forward(Tensor input, Tensor target, Tensor output, double gamma, double alpha) {
   // mmcv's launcher checks the labels on the host: one sync per call.
   TORCH_CHECK(target.max().item<int64_t>() <= input.size(1),
               "target label should smaller or equal than num classes");
-  const int n = output.numel();
-  at::cuda::CUDAGuard guard(input.device());
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(input.scalar_type(), "focal_forward", [&] {
-    sigmoid_focal_loss_forward_cuda_kernel<scalar_t>
-        <<<GET_BLOCKS(n), THREADS_PER_BLOCK, 0, stream>>>(
-            n, input.data_ptr<scalar_t>(), target.data_ptr<int64_t>(), nullptr,
-            output.data_ptr<scalar_t>(), gamma, alpha, input.size(1));
-  });
-  AT_CUDA_CHECK(cudaGetLastError());
+  launch<false>(input, target, output, gamma, alpha);
 }
 
-void focal_backward(Tensor input, Tensor target, Tensor grad_input, double gamma,
-                    double alpha) {
-  const int n = grad_input.numel();
-  at::cuda::CUDAGuard guard(input.device());
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND_HALF(input.scalar_type(), "focal_backward", [&] {
-    sigmoid_focal_loss_backward_cuda_kernel<scalar_t>
-        <<<GET_BLOCKS(n), THREADS_PER_BLOCK, 0, stream>>>(
-            n, input.data_ptr<scalar_t>(), target.data_ptr<int64_t>(), nullptr,
-            grad_input.data_ptr<scalar_t>(), gamma, alpha, input.size(1));
-  });
-  AT_CUDA_CHECK(cudaGetLastError());
+void focal_backward(Tensor input, Tensor target, Tensor grad, double gamma, double alpha) {
+  launch<true>(input, target, grad, gamma, alpha);
 }
 '''
-
 _DECLARATIONS = '''
-void focal_forward(at::Tensor input, at::Tensor target, at::Tensor output, double gamma,
-                   double alpha);
-void focal_backward(at::Tensor input, at::Tensor target, at::Tensor grad_input,
-                    double gamma, double alpha);
+void focal_forward(at::Tensor, at::Tensor, at::Tensor, double, double);
+void focal_backward(at::Tensor, at::Tensor, at::Tensor, double, double);
 '''
+#: What :func:`ensure_ops` answers when the stand-in serves mmcv's focal op.
+STAND_IN = 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
 
 
 def _kernel_sources(mmcv_src: str) -> str:
@@ -85,8 +73,21 @@ def _build(mmcv_src: str):
                        extra_cuda_cflags=['-O3'])
 
 
+def _focal_op(launcher: str):
+    """mmcv's ``sigmoid_focal_loss_forward`` or ``_backward``, without per-class weights."""
+    def op(self, input: Tensor, target: Tensor, weight: Tensor, out: Tensor, gamma: float,
+           alpha: float) -> None:
+        if weight.numel():
+            raise NotImplementedError('the stand-in focal op takes no per-class weight '
+                                      f'(got one of shape {tuple(weight.shape)})')
+        getattr(self._kernels, launcher)(input, target, out, gamma, alpha)
+    return op
+
+
 class FocalOnlyExt(types.ModuleType):
     """A stand-in for ``mmcv._ext`` that has mmcv's sigmoid focal loss only."""
+    sigmoid_focal_loss_forward = _focal_op('focal_forward')
+    sigmoid_focal_loss_backward = _focal_op('focal_backward')
 
     def __init__(self, mmcv_src: str) -> None:
         super().__init__('mmcv._ext', 'stand-in: sigmoid focal loss only (mmcv_cuda_focal)')
@@ -96,36 +97,15 @@ class FocalOnlyExt(types.ModuleType):
     def _kernels(self):
         return _build(self._mmcv_src)
 
-    def sigmoid_focal_loss_forward(self, input: Tensor, target: Tensor, weight: Tensor,
-                                   output: Tensor, gamma: float, alpha: float) -> None:
-        _no_class_weight(weight)
-        self._kernels.focal_forward(input, target, output, gamma, alpha)
-
-    def sigmoid_focal_loss_backward(self, input: Tensor, target: Tensor, weight: Tensor,
-                                    grad_input: Tensor, gamma: float, alpha: float) -> None:
-        _no_class_weight(weight)
-        self._kernels.focal_backward(input, target, grad_input, gamma, alpha)
-
     def __getattr__(self, name: str):
         if name.startswith('__'):
             raise AttributeError(name)
 
         def not_built(*args, **kwargs):
             raise NotImplementedError(
-                f'mmcv op {name!r} is not available: mmcv has no compiled ops here and '
-                'the stand-in from tools/dev/mmcv_cuda_focal.py has only '
-                'sigmoid_focal_loss')
+                f'mmcv op {name!r} is not available: mmcv has no compiled ops here and the '
+                'stand-in from tools/dev/mmcv_cuda_focal.py has only sigmoid_focal_loss')
         return not_built
-
-
-def _no_class_weight(weight: Tensor) -> None:
-    if weight.numel():
-        raise NotImplementedError('the stand-in focal op takes no per-class weight '
-                                  f'(got one of shape {tuple(weight.shape)})')
-
-
-#: What :func:`ensure_ops` answers when the stand-in serves mmcv's focal op.
-STAND_IN = 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
 
 
 def ensure_ops(mmcv_src: Optional[str]) -> str:

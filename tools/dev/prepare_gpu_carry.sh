@@ -1,29 +1,20 @@
 #!/usr/bin/env bash
-# Prepare what the GPU check needs on a GPU machine without network access: run
-# it once where pip reaches the package registries, then copy DEST to the GPU
-# machine with the checkout. Idempotent: a second run returns at once.
-#
-#   bash tools/dev/prepare_gpu_carry.sh [DEST]      (default DEST: .gpu_carry)
-#
-# DEST/mmcv-2.1.0/mmcv/ops/csrc/common  mmcv's CUDA kernel sources: the GPU
-#     check JIT-builds mmcv's focal kernel alone from them (tools/dev/mmcv_cuda_focal.py).
-# DEST/wheels/  mmcv without compiled ops (mmcv-lite, built here from the same
-#     sdist), mmengine, mmdet and the dependencies a plain CUDA PyTorch image
-#     lacks, for CPython 3.12 on x86-64 Linux (PYTHON_VERSION to change).
-#
-# tools/dev/gpu_check.sh finds .gpu_carry/ in the checkout by itself
-# (GPU_CARRY=DEST for another place); .gitignore ignores /.gpu_carry/.
+# What the GPU check needs on a GPU machine without network access: run it where pip
+# works, then copy DEST (default .gpu_carry, which gpu_check.sh finds by itself; else
+# GPU_CARRY=DEST) along with the checkout.   bash tools/dev/prepare_gpu_carry.sh [DEST]
+# DEST/mmcv-2.1.0/mmcv/ops/csrc/common: mmcv's CUDA kernel sources (mmcv_cuda_focal.py).
+# DEST/wheels/: mmcv without compiled ops (mmcv-lite, built here from the same sdist),
+# mmengine, mmdet and what a plain CUDA PyTorch image lacks, for CPython 3.12 on x86-64
+# Linux (PYTHON_VERSION to change).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=$(realpath -m "${1:-$ROOT/.gpu_carry}")
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}
-CONSTRAINTS=$ROOT/tools/constraints.txt
-pin() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"; }
+pin() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$ROOT/tools/constraints.txt"; }
 MMCV=$(pin mmcv)
 say() { printf '[prepare_gpu_carry] %s\n' "$*"; }
-# pip's output without its 'is ignored' chatter; a failed pip still fails the
-# script (pipefail; grep's own 'no lines left' status is not an error).
+# pip without its 'is ignored' chatter; a failed pip still fails (pipefail), grep's 1 not.
 quiet_pip() { "${PIP[@]}" "$@" 2>&1 | { grep -v 'is ignored' || true; }; }
 
 if ! "$PY" -c 'import setuptools, torch' 2>/dev/null; then
@@ -43,15 +34,13 @@ if [ ! -f "$KERNEL_DIR/cuda/sigmoid_focal_loss_cuda_kernel.cuh" ] \
   quiet_pip download --no-deps --no-binary :all: --no-build-isolation \
       "mmcv==$MMCV" -d "$WORK"
   tar xzf "$WORK/mmcv-$MMCV.tar.gz" -C "$WORK"
-  mkdir -p "$KERNEL_DIR"
-  cp -r "$WORK/mmcv-$MMCV/mmcv/ops/csrc/common/." "$KERNEL_DIR/"
+  mkdir -p "$KERNEL_DIR" && cp -r "$WORK/mmcv-$MMCV/mmcv/ops/csrc/common/." "$KERNEL_DIR/"
   say "building mmcv-lite $MMCV (no compiled ops: seconds)"
   MMCV_WITH_OPS=0 "${PIP[@]}" wheel --no-deps --no-build-isolation \
       "$WORK/mmcv-$MMCV" -w "$DEST/wheels"
 fi
 
-# What mmengine, mmdet and mmcv need beyond a CUDA PyTorch image (which has
-# numpy, opencv-python-headless, matplotlib, scipy, rich, pyyaml, tqdm, six).
+# Beyond a CUDA PyTorch image (numpy, opencv-python-headless, matplotlib, scipy, rich, ...).
 PACKAGES=("mmengine==$(pin mmengine)" "mmdet==$(pin mmdet)" "pycocotools==$(pin pycocotools)"
           addict yapf platformdirs termcolor terminaltables shapely)
 say "downloading ${PACKAGES[*]} for CPython $PYTHON_VERSION"
