@@ -40,10 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cli.check_writable(args.out, '--out')
     cfg = cli.config_from_args(args)
     cfg.load_from = args.checkpoint
-    if args.show or args.show_dir:
-        cli.enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
-    if args.tta:
-        cli.enable_tta(cfg)
+    cli.apply_test_flags(cfg, args)
     runner = cli.prepare_runner(cfg, ['test'])
     checkpoints.check_weights_fit(runner.model, args.checkpoint, args.allow_partial_weights)
     if args.out is not None:

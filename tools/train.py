@@ -31,11 +31,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     cfg = cli.config_from_args(args)
-    if args.amp:
-        cli.enable_amp(cfg)
-    if args.auto_scale_lr:
-        cli.enable_auto_scale_lr(cfg)
-    cli.apply_resume(cfg, args.resume)
+    cli.apply_train_flags(cfg, args)
     runner = cli.prepare_runner(cfg, ['train'] + (['val'] if cfg.get('val_cfg') else []))
     if cfg.get('resume'):
         checkpoints.check_resume_checkpoint(runner.work_dir, cfg.get('load_from'))

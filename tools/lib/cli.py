@@ -24,28 +24,20 @@ EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters'
                         'efficient_conv_bn_eval')
 
 
-class CfgOptionsAction(DictAction):
-    """mmengine's ``DictAction``; a malformed option is a :class:`UserError`."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        options = parse_cfg_options(values, option_string or '--cfg-options')
-        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), **options})
-
-
-def parse_cfg_options(words: Sequence[str], option: str = '--cfg-options') -> dict[str, Any]:
-    """KEY=VALUE ``words`` parsed as ``DictAction`` does; a malformed one: :class:`UserError`."""
+def parse_cfg_options(words: Sequence[str]) -> dict[str, Any]:
+    """``{KEY: VALUE}`` of ``words`` as mmengine's ``DictAction`` parses them, checked."""
     options = {}
     for word in words:
         key, equals, value = word.partition('=')
         if not equals or key in ('', '+'):
-            raise UserError(f'{option}: expected KEY=VALUE, got {word!r}')
+            raise UserError(f'--cfg-options: expected KEY=VALUE, got {word!r}')
         try:
             options[key] = DictAction._parse_iterable(value)
         except (AssertionError, ValueError) as error:  # DictAction's check of brackets
-            raise UserError(f'{option}: cannot parse {" ".join(words)!r}: {error}') from None
+            raise UserError(f'--cfg-options: cannot parse {word!r}: {error}') from None
         except RecursionError:  # DictAction recurses without end on dict(a=1,b=2)
-            raise UserError(f'{option}: cannot parse {word!r}: a call with arguments, such as '
-                            'dict(a=1,b=2), is not a value --cfg-options reads; set each key '
+            raise UserError(f'--cfg-options: cannot parse {word!r}: a call with arguments, such '
+                            'as dict(a=1,b=2), is not a value --cfg-options reads; set each key '
                             'instead (KEY.a=1 KEY.b=2)') from None
     return options
 
@@ -53,17 +45,16 @@ def parse_cfg_options(words: Sequence[str], option: str = '--cfg-options') -> di
 def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
           weights: str) -> argparse.Namespace:
     """Add the flags both tools take and parse ``argv``."""
-    parser.add_argument('--allow-partial-weights', action='store_true', help=(
-        f'load {weights} even if its keys do not all match the model (mmengine warns); '
-        'without it such a checkpoint is refused'))
-    parser.add_argument('--work-dir', help='where logs, metrics and checkpoints go (default: '
-                        'work_dirs/<config name>, unless the config sets work_dir)')
-    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, help=(
-        'override config keys, e.g. train_cfg.max_epochs=24 or key="[a,b]"; a key must exist '
-        'in the config unless written +key=value'))
+    parser.add_argument('--allow-partial-weights', action='store_true',
+                        help=f'load {weights} even if it does not fit the model exactly')
+    parser.add_argument('--work-dir', help='default: work_dirs/<config name>')
+    parser.add_argument('--cfg-options', nargs='+', action='extend', metavar='KEY=VALUE',
+                        type=lambda word: parse_cfg_options([word]).popitem(),
+                        help='override config keys; a new key is written +KEY=VALUE')
     parser.add_argument('--launcher', choices=('none', 'pytorch', 'slurm', 'mpi'),
                         default='none', help='job launcher')
     args = parser.parse_args(argv)
+    args.cfg_options = dict(args.cfg_options) if args.cfg_options else None
     from mmdet.utils import setup_cache_size_limit_of_dynamo
     setup_cache_size_limit_of_dynamo()
     return args
@@ -172,21 +163,23 @@ def non_negative_seconds(text: str) -> float:
     raise argparse.ArgumentTypeError(f'expected a number of seconds >= 0, got {text!r}')
 
 
-def enable_amp(cfg: Config) -> None:
-    """--amp: mixed precision with a dynamic loss scale."""
-    if 'optim_wrapper' not in cfg:
-        raise UserError('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
-    cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
-
-
-def enable_auto_scale_lr(cfg: Config) -> None:
-    """--auto-scale-lr: scale the lr by the total batch over ``base_batch_size``."""
-    scale = cfg.get('auto_scale_lr')
-    if not scale or 'base_batch_size' not in scale:
-        raise UserError('--auto-scale-lr: the config needs auto_scale_lr = dict(enable=False, '
-                        'base_batch_size=<total batch the lr was tuned for>), got '
-                        f'auto_scale_lr={scale!r}')
-    cfg.auto_scale_lr.enable = True
+def apply_train_flags(cfg: Config, args: argparse.Namespace) -> None:
+    """--amp, --auto-scale-lr and --resume ('auto': the latest checkpoint in the work dir)."""
+    if args.amp:
+        if 'optim_wrapper' not in cfg:
+            raise UserError('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr')
+        if not scale or 'base_batch_size' not in scale:
+            raise UserError('--auto-scale-lr: the config needs auto_scale_lr = dict(enable='
+                            'False, base_batch_size=<total batch the lr was tuned for>), got '
+                            f'auto_scale_lr={scale!r}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume is not None:
+        if args.resume != 'auto':
+            check_checkpoint(args.resume, '--resume')
+        cfg.resume, cfg.load_from = True, None if args.resume == 'auto' else args.resume
 
 
 def check_checkpoint(path: str, what: str) -> None:
@@ -195,31 +188,21 @@ def check_checkpoint(path: str, what: str) -> None:
         raise UserError(f'{what}: no such checkpoint: {path!r}')
 
 
-def apply_resume(cfg: Config, resume: Optional[str]) -> None:
-    """--resume: 'auto' resumes from the latest checkpoint in the work dir."""
-    if resume is not None:
-        if resume != 'auto':
-            check_checkpoint(resume, '--resume')
-        cfg.resume = True
-        cfg.load_from = None if resume == 'auto' else resume
-
-
-def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
-                         wait_time: float) -> None:
-    """--show / --show-dir (under ``<work_dir>/<timestamp>/``): the VisualizationHook draws."""
-    hook = cfg.get('default_hooks', {}).get('visualization')
-    if hook is None:
-        raise UserError("--show/--show-dir need default_hooks.visualization = "
-                        "dict(type='DetVisualizationHook') in the config")
-    hook['draw'] = True
-    if show:
-        hook.update(show=True, wait_time=wait_time)
-    if show_dir:
-        hook['test_out_dir'] = show_dir
-
-
-def enable_tta(cfg: Config) -> None:
-    """--tta: the config's tta_model and tta_pipeline, else mmdet's default (flip, merge)."""
+def apply_test_flags(cfg: Config, args: argparse.Namespace) -> None:
+    """--show / --show-dir (under ``<work_dir>/<timestamp>/``), and --tta: the config's
+    tta_model and tta_pipeline, else mmdet's default (flip, merge)."""
+    if args.show or args.show_dir:
+        hook = cfg.get('default_hooks', {}).get('visualization')
+        if hook is None:
+            raise UserError("--show/--show-dir need default_hooks.visualization = "
+                            "dict(type='DetVisualizationHook') in the config")
+        hook['draw'] = True
+        if args.show:
+            hook.update(show=True, wait_time=args.wait_time)
+        if args.show_dir:
+            hook['test_out_dir'] = args.show_dir
+    if not args.tta:
+        return
     if 'tta_model' not in cfg:
         warnings.warn('--tta: the config has no tta_model; using DetTTAModel '
                       '(NMS at IoU 0.5, 100 boxes per image)', stacklevel=2)
@@ -233,9 +216,7 @@ def enable_tta(cfg: Config) -> None:
             dataset = dataset['dataset']
         *steps, pack = copy.deepcopy(list(dataset['pipeline']))
         if 'meta_keys' in pack:  # the merge needs to know which pass was flipped
-            keys = tuple(pack['meta_keys'])
-            pack['meta_keys'] = keys + tuple(k for k in ('flip', 'flip_direction')
-                                             if k not in keys)
+            pack['meta_keys'] = tuple(dict.fromkeys([*pack['meta_keys'], 'flip', 'flip_direction']))
         cfg.tta_pipeline = [*steps, dict(type='TestTimeAug', transforms=[
             [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)], [pack]])]
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)

@@ -36,14 +36,12 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
 
 def process_group_kwargs(dist_cfg: dict) -> dict:
     """``init_process_group``'s arguments from ``env_cfg.dist_cfg``, as mmengine's ``init_dist``."""
-    kwargs = dict(dist_cfg)
+    kwargs = {'init_method': 'env://', **dist_cfg}
     init_backend = kwargs.pop('init_backend', 'torch')
     if init_backend != 'torch':
         raise UserError(f"env_cfg.dist_cfg.init_backend must be 'torch' for --launcher "
                         f'pytorch on a machine without CUDA, got {init_backend!r}')
-    kwargs.setdefault('init_method', 'env://')
-    timeout = kwargs.get('timeout')
-    if timeout is not None:
+    if (timeout := kwargs.get('timeout')) is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise UserError(f'env_cfg.dist_cfg.timeout must be a positive number of '
                             f'seconds, got {timeout!r}')

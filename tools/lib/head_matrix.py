@@ -11,12 +11,15 @@ from functools import lru_cache, reduce
 from pathlib import Path
 from typing import Any, Sequence
 
+import mmdet
+
 Slot = tuple[Any, ...]  # path from cfg.model to a loss dict, e.g. ('bbox_head', 'loss_cls')
 _BASE = re.compile(r"_base_\s*=\s*(\[[^\]]*\]|'[^']*'|\"[^\"]*\")", re.S)
 #: FocalLoss arguments that carry over to Poly1FocalLoss.
 _KEPT_LOSS_ARGS = ('use_sigmoid', 'gamma', 'alpha', 'loss_weight', 'reduction', 'activated')
 #: The scan of the installed mmdet, committed: the test parametrizes per head without it.
 HEADS_FILE = Path(__file__).with_name('focal_heads.json')
+MMDET_CONFIGS = Path(mmdet.__file__).parent / '.mim' / 'configs'
 
 
 @dataclass
@@ -33,20 +36,14 @@ class HeadResult:
     detail: str = ''
 
 
-def mmdet_config_root() -> Path:
-    import mmdet
-    return Path(mmdet.__file__).parent / '.mim' / 'configs'
-
-
 def mmdet_version() -> str:
-    import mmdet
     return mmdet.__version__
 
 
 def save_heads(cases: list[HeadCase]) -> None:
     """Write a scan to HEADS_FILE, one head a line (configs relative to mmdet's)."""
     rows = ',\n  '.join(json.dumps(dict(head=c.head_type,
-                                        config=str(c.config.relative_to(mmdet_config_root())),
+                                        config=str(c.config.relative_to(MMDET_CONFIGS)),
                                         slots=[list(s) for s in c.slots])) for c in cases)
     HEADS_FILE.write_text(f'{{"mmdet": {json.dumps(mmdet_version())}, "heads": [\n  {rows}\n]}}\n')
 
@@ -54,7 +51,7 @@ def save_heads(cases: list[HeadCase]) -> None:
 def load_heads() -> tuple[str, list[HeadCase]]:
     """(the mmdet version it was scanned from, the cases) of the saved scan."""
     data = json.loads(HEADS_FILE.read_text())
-    return data['mmdet'], [HeadCase(h['head'], mmdet_config_root() / h['config'],
+    return data['mmdet'], [HeadCase(h['head'], MMDET_CONFIGS / h['config'],
                                     [tuple(s) for s in h['slots']]) for h in data['heads']]
 
 
@@ -88,7 +85,7 @@ def _get(node: Any, path: Slot) -> Any:
 def find_focal_heads() -> list[HeadCase]:
     """One config per head type using FocalLoss: a ResNet-50 one if any, then the shortest name."""
     from mmengine.config import Config
-    paths = [p for p in mmdet_config_root().rglob('*.py') if '_base_' not in p.parts]
+    paths = [p for p in MMDET_CONFIGS.rglob('*.py') if '_base_' not in p.parts]
     by_head: dict[str, HeadCase] = {}
     for path in sorted(paths, key=lambda p: ('r50' not in p.name, len(p.name), p.name)):
         if not _mentions_focal(path.resolve()):
@@ -192,9 +189,8 @@ def _error_summary(err: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + '...'
 
 
-def head_table(results: list[HeadResult], root: Path | None = None) -> str:
-    """The matrix as a markdown table (configs relative to ``root``, mmdet's configs by default)."""
-    root = root or mmdet_config_root()
+def head_table(results: list[HeadResult], root: Path = MMDET_CONFIGS) -> str:
+    """The matrix as a markdown table, configs relative to ``root``."""
     lines = ['| head | config (mmdet) | FocalLoss slots swapped | result | detail |',
              '| --- | --- | --- | --- | --- |']
     for r in results:
