@@ -1,12 +1,7 @@
 #!/usr/bin/env python
-"""Generate the demo's synthetic COCO-format shapes dataset (tools/lib/shapes.py).
-
-    python tools/make_demo_data.py [OUT_DIR] [--seed N] [--num-train N] ...
-
-Default OUT_DIR: data/polyloss_shapes (where configs/demo/ look). Skips the
-work when OUT_DIR already holds the same dataset (same parameters); --force
-regenerates. A bad value is one line on stderr, exit status 2.
-"""
+"""Generate the demo's synthetic COCO-format shapes dataset (tools/lib/shapes.py) in OUT_DIR
+(default data/polyloss_shapes, where configs/demo/ look); nothing to do when OUT_DIR already
+holds it with the same parameters, unless --force. A bad value: one line on stderr, exit 2."""
 import argparse
 import math
 import os.path as osp
@@ -14,7 +9,7 @@ import re
 import sys
 from typing import Callable, Optional, Sequence
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from tools.lib import errors
 from tools.lib.run_settings import SEED_LIMIT
@@ -38,12 +33,11 @@ def _int_in(low: int, high: Optional[int] = None) -> Callable[[str], int]:
 def _finite(text: str) -> float:
     """argparse type: a finite number."""
     try:
-        value = float(text)
+        if math.isfinite(value := float(text)):
+            return value
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f'expected a finite number, got {text!r}')
-    return value
+        pass
+    raise argparse.ArgumentTypeError(f'expected a finite number, got {text!r}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -55,8 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help='an integer in [0, 2^32) (default: %(default)s)')
     parser.add_argument('--num-train', type=_int_in(1), default=defaults.num_train)
     parser.add_argument('--num-val', type=_int_in(1), default=defaults.num_val)
-    # At most 4096: memory (the generator holds one image at a time).
-    parser.add_argument('--img-size', type=_int_in(1, 4096), default=defaults.img_size)
+    parser.add_argument('--img-size', type=_int_in(1, 4096), default=defaults.img_size)  # memory
     parser.add_argument('--min-size', type=_finite, default=defaults.min_size)
     parser.add_argument('--max-size', type=_finite, default=defaults.max_size)
     parser.add_argument('--force', action='store_true',
@@ -66,18 +59,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                           img_size=args.img_size, min_size=args.min_size, max_size=args.max_size)
     try:
         cfg.validate()
-    except ValueError as error:  # the flags' names: num_train is --num-train
-        parser.error(re.sub(r'\b(min_size|max_size|img_size)\b',
-                            lambda m: '--' + m.group(1).replace('_', '-'), str(error)))
+    except ValueError as error:  # named as its flag: min_size is --min-size
+        parser.error(re.sub(r'\b(min|max|img)_size\b', r'--\1-size', str(error)))
     try:
         made = generate(args.out_dir, cfg, force=args.force)
     except OSError as error:
         parser.error(f'cannot write the dataset to {args.out_dir}: '
                      f'{error.strerror or error}: {error.filename or args.out_dir}')
-    ann = osp.join(args.out_dir, 'annotations', 'instances_train.json')
     state = 'generated' if made else 'already present (same parameters)'
-    print(f'[make_demo_data] {args.out_dir}: {state}; train objects per '
-          f'class: {class_counts(ann)}')
+    train_file = osp.join(args.out_dir, 'annotations', 'instances_train.json')
+    print(f'[make_demo_data] {args.out_dir}: {state}; train objects per class: '
+          f'{class_counts(train_file)}')
 
 
 if __name__ == '__main__':

@@ -1,15 +1,12 @@
 #!/usr/bin/env python
-"""Train a detector with MMDetection 3.x and the Poly-1 losses: mmdet's tools/train.py, except
-that ``load_from`` weights must fit the model unless ``--allow-partial-weights``, a --resume
-checkpoint must be readable, ``--cfg-options`` keys must exist unless written ``+key``,
-torchrun without CUDA uses gloo, and a user error is one line on stderr, exit status 2."""
+"""Train a detector: mmdet's tools/train.py, with the differences README lists (strict
+--cfg-options keys and load_from weights, a readable --resume checkpoint, torchrun on CPU)."""
 import argparse
 import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-# Run from a checkout without installing: make the package importable.
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from tools.lib import errors
 
@@ -23,11 +20,10 @@ from tools.lib.dist import destroy_process_group
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = errors.ArgumentParser(description='Train a detector')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision (AmpOptimWrapper, dynamic scale)')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument('--auto-scale-lr', action='store_true', help=(
-        'scale the lr to the actual total batch size (config: auto_scale_lr.base_batch_size)'))
-    parser.add_argument('--resume', nargs='?', type=str, const='auto', help=(
+        'scale the lr to the total batch size (config: auto_scale_lr.base_batch_size)'))
+    parser.add_argument('--resume', nargs='?', const='auto', help=(
         'resume from this checkpoint, or (no value) from the latest one in the work dir'))
     return cli.parse(parser, argv, 'the load_from checkpoint')
 
@@ -35,19 +31,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     cfg = cli.config_from_args(args)
-    if args.amp:
-        cli.enable_amp(cfg)
-    if args.auto_scale_lr:
-        cli.enable_auto_scale_lr(cfg)
-    cli.apply_resume(cfg, args.resume)
+    cli.apply_train_flags(cfg, args)
     runner = cli.prepare_runner(cfg, ['train'] + (['val'] if cfg.get('val_cfg') else []))
     if cfg.get('resume'):
         checkpoints.check_resume_checkpoint(runner.work_dir, cfg.get('load_from'))
     elif cfg.get('load_from') is not None:
         checkpoints.check_weights_fit(runner.model, cfg.load_from, args.allow_partial_weights)
     runner.train()
-    del runner  # with its DDP model, before the process group goes
-    # Not after an exception: the barrier inside would wait for ranks that never arrive.
+    del runner  # with its DDP model, before the process group goes (not after an exception)
     destroy_process_group()
 
 

@@ -28,6 +28,14 @@ def _args(**kwargs) -> argparse.Namespace:
     return argparse.Namespace(**base)
 
 
+def _train_flags(amp=False, auto_scale_lr=False, resume=None) -> argparse.Namespace:
+    return argparse.Namespace(amp=amp, auto_scale_lr=auto_scale_lr, resume=resume)
+
+
+def _test_flags(show=False, show_dir=None, wait_time=2, tta=False) -> argparse.Namespace:
+    return argparse.Namespace(show=show, show_dir=show_dir, wait_time=wait_time, tta=tta)
+
+
 def test_train_cli_matches_mmdet():
     args = train_tool.parse_args([
         str(DEMO), '--work-dir', 'w', '--amp', '--auto-scale-lr', '--resume',
@@ -72,8 +80,7 @@ def test_missing_config_names_it():
 def test_amp_and_auto_scale_lr_edit_the_config():
     cfg = Config.fromfile(str(COCO_POLY))
     assert cfg.auto_scale_lr.enable is False
-    cli.enable_amp(cfg)
-    cli.enable_auto_scale_lr(cfg)
+    cli.apply_train_flags(cfg, _train_flags(amp=True, auto_scale_lr=True))
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
     assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
@@ -82,21 +89,21 @@ def test_amp_and_auto_scale_lr_edit_the_config():
 def test_auto_scale_lr_without_base_batch_size_is_an_error():
     cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper')))
     with pytest.raises(UserError, match='--auto-scale-lr'):
-        cli.enable_auto_scale_lr(cfg)
+        cli.apply_train_flags(cfg, _train_flags(auto_scale_lr=True))
 
 
 def test_resume(tmp_path):
     cfg = Config(dict(load_from='pretrained.pth'))
-    cli.apply_resume(cfg, None)
+    cli.apply_train_flags(cfg, _train_flags())
     assert 'resume' not in cfg and cfg.load_from == 'pretrained.pth'
-    cli.apply_resume(cfg, 'auto')
+    cli.apply_train_flags(cfg, _train_flags(resume='auto'))
     assert cfg.resume is True and cfg.load_from is None
     ckpt = tmp_path / 'epoch_3.pth'
     ckpt.write_bytes(b'')
-    cli.apply_resume(cfg, str(ckpt))
+    cli.apply_train_flags(cfg, _train_flags(resume=str(ckpt)))
     assert cfg.resume is True and cfg.load_from == str(ckpt)
     with pytest.raises(UserError, match="--resume.*missing.pth"):
-        cli.apply_resume(cfg, str(tmp_path / 'missing.pth'))
+        cli.apply_train_flags(cfg, _train_flags(resume=str(tmp_path / 'missing.pth')))
 
 
 def test_checkpoint_urls_are_left_to_mmengine():
@@ -104,7 +111,7 @@ def test_checkpoint_urls_are_left_to_mmengine():
     url = 'https://download.openmmlab.com/mmdetection/v2.0/retinanet/x.pth'
     cli.check_checkpoint(url, 'checkpoint')  # no error
     cfg = Config(dict(load_from=None))
-    cli.apply_resume(cfg, 's3://bucket/epoch_3.pth')
+    cli.apply_train_flags(cfg, _train_flags(resume='s3://bucket/epoch_3.pth'))
     assert cfg.resume and cfg.load_from == 's3://bucket/epoch_3.pth'
     with pytest.raises(UserError, match=re.escape(
             "checkpoint: no such checkpoint: 'missing.pth'")):
@@ -113,7 +120,7 @@ def test_checkpoint_urls_are_left_to_mmengine():
 
 def test_show_dir_turns_on_drawing():
     cfg = Config.fromfile(str(DEMO))
-    cli.enable_visualization(cfg, show=False, show_dir='vis', wait_time=1)
+    cli.apply_test_flags(cfg, _test_flags(show_dir='vis', wait_time=1))
     hook = cfg.default_hooks.visualization
     assert hook.draw is True and hook.test_out_dir == 'vis'
     assert not hook.get('show', False)
@@ -129,7 +136,7 @@ def test_out_must_be_a_pickle():
 def test_tta_uses_the_configs_tta_settings():
     cfg = Config.fromfile(str(COCO_POLY))  # retinanet ships retinanet_tta.py
     want_pipeline = cfg.tta_pipeline
-    cli.enable_tta(cfg)
+    cli.apply_test_flags(cfg, _test_flags(tta=True))
     assert cfg.model.type == 'DetTTAModel'
     assert cfg.model.module.bbox_head.loss_cls.type == 'Poly1FocalLoss'
     assert cfg.test_dataloader.dataset.pipeline == want_pipeline
@@ -146,7 +153,7 @@ def test_tta_without_tta_settings_flips_as_mmdet_does():
     test_steps = list(cfg.test_dataloader.dataset.pipeline)
     with pytest.warns(UserWarning, match='--tta: the config has no tta_model'), \
             pytest.warns(UserWarning, match='--tta: the config has no tta_pipeline'):
-        cli.enable_tta(cfg)
+        cli.apply_test_flags(cfg, _test_flags(tta=True))
     tta = cfg.test_dataloader.dataset.pipeline
     assert [s['type'] for s in tta[:-1]] == [s['type'] for s in test_steps[:-1]]
     flips, (pack,) = tta[-1]['transforms']

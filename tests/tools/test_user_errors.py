@@ -128,8 +128,8 @@ def test_syntax_error_in_a_base_file(tmp_path, capsys):
     child = tmp_path / 'child.py'
     child.write_text("_base_ = './base.py'\nb = 1\n")
     assert one_error(train_tool.main, [str(child)], 'train.py', capsys) == (
-        f"train.py: error: config {child} (in one of its _base_ files): syntax error at "
-        "line 1: '[' was never closed: a = [1,")
+        f"train.py: error: config {child}: syntax error at line 1: '[' was never closed: "
+        "a = [1,")
 
 
 def test_config_that_fails_to_run(tmp_path, capsys):

@@ -1,13 +1,9 @@
-"""Checkpoints given to the tools: readable, holding weights, and fitting the model.
-
-mmengine loads weights with ``strict=False``: another model's (other classes, another head)
-only log a warning and the run uses partly random weights. The tools load them first with
-``strict=True`` and stop with one line naming the first mismatched keys, unless
-``--allow-partial-weights``; a file torch cannot read stops them the same way."""
+"""Checkpoints given to the tools: readable, holding weights, fitting the model. mmengine loads
+weights with ``strict=False`` (another model's only log a warning); the tools first load them
+strictly and stop with one line naming the first mismatched keys, unless --allow-partial-weights."""
 import os.path as osp
-import pickle
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 import torch
 from mmengine.model import is_model_wrapper
@@ -15,35 +11,26 @@ from mmengine.runner import CheckpointLoader, find_latest_checkpoint, load_state
 
 from tools.lib.errors import UserError, one_line
 
-#: Keys named in a mismatch message before "(N in all)".
-KEYS_SHOWN = 3
+KEYS_SHOWN = 3  # keys named in a mismatch message before "(N in all)"
 
 
 def read_checkpoint(path: str) -> Any:
     """What mmengine's loader reads from ``path``; a file it cannot read: :class:`UserError`."""
-    if '://' not in path:
-        if not osp.isfile(path):
-            raise UserError(f'no such checkpoint: {path}')
-        with open(path, 'rb') as f:
-            head = f.read(8)
-        if not head:
-            raise UserError(f'checkpoint {path} is empty')
-        if not head.startswith((b'PK\x03\x04', b'\x80')):  # torch.save's zip, or a pickle
-            raise UserError(f'checkpoint {path} is not a file torch.save wrote (it starts with '
-                            f'{head!r}, not a zip archive or a pickle)')
+    if '://' not in path and not osp.isfile(path):
+        raise UserError(f'no such checkpoint: {path}')
     try:
         return CheckpointLoader.load_checkpoint(path, map_location='cpu')
-    except pickle.UnpicklingError as error:
-        refused = re.search(r'WeightsUnpickler error: (.*?)\. ', str(error))
-        reason = (f'the weights-only unpickler refuses it ({refused.group(1)})' if refused
-                  else one_line(error))
+    except Exception as error:  # what torch raises on a file it did not write (any pickle)
+        refused = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\.\s|\n\n|$)', str(error), re.S)
+        reason = one_line(error).split('. ')[0]
+        if refused:
+            reason = f'the weights-only unpickler refuses it ({one_line(refused.group(1))})'
+        elif not isinstance(error, RuntimeError):  # torch's own are worded; EOFError is empty
+            reason = f'{type(error).__name__}: {reason}'.rstrip(': ')
         raise UserError(f'checkpoint {path} cannot be read: {reason}') from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        first_sentence = one_line(error).split('. ')[0]
-        raise UserError(f'checkpoint {path} cannot be read: {first_sentence}') from error
 
 
-def weights_of(checkpoint: Any, path: str) -> Dict[str, torch.Tensor]:
+def weights_of(checkpoint: Any, path: str) -> dict[str, torch.Tensor]:
     """The tensors of ``checkpoint``'s state_dict (or itself), less the ``module.`` prefix."""
     state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) \
         else checkpoint
@@ -58,6 +45,11 @@ def weights_of(checkpoint: Any, path: str) -> Dict[str, torch.Tensor]:
     return weights
 
 
+def _first(items: list[str], separator: str) -> str:
+    return separator.join(items[:KEYS_SHOWN]) + (
+        f' ({len(items)} in all)' if len(items) > KEYS_SHOWN else '')
+
+
 def check_weights_fit(model: torch.nn.Module, path: str, allow_partial: bool) -> None:
     """``path``'s weights load into ``model`` strictly (the runner then loads them as usual)."""
     weights = weights_of(read_checkpoint(path), path)
@@ -66,33 +58,26 @@ def check_weights_fit(model: torch.nn.Module, path: str, allow_partial: bool) ->
     try:
         load_state_dict(model.module if is_model_wrapper(model) else model, weights,
                         strict=True)
-    except RuntimeError as error:
-        # mmengine's message after its header line, in one line, each list cut short.
-        parts = []
-        for line in str(error).splitlines()[1:]:
+    except RuntimeError as error:  # mmengine's lines after its header, each list cut short
+        parts, sizes = [], []
+        for line in filter(None, map(str.strip, str(error).splitlines()[1:])):
             label, _, keys = line.partition(': ')
-            names = [key for key in keys.split(', ') if key] \
-                if 'keys' in label or 'key in' in label else []
-            if names:
-                more = f' ({len(names)} in all)' if len(names) > KEYS_SHOWN else ''
-                parts.append(f'{label}: {", ".join(names[:KEYS_SHOWN])}{more}')
-            elif line.strip():
-                parts.append(line.strip())
-        sizes = [p.rstrip('.') for p in parts if p.startswith('size mismatch')]
-        rest = [p for p in parts if not p.startswith('size mismatch')]
-        more = f' ({len(sizes)} in all)' if len(sizes) > KEYS_SHOWN else ''
+            if line.startswith('size mismatch'):
+                sizes.append(line.rstrip('.'))
+            else:  # 'missing keys in source state_dict: a, b', or another message
+                parts.append(f'{label}: {_first(keys.split(", "), ", ")}'
+                             if label.endswith('state_dict') else line)
         raise UserError(f'checkpoint {path} does not fit the model: '
-                        f'{"; ".join(rest + sizes[:KEYS_SHOWN])}{more}; '
+                        f'{"; ".join(parts + ([_first(sizes, "; ")] if sizes else []))}; '
                         '--allow-partial-weights loads it anyway') from error
 
 
 def check_resume_checkpoint(work_dir: str, checkpoint: Optional[str]) -> None:
     """The checkpoint --resume continues from (given, else the work dir's latest) is readable."""
     checkpoint = checkpoint or find_latest_checkpoint(work_dir)
-    if checkpoint is None:
-        return  # nothing to resume: mmengine trains from scratch (and says so)
-    try:
-        read_checkpoint(checkpoint)
-    except UserError as error:
-        raise UserError(f'{str(error).rstrip(".")}; --resume cannot continue from it (give '
-                        'another checkpoint, or train without --resume)') from error
+    if checkpoint is not None:  # else mmengine trains from scratch (and says so)
+        try:
+            read_checkpoint(checkpoint)
+        except UserError as error:
+            raise UserError(f'{str(error).rstrip(".")}; --resume cannot continue from it (give '
+                            'another checkpoint, or train without --resume)') from error

@@ -1,9 +1,7 @@
-"""The command line of ``tools/train.py`` and ``tools/test.py`` (mmdet's flags) and the config
-checks behind it; what a user can fix is a :class:`UserError`. ``--cfg-options`` is strict:
-a typo such as ``train_cfg.max_epoch=2`` is an error, not a new key; a new key is written
-``+key=value`` (as in Hydra), except the top-level keys mmengine's Runner reads."""
+"""The command line of tools/train.py and tools/test.py (mmdet's flags) and its config checks.
+``--cfg-options`` is strict: a key must exist unless written ``+key=value`` (as in Hydra) or it
+is a top-level key mmengine's Runner reads. What the user can fix is a :class:`UserError`."""
 import argparse
-import ast
 import copy
 import difflib
 import inspect
@@ -13,67 +11,50 @@ import os.path as osp
 import tempfile
 import warnings
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from mmengine.config import Config, ConfigDict, DictAction
 
 from tools.lib.errors import UserError
 from tools.lib.run_settings import SEED_LIMIT
 
-LAUNCHERS = ('none', 'pytorch', 'slurm', 'mpi')
-#: Top-level keys mmdet or mmengine read besides the Runner's arguments (added without ``+``).
+#: Top-level keys mmengine or mmdet read besides the Runner's arguments (set without ``+``).
 EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters', 'runner_type',
                         'tta_model', 'tta_pipeline', 'custom_imports', 'activation_checkpointing',
                         'efficient_conv_bn_eval')
 
 
-class CfgOptionsAction(DictAction):
-    """mmengine's ``DictAction``, a malformed option a :class:`UserError` (not a traceback)."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: Optional[str] = None) -> None:
-        options = parse_cfg_options(values, option_string or '--cfg-options')
-        setattr(namespace, self.dest, {**(getattr(namespace, self.dest, None) or {}), **options})
-
-
-def parse_cfg_options(words: Sequence[str], option: str = '--cfg-options') -> Dict[str, Any]:
-    """KEY=VALUE ``words`` parsed as ``DictAction`` does; a malformed one: :class:`UserError`."""
-    options: Dict[str, Any] = {}
+def parse_cfg_options(words: Sequence[str]) -> dict[str, Any]:
+    """``{KEY: VALUE}`` of ``words`` as mmengine's ``DictAction`` parses them, checked."""
+    options = {}
     for word in words:
         key, equals, value = word.partition('=')
         if not equals or key in ('', '+'):
-            raise UserError(f'{option}: expected KEY=VALUE, got {word!r}')
+            raise UserError(f'--cfg-options: expected KEY=VALUE, got {word!r}')
         try:
             options[key] = DictAction._parse_iterable(value)
         except (AssertionError, ValueError) as error:  # DictAction's check of brackets
-            raise UserError(f'{option}: cannot parse {" ".join(words)!r}: {error}') from None
+            raise UserError(f'--cfg-options: cannot parse {word!r}: {error}') from None
         except RecursionError:  # DictAction recurses without end on dict(a=1,b=2)
-            raise UserError(f'{option}: cannot parse {word!r}: a call with arguments, such as '
-                            'dict(a=1,b=2), is not a value --cfg-options reads; set each key '
+            raise UserError(f'--cfg-options: cannot parse {word!r}: a call with arguments, such '
+                            'as dict(a=1,b=2), is not a value --cfg-options reads; set each key '
                             'instead (KEY.a=1 KEY.b=2)') from None
     return options
 
 
 def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
           weights: str) -> argparse.Namespace:
-    """Add the flags both tools take, parse ``argv``, and set up as mmdet's tools do."""
-    parser.add_argument('--allow-partial-weights', action='store_true', help=(
-        f'load {weights} even if its keys do not all match the model (mmengine then warns '
-        'about missing, unexpected and mis-shaped keys); without it such a checkpoint is '
-        'refused'))
-    parser.add_argument('--work-dir', help=(
-        'where logs and metrics go, and checkpoints when training (default: '
-        'work_dirs/<config name>, unless the config sets work_dir)'))
-    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, help=(
-        'override config keys, e.g. train_cfg.max_epochs=24 or key="[a,b]" for a list (no '
-        'spaces inside a value); a key must exist in the config unless written +key=value '
-        '(a new key)'))
-    parser.add_argument('--launcher', choices=LAUNCHERS, default='none', help='job launcher')
-    # torch.distributed.launch passes --local-rank (older: --local_rank).
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
+    """Add the flags both tools take and parse ``argv``."""
+    parser.add_argument('--allow-partial-weights', action='store_true',
+                        help=f'load {weights} even if it does not fit the model exactly')
+    parser.add_argument('--work-dir', help='default: work_dirs/<config name>')
+    parser.add_argument('--cfg-options', nargs='+', action='extend', metavar='KEY=VALUE',
+                        type=lambda word: parse_cfg_options([word]).popitem(),
+                        help='override config keys; a new key is written +KEY=VALUE')
+    parser.add_argument('--launcher', choices=('none', 'pytorch', 'slurm', 'mpi'),
+                        default='none', help='job launcher')
     args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    args.cfg_options = dict(args.cfg_options) if args.cfg_options else None
     from mmdet.utils import setup_cache_size_limit_of_dynamo
     setup_cache_size_limit_of_dynamo()
     return args
@@ -104,40 +85,34 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def read_config(config: str) -> Config:
-    """``Config.fromfile``, a missing or broken config a :class:`UserError`."""
+    """``Config.fromfile``; a missing or broken config is a :class:`UserError`."""
     if not osp.isfile(config):
         raise UserError(f'config: no such file: {config!r}')
     try:
         return Config.fromfile(config)
     except SyntaxError as error:
-        try:  # the config itself parses: the error is in a _base_ file
-            with open(config, encoding='utf-8') as f:
-                ast.parse(f.read(), filename=config)
-            where = f'{config} (in one of its _base_ files)'
-        except SyntaxError:
-            where = config
         code = (error.text or '').strip()
-        raise UserError(f'config {where}: syntax error at line {error.lineno}: {error.msg}'
+        raise UserError(f'config {config}: syntax error at line {error.lineno}: {error.msg}'
                         + (f': {code}' if code else '')) from error
     except Exception as error:  # running a config is running the user's code
         raise UserError(f'config {config} cannot be read: {type(error).__name__}: '
                         f'{error}') from error
 
 
+def _message(error: Exception) -> str:
+    """``str(error)``, without the quotes ``KeyError`` puts around its message."""
+    return str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+
+
 def apply_cfg_options(cfg: Config, options: Mapping[str, Any]) -> None:
     """Merge --cfg-options into ``cfg``: a ``+key`` may be new, any other must exist."""
-    merged: Dict[str, Any] = {}
-    for key, value in options.items():
-        if key.startswith('+'):
-            key = key[1:]
-        else:
+    for key in options:
+        if not key.startswith('+'):
             check_option_key(cfg, key)
-        merged[key] = value
     try:
-        cfg.merge_from_dict(merged)
+        cfg.merge_from_dict({key.removeprefix('+'): value for key, value in options.items()})
     except (KeyError, TypeError, AttributeError, ValueError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        raise UserError(f'--cfg-options: {message}') from error
+        raise UserError(f'--cfg-options: {_message(error)}') from error
 
 
 def check_option_key(cfg: Config, key: str) -> None:
@@ -145,7 +120,7 @@ def check_option_key(cfg: Config, key: str) -> None:
     node: Any = cfg
     parts = key.split('.')
     for depth, part in enumerate(parts):
-        path = '.'.join(parts[:depth])
+        path = '.'.join(parts[:depth]) or 'the config'
         if isinstance(node, (list, tuple)):
             if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
                 raise UserError(f'--cfg-options {key}: {path} is a list of {len(node)}, '
@@ -157,17 +132,15 @@ def check_option_key(cfg: Config, key: str) -> None:
             node = node[part]
         else:
             from mmengine.runner import Runner
-            runner_args = set(inspect.signature(Runner.__init__).parameters) - {'self', 'cfg'}
-            if depth == 0 and part in runner_args.union(EXTRA_TOP_LEVEL_KEYS):
+            runner_keys = {*inspect.signature(Runner.__init__).parameters, *EXTRA_TOP_LEVEL_KEYS}
+            if depth == 0 and part in runner_keys - {'self', 'cfg'}:
                 return
             names = [str(name) for name in node.keys()]
             close = difflib.get_close_matches(part, names, n=1)
             hint = (f'did you mean {".".join([*parts[:depth], close[0]])}?' if close else
-                    f'{path or "the config"} has {", ".join(names[:12])}'
-                    + (', ...' if len(names) > 12 else ''))
-            raise UserError(f'--cfg-options {key}: no key {part!r} in '
-                            f'{path or "the config"} ({hint}); to add a new key, write '
-                            f'+{key}=...')
+                    f'{path} has {", ".join(names[:12])}' + (', ...' if len(names) > 12 else ''))
+            raise UserError(f'--cfg-options {key}: no key {part!r} in {path} ({hint}); to add '
+                            f'a new key, write +{key}=...')
 
 
 def check_finite(value: Any, key: str) -> None:
@@ -183,30 +156,30 @@ def check_finite(value: Any, key: str) -> None:
 def non_negative_seconds(text: str) -> float:
     """argparse type: a finite number of seconds >= 0."""
     try:
-        value = float(text)
+        if math.isfinite(value := float(text)) and value >= 0:
+            return value
     except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f'expected a number of seconds >= 0, got {text!r}')
-    return value
+        pass
+    raise argparse.ArgumentTypeError(f'expected a number of seconds >= 0, got {text!r}')
 
 
-def enable_amp(cfg: Config) -> None:
-    """--amp: mixed precision with a dynamic loss scale."""
-    if 'optim_wrapper' not in cfg:
-        raise UserError('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.loss_scale = 'dynamic'
-
-
-def enable_auto_scale_lr(cfg: Config) -> None:
-    """--auto-scale-lr: scale the lr by (GPUs x batch) / base_batch_size."""
-    scale = cfg.get('auto_scale_lr')
-    if not scale or 'base_batch_size' not in scale:
-        raise UserError('--auto-scale-lr: the config needs auto_scale_lr = dict(enable=False, '
-                        'base_batch_size=<total batch the lr was tuned for>), got '
-                        f'auto_scale_lr={scale!r}')
-    cfg.auto_scale_lr.enable = True
+def apply_train_flags(cfg: Config, args: argparse.Namespace) -> None:
+    """--amp, --auto-scale-lr and --resume ('auto': the latest checkpoint in the work dir)."""
+    if args.amp:
+        if 'optim_wrapper' not in cfg:
+            raise UserError('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
+        cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    if args.auto_scale_lr:
+        scale = cfg.get('auto_scale_lr')
+        if not scale or 'base_batch_size' not in scale:
+            raise UserError('--auto-scale-lr: the config needs auto_scale_lr = dict(enable='
+                            'False, base_batch_size=<total batch the lr was tuned for>), got '
+                            f'auto_scale_lr={scale!r}')
+        cfg.auto_scale_lr.enable = True
+    if args.resume is not None:
+        if args.resume != 'auto':
+            check_checkpoint(args.resume, '--resume')
+        cfg.resume, cfg.load_from = True, None if args.resume == 'auto' else args.resume
 
 
 def check_checkpoint(path: str, what: str) -> None:
@@ -215,33 +188,21 @@ def check_checkpoint(path: str, what: str) -> None:
         raise UserError(f'{what}: no such checkpoint: {path!r}')
 
 
-def apply_resume(cfg: Config, resume: Optional[str]) -> None:
-    """--resume: 'auto' finds the latest checkpoint in the work dir."""
-    if resume is None:
+def apply_test_flags(cfg: Config, args: argparse.Namespace) -> None:
+    """--show / --show-dir (under ``<work_dir>/<timestamp>/``), and --tta: the config's
+    tta_model and tta_pipeline, else mmdet's default (flip, merge)."""
+    if args.show or args.show_dir:
+        hook = cfg.get('default_hooks', {}).get('visualization')
+        if hook is None:
+            raise UserError("--show/--show-dir need default_hooks.visualization = "
+                            "dict(type='DetVisualizationHook') in the config")
+        hook['draw'] = True
+        if args.show:
+            hook.update(show=True, wait_time=args.wait_time)
+        if args.show_dir:
+            hook['test_out_dir'] = args.show_dir
+    if not args.tta:
         return
-    if resume != 'auto':
-        check_checkpoint(resume, '--resume')
-    cfg.resume = True
-    cfg.load_from = None if resume == 'auto' else resume
-
-
-def enable_visualization(cfg: Config, show: bool, show_dir: Optional[str],
-                         wait_time: float) -> None:
-    """--show / --show-dir (under ``<work_dir>/<timestamp>/``): the VisualizationHook draws."""
-    hook = cfg.get('default_hooks', {}).get('visualization')
-    if hook is None:
-        raise UserError("--show/--show-dir need default_hooks.visualization = "
-                        "dict(type='DetVisualizationHook') in the config")
-    hook['draw'] = True
-    if show:
-        hook['show'] = True
-        hook['wait_time'] = wait_time
-    if show_dir:
-        hook['test_out_dir'] = show_dir
-
-
-def enable_tta(cfg: Config) -> None:
-    """--tta: the config's tta_model and tta_pipeline, else mmdet's default (flip, merge)."""
     if 'tta_model' not in cfg:
         warnings.warn('--tta: the config has no tta_model; using DetTTAModel '
                       '(NMS at IoU 0.5, 100 boxes per image)', stacklevel=2)
@@ -253,27 +214,20 @@ def enable_tta(cfg: Config) -> None:
         dataset = cfg.test_dataloader.dataset
         while 'dataset' in dataset:  # wrappers such as ClassBalancedDataset
             dataset = dataset['dataset']
-        steps = copy.deepcopy(list(dataset['pipeline']))
-        pack = dict(steps[-1])  # the packing, run after each pass
+        *steps, pack = copy.deepcopy(list(dataset['pipeline']))
         if 'meta_keys' in pack:  # the merge needs to know which pass was flipped
-            keys = tuple(pack['meta_keys'])
-            pack['meta_keys'] = keys + tuple(k for k in ('flip', 'flip_direction')
-                                             if k not in keys)
-        steps[-1] = dict(type='TestTimeAug',
-                         transforms=[[dict(type='RandomFlip', prob=1.0),
-                                      dict(type='RandomFlip', prob=0.0)], [pack]])
-        cfg.tta_pipeline = steps
+            pack['meta_keys'] = tuple(dict.fromkeys([*pack['meta_keys'], 'flip', 'flip_direction']))
+        cfg.tta_pipeline = [*steps, dict(type='TestTimeAug', transforms=[
+            [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)], [pack]])]
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 
-def build_runner(cfg: Config):
+def build_runner(cfg: Config) -> Any:
     """A Runner, or the config's ``runner_type`` from mmdet's registry."""
+    from mmdet.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        from mmdet.registry import RUNNERS
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 
 @contextmanager
@@ -283,7 +237,7 @@ def user_errors(what: str) -> Iterator[None]:
         yield
     except (AssertionError, AttributeError, IndexError, KeyError, OSError, TypeError,
             ValueError) as error:
-        message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        message = _message(error)
         if message == 'need at least one array to concatenate':  # mmdet does not say why
             message += (' (the dataset has no images to use: none listed, or, with '
                         'filter_empty_gt, none with annotations)')
@@ -291,7 +245,7 @@ def user_errors(what: str) -> Iterator[None]:
 
 
 def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
-    """The runner and its ``loops`` built before any long work, each failure one line."""
+    """The runner and its ``loops``, built before any long work; each failure one line."""
     from tools.lib.dist import setup_cpu_distributed  # torch: not for tools/sweep.py's import
     setup_cpu_distributed(cfg, cfg.launcher)
     check_annotation_files(cfg, [f'{loop}_dataloader' for loop in loops])
@@ -299,9 +253,10 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
     with user_errors('the config (building the runner: model, hooks, optimizer)'):
         runner = build_runner(cfg)
     for loop in loops:
-        files = dict.fromkeys(path for _, path in annotation_files(cfg, f'{loop}_dataloader'))
+        files = ', '.join(dict.fromkeys(path for _, path in
+                                        annotation_files(cfg, f'{loop}_dataloader')))
         with user_errors(f'{loop}_cfg / {loop}_dataloader'
-                         + (f" (annotations {', '.join(files)})" if files else '')):
+                         + (f' (annotations {files})' if files else '')):
             built = getattr(runner, f'{loop}_loop')
         if loop == 'train' and getattr(built, 'max_iters', 1) < 1:
             key = 'max_epochs' if 'max_epochs' in cfg.train_cfg else 'max_iters'
@@ -312,10 +267,10 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
 
 def check_writable(path: str, what: str, directory: bool = False) -> None:
     """``path`` (a directory, or a file in one) can be written; a missing folder is made."""
-    folder = path if directory else osp.dirname(osp.abspath(path))
     try:
         if not directory and osp.isdir(path):
             raise IsADirectoryError(f'{path!r} is a directory')
+        folder = path if directory else osp.dirname(osp.abspath(path))
         os.makedirs(folder, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
@@ -333,9 +288,9 @@ def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
                                 f'{os.getcwd()!r}){hint}')
 
 
-def annotation_files(cfg: Config, loader: str) -> Iterator[Tuple[str, str]]:
+def annotation_files(cfg: Config, loader: str) -> Iterator[tuple[str, str]]:
     """(config key, path) of each ann_file of ``loader``'s datasets, then of its evaluators."""
-    def walk(dataset: Any, where: str, data_root: str = '') -> Iterator[Tuple[str, str]]:
+    def walk(dataset: Any, where: str, data_root: str = '') -> Iterator[tuple[str, str]]:
         if not isinstance(dataset, Mapping):
             return
         data_root = dataset.get('data_root') or data_root

@@ -1,8 +1,6 @@
-"""mmengine's ``pytorch`` launcher (torchrun) on machines without CUDA.
-
-mmengine 0.10's ``init_dist`` calls ``torch.cuda.set_device`` before joining, and its Runner
-gives DDP ``device_ids=[LOCAL_RANK]``, which a CPU module refuses: without CUDA the tools
-join over gloo themselves (the Runner then skips ``init_dist``) and ask for no device ids."""
+"""mmengine's ``pytorch`` launcher (torchrun) without CUDA: mmengine 0.10's ``init_dist`` sets a
+CUDA device before joining, and its Runner gives DDP ``device_ids=[LOCAL_RANK]``, which a CPU
+module refuses; so the tools join over gloo themselves (the Runner then skips ``init_dist``)."""
 import datetime
 import gc
 import os
@@ -17,7 +15,7 @@ _TORCHRUN_ENV = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT
 
 
 def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
-    """For ``--launcher pytorch`` without CUDA, join over gloo and set ``cfg`` up; if it did."""
+    """For ``--launcher pytorch`` without CUDA: join over gloo, set ``cfg`` up, return True."""
     if launcher != 'pytorch' or torch.cuda.is_available():
         return False
     missing = [key for key in _TORCHRUN_ENV if key not in os.environ]
@@ -28,24 +26,22 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> bool:
     cfg.merge_from_dict({'env_cfg.dist_cfg.backend': 'gloo'})
     if not torch_dist.is_initialized():
         torch_dist.init_process_group(**process_group_kwargs(cfg.env_cfg.dist_cfg))
-    # mmengine's defaults for DDP, which it applies only without a model_wrapper_cfg.
-    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
-    wrapper.setdefault('broadcast_buffers', False)
-    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
-    cfg.model_wrapper_cfg = dict(wrapper, device_ids=None)  # a CPU module: no device ids
+    # mmengine's DDP defaults (it applies them only without a model_wrapper_cfg); no device ids.
+    cfg.model_wrapper_cfg = {
+        'broadcast_buffers': False,
+        'find_unused_parameters': cfg.get('find_unused_parameters', False),
+        **(cfg.get('model_wrapper_cfg') or {}), 'device_ids': None}
     return True
 
 
 def process_group_kwargs(dist_cfg: dict) -> dict:
     """``init_process_group``'s arguments from ``env_cfg.dist_cfg``, as mmengine's ``init_dist``."""
-    kwargs = dict(dist_cfg)
+    kwargs = {'init_method': 'env://', **dist_cfg}
     init_backend = kwargs.pop('init_backend', 'torch')
     if init_backend != 'torch':
         raise UserError(f"env_cfg.dist_cfg.init_backend must be 'torch' for --launcher "
                         f'pytorch on a machine without CUDA, got {init_backend!r}')
-    kwargs.setdefault('init_method', 'env://')
-    timeout = kwargs.get('timeout')
-    if timeout is not None:
+    if (timeout := kwargs.get('timeout')) is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise UserError(f'env_cfg.dist_cfg.timeout must be a positive number of '
                             f'seconds, got {timeout!r}')
@@ -54,11 +50,9 @@ def process_group_kwargs(dist_cfg: dict) -> dict:
 
 
 def destroy_process_group() -> None:
-    """Leave the process group, if joined, once the runner is gone: else gloo's work held
-    by DDP outlived the interpreter, and one rank in a few aborted ("terminate called
-    without an active exception", CPU torchrun, torch 2.14) after a finished run. Not after
-    a failure: the barrier would wait for ranks that never come."""
+    """After a finished run, leave the process group (else one CPU torchrun rank in a few
+    aborted at exit, torch 2.14); never after a failure: the barrier would wait forever."""
     if torch_dist.is_available() and torch_dist.is_initialized():
-        gc.collect()  # free the runner's DDP model and its pending work
+        gc.collect()  # free the runner's DDP model and its pending gloo work
         torch_dist.barrier()  # no rank leaves while another still talks
         torch_dist.destroy_process_group()

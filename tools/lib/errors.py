@@ -1,9 +1,6 @@
-"""User errors in the tools: :func:`run` reports a :class:`UserError` (what the user can fix)
-as ``<tool>: error: <message>``, one line on stderr, exit status 2 (argparse's format and
-status); any other exception is a bug and keeps its traceback. Standard library only:
-tools/lib/run_settings.py runs before the project's environment exists."""
-from __future__ import annotations
-
+"""User errors: :func:`run` prints a :class:`UserError` as ``<tool>: error: <message>``, one line
+on stderr, exit status 2 (argparse's form); any other exception keeps its traceback. Standard
+library only: tools/lib/run_settings.py runs before the project's environment exists."""
 import argparse
 import os.path as osp
 import sys
@@ -12,10 +9,8 @@ from typing import Any, Callable, NoReturn, Optional, Sequence
 
 
 def ignore_known_warnings() -> None:
-    """Before mmengine is imported: silence its start-up warning no user can act on, which
-    would bury a one-line error (mmengine 0.10.7 imports the deprecated pkg_resources)."""
-    warnings.filterwarnings('ignore', message='pkg_resources is deprecated',
-                            category=UserWarning)
+    """Call before mmengine's import: its pkg_resources warning would bury a one-line error."""
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 
 class UserError(Exception):
@@ -29,17 +24,17 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-def one_line(text: str) -> str:
+def one_line(text: object) -> str:
     """``text`` with every run of whitespace (newlines included) as one space."""
     return ' '.join(str(text).split())
 
 
-def run(main: Callable[[Optional[Sequence[str]]], Any],
-        argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> None:
+def run(main: Callable[[Optional[Sequence[str]]], Any], argv: Optional[Sequence[str]] = None,
+        prog: Optional[str] = None) -> None:
     """Call ``main(argv)``; report a :class:`UserError` as ``prog`` (the script's) and exit 2."""
     try:
         main(argv)
     except UserError as error:
-        print(f'{prog or osp.basename(sys.argv[0])}: error: {one_line(str(error))}',
-              file=sys.stderr, flush=True)
+        print(f'{prog or osp.basename(sys.argv[0])}: error: {one_line(error)}', file=sys.stderr,
+              flush=True)
         sys.exit(2)

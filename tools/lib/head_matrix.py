@@ -1,12 +1,6 @@
-"""Which of mmdet's focal-loss heads take Poly1FocalLoss: the head matrix.
-
-Finds every config shipped inside mmdet whose model uses ``FocalLoss`` (in any
-head, at any depth), keeps one per head type (preferring ResNet-50), swaps every
-``FocalLoss`` for ``Poly1FocalLoss`` and trains one step on a small synthetic
-batch on CPU, without pretrained weights. A head fails only if it trains with
-mmdet's ``FocalLoss`` on the same batch and not with ours; what cannot run here
-at all (a text encoder from the hub, a GPU-only op) is skipped with the reason.
-"""
+"""The head matrix: one config per mmdet head type that uses ``FocalLoss`` (at any depth), every
+``FocalLoss`` swapped for a Poly loss, one training step on CPU without pretrained weights. A
+head fails only if it trains with ``FocalLoss`` on the same batch and not with ours."""
 import copy
 import json
 import logging
@@ -15,22 +9,24 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache, reduce
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Sequence
 
-Slot = Tuple[Any, ...]  # path from cfg.model to a loss dict, e.g. ('bbox_head', 'loss_cls')
+import mmdet
+
+Slot = tuple[Any, ...]  # path from cfg.model to a loss dict, e.g. ('bbox_head', 'loss_cls')
 _BASE = re.compile(r"_base_\s*=\s*(\[[^\]]*\]|'[^']*'|\"[^\"]*\")", re.S)
 #: FocalLoss arguments that carry over to Poly1FocalLoss.
 _KEPT_LOSS_ARGS = ('use_sigmoid', 'gamma', 'alpha', 'loss_weight', 'reduction', 'activated')
-#: The scan's result for the installed mmdet, committed so that the test can
-#: parametrize per head without re-scanning (about a minute) at collection.
+#: The scan of the installed mmdet, committed: the test parametrizes per head without it.
 HEADS_FILE = Path(__file__).with_name('focal_heads.json')
+MMDET_CONFIGS = Path(mmdet.__file__).parent / '.mim' / 'configs'
 
 
 @dataclass
 class HeadCase:
     head_type: str
     config: Path
-    slots: List[Slot]
+    slots: list[Slot]
 
 
 @dataclass
@@ -40,35 +36,28 @@ class HeadResult:
     detail: str = ''
 
 
-def mmdet_config_root() -> Path:
-    import mmdet
-    return Path(mmdet.__file__).parent / '.mim' / 'configs'
-
-
 def mmdet_version() -> str:
-    import mmdet
     return mmdet.__version__
 
 
-def save_heads(cases: List[HeadCase]) -> None:
+def save_heads(cases: list[HeadCase]) -> None:
     """Write a scan to HEADS_FILE, one head a line (configs relative to mmdet's)."""
     rows = ',\n  '.join(json.dumps(dict(head=c.head_type,
-                                        config=str(c.config.relative_to(mmdet_config_root())),
+                                        config=str(c.config.relative_to(MMDET_CONFIGS)),
                                         slots=[list(s) for s in c.slots])) for c in cases)
     HEADS_FILE.write_text(f'{{"mmdet": {json.dumps(mmdet_version())}, "heads": [\n  {rows}\n]}}\n')
 
 
-def load_heads() -> Tuple[str, List[HeadCase]]:
+def load_heads() -> tuple[str, list[HeadCase]]:
     """(the mmdet version it was scanned from, the cases) of the saved scan."""
     data = json.loads(HEADS_FILE.read_text())
-    return data['mmdet'], [HeadCase(h['head'], mmdet_config_root() / h['config'],
+    return data['mmdet'], [HeadCase(h['head'], MMDET_CONFIGS / h['config'],
                                     [tuple(s) for s in h['slots']]) for h in data['heads']]
 
 
 @lru_cache(maxsize=None)
 def _mentions_focal(path: Path) -> bool:
-    """Whether the (resolved) ``path`` or a config it inherits from mentions
-    FocalLoss, from the text alone: far quicker than parsing every config."""
+    """Whether ``path`` or a config it inherits from names FocalLoss (text only: quick)."""
     try:
         text = path.read_text()
     except OSError:
@@ -80,12 +69,10 @@ def _mentions_focal(path: Path) -> bool:
     return any(_mentions_focal((path.parent / b).resolve()) for b in bases if '::' not in b)
 
 
-def _focal_slots(node: Any, path: Slot = ()) -> List[Slot]:
+def _focal_slots(node: Any, path: Slot = ()) -> list[Slot]:
     if isinstance(node, dict):
-        found = [path] if node.get('type') == 'FocalLoss' else []
-        for key, value in node.items():
-            found += _focal_slots(value, path + (key,))
-        return found
+        return ([path] if node.get('type') == 'FocalLoss' else []) + [
+            s for key, value in node.items() for s in _focal_slots(value, path + (key,))]
     if isinstance(node, (list, tuple)):
         return [s for i, v in enumerate(node) for s in _focal_slots(v, path + (i,))]
     return []
@@ -95,18 +82,17 @@ def _get(node: Any, path: Slot) -> Any:
     return reduce(operator.getitem, path, node)
 
 
-def find_focal_heads() -> List[HeadCase]:
-    """One config per head type whose model uses FocalLoss somewhere: a
-    ResNet-50 one if any, then the shortest name (usually the plain 1x one)."""
+def find_focal_heads() -> list[HeadCase]:
+    """One config per head type using FocalLoss: a ResNet-50 one if any, then the shortest name."""
     from mmengine.config import Config
-    paths = sorted(p for p in mmdet_config_root().rglob('*.py') if '_base_' not in p.parts)
-    by_head: Dict[str, HeadCase] = {}
+    paths = [p for p in MMDET_CONFIGS.rglob('*.py') if '_base_' not in p.parts]
+    by_head: dict[str, HeadCase] = {}
     for path in sorted(paths, key=lambda p: ('r50' not in p.name, len(p.name), p.name)):
         if not _mentions_focal(path.resolve()):
             continue
         try:
             model = Config.fromfile(str(path)).to_dict().get('model')
-        except Exception:  # any error: configs needing absent extras
+        except Exception:  # configs needing absent extras
             continue
         slots = _focal_slots(model)
         if slots:
@@ -115,18 +101,13 @@ def find_focal_heads() -> List[HeadCase]:
     return [by_head[k] for k in sorted(by_head)]
 
 
-def run_head(case: HeadCase, poly_loss: Dict[str, Any],
+def run_head(case: HeadCase, poly_loss: dict[str, Any],
              image_sizes: Sequence[int] = (128, 320)) -> HeadResult:
-    """Forward/backward with FocalLoss, then with ``poly_loss`` swapped in.
-
-    Small images first; a head that cannot run on them with FocalLoss (a
-    kernel larger than the feature map, more queries than tokens) is tried
-    once more on the next size.
-    """
+    """A step with FocalLoss on the first of ``image_sizes`` it runs on, then with ``poly_loss``."""
     from mmengine.config import Config
     model_cfg = Config.fromfile(str(case.config)).to_dict()['model']
     num_classes = _get(model_cfg, case.slots[0][:-1]).get('num_classes', 80)
-    for size in image_sizes:
+    for size in image_sizes:  # a kernel larger than the feature map, more queries than tokens
         try:
             focal_loss = _train_step(model_cfg, size, num_classes)
             break
@@ -152,7 +133,7 @@ def run_head(case: HeadCase, poly_loss: Dict[str, Any],
                                   f'Poly1FocalLoss {poly:.4g}')
 
 
-def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) -> float:
+def _train_step(model_cfg: dict[str, Any], image_size: int, num_classes: int) -> float:
     """Build without pretrained weights, one loss + backward; the summed loss."""
     import torch
     from mmdet.registry import MODELS
@@ -175,21 +156,15 @@ def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) ->
     finally:
         logger.setLevel(level)
     model.train()
-    # Backbone and neck gradients do not involve the loss: skip that backward
-    # (the forward, and so the loss, is unchanged).
-    for part in ('backbone', 'neck'):
+    for part in ('backbone', 'neck'):  # their gradients do not involve the loss
         if hasattr(model, part):
             getattr(model, part).requires_grad_(False)
-    # The runner's progress, as a training loop publishes it (TOOD reads the
-    # epoch, BoxInst the iteration).
-    hub = MessageHub.get_current_instance()
-    hub.update_info('epoch', 0)
-    hub.update_info('iter', 0)
+    hub = MessageHub.get_current_instance()  # as a training loop: TOOD reads the epoch, BoxInst
+    hub.update_info_dict(dict(epoch=0, iter=0))  # the iteration
     packed = demo_mm_inputs(batch_size=2, image_shapes=(3, image_size, image_size),
                             num_items=[3, 2], num_classes=num_classes, with_mask=True)
     data = model.data_preprocessor(packed, True)
-    losses = model.loss(data['inputs'], data['data_samples'])
-    total, _ = model.parse_losses(losses)  # the sum a training loop backpropagates
+    total, _ = model.parse_losses(model.loss(data['inputs'], data['data_samples']))
     if not torch.isfinite(total):
         raise FloatingPointError(f'non-finite loss {total.item()}')
     total.backward()
@@ -198,17 +173,14 @@ def _train_step(model_cfg: Dict[str, Any], image_size: int, num_classes: int) ->
 
 def _drop_pretrained(node: Any) -> None:
     if isinstance(node, dict):
-        init_cfg = node.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        if isinstance(node.get('init_cfg'), dict) and node['init_cfg'].get('type') == 'Pretrained':
             node['init_cfg'] = None
         node.pop('pretrained', None)
         if node.get('teacher_ckpt'):  # LAD's teacher: no download here
             node['teacher_ckpt'] = None
-        for value in node.values():
-            _drop_pretrained(value)
-    elif isinstance(node, list):
-        for value in node:
-            _drop_pretrained(value)
+    children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    for value in children:
+        _drop_pretrained(value)
 
 
 def _error_summary(err: Exception) -> str:
@@ -217,10 +189,8 @@ def _error_summary(err: Exception) -> str:
     return text if len(text) <= 160 else text[:157] + '...'
 
 
-def head_table(results: List[HeadResult], root: Path | None = None) -> str:
-    """Markdown table of the head matrix, one row per head (configs relative to
-    ``root``, mmdet's config folder by default)."""
-    root = root or mmdet_config_root()
+def head_table(results: list[HeadResult], root: Path = MMDET_CONFIGS) -> str:
+    """The matrix as a markdown table, configs relative to ``root``."""
     lines = ['| head | config (mmdet) | FocalLoss slots swapped | result | detail |',
              '| --- | --- | --- | --- | --- |']
     for r in results:

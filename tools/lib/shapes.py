@@ -1,29 +1,22 @@
-"""A small COCO-format detection dataset of drawn shapes, made from a seed.
+"""A small COCO-format dataset of drawn shapes (a task a CPU learns in minutes), from a seed.
 
-The demo needs a detection task a CPU can learn in minutes, on which the
-classification loss still matters. Each image holds one to six filled shapes
-(five classes, told apart by shape alone: colours are random) on a noisy
-background. Class frequencies are imbalanced (about 45/25/15/10/5 per cent),
-object sizes span COCO's small and medium ranges with a few large ones, and
-objects may overlap a little (at most ``max_overlap`` of the smaller box).
-
-Layout under ``out_dir``: ``train/000000.jpg ...``, ``val/000000.jpg ...``,
-``annotations/instances_{train,val}.json`` and ``meta.json`` (the parameters,
-for idempotent reruns). The same parameters always give byte-identical files.
-"""
+One to six filled shapes an image (five classes told apart by shape; colours are random) on a
+noisy background; imbalanced classes (about 45/25/15/10/5 %), COCO's small and medium sizes
+with a few large, overlaps of at most ``max_overlap`` of the smaller box. Under ``out_dir``:
+``{train,val}/000000.jpg ...``, ``annotations/instances_{train,val}.json`` and ``meta.json``
+(the parameters). The same parameters always give byte-identical files."""
 import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-#: Class names, most frequent first.
-CLASSES: Tuple[str, ...] = ('disk', 'square', 'triangle', 'ring', 'cross')
+CLASSES: tuple[str, ...] = ('disk', 'square', 'triangle', 'ring', 'cross')  # most frequent first
 #: One colour per class for mmdet's visualiser (the images use random colours).
-PALETTE: Tuple[Tuple[int, int, int], ...] = ((220, 20, 60), (0, 128, 255), (60, 180, 75),
+PALETTE: tuple[tuple[int, int, int], ...] = ((220, 20, 60), (0, 128, 255), (60, 180, 75),
                                               (255, 165, 0), (145, 30, 180))
 #: Outlines of the polygon classes in [-1, 1]^2 (disk and ring are ellipses).
 _T = 0.35  # half-width of the cross's bars
@@ -32,13 +25,12 @@ POLYGONS = dict(square=[(-1, -1), (1, -1), (1, 1), (-1, 1)],
                 cross=[(-_T, -1), (_T, -1), (_T, -_T), (1, -_T), (1, _T), (_T, _T), (_T, 1),
                        (-_T, 1), (-_T, _T), (-1, _T), (-1, -_T), (-_T, -_T)])
 
-BBox = Tuple[int, int, int, int]
+BBox = tuple[int, int, int, int]
 
 
 @dataclass
 class SyntheticConfig:
     """Parameters of the generated dataset (all stored in ``meta.json``)."""
-
     seed: int = 0
     num_train: int = 600
     num_val: int = 150
@@ -48,8 +40,7 @@ class SyntheticConfig:
     min_size: float = 10.0
     max_size: float = 100.0
     max_overlap: float = 0.35
-    #: Relative frequency of each class among the drawn objects.
-    class_frequencies: Tuple[float, ...] = (0.45, 0.25, 0.15, 0.10, 0.05)
+    class_frequencies: tuple[float, ...] = (0.45, 0.25, 0.15, 0.10, 0.05)  # of CLASSES
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad parameter."""
@@ -57,28 +48,24 @@ class SyntheticConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
         if self.max_objects < self.min_objects:
-            raise ValueError(f'max_objects must be >= min_objects '
-                             f'({self.min_objects}), got {self.max_objects}')
+            raise ValueError(f'max_objects must be >= min_objects ({self.min_objects}), '
+                             f'got {self.max_objects}')
         if not 2 <= self.min_size <= self.max_size:
-            raise ValueError(f'need 2 <= min_size <= max_size, got '
-                             f'min_size={self.min_size}, max_size={self.max_size}')
+            raise ValueError(f'need 2 <= min_size <= max_size, got min_size={self.min_size}, '
+                             f'max_size={self.max_size}')
         if self.max_size > self.img_size:
-            raise ValueError(f'max_size must be <= img_size ({self.img_size}), '
-                             f'got {self.max_size}')
+            raise ValueError(f'max_size must be <= img_size ({self.img_size}), got '
+                             f'{self.max_size}')
         if not 0.0 <= self.max_overlap <= 1.0:
             raise ValueError(f'max_overlap must be in [0, 1], got {self.max_overlap}')
-        freqs = self.class_frequencies
-        if len(freqs) != len(CLASSES) or min(freqs) <= 0:
-            raise ValueError(f'class_frequencies must be {len(CLASSES)} '
-                             f'positive numbers, got {freqs}')
+        if len(self.class_frequencies) != len(CLASSES) or min(self.class_frequencies) <= 0:
+            raise ValueError(f'class_frequencies must be {len(CLASSES)} positive numbers, '
+                             f'got {self.class_frequencies}')
 
 
 def _overlap(a: BBox, b: BBox) -> float:
-    """Intersection of two ``(x1, y1, x2, y2)`` boxes over the smaller one.
-
-    Unlike IoU this also rejects a small box lying inside a large one, so no
-    object is hidden entirely by a later one.
-    """
+    """Intersection of two ``(x1, y1, x2, y2)`` boxes over the smaller one (unlike IoU, large
+    for a small box inside a large one: no object is hidden entirely by a later one)."""
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
@@ -96,15 +83,13 @@ def _draw_mask(label: str, size: int, cx: float, cy: float, w: float, h: float,
                       for x, y in POLYGONS[label]], fill=255)
         return mask
     draw.ellipse((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), fill=255)
-    if label == 'ring':
-        inner = 0.55
-        draw.ellipse((cx - w * inner / 2, cy - h * inner / 2,
-                      cx + w * inner / 2, cy + h * inner / 2), fill=0)
+    if label == 'ring':  # a hole of 0.55 the size
+        draw.ellipse((cx - w * 0.275, cy - h * 0.275, cx + w * 0.275, cy + h * 0.275), fill=0)
     return mask
 
 
 def _make_image(rng: np.random.Generator, cfg: SyntheticConfig,
-                class_probs: np.ndarray) -> Tuple[np.ndarray, List[Tuple[int, BBox, int]]]:
+                class_probs: np.ndarray) -> tuple[np.ndarray, list[tuple[int, BBox, int]]]:
     """Draw one image; return it and its objects (label id, xyxy box, pixel area)."""
     size = cfg.img_size
     # Background: a smooth random colour gradient plus pixel noise.
@@ -113,17 +98,14 @@ def _make_image(rng: np.random.Generator, cfg: SyntheticConfig,
     s = np.linspace(0.0, 1.0, size)[None, :, None]
     img = ((1 - t) * ((1 - s) * corners[0, 0] + s * corners[0, 1]) + t *
            ((1 - s) * corners[1, 0] + s * corners[1, 1]))
-    img = img + rng.normal(0.0, 12.0, size=(size, size, 3))
-    img = np.clip(img, 0, 255).astype(np.uint8)
-    objects: List[Tuple[int, BBox, int]] = []
-    num = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
+    img = np.clip(img + rng.normal(0.0, 12.0, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    objects: list[tuple[int, BBox, int]] = []
     log_lo, log_hi = math.log(cfg.min_size), math.log(cfg.max_size)
-    for _ in range(num):
+    for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
         for _attempt in range(30):  # rejection sampling for low overlap
             label_id = int(rng.choice(len(CLASSES), p=class_probs))
             w = math.exp(rng.uniform(log_lo, log_hi))
-            h = w * math.exp(rng.uniform(-0.25, 0.25))  # mild aspect jitter
-            h = min(max(h, cfg.min_size), float(size))
+            h = min(max(w * math.exp(rng.uniform(-0.25, 0.25)), cfg.min_size), float(size))
             cx = rng.uniform(w / 2, size - w / 2)
             cy = rng.uniform(h / 2, size - h / 2)
             angle = rng.uniform(-math.pi / 8, math.pi / 8)
@@ -146,11 +128,7 @@ def _make_image(rng: np.random.Generator, cfg: SyntheticConfig,
 
 
 def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, force: bool = False) -> bool:
-    """Generate the dataset in ``out_dir``.
-
-    Returns False (and writes nothing) when ``out_dir`` already holds a
-    dataset made with the same parameters and ``force`` is False.
-    """
+    """Write the dataset to ``out_dir``; False (nothing written) if it holds the same one."""
     cfg = cfg or SyntheticConfig()
     cfg.validate()
     root = Path(out_dir)
@@ -188,7 +166,7 @@ def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, force: bool = 
     return True
 
 
-def class_counts(ann_file: str) -> Dict[str, int]:
+def class_counts(ann_file: str) -> dict[str, int]:
     """Number of annotations per class name in a COCO instances file."""
     data = json.loads(Path(ann_file).read_text())
     names = {c['id']: c['name'] for c in data['categories']}
