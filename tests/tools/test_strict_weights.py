@@ -124,7 +124,8 @@ def test_unreadable_files_are_refused_in_one_line(tmp_path):
     cases = {
         str(text): f'checkpoint {text} cannot be read: the weights-only unpickler refuses it '
                    '(Unsupported operand 110)',
-        str(empty): f'checkpoint {empty} cannot be read: EOFError',
+        str(empty): f'checkpoint {empty} cannot be read: not a file torch.save wrote '
+                    '(EOFError)',
         str(tmp_path / 'cut.pth'): f'checkpoint {tmp_path}/cut.pth cannot be read: '
                                    'PytorchStreamReader failed reading zip archive: failed '
                                    'finding central directory',
@@ -188,7 +189,7 @@ ALL_HEAD_SHAPES = ('size mismatch for bbox_head.retina_cls.weight: copying a par
              'state_dict)'),
     ('tensor', 'holds a Tensor, not model weights (a state dict, or a dict with one as '
                'state_dict)'),
-    ('text', 'cannot be read: IndexError: pop from empty list'),
+    ('text', 'cannot be read: not a file torch.save wrote (IndexError: pop from empty list)'),
     ('no_state_dict', 'holds no weights: no tensors in it (keys: meta)'),
     ('partial', 'does not fit the model: missing keys in source state_dict: '
                 'bbox_head.retina_cls.weight, bbox_head.retina_cls.bias; '
@@ -238,7 +239,8 @@ def test_a_resume_from_an_unreadable_checkpoint_is_one_line(workspace):
     advice = ('; --resume cannot continue from it (give another checkpoint, or train '
               'without --resume)')
     assert user_error(train, workspace) == (
-        f'train.py: error: checkpoint {work}/epoch_3.pth cannot be read: EOFError{advice}')
+        f'train.py: error: checkpoint {work}/epoch_3.pth cannot be read: not a file '
+        f'torch.save wrote (EOFError){advice}')
     line = user_error([*train, 'ckpt/not_zip.pth'], workspace)
     assert line.startswith('train.py: error: checkpoint ckpt/not_zip.pth cannot be read: '
                            'PytorchStreamReader failed reading zip archive: '), line

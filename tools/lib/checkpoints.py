@@ -26,7 +26,8 @@ def read_checkpoint(path: str) -> Any:
         if refused:
             reason = f'the weights-only unpickler refuses it ({one_line(refused.group(1))})'
         elif not isinstance(error, RuntimeError):  # torch's own are worded; EOFError is empty
-            reason = f'{type(error).__name__}: {reason}'.rstrip(': ')
+            named = f'{type(error).__name__}: {reason}'.rstrip(': ')
+            reason = f'not a file torch.save wrote ({named})'
         raise UserError(f'checkpoint {path} cannot be read: {reason}') from error
 
 
