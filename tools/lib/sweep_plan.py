@@ -1,14 +1,14 @@
 """The runs of ``tools/sweep.py`` and where each one stands.
 
-A run is the Poly-1 config at one epsilon, or the baseline config, at one seed.
-Its work dir's ``.sweep-run.json`` holds its key (a hash of the resolved config
-and the ``--key-files``) and its state (``training``, ``trained``, ``tested``).
-A run is then ``new``, ``resume`` (started, with a checkpoint), ``test``
-(trained) or ``done`` (tested with the same key). The sweep never deletes on its
-own a work dir it did not write or a finished run of another key.
+A run is the Poly-1 config at one epsilon, or the baseline config, at one seed. Its work
+dir's marker holds its key (a hash of the resolved config and the ``--key-files``) and
+state (``training``, ``trained``, ``tested``); the run is then ``new``, ``resume``
+(started, with a checkpoint), ``test`` (trained) or ``done`` (tested with the same key).
+The sweep never deletes on its own a work dir it did not write or a run of another key.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -24,9 +24,9 @@ from tools.lib.cli import apply_cfg_options, parse_cfg_options, read_config
 from tools.lib.errors import UserError
 from tools.lib.run_lock import LOCK_NAME, MARKER
 
-#: Losses whose ``epsilon`` the sweep sets.
-POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')
+POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')  # whose epsilon the sweep sets
 _EPSILON_IN_NAME = re.compile(r'eps[+-]?[0-9.]+')
+_FORCE = '--force (FORCE=1 for tools/run_demo.sh)'
 
 
 @dataclass
@@ -93,15 +93,14 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
     for path in key_files:
         try:
             extra.update(Path(path).read_bytes())
-        except OSError as error:
-            # A dry run may come before the file is made: it plans the runs it would change.
+        except OSError as error:  # a dry run may come before the file is made
             if not (dry_run and isinstance(error, FileNotFoundError)):
                 raise UserError(f'--key-files: cannot read {path!r}: {error.strerror}') from error
             extra.update(f'<missing {path}>'.encode())
-    settings = ([(baseline, None)] if baseline else []) + [(config, e) for e in epsilons]
     runs = []
     for seed in seeds:
-        for path, epsilon in settings:
+        for path, epsilon in ([(baseline, None)] if baseline else []) + [
+                (config, e) for e in epsilons]:
             run_options = [f'randomness.seed={seed}', *options]
             if epsilon is not None:
                 run_options.insert(1, f'{loss_key}.epsilon={float(epsilon)!r}')
@@ -127,8 +126,8 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
     if not marker and not force and work_dir.exists() and not (
             work_dir.is_dir() and all(e.name == LOCK_NAME for e in work_dir.iterdir())):
         raise UserError(f'{work_dir} holds files the sweep did not write (no {MARKER}), '
-                        'perhaps a run of tools/train.py; --force (FORCE=1 for '
-                        'tools/run_demo.sh) replaces it, or choose another --work-dir-root')
+                        f'perhaps a run of tools/train.py; {_FORCE} replaces it, or choose '
+                        'another --work-dir-root')
     if force or not marker or marker.get('key') != run.key:
         if marker and not force and not retrain_changed:
             raise UserError(f'{work_dir} holds a run of other settings (its config or a '
@@ -137,21 +136,18 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
         run.state = 'new'
         return
     run.state = {'tested': 'done', 'trained': 'test'}.get(marker.get('state'), 'resume')
-    last = work_dir / 'last_checkpoint'
-    if run.state == 'resume' and not last.is_file():
+    if run.state == 'resume' and not (work_dir / 'last_checkpoint').is_file():
         run.state = 'new'  # stopped before its first checkpoint: start over
         return
-    # A checkpoint deleted by hand: a resume or test would fail on it again and again.
-    try:
-        path = last.read_text().strip()
+    try:  # a checkpoint deleted by hand: a resume or test would fail on it again and again
+        path = (work_dir / 'last_checkpoint').read_text().strip()
         damage = '' if osp.isfile(path) and osp.getsize(path) else f'{path} is missing or empty'
     except OSError:
         damage = 'no last_checkpoint file'
     if damage:
         what = 'finished run' if run.state in ('done', 'test') else \
             'started run (it would resume from that checkpoint)'
-        raise UserError(f'the {what} in {work_dir} is damaged ({damage}); --force '
-                        '(FORCE=1 for tools/run_demo.sh) retrains it')
+        raise UserError(f'the {what} in {work_dir} is damaged ({damage}); {_FORCE} retrains it')
 
 
 def clear_for_training(run: Run) -> None:
@@ -160,21 +156,17 @@ def clear_for_training(run: Run) -> None:
     if run.state != 'new' or not run.work_dir.exists():
         return
     for entry in run.work_dir.iterdir():
-        if entry.name == LOCK_NAME:
-            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
-        else:
+        elif entry.name != LOCK_NAME:
             entry.unlink()
 
 
 def final_checkpoint(run: Run) -> str:
-    """The checkpoint training ended with (named in the work dir's ``last_checkpoint``)."""
-    try:
+    """The checkpoint training ended with (the work dir's ``last_checkpoint`` names it)."""
+    with contextlib.suppress(OSError):
         path = (run.work_dir / 'last_checkpoint').read_text().strip()
-    except OSError as error:
-        raise UserError(f'{run.name}: training left no last_checkpoint in {run.work_dir}') \
-            from error
-    if not osp.isfile(path):
-        raise UserError(f'{run.name}: last_checkpoint names {path!r}, which does not exist')
-    return path
+        if osp.isfile(path):
+            return path
+    raise UserError(f'{run.name}: training left no checkpoint named in '
+                    f'{run.work_dir / "last_checkpoint"}')
