@@ -3,12 +3,8 @@
 
     python tools/sweep.py CONFIG --epsilons -1 0.5 --seeds 0 1 [--baseline CONFIG] [--dry-run]
 
-Each run sets the Poly-1 loss's ``epsilon`` and ``randomness.seed`` (the baseline: the
-seed) and goes to ``<--work-dir-root>/<CONFIG name with eps<e>>[_seed<N>]``; finished
-runs are skipped, started ones resumed, trained ones tested (tools/lib/sweep_plan.py),
-then ``sweep.md`` and ``sweep.png`` go to the root. ``--launcher none|pytorch`` runs
-them here, each under its lock (tools/lib/run_lock.py); ``slurm`` submits a job array
-and a report job (tools/lib/sweep_slurm.py).
+Runs go to ``<--work-dir-root>/<CONFIG name at eps<e>>[_seed<N>]``, finished ones skipped,
+started ones resumed (tools/lib/sweep_plan.py); then ``sweep.md`` and ``sweep.png``.
 """
 import contextlib
 import os
@@ -34,62 +30,51 @@ SLURM_ONLY = ('partition', 'cpus_per_task', 'max_parallel', 'time', 'signal_seco
 
 def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     parser = ArgumentParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
-    add = parser.add_argument
+    add, slurm = parser.add_argument, parser.add_argument_group('--launcher slurm').add_argument
     add('config', help='config with a Poly-1 classifier loss')
-    add('--epsilons', nargs='*', required=True, metavar='E',
-        help='Poly-1 epsilons, each >= -1 (none: the baseline only)')
-    add('--seeds', nargs='+', default=['0'], metavar='N',
-        help='training seeds, integers in [0, 2^32) (default: 0)')
+    add('--epsilons', nargs='*', required=True, metavar='E', help='Poly-1 epsilons, each >= -1')
+    add('--seeds', nargs='+', default=['0'], metavar='N', help='seeds in [0, 2^32) (default: 0)')
     add('--baseline', metavar='CONFIG', help="the baseline's config, trained per seed")
     add('--launcher', choices=('none', 'pytorch', 'slurm'), default='none',
-        help='none: one process here; pytorch: tools/dist_train.sh here; slurm: a job array')
-    add('--gpus', type=int, default=1,
-        help='GPUs per run for pytorch and slurm (slurm: 0 is one CPU process; default: 1)')
+        help='none: here, one process; pytorch: here, torchrun; slurm: one job array')
+    add('--gpus', type=int, default=1, help='GPUs per run (pytorch, slurm; slurm: 0 is a CPU run)')
     add('--work-dir-root', help='where the runs go (default: work_dirs/sweep_<config name>)')
-    add('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
-        help='config overrides for every run, e.g. train_cfg.max_epochs=24')
-    retrain = parser.add_mutually_exclusive_group()
-    retrain.add_argument('--force', action='store_true',
-                         help='retrain every run from scratch (deletes its work dir)')
-    retrain.add_argument('--retrain-changed', action='store_true',
-                         help='retrain runs whose config or --key-files changed')
+    add('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='for every run')
+    retrain = parser.add_mutually_exclusive_group().add_argument
+    retrain('--force', action='store_true', help='retrain every run from scratch')
+    retrain('--retrain-changed', action='store_true',
+            help='retrain runs whose config or --key-files changed')
     add('--key-files', nargs='+', default=[], metavar='FILE',
         help='files a finished run depends on besides its config')
     add('--dry-run', action='store_true', help='print the plan and the commands, run nothing')
-    slurm = parser.add_argument_group('--launcher slurm').add_argument
     slurm('--partition', help='the Slurm partition (required)')
     slurm('--cpus-per-task', type=int, help='CPUs per process (default: 1)')
     slurm('--max-parallel', type=int, help='at most this many runs at once')
-    slurm('--time', help="each attempt's time limit (e.g. 4:00:00): near it the run is "
-          'requeued, and resumes')
-    slurm('--signal-seconds', type=int, help='how long before --time a run is told to stop '
-          'and requeue (default: 300)')
-    slurm('--sbatch-args', metavar='"ARGS"', help='more sbatch arguments, as one string: '
-          '--sbatch-args="--account=det --qos=low"')
-    slurm('--wait', action='store_true', default=None,
-          help='return once every run has ended and the report is written')
+    slurm('--time', help="each attempt's time limit, e.g. 4:00:00 (then requeued, resumed)")
+    slurm('--signal-seconds', type=int, help='requeue this long before --time (default: 300)')
+    slurm('--sbatch-args', metavar='"ARGS"', help='more sbatch arguments, as one string')
+    slurm('--wait', action='store_true', default=None, help='return once the report is written')
     args = parser.parse_args(argv)
     args.epsilons = parse_epsilons(' '.join(args.epsilons), '--epsilons')
     args.seeds = parse_seeds(' '.join(args.seeds), '--seeds')
-    slurm_launcher = args.launcher == 'slurm'
-    if args.gpus < (0 if slurm_launcher else 1):
-        raise UserError(f'--gpus must be >= {0 if slurm_launcher else 1}, got {args.gpus}')
+    least = 0 if args.launcher == 'slurm' else 1
+    if args.gpus < least:
+        raise UserError(f'--gpus must be >= {least}, got {args.gpus}')
     if args.launcher == 'none' and args.gpus != 1:
         raise UserError(f'--gpus {args.gpus} needs --launcher pytorch or slurm')
     if not args.epsilons and not args.baseline:
         raise UserError('nothing to run: give --epsilons values, a --baseline, or both')
-    if slurm_launcher and not args.partition:
+    if args.launcher == 'slurm' and not args.partition:
         raise UserError('--launcher slurm needs --partition NAME')
     given = [name for name in SLURM_ONLY if getattr(args, name) is not None]
-    if given and not slurm_launcher:
+    if given and args.launcher != 'slurm':
         raise UserError(f'--{given[0].replace("_", "-")} needs --launcher slurm')
     args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
     return args
 
 
 def execute(args: Namespace, tool: str, each: Run, *positional: str, hint: str, then: str) -> None:
-    """Run tools/<tool>.py (pytorch: tools/dist_<tool>.sh) on ``each``, stopped with this
-    process, and mark the run ``then``; a failure is a user error ending in ``hint``."""
+    """tools/<tool>.py (pytorch: dist_<tool>.sh) on ``each``, then mark it ``then``."""
     options = ['--work-dir', str(each.work_dir), '--cfg-options', *each.options]
     options += ['--resume'] if tool == 'train' and each.state == 'resume' else []
     command = ([sys.executable, str(ROOT / f'tools/{tool}.py'), each.config, *positional]
@@ -121,14 +106,13 @@ def run_here(each: Run, args: Namespace) -> None:
 
 
 def run_locally(runs: List[Run], args: Namespace) -> List[str]:
-    """Every run not done, each under its lock and assessed again once held (another
-    sweep may have run it meanwhile); the names of those another process holds."""
+    """Run every run not done under its lock; the names of those another process holds."""
     busy = []
     for each in (r for r in runs if r.state != 'done'):
         print(f'\n[sweep] {each.name}: {each.state}', flush=True)
         try:
             with contextlib.nullcontext() if args.dry_run else run_lock.run_lock(each.work_dir):
-                if not args.dry_run:
+                if not args.dry_run:  # another sweep may have run it meanwhile
                     sweep_plan.assess(each, args.force, args.retrain_changed)
                 if each.state != 'done':
                     run_here(each, args)
@@ -196,8 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 def main_slurm(args: Namespace, runs: List[Run], root: Path,
                problems: Dict[str, UserError]) -> None:
-    """Show each run's state, submit what is missing, queue the report. ``problems``:
-    what assessing a run found wrong, an error unless it is queued or running."""
+    """Submit the runs not done nor queued or running, then queue the report."""
     settings = sweep_slurm.SlurmSettings(
         partition=args.partition, gpus=args.gpus, cpus_per_task=args.cpus_per_task or 1,
         max_parallel=args.max_parallel, time=args.time,

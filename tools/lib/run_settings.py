@@ -1,13 +1,8 @@
 #!/usr/bin/env python
-"""Seeds and Poly-1 epsilons for the demo and sweep launchers, checked in Python
-(standard library only: ``tools/run_demo.sh`` runs it before set-up, where bash
-arithmetic would wrap around)::
-
-    python tools/lib/run_settings.py SEEDS "0 1 01"        # prints: 0 1
-    python tools/lib/run_settings.py EPSILONS "-1 -.5 .5"  # prints: -1 -0.5 +0.5
-
-A bad value: one line on stderr (``run_demo: error: ...``, or ``--prog NAME``'s), exit 2.
-"""
+"""Seeds and Poly-1 epsilons checked in Python, standard library only: tools/run_demo.sh
+runs ``run_settings.py SEEDS "0 1 01"`` (prints ``0 1``) or ``EPSILONS "-1 -.5 .5"``
+(``-1 -0.5 +0.5``) before set-up, where bash arithmetic would wrap around. A bad value:
+one line on stderr (``run_demo: error: ...``, or ``--prog NAME``'s), exit 2."""
 from __future__ import annotations
 
 import math

@@ -1,11 +1,5 @@
-"""The runs of ``tools/sweep.py`` and where each one stands.
-
-A run is the Poly-1 config at one epsilon, or the baseline config, at one seed. Its work
-dir's marker holds its key (a hash of the resolved config and the ``--key-files``) and
-state (``training``, ``trained``, ``tested``); the run is then ``new``, ``resume``
-(started, with a checkpoint), ``test`` (trained) or ``done`` (tested with the same key).
-The sweep never deletes on its own a work dir it did not write or a run of another key.
-"""
+"""The runs of ``tools/sweep.py`` (a config at one epsilon and seed) and where each stands:
+its marker holds its key (a hash of the resolved config and ``--key-files``) and state."""
 from __future__ import annotations
 
 import contextlib
@@ -69,8 +63,7 @@ def poly_loss_key(model: Dict) -> str:
 
 
 def run_name(config: str, epsilon: Optional[str], seed: int) -> str:
-    """``<config name>`` with its ``eps...`` part set to the run's epsilon (or
-    ``_eps<e>`` appended), and ``_seed<N>`` for seeds other than 0."""
+    """The config's name with its ``eps...`` part (else ``_eps<e>``), then ``_seed<N>``."""
     name = Path(config).stem
     if epsilon is not None:
         name, found = _EPSILON_IN_NAME.subn(f'eps{epsilon}', name, count=1)
@@ -81,8 +74,7 @@ def run_name(config: str, epsilon: Optional[str], seed: int) -> str:
 def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
               baseline: Optional[str], root: Path, options: Sequence[str],
               key_files: Sequence[str], dry_run: bool = False) -> List[Run]:
-    """Every (loss, seed) run, baseline first, each with its key (not its state).
-    ``epsilons`` are named as by ``run_settings.parse_epsilons`` (-1, +0.5)."""
+    """Every (loss, seed) run, baseline first, each with its key (not yet its state)."""
     loaded = {path: read_config(path) for path in filter(None, (config, baseline))}
     loss_key = poly_loss_key(with_options(loaded[config], options).model)
     for option in options:
@@ -116,13 +108,14 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
 
 
 def assess(run: Run, force: bool, retrain_changed: bool) -> None:
-    """Set ``run.state`` from its work dir (nothing is changed there)."""
+    """Set ``run.state`` from its work dir: new, resume (started, with a checkpoint), test
+    (trained) or done (tested with the same key); a dir the sweep did not write, or of
+    another key, is an error unless forced."""
     work_dir = run.work_dir
     try:
         marker = json.loads((work_dir / MARKER).read_text())
     except (OSError, ValueError):
         marker = {}
-    # Anything but an empty directory (or one with only a lock) is somebody's run.
     if not marker and not force and work_dir.exists() and not (
             work_dir.is_dir() and all(e.name == LOCK_NAME for e in work_dir.iterdir())):
         raise UserError(f'{work_dir} holds files the sweep did not write (no {MARKER}), '
@@ -151,8 +144,7 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
 
 
 def clear_for_training(run: Run) -> None:
-    """Empty a ``new`` run's work dir (old checkpoints would be resumed or reported),
-    all but the lock file, which the caller holds."""
+    """Empty a ``new`` run's work dir but for the lock file, which the caller holds."""
     if run.state != 'new' or not run.work_dir.exists():
         return
     for entry in run.work_dir.iterdir():

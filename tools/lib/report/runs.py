@@ -1,6 +1,5 @@
-"""Read a sweep's runs from their mmengine work dirs as data (nothing in them is run): a
-run's numbers are its newest ``tools/test.py`` run of the checkpoint its training ended
-with, else it is ``unfinished``. Bad input is a one-line :class:`SweepReportError`."""
+"""A sweep's runs read from their mmengine work dirs as data (nothing in them is run): each
+run's test of the checkpoint its training ended with, else why it is ``unfinished``."""
 from __future__ import annotations
 
 import ast
@@ -31,8 +30,7 @@ class SweepReportError(UserError):
 
 
 class PolyLoss(NamedTuple):
-    """A loss of this package: its defaults, whether it takes ``epsilon``, ``epsilons``,
-    ``gamma`` (focal; else a cross-entropy)."""
+    """A loss of this package: its defaults; takes ``epsilon``, ``epsilons``, ``gamma``?"""
     defaults: Mapping[str, Any]
     is_poly1: bool
     is_poly_n: bool
@@ -159,13 +157,12 @@ def parse_dumped_config(path: Path) -> Dict[str, Any]:
     return config
 
 
-def _refuse_constant(name: str) -> Any:
+def _refuse(name: str) -> Any:
     raise ValueError(f'{name} is not a number a metric can have')
 
 
 def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
-    """The dict records of a JSON-lines file; a last line cut short (a write killed
-    midway) is left out, any other line that is not JSON an error."""
+    """The dict records of a JSON-lines file; a last line cut short by a kill is left out."""
     try:
         lines = path.read_bytes().decode('utf-8').split('\n')
     except OSError as error:
@@ -176,7 +173,7 @@ def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
     records = []
     for number, line in enumerate(lines, 1):
         try:
-            record = json.loads(line, parse_constant=_refuse_constant) if line.strip() else None
+            record = json.loads(line, parse_constant=_refuse) if line.strip() else None
         except RecursionError:
             raise SweepReportError(f'{path}:{number}: nested too deeply to be a metrics '
                                    'record') from None
@@ -205,8 +202,8 @@ def _tests(work_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
 
 
 def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any]]:
-    """Whether a run in ``work_dir`` logged a training loss, and the newest such run's
-    config (else the newest ``*.py`` in ``work_dir``, which every run overwrites)."""
+    """Whether a run logged a training loss, and the newest such run's config (else the
+    newest ``*.py`` in ``work_dir``, which every run overwrites)."""
     logs = [d / 'vis_data' for d in _newest_first(work_dir)
             if (d / 'vis_data' / 'scalars.json').is_file()]
     trained = next((log / 'config.py' for log in logs
@@ -247,8 +244,8 @@ def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
 
 
 def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str:
-    """Why ``checkpoint`` is not where training ended ('' if it is): the sweep's marker
-    says, else the checkpoint's name and train_cfg do."""
+    """Why ``checkpoint`` is not where training ended ('' if it is), by the sweep's marker,
+    else by the checkpoint's name and train_cfg."""
     marker = None
     with contextlib.suppress(OSError, ValueError):
         marker = json.loads((work_dir / MARKER).read_text())
@@ -269,8 +266,7 @@ def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str
 
 def _final_test(work_dir: Path,
                 final: str) -> Optional[Tuple[Dict[str, float], Path, Dict[str, Any]]]:
-    """The newest test of ``final`` that logged a mAP: (bbox metrics, metrics file, config).
-    A value CocoMetric cannot log (not a number from 0 to 1, or -1) is an error."""
+    """The newest test of ``final`` that logged a mAP: (bbox metrics, metrics file, config)."""
     for result, config in _tests(work_dir):
         if not _same_checkpoint(config.get('load_from'), final, work_dir):
             continue
@@ -293,7 +289,7 @@ def _final_test(work_dir: Path,
 
 
 def _dict_entry(node: Dict[str, Any], key: str, where: Path) -> Dict[str, Any]:
-    """``node[key]`` of a dumped config, ``{}`` when unset; one line when it is not a dict."""
+    """``node[key]`` of a dumped config, ``{}`` when unset; an error when not a dict."""
     value = node.get(key)
     if value is not None and not isinstance(value, dict):
         raise SweepReportError(f'{where}: the dumped config sets {key} to {value!r}, '
@@ -308,13 +304,12 @@ def _as_floats(value: Any) -> Any:
     return tuple(map(_as_floats, value)) if isinstance(value, (list, tuple)) else value
 
 
-def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
-    """Read one run; without a test of the checkpoint its training ended with, it has no
-    metrics and ``unfinished`` says why."""
+def load_run(work_dir: str) -> RunResult:
+    """One run; without a test of the checkpoint its training ended with, ``unfinished``."""
     path = Path(work_dir)
     if not path.is_dir():
         raise SweepReportError(f'work_dir {work_dir!r} does not exist or is not a directory')
-    name = name or path.resolve().name
+    name = path.resolve().name
     final, home = _final_checkpoint(path)  # home: the training's work dir
     trained, train_config = _training_config(home)
     why = ('no checkpoint yet (no last_checkpoint file)' if final is None else

@@ -14,8 +14,8 @@ SEED_METRICS = tuple(m for m in METRICS if m[0] in ('mAP', 'AP50', 'AR@100'))  #
 
 
 def order_runs(runs: Sequence[RunResult], baseline: Optional[str] = None) -> List[RunResult]:
-    """Baseline first (the run ``baseline`` names, else the first ``is_baseline`` run, else
-    the first), then the other runs of its setting, then by epsilon (unknown last)."""
+    """The baseline (named, else the first ``is_baseline`` run, else the first), the other
+    runs of its setting, then the rest by epsilon (unknown last)."""
     if not runs:
         raise SweepReportError('work_dirs: no runs given')
     base = next((r for r in runs if (r.is_baseline if baseline is None else r.matches(baseline))),
@@ -69,8 +69,7 @@ def _points(values: Sequence[float], signed: bool = False) -> str:
 
 
 def runs_table(runs: Sequence[RunResult]) -> str:
-    """One row per run: the baseline (``runs[0]``) first, the others with their change
-    against it in AP points; only the columns some run logged."""
+    """One row per run, with the change against ``runs[0]``; the columns some run logged."""
     shown = [(title, key) for title, key in METRICS if any(key in r.metrics for r in runs)]
     rows = []
     for i, run in enumerate(runs):
@@ -84,8 +83,7 @@ def runs_table(runs: Sequence[RunResult]) -> str:
 
 
 def _delta(group: Sequence[RunResult], base: Sequence[RunResult], key: str) -> str:
-    """Change against the baseline group: mean ± sd of the per-seed differences where
-    seeds pair up, else the difference of the means."""
+    """Change against ``base``: mean ± sd of per-seed differences, else of the means."""
     base_by_seed = {r.seed: r.metrics[key] for r in base
                     if r.seed is not None and r.metrics.get(key, -1) >= 0}
     paired = [r.metrics[key] - base_by_seed[r.seed] for r in group
@@ -99,9 +97,9 @@ def _delta(group: Sequence[RunResult], base: Sequence[RunResult], key: str) -> s
 
 
 def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
-    """Mean ± sd over the runs (seeds) of each loss setting and the change against the
-    baseline's; None when no setting has two runs. A setting whose runs repeat a seed
-    (or lack one) gets a note instead of a row (the baseline's: only the notes)."""
+    """Mean ± sd over each setting's seeds and the change against the baseline's (None when
+    no setting has two runs); runs repeating a seed get a note instead (the baseline's:
+    only notes)."""
     groups = group_by_setting(runs)
     if all(len(group) < 2 for group in groups):
         return None
