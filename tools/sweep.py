@@ -101,7 +101,7 @@ def run_here(each: Run, args: Namespace) -> None:
         execute(args, 'train', each, then='trained',
                 hint='rerun the sweep to resume it' + (again if each.state == 'resume' else ''))
     checkpoint = ('<last checkpoint>' if args.dry_run and each.state != 'test'
-                  else sweep_plan.final_checkpoint(each))
+                  else (each.work_dir / 'last_checkpoint').read_text().strip())
     execute(args, 'test', each, checkpoint, then='tested', hint='rerun the sweep to test it again')
 
 

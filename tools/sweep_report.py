@@ -1,8 +1,6 @@
 #!/usr/bin/env python
-"""Compare the runs of an epsilon sweep: markdown tables and an AP/AR plot, the
-baseline (default: the focal-loss run) first. Each WORK_DIR is a tools/train.py or
-tools/test.py work dir, its dumped config read as data, never run (tools/lib/report/).
-"""
+"""Compare the runs of an epsilon sweep (tools/train.py or test.py work dirs, read as data,
+never run): markdown tables and an AP/AR plot, the baseline first (tools/lib/report/)."""
 import os.path as osp
 import sys
 from typing import Optional, Sequence

@@ -2,7 +2,6 @@
 its marker holds its key (a hash of the resolved config and ``--key-files``) and state."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -152,13 +151,3 @@ def clear_for_training(run: Run) -> None:
             shutil.rmtree(entry)
         elif entry.name != LOCK_NAME:
             entry.unlink()
-
-
-def final_checkpoint(run: Run) -> str:
-    """The checkpoint training ended with (the work dir's ``last_checkpoint`` names it)."""
-    with contextlib.suppress(OSError):
-        path = (run.work_dir / 'last_checkpoint').read_text().strip()
-        if osp.isfile(path):
-            return path
-    raise UserError(f'{run.name}: training left no checkpoint named in '
-                    f'{run.work_dir / "last_checkpoint"}')

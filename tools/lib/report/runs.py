@@ -30,7 +30,8 @@ class SweepReportError(UserError):
 
 
 class PolyLoss(NamedTuple):
-    """A loss of this package: its defaults; takes ``epsilon``, ``epsilons``, ``gamma``?"""
+    """A loss of this package: its defaults; does it take ``epsilon`` (Poly-1), ``epsilons``
+    (Poly-N), ``gamma`` (focal; else a cross-entropy)?"""
     defaults: Mapping[str, Any]
     is_poly1: bool
     is_poly_n: bool
@@ -235,12 +236,10 @@ def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
     else (a work dir of tests only) the newest test's, if its own work dir names it."""
     if _last_checkpoint(work_dir):
         return _last_checkpoint(work_dir), work_dir
-    newest = next(_tests(work_dir), None)
-    load_from = newest[1].get('load_from') if newest else None
+    load_from = next(_tests(work_dir), (None, {}))[1].get('load_from')
     home = Path(load_from).parent if isinstance(load_from, str) else work_dir
-    if _same_checkpoint(load_from, _last_checkpoint(home), home):
-        return load_from, home
-    return None, work_dir
+    found = _same_checkpoint(load_from, _last_checkpoint(home), home)
+    return (load_from, home) if found else (None, work_dir)
 
 
 def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str:

@@ -1,5 +1,6 @@
 """The report's tables, in AP points (CocoMetric's fractions times 100): one row per run,
 and mean ± sd across seeds; ``n/a`` where a run logged no value (or COCO's -1)."""
+import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .runs import RunResult, SweepReportError
@@ -49,10 +50,7 @@ def logged(runs: Sequence[RunResult], key: str) -> List[float]:
 
 def mean_sd(values: Sequence[float]) -> Tuple[float, Optional[float]]:
     """Mean and sample standard deviation (None for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def _markdown(header: List[str], rows: List[List[str]]) -> List[str]:
