@@ -41,8 +41,8 @@ def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
         if other:
             ax.errorbar(*zip(*other, strict=True), fmt='x', color='tab:red', markersize=9,
                         capsize=3, label='Poly-1, no alpha_t on eps term')
-        if logged(base_runs, key):
-            ax.axhline(100 * mean_sd(logged(base_runs, key))[0], color='gray', ls='--', lw=1,
+        if base_values := logged(base_runs, key):
+            ax.axhline(100 * mean_sd(base_values)[0], color='gray', ls='--', lw=1,
                        label=f'baseline ({runs[0].loss_label})')
         if line or other:
             ax.legend(fontsize=7)

@@ -237,7 +237,7 @@ def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
     if _last_checkpoint(work_dir):
         return _last_checkpoint(work_dir), work_dir
     load_from = next(_tests(work_dir), (None, {}))[1].get('load_from')
-    home = Path(load_from).parent if isinstance(load_from, str) else work_dir
+    home = Path(load_from).parent if isinstance(load_from, str) and load_from else work_dir
     found = _same_checkpoint(load_from, _last_checkpoint(home), home)
     return (load_from, home) if found else (None, work_dir)
 

@@ -60,7 +60,7 @@ def _markdown(header: List[str], rows: List[List[str]]) -> List[str]:
     return [lines[0], rule] + lines[1:]
 
 
-def _points(values: Sequence[float], signed: bool = False) -> str:
+def _mean_sd_points(values: Sequence[float], signed: bool = False) -> str:
     mean, sd = mean_sd([100 * v for v in values])
     text = f'{mean:+.1f}' if signed else f'{mean:.1f}'
     return text if sd is None else f'{text} ± {sd:.1f}'
@@ -87,7 +87,7 @@ def _delta(group: Sequence[RunResult], base: Sequence[RunResult], key: str) -> s
     paired = [r.metrics[key] - base_by_seed[r.seed] for r in group
               if r.seed in base_by_seed and r.metrics.get(key, -1) >= 0]
     if paired:
-        return f'{_points(paired, signed=True)} ({len(paired)} paired)'
+        return f'{_mean_sd_points(paired, signed=True)} ({len(paired)} paired)'
     ours, theirs = logged(group, key), logged(base, key)
     if not ours or not theirs:
         return 'n/a'
@@ -117,7 +117,7 @@ def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
         cells = [label, f"{len(group)} ({', '.join(str(r.seed) for r in group)})"]
         for _, key in shown:
             values = logged(group, key)
-            cells += [_points(values) if values else 'n/a',
+            cells += [_mean_sd_points(values) if values else 'n/a',
                       '' if group is base else _delta(group, base, key)]
         rows.append(cells)
     header = ['loss', 'runs (seeds)'] + [t for title, _ in shown for t in (title, f'Δ {title}')]
