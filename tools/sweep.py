@@ -3,14 +3,8 @@
 
     python tools/sweep.py CONFIG --epsilons -1 0.5 --seeds 0 1 [--baseline CONFIG] [--dry-run]
 
-CONFIG has a Poly-1 box classifier loss; each run sets its ``epsilon`` and
-``randomness.seed`` (``--cfg-options``); the baseline config trains at each seed.
-Runs go to ``<--work-dir-root>/<CONFIG name with eps<e>>[_seed<N>]``; finished ones
-are skipped, started ones resumed, trained ones tested (tools/lib/sweep_plan.py);
-then ``sweep.md`` and ``sweep.png`` go to the root. ``--launcher none|pytorch``
-runs them here, each under its lock (tools/lib/run_lock.py); ``--launcher slurm``
-submits a job array and a report job (tools/lib/sweep_slurm.py). ``--dry-run``
-prints the plan and the commands. A user error is one line on stderr, exit status 2.
+Runs go to ``<--work-dir-root>/<CONFIG name at eps<e>>[_seed<N>]``, finished ones skipped,
+started ones resumed (tools/lib/sweep_plan.py); then ``sweep.md`` and ``sweep.png``.
 """
 import contextlib
 import os
@@ -26,93 +20,71 @@ sys.path.insert(0, str(ROOT))
 
 from tools.lib import run_lock, sweep_plan, sweep_slurm
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, run
+from tools.lib.report import build_report
 from tools.lib.run_settings import parse_epsilons, parse_seeds
 from tools.lib.sweep_plan import Run
+
+SLURM_ONLY = ('partition', 'cpus_per_task', 'max_parallel', 'time', 'signal_seconds',
+              'sbatch_args', 'wait')
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     parser = ArgumentParser(prog='sweep.py', description=__doc__.split('\n\n')[0])
-    parser.add_argument('config', help='config with a Poly-1 classifier loss')
-    parser.add_argument('--epsilons', nargs='*', required=True, metavar='E',
-                        help='Poly-1 epsilons, each >= -1 (e.g. -1 -0.5 0.5 1; none: the '
-                        'baseline only)')
-    parser.add_argument('--seeds', nargs='+', default=['0'], metavar='N',
-                        help='training seeds, integers in [0, 2^32) (default: 0)')
-    parser.add_argument('--baseline', metavar='CONFIG',
-                        help="the baseline's config (mmdet's focal loss), trained per seed")
-    parser.add_argument('--launcher', choices=('none', 'pytorch', 'slurm'), default='none',
-                        help='none: here, one process; pytorch: here, tools/dist_train.sh '
-                        '(torchrun); slurm: one Slurm job array (sbatch)')
-    parser.add_argument('--gpus', type=int, default=1,
-                        help='GPUs (processes) per run for pytorch and slurm; slurm: 0 is '
-                        'a CPU-only run, one process (default: 1)')
-    parser.add_argument('--work-dir-root', help='where the runs go (default: '
-                        'work_dirs/sweep_<config name>)')
-    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
-                        help='config overrides for every run, e.g. train_cfg.max_epochs=24')
-    retrain = parser.add_mutually_exclusive_group()
-    retrain.add_argument('--force', action='store_true',
-                         help='retrain every run from scratch (deletes its work dir)')
-    retrain.add_argument('--retrain-changed', action='store_true',
-                         help='retrain runs whose config or --key-files changed')
-    parser.add_argument('--key-files', nargs='+', default=[], metavar='FILE',
-                        help='files a finished run depends on besides its config '
-                        '(a change makes it a run of other settings)')
-    parser.add_argument('--dry-run', action='store_true',
-                        help='print the plan and the commands, run nothing')
-    slurm = parser.add_argument_group('--launcher slurm')
-    slurm.add_argument('--partition', help='the Slurm partition (required)')
-    slurm.add_argument('--cpus-per-task', type=int, help='CPUs per process (default: 1)')
-    slurm.add_argument('--max-parallel', type=int,
-                       help='at most this many runs at once (default: no limit)')
-    slurm.add_argument('--time', help="each run's time limit per attempt (Slurm's format, "
-                       "e.g. 4:00:00): near it the run stops and is requeued, and resumes")
-    slurm.add_argument('--signal-seconds', type=int,
-                       help='how long before --time a run is told to stop and requeue '
-                       '(default: 300; Slurm may send it up to 30 s early or late)')
-    slurm.add_argument('--sbatch-args', metavar='"ARGS"',
-                       help='more sbatch arguments, as one string: '
-                       '--sbatch-args="--account=det --qos=low"')
-    slurm.add_argument('--wait', action='store_true',
-                       help='return once every run has ended and the report is written')
+    add, slurm = parser.add_argument, parser.add_argument_group('--launcher slurm').add_argument
+    add('config', help='config with a Poly-1 classifier loss')
+    add('--epsilons', nargs='*', required=True, metavar='E', help='Poly-1 epsilons, each >= -1')
+    add('--seeds', nargs='+', default=['0'], metavar='N', help='seeds in [0, 2^32) (default: 0)')
+    add('--baseline', metavar='CONFIG', help="the baseline's config, trained per seed")
+    add('--launcher', choices=('none', 'pytorch', 'slurm'), default='none',
+        help='none: here, one process; pytorch: here, torchrun; slurm: one job array')
+    add('--gpus', type=int, default=1, help='GPUs per run (pytorch, slurm; slurm: 0 is a CPU run)')
+    add('--work-dir-root', help='where the runs go (default: work_dirs/sweep_<config name>)')
+    add('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='for every run')
+    retrain = parser.add_mutually_exclusive_group().add_argument
+    retrain('--force', action='store_true', help='retrain every run from scratch')
+    retrain('--retrain-changed', action='store_true',
+            help='retrain runs whose config or --key-files changed')
+    add('--key-files', nargs='+', default=[], metavar='FILE',
+        help='files a finished run depends on besides its config')
+    add('--dry-run', action='store_true', help='print the plan and the commands, run nothing')
+    slurm('--partition', help='the Slurm partition (required)')
+    slurm('--cpus-per-task', type=int, help='CPUs per process (default: 1)')
+    slurm('--max-parallel', type=int, help='at most this many runs at once')
+    slurm('--time', help="each attempt's time limit, e.g. 4:00:00 (then requeued, resumed)")
+    slurm('--signal-seconds', type=int, help='requeue this long before --time (default: 300)')
+    slurm('--sbatch-args', metavar='"ARGS"', help='more sbatch arguments, as one string')
+    slurm('--wait', action='store_true', default=None, help='return once the report is written')
     args = parser.parse_args(argv)
     args.epsilons = parse_epsilons(' '.join(args.epsilons), '--epsilons')
     args.seeds = parse_seeds(' '.join(args.seeds), '--seeds')
-    slurm = args.launcher == 'slurm'
-    if args.gpus < (0 if slurm else 1):
-        raise UserError(f'--gpus must be >= {0 if slurm else 1}, got {args.gpus}')
+    least = 0 if args.launcher == 'slurm' else 1
+    if args.gpus < least:
+        raise UserError(f'--gpus must be >= {least}, got {args.gpus}')
     if args.launcher == 'none' and args.gpus != 1:
         raise UserError(f'--gpus {args.gpus} needs --launcher pytorch or slurm')
     if not args.epsilons and not args.baseline:
         raise UserError('nothing to run: give --epsilons values, a --baseline, or both')
-    if slurm and not args.partition:
+    if args.launcher == 'slurm' and not args.partition:
         raise UserError('--launcher slurm needs --partition NAME')
-    given = [name for name in ('partition', 'cpus_per_task', 'max_parallel', 'time',
-                               'signal_seconds', 'sbatch_args') if getattr(args, name)
-             is not None] + (['wait'] if args.wait else [])
-    if given and not slurm:
+    given = [name for name in SLURM_ONLY if getattr(args, name) is not None]
+    if given and args.launcher != 'slurm':
         raise UserError(f'--{given[0].replace("_", "-")} needs --launcher slurm')
     args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
     return args
 
 
 def execute(args: Namespace, tool: str, each: Run, *positional: str, hint: str, then: str) -> None:
-    """Run tools/<tool>.py (pytorch: tools/dist_<tool>.sh) on ``each``, stopped with
-    this process, and mark the run ``then``; a failure is a user error ending in ``hint``."""
+    """tools/<tool>.py (pytorch: dist_<tool>.sh) on ``each``, then mark it ``then``."""
     options = ['--work-dir', str(each.work_dir), '--cfg-options', *each.options]
-    if tool == 'train' and each.state == 'resume':
-        options.append('--resume')
-    if args.launcher == 'pytorch':
-        command = ['bash', str(ROOT / f'tools/dist_{tool}.sh'), each.config, *positional,
-                   str(args.gpus), *options]
-    else:
-        command = [sys.executable, str(ROOT / f'tools/{tool}.py'), each.config, *positional,
-                   *options]
-    print('  $ ' + ' '.join(command), flush=True)
+    options += ['--resume'] if tool == 'train' and each.state == 'resume' else []
+    command = ([sys.executable, str(ROOT / f'tools/{tool}.py'), each.config, *positional]
+               if args.launcher != 'pytorch' else ['bash', str(ROOT / f'tools/dist_{tool}.sh'),
+                                                  each.config, *positional, str(args.gpus)])
+    print('  $ ' + ' '.join(command + options), flush=True)
     if args.dry_run:
         return
     # PYTHON: the interpreter of the dist_*.sh scripts.
-    status = run_lock.run_child(command, env=dict(os.environ, PYTHON=sys.executable))
+    status = run_lock.run_child(command + options, env=dict(os.environ, PYTHON=sys.executable))
     if status != 0:
         raise UserError(f'{Path(command[1]).name} exited with status {status} '
                         f'(its output is above); {hint}')
@@ -129,19 +101,18 @@ def run_here(each: Run, args: Namespace) -> None:
         execute(args, 'train', each, then='trained',
                 hint='rerun the sweep to resume it' + (again if each.state == 'resume' else ''))
     checkpoint = ('<last checkpoint>' if args.dry_run and each.state != 'test'
-                  else sweep_plan.final_checkpoint(each))
+                  else (each.work_dir / 'last_checkpoint').read_text().strip())
     execute(args, 'test', each, checkpoint, then='tested', hint='rerun the sweep to test it again')
 
 
 def run_locally(runs: List[Run], args: Namespace) -> List[str]:
-    """Every run not done, each under its lock and assessed again once held (another
-    sweep may have run it meanwhile); the names of those another process holds."""
+    """Run every run not done under its lock; the names of those another process holds."""
     busy = []
     for each in (r for r in runs if r.state != 'done'):
         print(f'\n[sweep] {each.name}: {each.state}', flush=True)
         try:
             with contextlib.nullcontext() if args.dry_run else run_lock.run_lock(each.work_dir):
-                if not args.dry_run:
+                if not args.dry_run:  # another sweep may have run it meanwhile
                     sweep_plan.assess(each, args.force, args.retrain_changed)
                 if each.state != 'done':
                     run_here(each, args)
@@ -160,15 +131,8 @@ def run_locally(runs: List[Run], args: Namespace) -> List[str]:
 def write_report(runs: List[Run], root: Path, baseline: bool, before: str = '',
                  after: str = '') -> None:
     """Write sweep.md and sweep.png from the runs' final tests; print the table."""
-    from tools.lib.report import SweepReportError, build_report
-    try:
-        table = build_report([str(r.work_dir) for r in runs],
-                             str(runs[0].work_dir) if baseline else None,
-                             str(root / 'sweep.png'), str(root / 'sweep.md'))
-    except SweepReportError as error:
-        raise UserError(str(error)) from error
-    except OSError as error:
-        raise UserError(f'cannot write {error.filename!r}: {error.strerror}') from error
+    table = build_report([str(r.work_dir) for r in runs], str(runs[0].work_dir) if baseline
+                         else None, str(root / 'sweep.png'), str(root / 'sweep.md'))
     print(f'{before}\n{table}\n\n[sweep] table: {root / "sweep.md"}, plot: {root / "sweep.png"}'
           + after)
 
@@ -216,25 +180,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 def main_slurm(args: Namespace, runs: List[Run], root: Path,
                problems: Dict[str, UserError]) -> None:
-    """Show each run's state, submit what is missing, queue the report. ``problems``:
-    what assessing a run found wrong, an error unless it is queued or running."""
+    """Submit the runs not done nor queued or running, then queue the report."""
     settings = sweep_slurm.SlurmSettings(
         partition=args.partition, gpus=args.gpus, cpus_per_task=args.cpus_per_task or 1,
         max_parallel=args.max_parallel, time=args.time,
         signal_seconds=300 if args.signal_seconds is None else args.signal_seconds,
         sbatch_args=args.sbatch_args)
     if args.dry_run:
-        sweep_slurm.print_commands([r for r in runs if r.state != 'done'] or runs, root,
-                                   settings)
-        return
+        return sweep_slurm.print_commands([r for r in runs if r.state != 'done'] or runs,
+                                          root, settings)
     sweep_slurm.which_or_error()
     outcome = sweep_slurm.submit(runs, root, settings, args.force, problems)
     if outcome['done']:
-        write_report(runs, root, bool(args.baseline),
-                     before='\n[sweep] every run is done; nothing submitted\n')
-        return
+        return write_report(runs, root, bool(args.baseline),
+                            before='\n[sweep] every run is done; nothing submitted\n')
     job = sweep_slurm.queue_report(runs, root, settings, bool(args.baseline), outcome,
-                                   args.wait)
+                                   bool(args.wait))
     if job is None:
         print('\n[sweep] nothing queued or running, and not every run is done (see above)')
     elif args.wait:

@@ -1,9 +1,6 @@
-"""One run, one trainer: the per-run lock and a child process that ends with its driver.
-
-The Slurm job script (``tools/slurm_run.sh``) and the local ``tools/sweep.py``
-both hold ``WORK_DIR/.slurm-run.lock`` (``flock``; the file says who holds it)
-while they train or test a run. Standard library only.
-"""
+"""One run, one trainer: the per-run lock (``flock`` on ``WORK_DIR/.slurm-run.lock``, held
+by tools/slurm_run.sh and the local tools/sweep.py alike; the file says who holds it) and
+a child process that ends with its driver. Standard library only."""
 from __future__ import annotations
 
 import contextlib
@@ -16,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-#: The lock file in a run's work dir (the job script's name for it).
-LOCK_NAME = '.slurm-run.lock'
-#: The sweep's marker in a run's work dir: its key and state (tools/lib/sweep_plan.py).
-MARKER = '.sweep-run.json'
+LOCK_NAME = '.slurm-run.lock'  # the job script's name for it
+MARKER = '.sweep-run.json'  # the sweep's key and state of a run (tools/lib/sweep_plan.py)
 
 
 class RunBusy(Exception):
@@ -32,17 +27,15 @@ class Stopped(Exception):
 
 @contextlib.contextmanager
 def run_lock(work_dir: Path) -> Iterator[None]:
-    """Hold the run's lock (creating ``work_dir``); RunBusy at once if another
-    process holds it."""
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    with open(work_dir / LOCK_NAME, 'a+') as handle:
+    """Hold the run's lock (making ``work_dir``); RunBusy at once if another process does."""
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(work_dir) / LOCK_NAME, 'a+') as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or 'unknown'
-            raise RunBusy(f'{work_dir} is being run by another process ({holder})') from None
+            raise RunBusy(f'{work_dir} is being run by another process '
+                          f'({handle.read().strip() or "unknown"})') from None
         handle.seek(0)
         handle.truncate()
         handle.write(f'pid {os.getpid()} on {socket.gethostname().split(".")[0]}, since '
@@ -55,12 +48,8 @@ def run_lock(work_dir: Path) -> Iterator[None]:
 
 
 def is_busy(work_dir: Path) -> Optional[str]:
-    """Who holds the run's lock now, or None (the lock is not kept)."""
-    try:
-        handle = open(Path(work_dir) / LOCK_NAME)
-    except OSError:
-        return None
-    with handle:
+    """Who holds the run's lock now, or None."""
+    with contextlib.suppress(OSError), open(Path(work_dir) / LOCK_NAME) as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,8 +58,7 @@ def is_busy(work_dir: Path) -> Optional[str]:
     return None
 
 
-def run_child(argv: List[str], env: Optional[Dict[str, str]] = None,
-              grace: float = 30) -> int:
+def run_child(argv: List[str], env: Optional[Dict[str, str]] = None, grace: float = 30) -> int:
     """Run ``argv`` in a process group of its own; its exit status. On SIGTERM or
     SIGINT the group gets TERM (KILL after ``grace`` s), then Stopped is raised."""
     def on_signal(signum, frame):

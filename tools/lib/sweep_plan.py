@@ -1,12 +1,5 @@
-"""The runs of ``tools/sweep.py`` and where each one stands.
-
-A run is the Poly-1 config at one epsilon, or the baseline config, at one seed.
-Its work dir's ``.sweep-run.json`` holds its key (a hash of the resolved config
-and the ``--key-files``) and its state (``training``, ``trained``, ``tested``).
-A run is then ``new``, ``resume`` (started, with a checkpoint), ``test``
-(trained) or ``done`` (tested with the same key). The sweep never deletes on its
-own a work dir it did not write or a finished run of another key.
-"""
+"""The runs of ``tools/sweep.py`` (a config at one epsilon and seed) and where each stands:
+its marker holds its key (a hash of the resolved config and ``--key-files``) and state."""
 from __future__ import annotations
 
 import copy
@@ -24,9 +17,9 @@ from tools.lib.cli import apply_cfg_options, parse_cfg_options, read_config
 from tools.lib.errors import UserError
 from tools.lib.run_lock import LOCK_NAME, MARKER
 
-#: Losses whose ``epsilon`` the sweep sets.
-POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')
+POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')  # whose epsilon the sweep sets
 _EPSILON_IN_NAME = re.compile(r'eps[+-]?[0-9.]+')
+_FORCE = '--force (FORCE=1 for tools/run_demo.sh)'
 
 
 @dataclass
@@ -69,8 +62,7 @@ def poly_loss_key(model: Dict) -> str:
 
 
 def run_name(config: str, epsilon: Optional[str], seed: int) -> str:
-    """``<config name>`` with its ``eps...`` part set to the run's epsilon (or
-    ``_eps<e>`` appended), and ``_seed<N>`` for seeds other than 0."""
+    """The config's name with its ``eps...`` part (else ``_eps<e>``), then ``_seed<N>``."""
     name = Path(config).stem
     if epsilon is not None:
         name, found = _EPSILON_IN_NAME.subn(f'eps{epsilon}', name, count=1)
@@ -81,8 +73,7 @@ def run_name(config: str, epsilon: Optional[str], seed: int) -> str:
 def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
               baseline: Optional[str], root: Path, options: Sequence[str],
               key_files: Sequence[str], dry_run: bool = False) -> List[Run]:
-    """Every (loss, seed) run, baseline first, each with its key (not its state).
-    ``epsilons`` are named as by ``run_settings.parse_epsilons`` (-1, +0.5)."""
+    """Every (loss, seed) run, baseline first, each with its key (not yet its state)."""
     loaded = {path: read_config(path) for path in filter(None, (config, baseline))}
     loss_key = poly_loss_key(with_options(loaded[config], options).model)
     for option in options:
@@ -93,15 +84,14 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
     for path in key_files:
         try:
             extra.update(Path(path).read_bytes())
-        except OSError as error:
-            # A dry run may come before the file is made: it plans the runs it would change.
+        except OSError as error:  # a dry run may come before the file is made
             if not (dry_run and isinstance(error, FileNotFoundError)):
                 raise UserError(f'--key-files: cannot read {path!r}: {error.strerror}') from error
             extra.update(f'<missing {path}>'.encode())
-    settings = ([(baseline, None)] if baseline else []) + [(config, e) for e in epsilons]
     runs = []
     for seed in seeds:
-        for path, epsilon in settings:
+        for path, epsilon in ([(baseline, None)] if baseline else []) + [
+                (config, e) for e in epsilons]:
             run_options = [f'randomness.seed={seed}', *options]
             if epsilon is not None:
                 run_options.insert(1, f'{loss_key}.epsilon={float(epsilon)!r}')
@@ -117,18 +107,19 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
 
 
 def assess(run: Run, force: bool, retrain_changed: bool) -> None:
-    """Set ``run.state`` from its work dir (nothing is changed there)."""
+    """Set ``run.state`` from its work dir: new, resume (started, with a checkpoint), test
+    (trained) or done (tested with the same key); a dir the sweep did not write, or of
+    another key, is an error unless forced."""
     work_dir = run.work_dir
     try:
         marker = json.loads((work_dir / MARKER).read_text())
     except (OSError, ValueError):
         marker = {}
-    # Anything but an empty directory (or one with only a lock) is somebody's run.
     if not marker and not force and work_dir.exists() and not (
             work_dir.is_dir() and all(e.name == LOCK_NAME for e in work_dir.iterdir())):
         raise UserError(f'{work_dir} holds files the sweep did not write (no {MARKER}), '
-                        'perhaps a run of tools/train.py; --force (FORCE=1 for '
-                        'tools/run_demo.sh) replaces it, or choose another --work-dir-root')
+                        f'perhaps a run of tools/train.py; {_FORCE} replaces it, or choose '
+                        'another --work-dir-root')
     if force or not marker or marker.get('key') != run.key:
         if marker and not force and not retrain_changed:
             raise UserError(f'{work_dir} holds a run of other settings (its config or a '
@@ -137,44 +128,26 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
         run.state = 'new'
         return
     run.state = {'tested': 'done', 'trained': 'test'}.get(marker.get('state'), 'resume')
-    last = work_dir / 'last_checkpoint'
-    if run.state == 'resume' and not last.is_file():
+    if run.state == 'resume' and not (work_dir / 'last_checkpoint').is_file():
         run.state = 'new'  # stopped before its first checkpoint: start over
         return
-    # A checkpoint deleted by hand: a resume or test would fail on it again and again.
-    try:
-        path = last.read_text().strip()
+    try:  # a checkpoint deleted by hand: a resume or test would fail on it again and again
+        path = (work_dir / 'last_checkpoint').read_text().strip()
         damage = '' if osp.isfile(path) and osp.getsize(path) else f'{path} is missing or empty'
     except OSError:
         damage = 'no last_checkpoint file'
     if damage:
         what = 'finished run' if run.state in ('done', 'test') else \
             'started run (it would resume from that checkpoint)'
-        raise UserError(f'the {what} in {work_dir} is damaged ({damage}); --force '
-                        '(FORCE=1 for tools/run_demo.sh) retrains it')
+        raise UserError(f'the {what} in {work_dir} is damaged ({damage}); {_FORCE} retrains it')
 
 
 def clear_for_training(run: Run) -> None:
-    """Empty a ``new`` run's work dir (old checkpoints would be resumed or reported),
-    all but the lock file, which the caller holds."""
+    """Empty a ``new`` run's work dir but for the lock file, which the caller holds."""
     if run.state != 'new' or not run.work_dir.exists():
         return
     for entry in run.work_dir.iterdir():
-        if entry.name == LOCK_NAME:
-            continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
-        else:
+        elif entry.name != LOCK_NAME:
             entry.unlink()
-
-
-def final_checkpoint(run: Run) -> str:
-    """The checkpoint training ended with (named in the work dir's ``last_checkpoint``)."""
-    try:
-        path = (run.work_dir / 'last_checkpoint').read_text().strip()
-    except OSError as error:
-        raise UserError(f'{run.name}: training left no last_checkpoint in {run.work_dir}') \
-            from error
-    if not osp.isfile(path):
-        raise UserError(f'{run.name}: last_checkpoint names {path!r}, which does not exist')
-    return path

@@ -4,21 +4,17 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from .plot import plot_sweep
-from .runs import RunResult, SweepReportError, load_run, parse_dumped_config
+from .runs import RunResult, SweepReportError, load_run
 from .tables import order_runs, runs_table, seed_table
 
-__all__ = [
-    'RunResult', 'SweepReportError', 'build_report', 'load_run', 'order_runs',
-    'parse_dumped_config', 'plot_sweep', 'runs_table', 'seed_table'
-]
+__all__ = ['RunResult', 'SweepReportError', 'build_report', 'load_run', 'order_runs',
+           'plot_sweep', 'runs_table']
 
 
 def build_report(work_dirs: Sequence[str], baseline: Optional[str] = None,
                  out_png: Optional[str] = None, out_md: Optional[str] = None) -> str:
     """Read the runs, write the optional PNG / markdown, return the tables. Unfinished
     runs are listed under them; a named baseline among those gives way to the default."""
-    if not work_dirs:
-        raise SweepReportError('work_dirs: give at least one work dir')
     loaded = [load_run(d) for d in work_dirs]
     finished = [run for run in loaded if not run.unfinished]
     left_out = [run for run in loaded if run.unfinished]
@@ -41,9 +37,12 @@ def build_report(work_dirs: Sequence[str], baseline: Optional[str] = None,
                   'paired differences are below.)'
                   '\n\nAcross seeds (mean ± sd; Δ against the baseline\'s setting):\n\n'
                   + across_seeds)
-    if out_png:
-        plot_sweep(runs, out_png)
-    if out_md:
-        Path(out_md).parent.mkdir(parents=True, exist_ok=True)
-        Path(out_md).write_text(table + '\n')
+    try:
+        if out_png:
+            plot_sweep(runs, out_png)
+        if out_md:
+            Path(out_md).parent.mkdir(parents=True, exist_ok=True)
+            Path(out_md).write_text(table + '\n')
+    except OSError as error:
+        raise SweepReportError(f'cannot write {error.filename!r}: {error.strerror}') from error
     return table

@@ -23,38 +23,35 @@ def _points(runs: Sequence[RunResult], key: str,
 
 
 def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
-    """PNG of AP (left) and AR@100 (right) against epsilon: alpha-weighted Poly-1 and
-    focal runs as a line, the others as crosses, the baseline (``runs[0]``, or the mean
-    of its seeds) as a dashed horizontal line."""
+    """AP (left) and AR@100 (right) against epsilon: alpha-weighted Poly-1 and focal runs
+    as a line, the others as crosses, the baseline (``runs[0]``, or the mean of its
+    seeds) as a dashed horizontal line."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    base = runs[0]
-    base_runs = [r for r in runs if r.setting == base.setting]
-    base_runs = base_runs if is_seed_group(base_runs) else [base]
+    base_runs = [r for r in runs if r.setting == runs[0].setting]
+    base_runs = base_runs if is_seed_group(base_runs) else [runs[0]]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for ax, (title, key) in zip(axes, [('AP', 'bbox_mAP'), ('AR@100', 'bbox_AR@100')], strict=True):
         line, other = _points(runs, key, True), _points(runs, key, False)
-        if not line and not other:
-            ax.text(0.5, 0.5, f'{title} not logged', ha='center', va='center',
-                    transform=ax.transAxes)
         if line:
             ax.errorbar(*zip(*line, strict=True), fmt='o-', color='tab:blue', capsize=3,
                         label='Poly-1 (focal at eps=0)')
         if other:
             ax.errorbar(*zip(*other, strict=True), fmt='x', color='tab:red', markersize=9,
                         capsize=3, label='Poly-1, no alpha_t on eps term')
-        base_values = logged(base_runs, key)
-        if base_values:
+        if base_values := logged(base_runs, key):
             ax.axhline(100 * mean_sd(base_values)[0], color='gray', ls='--', lw=1,
-                       label=f'baseline ({base.loss_label})')
-        ax.set_xlabel('epsilon')
-        ax.set_ylabel(f'box {title} (%)')
-        ax.set_title(f'box {title} vs epsilon (COCO eval)')
-        ax.grid(alpha=0.3)
+                       label=f'baseline ({runs[0].loss_label})')
         if line or other:
             ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, f'{title} not logged', ha='center', va='center',
+                    transform=ax.transAxes)
+        ax.set(xlabel='epsilon', ylabel=f'box {title} (%)',
+               title=f'box {title} vs epsilon (COCO eval)')
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(Path(out_file), dpi=120)

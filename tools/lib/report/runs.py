@@ -1,8 +1,5 @@
-"""Read a sweep's runs from their mmengine work dirs as data (nothing in them is run).
-
-A run's numbers are its newest ``tools/test.py`` run of the checkpoint its training ended
-with, else it is ``unfinished``. Bad input is a one-line :class:`SweepReportError`.
-"""
+"""A sweep's runs read from their mmengine work dirs as data (nothing in them is run): each
+run's test of the checkpoint its training ended with, else why it is ``unfinished``."""
 from __future__ import annotations
 
 import ast
@@ -10,32 +7,35 @@ import contextlib
 import inspect
 import json
 import math
-import operator
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
+from tools.lib.errors import UserError
 from tools.lib.run_lock import MARKER
 
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
 BASELINE_LOSSES: Mapping[str, str] = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}
 _TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 _CHECKPOINT = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
+_FLOAT_NAMES = {'inf': math.inf, 'nan': math.nan}  # as Config.dump writes them
+_PLAIN = (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
+          ast.expr_context, ast.operator, ast.unaryop)
 
 
-class SweepReportError(ValueError):
+class SweepReportError(UserError):
     """Bad input to the sweep report; the message names the culprit."""
 
 
 class PolyLoss(NamedTuple):
-    """One of this package's losses: its constructor's defaults, and its kind."""
-
+    """A loss of this package: its defaults; does it take ``epsilon`` (Poly-1), ``epsilons``
+    (Poly-N), ``gamma`` (focal; else a cross-entropy)?"""
     defaults: Mapping[str, Any]
-    is_poly1: bool  # takes one ``epsilon``
-    is_poly_n: bool  # takes ``epsilons``
-    is_focal: bool  # has the focusing parameter ``gamma``; else a cross-entropy
+    is_poly1: bool
+    is_poly_n: bool
+    is_focal: bool
 
 
 @lru_cache(maxsize=None)
@@ -53,7 +53,6 @@ def poly_losses() -> Dict[str, PolyLoss]:
 @dataclass
 class RunResult:
     """One work dir: its loss settings and final COCO bbox metrics."""
-
     name: str
     work_dir: Path
     loss_type: Optional[str]
@@ -62,8 +61,7 @@ class RunResult:
     metrics: Dict[str, float] = field(default_factory=dict)
     source: str = ''  # the metrics file
     seed: Optional[int] = None
-    #: The other loss_cls arguments and the schedule, as text pairs.
-    other: Tuple[Tuple[str, str], ...] = ()
+    other: Tuple[Tuple[str, str], ...] = ()  # the other loss_cls arguments and the schedule
     unfinished: str = ''  # why the run has no final test to report ('' when it has one)
 
     @property
@@ -97,97 +95,75 @@ class RunResult:
 
     def label_against(self, base: RunResult) -> str:
         """``loss_label`` plus what else differs from ``base`` (loss arguments, schedule)."""
-        theirs = dict(base.other)
         diffs = [f'{key}={value}' for key, value in self.other
-                 if key != 'epsilons' and theirs.get(key) != value]
+                 if key != 'epsilons' and dict(base.other).get(key) != value]
         return self.loss_label + (f" ({', '.join(diffs)})" if diffs else '')
 
 
-_FLOAT_NAMES = {'inf': math.inf, 'nan': math.nan}  # as Config.dump writes them
-_SIGNS = {ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Add: operator.add,
-          ast.Sub: operator.sub}
-_SEQUENCES = {ast.Tuple: tuple, ast.List: list, ast.Set: set}
-
-
 class _NotData(Exception):
-    """``args``: a node of a dumped config that is not a plain value, and what belongs there."""
+    """A node of a dumped config that is neither a ``name = value`` line nor a plain value."""
 
 
-def _number(node: ast.AST) -> Any:
-    if isinstance(node, ast.Name) and node.id in _FLOAT_NAMES:
-        return _FLOAT_NAMES[node.id]
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float, complex):
-        return node.value
-    raise _NotData(node, 'expected a plain value')
+class _AsLiteral(ast.NodeTransformer):
+    """Config.dump's ``dict({...}, k=v)`` as a dict display and ``inf`` / ``nan`` as
+    constants, for ``ast.literal_eval``; :class:`_NotData` for any other call or name."""
 
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id not in _FLOAT_NAMES:
+            raise _NotData(node)
+        return ast.copy_location(ast.Constant(_FLOAT_NAMES[node.id]), node)
 
-def _literal(node: ast.AST) -> Any:
-    """The value of a constant, ``inf`` / ``nan``, a signed or complex number (``-1``,
-    ``(1 + 2j)``), a tuple, list, set or dict of such values, or ``dict(...)`` of keywords
-    after an optional dict (``dict({'a.b': 1}, c=2)``); :class:`_NotData` for the rest."""
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.Name):
-        return _number(node)
-    sign = _SIGNS.get(type(getattr(node, 'op', None)))  # unary or binary + and -
-    if isinstance(node, ast.UnaryOp) and sign:
-        return sign(_number(node.operand))
-    if isinstance(node, ast.BinOp) and sign:
-        with contextlib.suppress(_NotData):
-            real, imag = _literal(node.left), _number(node.right)
-            if type(real) in (int, float) and isinstance(imag, complex):
-                return sign(real, imag)
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict'
-            and len(node.args) <= 1 and all(isinstance(arg, ast.Dict) for arg in node.args)
-            and None not in [kw.arg for kw in node.keywords]):  # not dict(**other)
-        out = _literal(node.args[0]) if node.args else {}
-        out.update((kw.arg, _literal(kw.value)) for kw in node.keywords)
-        return out
-    with contextlib.suppress(TypeError):  # a set member or dict key that cannot be one
-        if type(node) in _SEQUENCES:
-            return _SEQUENCES[type(node)]([_literal(e) for e in node.elts])
-        if isinstance(node, ast.Dict) and None not in node.keys:  # not {**other}
-            pairs = zip(node.keys, node.values, strict=True)
-            return {_literal(key): _literal(value) for key, value in pairs}
-    raise _NotData(node, 'expected a plain value')
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        first = node.args[0] if node.args else ast.Dict([], [])
+        if not (isinstance(node.func, ast.Name) and node.func.id == 'dict' and len(node.args) <= 1
+                and isinstance(first, ast.Dict) and all(kw.arg for kw in node.keywords)):
+            raise _NotData(node)
+        keys = first.keys + [ast.Constant(kw.arg) for kw in node.keywords]
+        values = first.values + [kw.value for kw in node.keywords]
+        return self.visit(ast.copy_location(ast.Dict(keys, values), node))
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        if not isinstance(node, _PLAIN) or None in getattr(node, 'keys', ()):  # {**other}
+            raise _NotData(node)
+        return super().generic_visit(node)
 
 
 def parse_dumped_config(path: Path) -> Dict[str, Any]:
-    """The ``name = value`` lines of a config mmengine dumped, as a dict. The file
-    is parsed, never run; any other statement or value is a :class:`SweepReportError`."""
+    """The ``name = value`` lines of a config mmengine dumped, parsed (never run)."""
+    text, config = '', {}
     try:
         text = path.read_text()
-        tree = ast.parse(text, filename=str(path))
+        for stmt in ast.parse(text, filename=str(path)).body:
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)):
+                raise _NotData(stmt)
+            try:  # also a sign on a non-number, a set member or dict key that cannot be one
+                config[stmt.targets[0].id] = ast.literal_eval(_AsLiteral().visit(stmt.value))
+            except (ValueError, TypeError):
+                raise _NotData(stmt.value) from None
     except SyntaxError as err:
         raise SweepReportError(f'{path}:{err.lineno}: not a config mmengine dumped: '
                                f'{err.msg}') from None
     except (ValueError, RecursionError, MemoryError) as err:  # not text, null bytes, too deep
         raise SweepReportError(f'{path}: not a config mmengine dumped: '
                                f'{type(err).__name__} {err}') from None
-    config: Dict[str, Any] = {}
-    for stmt in tree.body:
-        try:
-            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                    and isinstance(stmt.targets[0], ast.Name)):
-                raise _NotData(stmt, 'expected a `name = value` line')
-            config[stmt.targets[0].id] = _literal(stmt.value)
-        except _NotData as err:
-            node, what = err.args
-            found = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
-            found = found if len(found) <= 60 else found[:57] + '...'
-            raise SweepReportError(f'{path}:{node.lineno}: {what}, found {found!r}; the sweep '
-                                   "report reads a run's config as data (as mmengine's "
-                                   'Config.dump writes it) and runs none of it') from None
+    except _NotData as err:
+        node = err.args[0]
+        what = 'a `name = value` line' if isinstance(node, ast.stmt) else 'a plain value'
+        found = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
+        found = found if len(found) <= 60 else found[:57] + '...'
+        raise SweepReportError(f'{path}:{node.lineno}: expected {what}, found {found!r}; the '
+                               "sweep report reads a run's config as data (as mmengine's "
+                               'Config.dump writes it) and runs none of it') from None
     return config
 
 
-def _refuse_constant(name: str) -> Any:
-    raise SweepReportError(f'{name} is not a number a metric can have')
+def _refuse(name: str) -> Any:
+    raise ValueError(f'{name} is not a number a metric can have')
 
 
 def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
-    """The dict records of a JSON-lines file; a last line cut short (no newline after
-    it: a write killed midway) is left out, any other line that is not JSON an error."""
+    """The dict records of a JSON-lines file; a last line cut short by a kill is left out."""
     try:
         lines = path.read_bytes().decode('utf-8').split('\n')
     except OSError as error:
@@ -198,7 +174,7 @@ def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
     records = []
     for number, line in enumerate(lines, 1):
         try:
-            record = json.loads(line, parse_constant=_refuse_constant) if line.strip() else None
+            record = json.loads(line, parse_constant=_refuse) if line.strip() else None
         except RecursionError:
             raise SweepReportError(f'{path}:{number}: nested too deeply to be a metrics '
                                    'record') from None
@@ -206,11 +182,9 @@ def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
             not_json = isinstance(error, json.JSONDecodeError)
             if not_json and number == len(lines):
                 continue  # the last line, cut short
-            reason = str(error).split(':')[0] if not_json else str(error)
             raise SweepReportError(f'{path}:{number}: not a JSON metrics record '
-                                   f'({reason})') from None
-        if isinstance(record, dict):
-            records.append(record)
+                                   f'({str(error).split(":")[0] if not_json else error})') from None
+        records += [record] if isinstance(record, dict) else []
     return records
 
 
@@ -229,30 +203,27 @@ def _tests(work_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
 
 
 def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any]]:
-    """Whether a run in ``work_dir`` logged a training loss, and the newest such run's
-    config (else the newest ``*.py`` in ``work_dir``, which every run overwrites)."""
-    trained = None
-    for run_dir in _newest_first(work_dir):
-        scalars = run_dir / 'vis_data' / 'scalars.json'
-        if scalars.is_file() and any('loss' in r for r in _read_json_lines(scalars)):
-            trained = run_dir / 'vis_data' / 'config.py'
-            break
+    """Whether a run logged a training loss, and the newest such run's config (else the
+    newest ``*.py`` in ``work_dir``, which every run overwrites)."""
+    logs = [d / 'vis_data' for d in _newest_first(work_dir)
+            if (d / 'vis_data' / 'scalars.json').is_file()]
+    trained = next((log / 'config.py' for log in logs
+                    if any('loss' in r for r in _read_json_lines(log / 'scalars.json'))), None)
     dumped = [trained] if trained is not None and trained.is_file() else sorted(
         work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
     return trained is not None, parse_dumped_config(dumped[-1]) if dumped else {}
 
 
-def _last_checkpoint(work_dir: Path) -> Optional[str]:
+def _last_checkpoint(work_dir: Path) -> str:
     with contextlib.suppress(OSError):
-        return (work_dir / 'last_checkpoint').read_text(errors='replace').strip() or None
-    return None
+        return (work_dir / 'last_checkpoint').read_text(errors='replace').strip()
+    return ''
 
 
 def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
     """Whether a test's ``load_from`` is ``final``: the same file, or the same name in
     a folder of the work dir's name (a work dir moved, or named from elsewhere)."""
-    if not isinstance(load_from, str) or not load_from or \
-            Path(load_from).name != Path(final).name:
+    if not isinstance(load_from, str) or not final or Path(load_from).name != Path(final).name:
         return False
     with contextlib.suppress(OSError):
         if Path(load_from).resolve() == Path(final).resolve():
@@ -261,26 +232,19 @@ def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
 
 
 def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
-    """The checkpoint ``last_checkpoint`` names, and the work dir it is in. A work dir of
-    tests only (``tools/test.py --work-dir``) has none: its newest test's checkpoint
-    counts if that checkpoint's own work dir names it."""
-    final = _last_checkpoint(work_dir)
-    if final is not None:
-        return final, work_dir
-    newest = next(_tests(work_dir), None)
-    load_from = newest[1].get('load_from') if newest else None
-    if isinstance(load_from, str) and load_from:
-        home = Path(load_from).parent
-        final = _last_checkpoint(home)
-        if final and _same_checkpoint(load_from, final, home):
-            return load_from, home
-    return None, work_dir
+    """The checkpoint training ended with, and its work dir: ``last_checkpoint`` names it,
+    else (a work dir of tests only) the newest test's, if its own work dir names it."""
+    if _last_checkpoint(work_dir):
+        return _last_checkpoint(work_dir), work_dir
+    load_from = next(_tests(work_dir), (None, {}))[1].get('load_from')
+    home = Path(load_from).parent if isinstance(load_from, str) and load_from else work_dir
+    found = _same_checkpoint(load_from, _last_checkpoint(home), home)
+    return (load_from, home) if found else (None, work_dir)
 
 
 def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str:
-    """Why ``checkpoint`` is not where the run's training ended ('' if it is): the
-    sweep's marker (tools/lib/sweep_plan.py) says, else the checkpoint's name and
-    train_cfg do."""
+    """Why ``checkpoint`` is not where training ended ('' if it is), by the sweep's marker,
+    else by the checkpoint's name and train_cfg."""
     marker = None
     with contextlib.suppress(OSError, ValueError):
         marker = json.loads((work_dir / MARKER).read_text())
@@ -301,22 +265,22 @@ def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str
 
 def _final_test(work_dir: Path,
                 final: str) -> Optional[Tuple[Dict[str, float], Path, Dict[str, Any]]]:
-    """The newest test of ``final`` that logged a mAP: (bbox metrics, metrics file, config).
-    A value CocoMetric cannot log (not a number from 0 to 1, or -1) is an error."""
+    """The newest test of ``final`` that logged a mAP: (bbox metrics, metrics file, config)."""
     for result, config in _tests(work_dir):
         if not _same_checkpoint(config.get('load_from'), final, work_dir):
             continue
         metrics: Dict[str, float] = {}
         for number, record in enumerate(_read_json_lines(result), 1):
-            found = {}  # 'coco/bbox_mAP' -> 'bbox_mAP'
+            found = {}
             for key, value in record.items():
-                if not key.rsplit('/', 1)[-1].startswith('bbox_'):
+                short = key.rsplit('/', 1)[-1]  # 'coco/bbox_mAP' -> 'bbox_mAP'
+                if not short.startswith('bbox_'):
                     continue
                 if type(value) not in (int, float) or not (value == -1 or 0 <= value <= 1):
                     shown = repr(value) if isinstance(value, float) else json.dumps(value)[:40]
                     raise SweepReportError(f'{result}:{number}: {key} = {shown} is not a COCO '
                                            'metric (a number from 0 to 1, or -1)')
-                found[key.rsplit('/', 1)[-1]] = float(value)
+                found[short] = float(value)
             metrics = found if 'bbox_mAP' in found else metrics
         if metrics:
             return metrics, result, config
@@ -324,33 +288,12 @@ def _final_test(work_dir: Path,
 
 
 def _dict_entry(node: Dict[str, Any], key: str, where: Path) -> Dict[str, Any]:
-    """``node[key]`` of a dumped config, ``{}`` when unset; one line when it is not a dict."""
+    """``node[key]`` of a dumped config, ``{}`` when unset; an error when not a dict."""
     value = node.get(key)
     if value is not None and not isinstance(value, dict):
         raise SweepReportError(f'{where}: the dumped config sets {key} to {value!r}, '
                                'where a dict belongs')
     return value or {}
-
-
-def _classifier_loss(model: Dict[str, Any], where: Path) -> Dict[str, Any]:
-    """The box classifier's ``loss_cls``: the RoI head's (a cascade's first stage;
-    not the RPN's), else the dense head's, else the first in the config, else ``{}``."""
-    roi_bbox_head = _dict_entry(model, 'roi_head', where).get('bbox_head')
-    if isinstance(roi_bbox_head, (list, tuple)):
-        roi_bbox_head = roi_bbox_head[0] if roi_bbox_head else None
-    for head in (roi_bbox_head, model.get('bbox_head')):
-        if isinstance(head, dict) and isinstance(head.get('loss_cls'), dict):
-            return head['loss_cls']
-    stack = [model]  # the first loss_cls anywhere, depth first
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if isinstance(node.get('loss_cls'), dict):
-                return node['loss_cls']
-            node = list(node.values())
-        if isinstance(node, (list, tuple)):
-            stack += reversed(node)
-    return {}
 
 
 def _as_floats(value: Any) -> Any:
@@ -360,13 +303,12 @@ def _as_floats(value: Any) -> Any:
     return tuple(map(_as_floats, value)) if isinstance(value, (list, tuple)) else value
 
 
-def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
-    """Read one run. A run without a test of the checkpoint its training ended with
-    comes back with no metrics and ``unfinished`` saying why."""
+def load_run(work_dir: str) -> RunResult:
+    """One run; without a test of the checkpoint its training ended with, ``unfinished``."""
     path = Path(work_dir)
     if not path.is_dir():
         raise SweepReportError(f'work_dir {work_dir!r} does not exist or is not a directory')
-    name = name or path.resolve().name
+    name = path.resolve().name
     final, home = _final_checkpoint(path)  # home: the training's work dir
     trained, train_config = _training_config(home)
     why = ('no checkpoint yet (no last_checkpoint file)' if final is None else
@@ -377,13 +319,18 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
             f'no tools/test.py run of {Path(final).name}, the checkpoint its training '
             'ended with'))
     metrics, source, config = test
-    # The loss from the test that logged the metrics; the seed from the training
-    # (tools/test.py dumps seed 0 unless told otherwise).
-    loss = _classifier_loss(_dict_entry(config, 'model', path), path)
+    # The box classifier's loss (the RoI head's, a cascade's first stage; else the dense
+    # head's) from the test that logged the metrics; else an unknown loss.
+    model = _dict_entry(config, 'model', path)
+    roi_head = _dict_entry(model, 'roi_head', path).get('bbox_head')
+    roi_head = (roi_head or [None])[0] if isinstance(roi_head, (list, tuple)) else roi_head
+    loss = next((head['loss_cls'] for head in (roi_head, model.get('bbox_head'))
+                 if isinstance(head, dict) and isinstance(head.get('loss_cls'), dict)), {})
     loss_type = loss.get('type')
     if loss_type is not None and not isinstance(loss_type, str):
         raise SweepReportError(f"{path}: the dumped config's loss_cls type is "
                                f'{loss_type!r}, where a loss name belongs')
+    # The seed from the training (tools/test.py dumps seed 0 unless told otherwise).
     seed = _dict_entry(train_config, 'randomness', path).get('seed') if trained else None
     if not isinstance(seed, int):
         seed = _dict_entry(config, 'randomness', path).get('seed')
@@ -391,8 +338,7 @@ def load_run(work_dir: str, name: Optional[str] = None) -> RunResult:
     schedule = train_cfg.get('max_epochs', train_cfg.get('max_iters'))
     other = tuple(sorted((key, repr(_as_floats(value))) for key, value in loss.items()
                          if key not in ('type', 'epsilon', 'alpha_weighted_poly')))
-    # (epsilon, alpha_weighted): (0, None) for the baselines, the config's values or
-    # the class's defaults for the Poly-1 losses, None for other losses.
+    # Baselines: epsilon 0; Poly-1 losses: the config's values, else the class's defaults.
     epsilon, alpha_weighted = (0.0 if loss_type in BASELINE_LOSSES else None), None
     poly = poly_losses().get(loss_type) if epsilon is None and loss_type else None
     if poly is not None and poly.is_poly1:

@@ -1,8 +1,6 @@
-"""The sweep report's tables: one row per run, and mean ± sd across seeds.
-
-Figures are COCO bbox metrics in AP points (CocoMetric's fractions times 100); ``n/a``
-where a run did not log one (or COCO logged -1: no objects of that size).
-"""
+"""The report's tables, in AP points (CocoMetric's fractions times 100): one row per run,
+and mean ± sd across seeds; ``n/a`` where a run logged no value (or COCO's -1)."""
+import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .runs import RunResult, SweepReportError
@@ -17,17 +15,15 @@ SEED_METRICS = tuple(m for m in METRICS if m[0] in ('mAP', 'AP50', 'AR@100'))  #
 
 
 def order_runs(runs: Sequence[RunResult], baseline: Optional[str] = None) -> List[RunResult]:
-    """Baseline first (the run ``baseline`` names, else the first ``is_baseline`` run, else
-    the first), then the other runs of its setting, then by epsilon (unknown last)."""
+    """The baseline (named, else the first ``is_baseline`` run, else the first), the other
+    runs of its setting, then the rest by epsilon (unknown last)."""
     if not runs:
         raise SweepReportError('work_dirs: no runs given')
-    if baseline is None:
-        base = next((r for r in runs if r.is_baseline), runs[0])
-    else:
-        base = next((r for r in runs if r.matches(baseline)), None)
-        if base is None:
-            raise SweepReportError(f'--baseline {baseline!r} matches none of the runs '
-                                   f"({', '.join(r.name for r in runs)})")
+    base = next((r for r in runs if (r.is_baseline if baseline is None else r.matches(baseline))),
+                runs[0] if baseline is None else None)
+    if base is None:
+        raise SweepReportError(f'--baseline {baseline!r} matches none of the runs '
+                               f"({', '.join(r.name for r in runs)})")
     rest = sorted((r for r in runs if r is not base),  # stable: input order on ties
                   key=lambda r: (r.setting != base.setting, r.epsilon is None, r.epsilon or 0.0))
     return [base] + rest
@@ -42,8 +38,7 @@ def group_by_setting(runs: Sequence[RunResult]) -> List[List[RunResult]]:
 
 
 def is_seed_group(group: Sequence[RunResult]) -> bool:
-    """Whether the runs differ only by seed, as far as the report can tell: every seed
-    known and none repeated (runs with one seed differ in something else)."""
+    """Whether the runs differ only by seed: every seed known and none repeated."""
     seeds = [r.seed for r in group]
     return None not in seeds and len(set(seeds)) == len(seeds)
 
@@ -55,10 +50,7 @@ def logged(runs: Sequence[RunResult], key: str) -> List[float]:
 
 def mean_sd(values: Sequence[float]) -> Tuple[float, Optional[float]]:
     """Mean and sample standard deviation (None for a single value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def _markdown(header: List[str], rows: List[List[str]]) -> List[str]:
@@ -75,27 +67,21 @@ def _mean_sd_points(values: Sequence[float], signed: bool = False) -> str:
 
 
 def runs_table(runs: Sequence[RunResult]) -> str:
-    """Markdown table, one row per run: the baseline (``runs[0]``) first, the others with
-    their change against it in AP points; only the columns some run logged."""
+    """One row per run, with the change against ``runs[0]``; the columns some run logged."""
     shown = [(title, key) for title, key in METRICS if any(key in r.metrics for r in runs)]
     rows = []
     for i, run in enumerate(runs):
         cells = [f'{run.name} (baseline)' if i == 0 else run.name, run.label_against(runs[0])]
         for _, key in shown:
             value, base = run.metrics.get(key), runs[0].metrics.get(key) if i else None
-            if value is None or value < 0:  # -1: COCO has no objects of that size
-                cells.append('n/a')
-            elif base is None or base < 0:
-                cells.append(f'{100 * value:.1f}')
-            else:
-                cells.append(f'{100 * value:.1f} ({100 * (value - base):+.1f})')
+            cells.append('n/a' if value is None or value < 0 else f'{100 * value:.1f}' + (
+                '' if base is None or base < 0 else f' ({100 * (value - base):+.1f})'))
         rows.append(cells)
     return '\n'.join(_markdown(['run', 'loss'] + [title for title, _ in shown], rows))
 
 
 def _delta(group: Sequence[RunResult], base: Sequence[RunResult], key: str) -> str:
-    """Change against the baseline group: mean ± sd of the per-seed differences where
-    seeds pair up, else the difference of the means."""
+    """Change against ``base``: mean ± sd of per-seed differences, else of the means."""
     base_by_seed = {r.seed: r.metrics[key] for r in base
                     if r.seed is not None and r.metrics.get(key, -1) >= 0}
     paired = [r.metrics[key] - base_by_seed[r.seed] for r in group
@@ -109,9 +95,9 @@ def _delta(group: Sequence[RunResult], base: Sequence[RunResult], key: str) -> s
 
 
 def seed_table(runs: Sequence[RunResult]) -> Optional[str]:
-    """Mean ± sd over the runs (seeds) of each loss setting, and the change against the
-    baseline's setting; None when no setting has two runs. A setting whose runs repeat
-    a seed (or lack one) gets a note instead of a row (the baseline's: only the notes)."""
+    """Mean ± sd over each setting's seeds and the change against the baseline's (None when
+    no setting has two runs); runs repeating a seed get a note instead (the baseline's:
+    only notes)."""
     groups = group_by_setting(runs)
     if all(len(group) < 2 for group in groups):
         return None
