@@ -24,6 +24,7 @@ from tools.lib.report import build_report
 from tools.lib.run_settings import parse_epsilons, parse_seeds
 from tools.lib.sweep_plan import Run
 
+#: Options only --launcher slurm takes; each defaults to None (--wait too) to tell them given.
 SLURM_ONLY = ('partition', 'cpus_per_task', 'max_parallel', 'time', 'signal_seconds',
               'sbatch_args', 'wait')
 
@@ -91,6 +92,15 @@ def execute(args: Namespace, tool: str, each: Run, *positional: str, hint: str, 
     each.write_marker(then)
 
 
+def last_checkpoint(each: Run) -> str:
+    """The checkpoint the run's training ended with, as its ``last_checkpoint`` names it."""
+    try:
+        return (each.work_dir / 'last_checkpoint').read_text().strip()
+    except OSError as error:
+        raise UserError(f'{each.name}: training left no last_checkpoint in {each.work_dir}') \
+            from error
+
+
 def run_here(each: Run, args: Namespace) -> None:
     """Train (or resume) and test one run in this process's children."""
     if each.state in ('new', 'resume'):
@@ -101,7 +111,7 @@ def run_here(each: Run, args: Namespace) -> None:
         execute(args, 'train', each, then='trained',
                 hint='rerun the sweep to resume it' + (again if each.state == 'resume' else ''))
     checkpoint = ('<last checkpoint>' if args.dry_run and each.state != 'test'
-                  else (each.work_dir / 'last_checkpoint').read_text().strip())
+                  else last_checkpoint(each))
     execute(args, 'test', each, checkpoint, then='tested', hint='rerun the sweep to test it again')
 
 

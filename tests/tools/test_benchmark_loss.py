@@ -25,6 +25,17 @@ def _run(args: List[str]) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+def test_an_out_that_cannot_be_written_fails_before_the_run(tmp_path):
+    """One line, exit status 2, before any method is loaded or timed."""
+    (tmp_path / 'file').write_text('')
+    out = tmp_path / 'file' / 'report.md'  # a folder that is a file
+    result = _run(['--device', 'cpu', '--images', '1', '--out', str(out)])
+    assert result.returncode == 2 and not result.stdout, result.stdout
+    assert result.stderr.splitlines() == [
+        f"benchmark_loss.py: error: --out '{out}' cannot be written: [Errno 17] File exists: "
+        f"'{tmp_path / 'file'}'"]
+
+
 def test_tiny_cpu_run_agrees_and_reports_every_method(tmp_path):
     """Run from another directory without PYTHONPATH: the script puts the
     repository root on sys.path itself (and its memory worker, a second run of

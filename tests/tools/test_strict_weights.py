@@ -141,6 +141,22 @@ def test_unreadable_files_are_refused_in_one_line(tmp_path):
         assert str(error.value) == message
 
 
+def test_a_checkpoint_that_cannot_be_opened_says_why(tmp_path, monkeypatch):
+    """A file torch cannot open (no permission; tests run as root, so the loader is
+    made to fail as it then does) is named with the OS's reason, not called a
+    file torch.save did not write."""
+    from mmengine.runner import CheckpointLoader
+    path = _save(tmp_path / 'good.pth', {'a': torch.zeros(2)})
+
+    def refuse(filename, *args, **kwargs):
+        raise PermissionError(13, 'Permission denied', filename)
+
+    monkeypatch.setattr(CheckpointLoader, 'load_checkpoint', refuse)
+    with pytest.raises(UserError) as error:
+        read_checkpoint(path)
+    assert str(error.value) == f'checkpoint {path} cannot be read: Permission denied'
+
+
 # ---------------------------------------------------------------- the tools
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory, weights) -> Path:

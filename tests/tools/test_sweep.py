@@ -326,3 +326,17 @@ def test_a_broken_config_is_one_line_naming_it(tmp_path):
     assert result.returncode == 2
     assert result.stderr == (f"sweep.py: error: config {broken}: syntax error at line 1: "
                              "'(' was never closed: model = dict(\n")
+
+
+def test_a_training_that_leaves_no_checkpoint_is_one_line(tmp_path, monkeypatch):
+    """A training that exits 0 without writing last_checkpoint (its checkpoint hook
+    switched off, say): one line naming the run, before any test is started."""
+    from tools.lib import run_lock
+    started = []
+    monkeypatch.setattr(run_lock, 'run_child', lambda command, env: started.append(command) or 0)
+    result = sweep([POLY, '--epsilons', '-1', '--work-dir-root', str(tmp_path)])
+    name = 'retinanet_tiny_fpn_poly1-eps-1_shapes'
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f'sweep.py: error: {name}: training left no last_checkpoint in {tmp_path / name}')
+    assert [Path(command[1]).name for command in started] == ['train.py']

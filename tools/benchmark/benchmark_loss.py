@@ -23,6 +23,7 @@ import torch  # after the path set-up above, like every import below
 
 from tools.benchmark import cases, measure
 from tools.lib import errors
+from tools.lib.cli import check_writable
 
 
 def _positive_int(text: str) -> int:
@@ -93,6 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.out is not None and not args.memory_worker:  # fail now, not after the whole run
+        check_writable(str(args.out), '--out')
     mmdet_fn, mmdet_error = cases.load_baseline(args.device, args.mmcv_src)
     if args.memory_worker:
         return measure.memory_worker(args, mmdet_fn, mmdet_error)

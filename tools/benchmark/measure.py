@@ -146,7 +146,7 @@ def benchmark_case(where: str, case: Inputs, methods: List[Method], args: argpar
             checks = cases.agreement_checks(methods, case, where, args.seed)
             print('\n'.join(check.line for check in checks), flush=True)
             gc.collect()
-            torch.cuda.empty_cache()  # a no-op where CUDA is unused, as everywhere here
+            torch.cuda.empty_cache()  # a no-op on a CPU run
         for method in (m for m in methods if not notes[m.name]):
             try:
                 times[method.name].append(time_call(method, case, args.device))

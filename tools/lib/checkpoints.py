@@ -25,6 +25,8 @@ def read_checkpoint(path: str) -> Any:
         reason = one_line(error).split('. ')[0]
         if refused:
             reason = f'the weights-only unpickler refuses it ({one_line(refused.group(1))})'
+        elif isinstance(error, OSError):  # permission, I/O, a URL that cannot be fetched
+            reason = error.strerror or one_line(error)
         elif not isinstance(error, RuntimeError):  # torch's own are worded; EOFError is empty
             named = f'{type(error).__name__}: {reason}'.rstrip(': ')
             reason = f'not a file torch.save wrote ({named})'

@@ -44,10 +44,12 @@ def parse_cfg_options(words: Sequence[str]) -> dict[str, Any]:
 
 def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
           weights: str) -> argparse.Namespace:
-    """Add the flags both tools take and parse ``argv``."""
+    """Add the flags both tools take, parse ``argv`` (--cfg-options into one dict) and
+    set torch.compile's cache limit as mmdet's tools do."""
     parser.add_argument('--allow-partial-weights', action='store_true',
                         help=f'load {weights} even if it does not fit the model exactly')
-    parser.add_argument('--work-dir', help='default: work_dirs/<config name>')
+    parser.add_argument('--work-dir', help="default: the config's work_dir, else "
+                        'work_dirs/<config name>')
     parser.add_argument('--cfg-options', nargs='+', action='extend', metavar='KEY=VALUE',
                         type=lambda word: parse_cfg_options([word]).popitem(),
                         help='override config keys; a new key is written +KEY=VALUE')

@@ -159,8 +159,8 @@ def _train_step(model_cfg: dict[str, Any], image_size: int, num_classes: int) ->
     for part in ('backbone', 'neck'):  # their gradients do not involve the loss
         if hasattr(model, part):
             getattr(model, part).requires_grad_(False)
-    hub = MessageHub.get_current_instance()  # as a training loop: TOOD reads the epoch, BoxInst
-    hub.update_info_dict(dict(epoch=0, iter=0))  # the iteration
+    # As a training loop does: TOOD's head reads the epoch, BoxInst's the iteration.
+    MessageHub.get_current_instance().update_info_dict(dict(epoch=0, iter=0))
     packed = demo_mm_inputs(batch_size=2, image_shapes=(3, image_size, image_size),
                             num_items=[3, 2], num_classes=num_classes, with_mask=True)
     data = model.data_preprocessor(packed, True)

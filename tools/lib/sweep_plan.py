@@ -108,8 +108,8 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
 
 def assess(run: Run, force: bool, retrain_changed: bool) -> None:
     """Set ``run.state`` from its work dir: new, resume (started, with a checkpoint), test
-    (trained) or done (tested with the same key); a dir the sweep did not write, or of
-    another key, is an error unless forced."""
+    (trained) or done (tested with the same key); a dir the sweep did not write is an
+    error unless ``force``, one of another key unless ``force`` or ``retrain_changed``."""
     work_dir = run.work_dir
     try:
         marker = json.loads((work_dir / MARKER).read_text())

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tools.lib.report import SweepReportError, build_report, load_run
-from tools.lib.report.runs import parse_dumped_config, poly_losses
+from tools.lib.report.runs import _newest_first, parse_dumped_config, poly_losses
 
 ROOT = Path(__file__).resolve().parents[3]
 TOOL = ROOT / 'tools' / 'sweep_report.py'
@@ -73,6 +73,8 @@ def test_plain_values_are_read(tmp_path):
     ('x = dict(a=other)\n', 1, 'other'),
     ('x = os.sep\n', 1, 'os.sep'),
     ("x = 'a' + 'b'\n", 1, "'a' + 'b'"),
+    ('x = dict(\n    a=1,\n    b=1 * 2,\n    c=3)\n', 3, "found '1 * 2'"),  # the line of the value
+    ("x = [1,\n     -'s']\n", 2, "found \"-'s'\""),
     ('x = 2 ** 100000\n', 1, '2 ** 100000'),
     ("x = f'{1}'\n", 1, "f'{1}'"),
     ('x = [i for i in range(3)]\n', 1, '[i for i in range(3)]'),
@@ -165,6 +167,27 @@ def test_a_config_with_side_effects_is_not_run(tmp_path, monkeypatch, payload):
     assert cli.returncode == 2 and not cli.stdout
     assert cli.stderr.splitlines()[-1].startswith(f'sweep_report.py: error: {config}:{line}: ')
     assert not marker.exists()
+
+
+def test_a_run_that_cannot_be_read_is_one_line(tmp_path):
+    """A dumped config or a work dir the report cannot read (here: a folder where
+    the config belongs, a work dir it may not list) is named, exit status 2."""
+    run = work_dir(tmp_path, 'run', '')
+    (run / '20260101_120000' / 'vis_data' / 'config.py').unlink()
+    (run / 'run.py').mkdir()
+    cli = subprocess.run([sys.executable, str(TOOL), str(run)], capture_output=True, text=True)
+    assert cli.returncode == 2 and 'Traceback' not in cli.stderr
+    assert cli.stderr.splitlines()[-1] == (
+        f'sweep_report.py: error: {run / "run.py"}: cannot read it: Is a directory')
+    with pytest.raises(SweepReportError, match=f'^{re.escape(str(run))}: cannot list it: '):
+        _newest_first(_Unlistable(run))
+
+
+class _Unlistable(type(Path())):  # PosixPath: Path itself cannot be subclassed before 3.12
+    """A folder whose listing fails as one without read permission does (tests run as root)."""
+
+    def iterdir(self):
+        raise PermissionError(13, 'Permission denied', str(self))
 
 
 def test_a_work_dir_level_config_is_not_run_either(tmp_path):

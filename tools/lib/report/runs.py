@@ -122,6 +122,17 @@ class _AsLiteral(ast.NodeTransformer):
         values = first.values + [kw.value for kw in node.keywords]
         return self.visit(ast.copy_location(ast.Dict(keys, values), node))
 
+    def visit_BinOp(self, node: ast.AST) -> ast.AST:
+        """Signs and complex numbers only (``-1``, ``1+2j``), as ``literal_eval`` takes them."""
+        node = self.generic_visit(node)
+        try:
+            ast.literal_eval(node)
+        except (ValueError, TypeError):
+            raise _NotData(node) from None
+        return node
+
+    visit_UnaryOp = visit_BinOp
+
     def generic_visit(self, node: ast.AST) -> ast.AST:
         if not isinstance(node, _PLAIN) or None in getattr(node, 'keys', ()):  # {**other}
             raise _NotData(node)
@@ -144,6 +155,8 @@ def parse_dumped_config(path: Path) -> Dict[str, Any]:
     except SyntaxError as err:
         raise SweepReportError(f'{path}:{err.lineno}: not a config mmengine dumped: '
                                f'{err.msg}') from None
+    except OSError as err:
+        raise SweepReportError(f'{path}: cannot read it: {err.strerror}') from None
     except (ValueError, RecursionError, MemoryError) as err:  # not text, null bytes, too deep
         raise SweepReportError(f'{path}: not a config mmengine dumped: '
                                f'{type(err).__name__} {err}') from None
@@ -190,8 +203,11 @@ def _read_json_lines(path: Path) -> List[Dict[str, Any]]:
 
 def _newest_first(work_dir: Path) -> List[Path]:
     """The ``<timestamp>`` folders of ``work_dir`` (one per train or test run), newest first."""
-    return sorted((p for p in work_dir.iterdir() if p.is_dir() and _TIMESTAMP.match(p.name)),
-                  reverse=True)
+    try:
+        entries = list(work_dir.iterdir())
+    except OSError as error:
+        raise SweepReportError(f'{work_dir}: cannot list it: {error.strerror}') from None
+    return sorted((p for p in entries if p.is_dir() and _TIMESTAMP.match(p.name)), reverse=True)
 
 
 def _tests(work_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
