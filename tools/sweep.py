@@ -173,7 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for each in runs:
             print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
     if args.launcher == 'slurm':
-        return main_slurm(args, runs, root, problems)
+        main_slurm(args, runs, root, problems)
+        return
     start = time.time()
     busy = run_locally(runs, args)
     if args.dry_run:
@@ -197,13 +198,14 @@ def main_slurm(args: Namespace, runs: List[Run], root: Path,
         signal_seconds=300 if args.signal_seconds is None else args.signal_seconds,
         sbatch_args=args.sbatch_args)
     if args.dry_run:
-        return sweep_slurm.print_commands([r for r in runs if r.state != 'done'] or runs,
-                                          root, settings)
+        sweep_slurm.print_commands([r for r in runs if r.state != 'done'] or runs, root, settings)
+        return
     sweep_slurm.which_or_error()
     outcome = sweep_slurm.submit(runs, root, settings, args.force, problems)
     if outcome['done']:
-        return write_report(runs, root, bool(args.baseline),
-                            before='\n[sweep] every run is done; nothing submitted\n')
+        write_report(runs, root, bool(args.baseline),
+                     before='\n[sweep] every run is done; nothing submitted\n')
+        return
     job = sweep_slurm.queue_report(runs, root, settings, bool(args.baseline), outcome,
                                    bool(args.wait))
     if job is None:

@@ -127,8 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             train, failures = [f'Skipped: {error}'], failures + [f'--train-step: {error}']
         report += ['## RetinaNet R50-FPN training step', ''] + train + ['']
     print('\n' + '\n'.join(report), flush=True)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out is not None:  # its folder made by check_writable above
         args.out.write_text('\n'.join(report) + '\n')
 
     for check in (c for c in checks if c.ok is False):

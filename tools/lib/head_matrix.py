@@ -87,7 +87,7 @@ def find_focal_heads() -> list[HeadCase]:
     from mmengine.config import Config
     paths = [p for p in MMDET_CONFIGS.rglob('*.py') if '_base_' not in p.parts]
     by_head: dict[str, HeadCase] = {}
-    for path in sorted(paths, key=lambda p: ('r50' not in p.name, len(p.name), p.name)):
+    for path in sorted(paths, key=lambda p: ('r50' not in p.name, len(p.name), p.name, p)):
         if not _mentions_focal(path.resolve()):
             continue
         try:

@@ -127,6 +127,31 @@ def _make_image(rng: np.random.Generator, cfg: SyntheticConfig,
     return img, objects
 
 
+def _write_split(root: Path, split: str, num_images: int, seed: int, cfg: SyntheticConfig,
+                 class_probs: np.ndarray) -> None:
+    """One split's images under ``root/split`` and its ``annotations/instances_<split>.json``."""
+    rng = np.random.default_rng(seed)
+    (root / split).mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for img_id in range(num_images):
+        img, objects = _make_image(rng, cfg, class_probs)
+        file_name = f'{img_id:06d}.jpg'
+        Image.fromarray(img).save(root / split / file_name, quality=95)
+        images.append(dict(id=img_id, file_name=file_name, width=cfg.img_size,
+                           height=cfg.img_size))
+        for label_id, (x1, y1, x2, y2), area in objects:
+            annotations.append(dict(id=len(annotations) + 1, image_id=img_id,
+                                    category_id=label_id + 1,
+                                    bbox=[x1, y1, x2 - x1, y2 - y1], area=area, iscrowd=0))
+    categories = [dict(id=i + 1, name=name, supercategory='shape')
+                  for i, name in enumerate(CLASSES)]
+    ann_file = root / 'annotations' / f'instances_{split}.json'
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    ann_file.write_text(json.dumps(dict(
+        info=dict(description='mmdet-polyloss synthetic shapes', seed=seed),
+        images=images, annotations=annotations, categories=categories)))
+
+
 def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, force: bool = False) -> bool:
     """Write the dataset to ``out_dir``; False (nothing written) if it holds the same one."""
     cfg = cfg or SyntheticConfig()
@@ -139,29 +164,9 @@ def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, force: bool = 
         return False
     probs = np.asarray(cfg.class_frequencies, dtype=np.float64)
     probs = probs / probs.sum()
-    categories = [dict(id=i + 1, name=name, supercategory='shape')
-                  for i, name in enumerate(CLASSES)]
     # Different seeds per split so val is not a copy of the start of train.
-    for split, num_images, seed in (('train', cfg.num_train, cfg.seed * 2),
-                                    ('val', cfg.num_val, cfg.seed * 2 + 1)):
-        rng = np.random.default_rng(seed)
-        (root / split).mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
-        for img_id in range(num_images):
-            img, objects = _make_image(rng, cfg, probs)
-            file_name = f'{img_id:06d}.jpg'
-            Image.fromarray(img).save(root / split / file_name, quality=95)
-            images.append(dict(id=img_id, file_name=file_name, width=cfg.img_size,
-                               height=cfg.img_size))
-            for label_id, (x1, y1, x2, y2), area in objects:
-                annotations.append(dict(id=len(annotations) + 1, image_id=img_id,
-                                        category_id=label_id + 1,
-                                        bbox=[x1, y1, x2 - x1, y2 - y1], area=area, iscrowd=0))
-        ann_file = root / 'annotations' / f'instances_{split}.json'
-        ann_file.parent.mkdir(parents=True, exist_ok=True)
-        ann_file.write_text(json.dumps(dict(
-            info=dict(description='mmdet-polyloss synthetic shapes', seed=seed),
-            images=images, annotations=annotations, categories=categories)))
+    _write_split(root, 'train', cfg.num_train, cfg.seed * 2, cfg, probs)
+    _write_split(root, 'val', cfg.num_val, cfg.seed * 2 + 1, cfg, probs)
     meta_file.write_text(json.dumps(meta, indent=2))
     return True
 

@@ -250,8 +250,8 @@ def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
 def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
     """The checkpoint training ended with, and its work dir: ``last_checkpoint`` names it,
     else (a work dir of tests only) the newest test's, if its own work dir names it."""
-    if _last_checkpoint(work_dir):
-        return _last_checkpoint(work_dir), work_dir
+    if final := _last_checkpoint(work_dir):
+        return final, work_dir
     load_from = next(_tests(work_dir), (None, {}))[1].get('load_from')
     home = Path(load_from).parent if isinstance(load_from, str) and load_from else work_dir
     found = _same_checkpoint(load_from, _last_checkpoint(home), home)
