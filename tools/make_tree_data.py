@@ -31,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                    description=__doc__.split('\n\n')[0])
     parser.add_argument('out_dir', nargs='?', default='data/polyloss_trees',
                         help='output folder (default: %(default)s)')
-    parser.add_argument('--wheel', help=f'a downloaded {trees.WHEEL_NAME} (checked against '
+    parser.add_argument('--wheel', help=f'a downloaded {trees.WHEEL.file_name} (checked against '
                         'its sha256) instead of the cached or downloaded one')
     parser.add_argument('--tile-size', type=int, default=defaults.tile_size,
                         help='tile side in pixels (default: %(default)s)')

