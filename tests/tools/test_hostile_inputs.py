@@ -248,3 +248,45 @@ def test_scripts_print_one_line_for_a_bad_dataset(workspace, tmp_path):
         'train.py: error: train_cfg / train_dataloader (annotations '
         f'{ANNOTATIONS}/instances_train.json): JSONDecodeError: Expecting value: line 1 '
         'column 1 (char 0)']
+
+
+# ------------------------------------------------------- issue 29: --amp, spaces in values
+@pytest.mark.parametrize('flags, what', [
+    (['--amp'], '--amp'),
+    (['--cfg-options', 'optim_wrapper.type=AmpOptimWrapper'],
+     "optim_wrapper.type='AmpOptimWrapper'"),
+])
+def test_mixed_precision_without_a_gpu_is_one_line_before_any_work(flags, what, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Before: mmengine's AssertionError traceback from inside runner.train(), after the
+    work dir was set up."""
+    import mmengine.device
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cpu')
+    work_dir = tmp_path / 'amp'
+    line = error_line(train_tool.main, [str(FOCAL), '--work-dir', str(work_dir), *flags],
+                      'train.py', capsys)
+    assert line == (f'train.py: error: {what}: mixed precision (AmpOptimWrapper) trains on a '
+                    "CUDA, NPU or MLU device, and this machine has none (mmengine finds 'cpu'); "
+                    'train without it')
+    assert not work_dir.exists()
+
+
+@pytest.mark.parametrize('value, parsed', [
+    ('/data/my sets/trees 1/', '/data/my sets/trees 1/'),
+    ('"/data/my sets/"', '/data/my sets/'),
+    (' 5 ', 5), ('1 2', '1 2'), ('True', True), ('None', None),
+    ('[1, 2]', [1, 2]), ('( a , b c )', ('a', 'b c')), ('[[my a, b], c]', [['my a', 'b'], 'c']),
+])
+def test_spaces_inside_a_cfg_options_value_are_kept(value, parsed):
+    """mmengine's DictAction drops every space (``/data/mysets/trees1/``, and ``1 2`` is 12);
+    spaces around a value, its brackets and commas go as before."""
+    assert cli.parse_cfg_options([f'key={value}']) == {'key': parsed}
+
+
+def test_a_data_root_with_spaces_reaches_the_config_as_given():
+    """What configs/trees/ tells a user to write."""
+    config = ROOT / 'configs/trees/retinanet_tiny_fpn_focal_trees.py'
+    args = train_tool.parse_args([str(config), '--cfg-options',
+                                  'train_dataloader.dataset.data_root=/data/my sets/trees 1/'])
+    cfg = cli.config_from_args(args)
+    assert cfg.train_dataloader.dataset.data_root == '/data/my sets/trees 1/'

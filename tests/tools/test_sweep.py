@@ -111,6 +111,15 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
       '--max-parallel', '0'], '--max-parallel must be an integer >= 1, got 0'),
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--max-parallel', '4294967297'], '--max-parallel must be at most 4000001 (the largest '
+     'job array Slurm allows; it reads larger values modulo 2^32), got 4294967297'),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--time', '1-00:00:00 '], "--time '1-00:00:00 ' has spaces around it, which sbatch "
+                                "refuses; write --time '1-00:00:00'"),
+    ([POLY, '--baseline', 'configs/trees/retinanet_tiny_fpn_focal_trees.py', '--epsilons',
+      '-1'], '--baseline configs/trees/retinanet_tiny_fpn_focal_trees.py does not differ from '
+     f'{POLY} in the loss alone: '),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
       '--sbatch-args=--array=1-3'], "--sbatch-args '--array=1-3': --array=1-3 is set by the "
                                     'sweep itself'),
     ([POLY, '--epsilons', '-1', '--baseline', POLY],

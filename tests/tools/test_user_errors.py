@@ -229,7 +229,7 @@ def test_make_demo_data_into_a_file(tmp_path, capsys):
                                       '--num-val', '1', '--img-size', '32', '--max-size', '20'],
                      'make_demo_data.py', capsys)
     assert line == (f'make_demo_data.py: error: cannot write the dataset to {tmp_path}/file/data:'
-                    f' Not a directory: {tmp_path}/file/data/train')
+                    f' Not a directory: {tmp_path}/file')
 
 
 # ---------------------------------------------------- the scripts themselves

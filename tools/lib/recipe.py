@@ -1,0 +1,76 @@
+"""When two runs can be compared: their configs agree in everything but the run's identity
+(``work_dir``, ``randomness.seed``) and the box classifier's loss (``loss_cls`` of
+``model.bbox_head`` or ``model.roi_head.bbox_head``, a cascade's stages too), which is what a
+sweep varies. Everything else (the dataset, the schedule, the model, the pipeline) is the
+recipe, and a difference in it makes the runs' numbers incomparable. Standard library only:
+configs come in as plain dicts (``Config.to_dict()``, or a dumped config read as data)."""
+from __future__ import annotations
+
+import os.path as osp
+import re
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
+
+#: Keys that name the run rather than its recipe.
+RUN_KEYS = ('work_dir', 'randomness.seed')
+#: The box classifier's loss, and anything under it.
+LOSS_KEY = re.compile(r'model\.(?:roi_head\.)?bbox_head(?:\.\d+)?\.loss_cls(?:\..*)?')
+_UNSET = object()
+
+
+class Difference(NamedTuple):
+    """The first key where two configs differ, and its value in each (``_UNSET``: absent)."""
+    key: str
+    first: Any
+    second: Any
+
+    def describe(self, first: str, second: str) -> str:
+        """``KEY: A in <first>, B in <second>``, values cut to 60 characters."""
+        return f'{self.key}: {_shown(self.first)} in {first}, {_shown(self.second)} in {second}'
+
+
+def _shown(value: Any) -> str:
+    text = 'not set' if value is _UNSET else repr(value)
+    return text if len(text) <= 60 else text[:57] + '...'
+
+
+def _allowed(key: str, also: Sequence[str]) -> bool:
+    return key in RUN_KEYS or key in also or LOSS_KEY.fullmatch(key) is not None
+
+
+def _walk(a: Any, b: Any, key: str, also: Sequence[str]) -> Iterator[Difference]:
+    if key and _allowed(key, also):
+        return
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for name in [*a, *(k for k in b if k not in a)]:
+            yield from _walk(a.get(name, _UNSET), b.get(name, _UNSET),
+                             f'{key}.{name}' if key else str(name), also)
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b)):
+            yield from _walk(x, y, f'{key}.{index}', also)
+    elif type(a) is not type(b) and not (_number(a) and _number(b)) or a != b:
+        yield Difference(key, a, b)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def first_difference(a: Mapping[str, Any], b: Mapping[str, Any],
+                     also_allowed: Iterable[str] = ()) -> Optional[Difference]:
+    """The first key (in ``a``'s order, then ``b``'s) where the configs differ outside the
+    run's identity, the classifier loss and ``also_allowed``; None when they agree."""
+    return next(_walk(a, b, '', tuple(also_allowed)), None)
+
+
+def dataset_of(config: Mapping[str, Any], loader: str) -> str:
+    """The annotation file (joined to ``data_root``) of ``loader``'s dataset, inside any
+    dataset wrappers; '' when the config does not name one."""
+    dataset = (config.get(loader) or {}).get('dataset') if isinstance(
+        config.get(loader), Mapping) else None
+    while isinstance(dataset, Mapping) and isinstance(dataset.get('dataset'), Mapping):
+        dataset = dataset['dataset']
+    if not isinstance(dataset, Mapping):
+        return ''
+    root, ann_file = dataset.get('data_root'), dataset.get('ann_file')
+    root = root if isinstance(root, str) else ''
+    return osp.join(root, ann_file) if isinstance(ann_file, str) and ann_file else root
