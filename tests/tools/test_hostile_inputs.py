@@ -290,3 +290,44 @@ def test_a_data_root_with_spaces_reaches_the_config_as_given():
                                   'train_dataloader.dataset.data_root=/data/my sets/trees 1/'])
     cfg = cli.config_from_args(args)
     assert cfg.train_dataloader.dataset.data_root == '/data/my sets/trees 1/'
+
+
+def _checkpoint_of(config: Path, path: Path) -> Path:
+    """A checkpoint as mmengine saves it: the run's config text in meta['cfg']."""
+    import torch
+    from mmengine.config import Config
+    torch.save(dict(meta=dict(cfg=Config.fromfile(str(config)).pretty_text, epoch=1),
+                    state_dict=dict(w=torch.zeros(1))), path)
+    return path
+
+
+def test_a_resume_with_another_loss_is_refused_naming_both(tmp_path, capsys):
+    """A Poly-1 run resumed with a Poly-N config: before, it went on silently and the report
+    labelled the run by the last config."""
+    checkpoint = _checkpoint_of(POLY, tmp_path / 'epoch_1.pth')
+    poly_n = tmp_path / 'poly_n.py'
+    poly_n.write_text(f"_base_ = '{POLY}'\nmodel = dict(bbox_head=dict(loss_cls=dict("
+                      "_delete_=True, type='PolyNFocalLoss', epsilons=[-1.0])))\n")
+    work_dir = tmp_path / 'wd'
+    line = error_line(train_tool.main, [str(poly_n), '--work-dir', str(work_dir), '--resume',
+                                        str(checkpoint)], 'train.py', capsys)
+    assert line == (f'train.py: error: --resume: the run in {checkpoint} was trained with '
+                    "another loss (model.bbox_head.loss_cls.type: 'Poly1FocalLoss' in its "
+                    "checkpoint, 'PolyNFocalLoss' in this config); resuming would continue it "
+                    'with this one, and its results would be labelled by it: resume with the '
+                    'config it was trained with, or train this one in another --work-dir')
+    assert not work_dir.exists()  # refused before the runner made it
+
+
+def test_a_resume_with_the_same_loss_passes_the_check(tmp_path):
+    from mmengine.config import Config
+
+    from tools.lib import checkpoints
+    checkpoint = _checkpoint_of(POLY, tmp_path / 'epoch_1.pth')
+    cfg = Config.fromfile(str(POLY))
+    cfg.model.bbox_head.loss_cls.gamma = 2  # gamma=2 is gamma=2.0
+    checkpoints.check_resume_checkpoint(str(tmp_path), str(checkpoint), cfg.to_dict())
+    cfg.model.bbox_head.loss_cls.epsilon = 0.5
+    with pytest.raises(UserError, match=re.escape(
+            'model.bbox_head.loss_cls.epsilon: -1.0 in its checkpoint, 0.5 in this config')):
+        checkpoints.check_resume_checkpoint(str(tmp_path), str(checkpoint), cfg.to_dict())

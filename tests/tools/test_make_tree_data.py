@@ -323,9 +323,9 @@ def test_an_incomplete_dataset_is_rebuilt_saying_why(fake_wheel, tmp_path):
 
 
 def test_a_failed_build_leaves_the_old_dataset_and_nothing_beside_it(fake_wheel, tmp_path,
-                                                                      monkeypatch, capsys):
-    """A full disk half-way through a rebuild: one line; the old dataset as it was and no
-    partial folder left (before: a trees.partial folder stayed behind)."""
+                                                                      monkeypatch):
+    """A full disk half-way through a rebuild: the old dataset as it was and no partial
+    folder left (before: a data.partial folder stayed behind)."""
     out = tmp_path / 'data'
     trees.build(str(out), CFG, sources=trees.SOURCES)
     before = files_of(out)
@@ -333,13 +333,12 @@ def test_a_failed_build_leaves_the_old_dataset_and_nothing_beside_it(fake_wheel,
     def full_disk(self, out_dir, description):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out_dir / 'annotations'))
     monkeypatch.setattr(trees._Split, 'write', full_disk)
-    result = run_in_process(make_tree_data.main, [str(out), '--tile-size', '64', '--stride',
-                                                  '64', '--gap', '24'], 'make_tree_data.py')
-    assert result.returncode == 2 and result.stderr.count('\n') == 1
-    out_re, tmp_re = re.escape(str(out)), re.escape(str(tmp_path))
-    assert re.fullmatch(f'make_tree_data.py: error: cannot write the dataset to {out_re}: No '
-                        f'space left on device: {tmp_re}/' r'\.data\.partial-\w+/annotations\n',
-                        result.stderr)
+    other = trees.TreeConfig(tile_size=64, stride=64, gap=24)
+    with pytest.raises(OSError) as info:
+        trees.build(str(out), other, sources=trees.SOURCES)
+    assert info.value.errno == errno.ENOSPC
+    assert re.fullmatch(re.escape(str(tmp_path)) + r'/\.data\.partial-\w+/annotations',
+                        info.value.filename)
     assert files_of(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ['cache', 'data']
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from tools.lib import dataset_dir
 from tools.lib.shapes import (
     CLASSES,
     PALETTE,
@@ -14,7 +15,6 @@ from tools.lib.shapes import (
     class_counts,
     generate,
 )
-from tools.lib import dataset_dir
 from tools.make_demo_data import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -349,3 +349,23 @@ def test_a_training_that_leaves_no_checkpoint_is_one_line(tmp_path, monkeypatch)
     assert result.stderr.splitlines()[-1] == (
         f'sweep.py: error: {name}: training left no last_checkpoint in {tmp_path / name}')
     assert [Path(command[1]).name for command in started] == ['train.py']
+
+
+def test_a_baseline_of_another_recipe_is_refused_naming_the_key(tmp_path):
+    """Before: trained, paired and averaged as if comparable (trees Poly-1 against a shapes
+    focal config). The run's work_dir may differ, and the loss; nothing else."""
+    longer = tmp_path / 'focal_longer.py'
+    longer.write_text(f"_base_ = '{ROOT / FOCAL}'\ntrain_cfg = dict(max_epochs=48)\n")
+    result = sweep([POLY, '--baseline', str(longer), '--epsilons', '-1', '--work-dir-root',
+                    str(tmp_path / 'root'), '--dry-run'])
+    assert (result.returncode, result.stderr) == (2, (
+        f'sweep.py: error: --baseline {longer} does not differ from {POLY} in the loss alone: '
+        'train_cfg.max_epochs: 24 in the sweep config, 48 in the baseline; a sweep compares '
+        'runs whose configs differ only in model...loss_cls (and work_dir, randomness.seed): '
+        'give a baseline of the same recipe, or set the key with --cfg-options for both\n'))
+    assert not (tmp_path / 'root').exists()
+    elsewhere = tmp_path / 'focal_elsewhere.py'
+    elsewhere.write_text(f"_base_ = '{ROOT / FOCAL}'\nwork_dir = 'somewhere/else'\n")
+    accepted = sweep([POLY, '--baseline', str(elsewhere), '--epsilons', '-1',
+                      '--work-dir-root', str(tmp_path / 'root'), '--dry-run'])
+    assert accepted.returncode == 0, accepted.stderr

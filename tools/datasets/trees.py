@@ -49,8 +49,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from tools.lib.dataset_dir import (DatasetKind, NotOurs, check_replaceable, incomplete, target,
-                                    written_beside)
+from tools.lib.dataset_dir import (
+    DatasetKind,
+    NotOurs,
+    check_replaceable,
+    incomplete,
+    target,
+    written_beside,
+)
 from tools.lib.pinned_wheel import DataError, PinnedWheel
 
 #: The pinned wheel: what ``pip download --no-deps deepforest==2.1.0`` fetches.

@@ -73,9 +73,10 @@ def target(out_dir: str, argument: str = 'OUT_DIR') -> Path:
     here = Path(os.path.realpath(os.getcwd()))
     if path == here or path in here.parents:
         where = 'the current folder' if path == here else 'a folder above the current one'
-        raise NotOurs(f'{argument} {out_dir!r} is {where} ({path}): the dataset is written beside {argument} and swapped in for '
-                      f'it, which cannot be done to a folder the tool runs in; give a folder '
-                      f'inside it, such as {os.path.join(out_dir, "data")}')
+        raise NotOurs(f'{argument} {out_dir!r} is {where} ({path}): the dataset is written '
+                      f'beside {argument} and swapped in for it, which cannot be done to a '
+                      'folder the tool runs in; give a folder inside it, such as '
+                      f'{os.path.join(out_dir, "data")}')
     return path
 
 

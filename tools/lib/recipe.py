@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os.path as osp
 import re
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple, Optional
 
 #: Keys that name the run rather than its recipe.
 RUN_KEYS = ('work_dir', 'randomness.seed')
@@ -33,20 +33,16 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + '...'
 
 
-def _allowed(key: str, also: Sequence[str]) -> bool:
-    return key in RUN_KEYS or key in also or LOSS_KEY.fullmatch(key) is not None
-
-
-def _walk(a: Any, b: Any, key: str, also: Sequence[str]) -> Iterator[Difference]:
-    if key and _allowed(key, also):
+def _walk(a: Any, b: Any, key: str, allowed: Callable[[str], bool]) -> Iterator[Difference]:
+    if key and allowed(key):
         return
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         for name in [*a, *(k for k in b if k not in a)]:
             yield from _walk(a.get(name, _UNSET), b.get(name, _UNSET),
-                             f'{key}.{name}' if key else str(name), also)
+                             f'{key}.{name}' if key else str(name), allowed)
     elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
-        for index, (x, y) in enumerate(zip(a, b)):
-            yield from _walk(x, y, f'{key}.{index}', also)
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            yield from _walk(x, y, f'{key}.{index}', allowed)
     elif type(a) is not type(b) and not (_number(a) and _number(b)) or a != b:
         yield Difference(key, a, b)
 
@@ -59,7 +55,30 @@ def first_difference(a: Mapping[str, Any], b: Mapping[str, Any],
                      also_allowed: Iterable[str] = ()) -> Optional[Difference]:
     """The first key (in ``a``'s order, then ``b``'s) where the configs differ outside the
     run's identity, the classifier loss and ``also_allowed``; None when they agree."""
-    return next(_walk(a, b, '', tuple(also_allowed)), None)
+    also = tuple(also_allowed)
+    return next(_walk(a, b, '', lambda key: key in RUN_KEYS or key in also
+                      or LOSS_KEY.fullmatch(key) is not None), None)
+
+
+def classifier_losses(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The box classifier's ``loss_cls`` settings by config key (a cascade's: each stage's)."""
+    model = config.get('model') if isinstance(config.get('model'), Mapping) else {}
+    roi_head = model.get('roi_head') if isinstance(model.get('roi_head'), Mapping) else {}
+    found = {}
+    for path, head in (('model.bbox_head', model.get('bbox_head')),
+                       ('model.roi_head.bbox_head', roi_head.get('bbox_head'))):
+        stages = dict(enumerate(head)) if isinstance(head, (list, tuple)) else {None: head}
+        for index, stage in stages.items():
+            if isinstance(stage, Mapping) and 'loss_cls' in stage:
+                found[path + ('' if index is None else f'.{index}') + '.loss_cls'] = \
+                    stage['loss_cls']
+    return found
+
+
+def loss_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> Optional[Difference]:
+    """The first classifier loss setting (``model.bbox_head.loss_cls.type``, ...) where the
+    configs differ; None when their losses agree (``gamma=2`` is ``gamma=2.0``)."""
+    return next(_walk(classifier_losses(a), classifier_losses(b), '', lambda key: False), None)
 
 
 def dataset_of(config: Mapping[str, Any], loader: str) -> str:

@@ -164,7 +164,8 @@ def _meta(cfg: SyntheticConfig) -> dict:
 #: What tools/make_demo_data.py writes (tools/lib/dataset_dir.py): a ``meta.json`` holding
 #: exactly the parameters' keys, JPEG images numbered from 000000.
 KIND = DatasetKind('tools/make_demo_data.py',
-                   lambda meta: isinstance(meta, dict) and set(meta) == set(_meta(SyntheticConfig())),
+                   lambda meta: isinstance(meta, dict) and set(meta) == set(_meta(
+                       SyntheticConfig())),
                    re.compile(r'[0-9]{6,}\.jpg'))
 
 
