@@ -61,7 +61,8 @@ def first_difference(a: Mapping[str, Any], b: Mapping[str, Any],
 
 
 def classifier_losses(config: Mapping[str, Any]) -> Dict[str, Any]:
-    """The box classifier's ``loss_cls`` settings by config key (a cascade's: each stage's)."""
+    """The box classifier's ``loss_cls`` settings by config key (a cascade's: each stage's),
+    ``type`` first."""
     model = config.get('model') if isinstance(config.get('model'), Mapping) else {}
     roi_head = model.get('roi_head') if isinstance(model.get('roi_head'), Mapping) else {}
     found = {}
@@ -69,9 +70,11 @@ def classifier_losses(config: Mapping[str, Any]) -> Dict[str, Any]:
                        ('model.roi_head.bbox_head', roi_head.get('bbox_head'))):
         stages = dict(enumerate(head)) if isinstance(head, (list, tuple)) else {None: head}
         for index, stage in stages.items():
-            if isinstance(stage, Mapping) and 'loss_cls' in stage:
-                found[path + ('' if index is None else f'.{index}') + '.loss_cls'] = \
-                    stage['loss_cls']
+            loss = stage.get('loss_cls') if isinstance(stage, Mapping) else None
+            if isinstance(loss, Mapping):  # its type first: the difference that matters most
+                loss = dict(sorted(loss.items(), key=lambda item: item[0] != 'type'))
+            if loss is not None:
+                found[path + ('' if index is None else f'.{index}') + '.loss_cls'] = loss
     return found
 
 
