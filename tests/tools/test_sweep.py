@@ -290,6 +290,10 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     table = (root / 'sweep.md').read_text()
     assert '| retinanet_tiny_fpn_focal_shapes_seed3 (baseline) | focal |' in table
     assert 'poly-1 eps=-1' in table
+    # Real run folders of one recipe: one table, naming the dataset.
+    assert 'Runs of another recipe' not in table
+    assert ('\nDataset: train data/polyloss_shapes/annotations/instances_train.json, test '
+            'data/polyloss_shapes/annotations/instances_val.json\n') in table
     assert (root / 'sweep.png').stat().st_size > 10_000
     again = sweep_subprocess(args, workspace)
     assert again.returncode == 0, again.stderr

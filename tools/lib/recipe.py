@@ -24,13 +24,13 @@ class Difference(NamedTuple):
     second: Any
 
     def describe(self, first: str, second: str) -> str:
-        """``KEY: A in <first>, B in <second>``, values cut to 60 characters."""
+        """``KEY: A in <first>, B in <second>``, values cut to 80 characters."""
         return f'{self.key}: {_shown(self.first)} in {first}, {_shown(self.second)} in {second}'
 
 
 def _shown(value: Any) -> str:
     text = 'not set' if value is _UNSET else repr(value)
-    return text if len(text) <= 60 else text[:57] + '...'
+    return text if len(text) <= 80 else text[:77] + '...'
 
 
 def _walk(a: Any, b: Any, key: str, allowed: Callable[[str], bool]) -> Iterator[Difference]:

@@ -381,3 +381,19 @@ def test_files_among_the_work_dirs_are_skipped_with_a_note(sweep, tmp_path):
     with pytest.raises(SweepReportError) as error:
         build_report([str(tmp_path / 'sweep.md')])
     assert str(error.value) == f'no run folder among the work dirs: {tmp_path}/sweep.md: a file'
+
+
+def test_runs_tested_on_other_data_are_separated(tmp_path):
+    """One training recipe, but one run tested on another annotation file
+    (tools/test.py --cfg-options test_dataloader.dataset.ann_file=...)."""
+    shapes = _dataset_config('data/polyloss_shapes/')
+    base = make_run(tmp_path, 'focal', FOCAL, 0.60, extra_config=shapes)
+    other = make_run(tmp_path, 'poly', poly(-1.0), 0.20, extra_config=shapes)
+    test_config = other / '20260102_090000' / 'vis_data' / 'config.py'
+    test_config.write_text(test_config.read_text().replace('instances_val', 'instances_hard'))
+    table = build_report([str(base), str(other)])
+    assert ('Runs of another recipe, compared only among themselves (they differ from focal in '
+            "the final test's test_dataloader.dataset: 'data/polyloss_shapes/annotations/"
+            "instances_val.json' in focal, 'data/polyloss_shapes/annotations/instances_hard.json' "
+            'in poly):') in table
+    assert '| poly (baseline) | poly-1 eps=-1 | 20.0 |' in table

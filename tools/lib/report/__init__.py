@@ -3,7 +3,7 @@ nothing), :mod:`.tables` compares them in markdown tables, :mod:`.plot` in a PNG
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from tools.lib.recipe import first_difference
+from tools.lib.recipe import Difference, first_difference
 
 from .plot import plot_sweep
 from .runs import RunResult, SweepReportError, load_run, not_a_run
@@ -18,13 +18,23 @@ __all__ = ['RunResult', 'SweepReportError', 'build_report', 'load_run', 'order_r
 RUN_STATE_KEYS = ('load_from', 'resume')
 
 
+def recipe_difference(a: RunResult, b: RunResult) -> Optional[Difference]:
+    """Where the runs differ outside the loss, the seed, the work dir and
+    :data:`RUN_STATE_KEYS`: their recipes (training configs), else the data their final
+    tests read; None when they are comparable."""
+    difference = first_difference(a.recipe, b.recipe, RUN_STATE_KEYS)
+    if difference is None and a.test_data != b.test_data:
+        return Difference("the final test's test_dataloader.dataset", a.test_data or None,
+                          b.test_data or None)
+    return difference
+
+
 def recipe_groups(runs: Sequence[RunResult]) -> List[List[RunResult]]:
-    """The runs by recipe: runs whose configs differ only in the loss, the seed and the work
-    dir (:data:`RUN_STATE_KEYS` too) together, groups in order of first appearance."""
+    """The runs by recipe (:func:`recipe_difference` None within a group), groups in order
+    of first appearance."""
     groups: List[List[RunResult]] = []
     for run in runs:
-        group = next((g for g in groups if first_difference(
-            g[0].recipe, run.recipe, RUN_STATE_KEYS) is None), None)
+        group = next((g for g in groups if recipe_difference(g[0], run) is None), None)
         if group is None:
             groups.append([run])
         else:
@@ -36,7 +46,7 @@ def _section(runs: List[RunResult], first: Optional[RunResult]) -> str:
     """One recipe's runs table and dataset; after the first (``first``'s), what differs."""
     head = ''
     if first is not None:
-        difference = first_difference(first.recipe, runs[0].recipe, RUN_STATE_KEYS)
+        difference = recipe_difference(first, runs[0])
         head = (f'Runs of another recipe, compared only among themselves (they differ from '
                 f'{first.name} in {difference.describe(first.name, runs[0].name)}):\n\n')
     dataset = runs[0].dataset or "not named in the runs' configs"

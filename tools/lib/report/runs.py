@@ -64,13 +64,20 @@ class RunResult:
     seed: Optional[int] = None
     other: Tuple[Tuple[str, str], ...] = ()  # the other loss_cls arguments and the schedule
     unfinished: str = ''  # why the run has no final test to report ('' when it has one)
-    dataset: str = ''  # its train and test annotation files, as its config names them
+    train_data: str = ''  # its training annotation file, as its config names it
+    test_data: str = ''  # the one its final test read
     recipe: Dict[str, Any] = field(default_factory=dict)  # its config (tools/lib/recipe.py)
 
     @property
     def setting(self) -> Tuple[Any, ...]:
         """What the runs of one loss setting share (seeds aside)."""
         return self.loss_type, self.epsilon, self.alpha_weighted, self.other
+
+    @property
+    def dataset(self) -> str:
+        """``train <annotation file>, test <annotation file>``, those the configs name."""
+        return ', '.join(f'{split} {file}' for split, file in (
+            ('train', self.train_data), ('test', self.test_data)) if file)
 
     @property
     def is_baseline(self) -> bool:
@@ -393,10 +400,8 @@ def load_run(work_dir: str) -> RunResult:
             alpha_weighted = bool(given['alpha_weighted_poly'])
     # The recipe: the training's config (a work dir of tests only: the test's).
     recipe_config = train_config if trained and train_config else config
-    datasets = (('train', dataset_of(recipe_config, 'train_dataloader')),
-                ('test', dataset_of(config, 'test_dataloader')))
     return RunResult(name, path, loss_type, epsilon, alpha_weighted, metrics=metrics,
                      source=str(source), seed=seed if isinstance(seed, int) else None,
                      other=other + (('schedule', repr(schedule)),),
-                     dataset=', '.join(f'{split} {file}' for split, file in datasets if file),
-                     recipe=recipe_config)
+                     train_data=dataset_of(recipe_config, 'train_dataloader'),
+                     test_data=dataset_of(config, 'test_dataloader'), recipe=recipe_config)
