@@ -343,6 +343,19 @@ def test_a_failed_build_leaves_the_old_dataset_and_nothing_beside_it(fake_wheel,
     assert sorted(p.name for p in tmp_path.iterdir()) == ['cache', 'data']
 
 
+def test_a_linked_out_dir_is_rebuilt_where_it_points(fake_wheel, tmp_path):
+    """data/polyloss_trees -> /big/disk/trees: the link stays, the data stays on that disk."""
+    real, link = tmp_path / 'disk' / 'trees', tmp_path / 'link'
+    real.parent.mkdir()
+    link.symlink_to(real)
+    trees.build(str(link), CFG, sources=trees.SOURCES)
+    other = trees.TreeConfig(tile_size=64, stride=64, gap=24)
+    assert trees.build(str(link), other, sources=trees.SOURCES) is not None
+    assert link.is_symlink() and link.resolve() == real
+    assert json.loads((real / 'meta.json').read_text())['params']['config']['stride'] == 64
+    assert sorted(p.name for p in real.parent.iterdir()) == ['trees']
+
+
 @pytest.mark.parametrize('given', ['.', '..'])
 def test_the_current_folder_or_one_above_is_refused_before_any_work(given, fake_wheel,
                                                                     tmp_path, monkeypatch):
