@@ -366,6 +366,10 @@ def test_runs_of_two_datasets_are_neither_paired_nor_averaged(tmp_path):
     assert '| poly_s0 (baseline) | poly-1 eps=-1 | 12.0 |' in second
     assert "Across seeds, the runs of poly_s0's recipe" in second
     assert _seed_rows(table)['focal (baseline)'][1] == '2 (0, 1)'
+    # A named baseline's recipe comes first.
+    named = build_report([str(r) for r in runs], baseline='poly_s1')
+    assert named.splitlines()[2].startswith('| poly_s1 (baseline) | poly-1 eps=-1 | 14.0 |')
+    assert '(they differ from poly_s1 in train_dataloader.dataset.data_root' in named
 
 
 def test_files_among_the_work_dirs_are_skipped_with_a_note(sweep, tmp_path):
