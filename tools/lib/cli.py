@@ -291,6 +291,9 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
     from tools.lib.dist import setup_cpu_distributed  # torch: not for tools/sweep.py's import
     setup_cpu_distributed(cfg, cfg.launcher)
     check_annotation_files(cfg, [f'{loop}_dataloader' for loop in loops])
+    if 'train' in loops:  # a training initialises the model: its pretrained weights first
+        for where, path in pretrained_files(cfg.get('model')):
+            check_local_file(where, path)
     check_writable(cfg.work_dir, 'the work dir', directory=True)
     with user_errors('the config (building the runner: model, hooks, optimizer)'):
         runner = build_runner(cfg)
@@ -319,15 +322,44 @@ def check_writable(path: str, what: str, directory: bool = False) -> None:
         raise UserError(f'{what} {path!r} cannot be written: {error}') from error
 
 
+#: Part of a default path -> the tool that makes the file (for the missing-file hint).
+MAKERS = {'polyloss_shapes': 'tools/make_demo_data.py', 'polyloss_trees': 'tools/make_tree_data.py',
+          'mobilenet_v2_imagenet': 'tools/model_converters/mobilenet_v2_imagenet.py'}
+
+
+def check_local_file(where: str, path: str) -> None:
+    """A local file a config names exists (not an error deep in mmdet or mmengine)."""
+    if path and '://' not in path and not osp.isfile(path):
+        hint = ''.join(f'; python {tool} makes it' for part, tool in MAKERS.items()
+                       if part in path)
+        raise UserError(f'{where}: no such file: {path!r} (relative paths are from '
+                        f'{os.getcwd()!r}){hint}')
+
+
 def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
-    """The local annotation files the ``loaders`` read exist (not an error deep in mmdet)."""
+    """The local annotation files the ``loaders`` read exist."""
     for loader in loaders:
         for where, path in annotation_files(cfg, loader):
-            if path and '://' not in path and not osp.isfile(path):
-                hint = ('; python tools/make_demo_data.py makes it'
-                        if 'polyloss_shapes' in path else '')
-                raise UserError(f'{where}: no such file: {path!r} (relative paths are from '
-                                f'{os.getcwd()!r}){hint}')
+            check_local_file(where, path)
+
+
+def pretrained_files(node: Any, where: str = 'model') -> Iterator[tuple[str, str]]:
+    """(config key, path) of each ``init_cfg=dict(type='Pretrained', checkpoint=...)`` under
+    ``node``, the checkpoints a training loads before its first step."""
+    if isinstance(node, Mapping):
+        init = node.get('init_cfg')
+        for index, each in enumerate(init if isinstance(init, (list, tuple)) else [init]):
+            if isinstance(each, Mapping) and each.get('type') == 'Pretrained' and \
+                    isinstance(each.get('checkpoint'), str):
+                key = f'{where}.init_cfg' + (f'.{index}' if isinstance(init, (list, tuple))
+                                             else '')
+                yield f'{key}.checkpoint', each['checkpoint']
+        for key, value in node.items():
+            if key != 'init_cfg':
+                yield from pretrained_files(value, f'{where}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from pretrained_files(value, f'{where}.{index}')
 
 
 def annotation_files(cfg: Config, loader: str) -> Iterator[tuple[str, str]]:
