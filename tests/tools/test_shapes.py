@@ -144,6 +144,13 @@ def test_a_folder_it_did_not_make_is_left_alone(tmp_path):
     assert (out / 'train' / '000000.jpg').read_bytes() == b'my photo'
 
 
+def test_the_dataset_folder_has_a_plain_folders_mode(tmp_path):
+    """Written beside and swapped in, it is still readable as a folder made by mkdir is."""
+    (tmp_path / 'plain').mkdir()
+    generate(str(tmp_path / 'made'), SyntheticConfig(seed=3, **SMALL))
+    assert (tmp_path / 'made').stat().st_mode == (tmp_path / 'plain').stat().st_mode
+
+
 def test_an_incomplete_dataset_is_generated_again_saying_why(tmp_path, capsys):
     out = tmp_path / 'cli'
     args = [str(out), '--num-train', '3', '--num-val', '2', '--img-size', '64',

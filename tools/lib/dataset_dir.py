@@ -17,7 +17,6 @@ import os
 import re
 import secrets
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional, Tuple
@@ -147,7 +146,8 @@ def written_beside(folder: Path) -> Iterator[Path]:
     without an error it replaces ``folder``, else it is removed and ``folder`` is left as
     it was. The caller has checked ``folder`` with :func:`check_replaceable`."""
     _make_parent(folder)
-    built = Path(tempfile.mkdtemp(prefix=f'.{folder.name}.partial-', dir=folder.parent))
+    built = folder.with_name(f'.{folder.name}.partial-{secrets.token_hex(6)}')
+    built.mkdir()  # the umask's mode, as a plain mkdir (tempfile.mkdtemp's is 0o700)
     try:
         yield built
         _swap(built, folder)
