@@ -320,6 +320,13 @@ def test_an_incomplete_dataset_is_rebuilt_saying_why(fake_wheel, tmp_path):
     (out / 'annotations' / 'instances_val.json').write_text('[]')
     assert trees.stale_reason(out, CFG) == ('annotations/instances_val.json is not an '
                                             'annotation file this tool wrote (TypeError)')
+    (out / 'annotations' / 'instances_val.json').write_text('[' * 100_000)
+    assert trees.stale_reason(out, CFG) == ('annotations/instances_val.json is not an '
+                                            'annotation file this tool wrote (RecursionError)')
+    (out / 'meta.json').write_text('[' * 100_000)  # no record of the tool's any more
+    assert trees.stale_reason(out, CFG) == ''
+    with pytest.raises(trees.DataError, match=r"its meta.json is not one tools/make_tree_data"):
+        trees.build(str(out), CFG, sources=trees.SOURCES)
 
 
 def test_a_failed_build_leaves_the_old_dataset_and_nothing_beside_it(fake_wheel, tmp_path,

@@ -43,7 +43,7 @@ class DatasetKind:
         """The folder's ``meta.json`` if this tool wrote it, else None."""
         try:
             record = json.loads((folder / RECORD).read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: nested too deeply
             return None
         return record if self.is_record(record) else None
 
@@ -112,7 +112,7 @@ def incomplete(folder: Path, images: Mapping[str, Optional[int]]) -> str:
                 (folder / name).read_text())['images']]
         except OSError as error:
             return f'{name} cannot be read ({error.strerror})'
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
             return f'{name} is not an annotation file this tool wrote ({type(error).__name__})'
         if expected is not None and len(names) != expected:
             return f'{name} names {len(names)} images, {RECORD} says {expected}'
