@@ -207,9 +207,9 @@ def test_queue_lines_map_back_to_runs(tmp_path):
     tasks = slurm_queue.parse_queue(text)
     assert tasks == [
         QueuedTask('a', '40_0', '40', 0, 'RUNNING', 'vm', tmp_path / 'l' / 'sw-40_0.out', path,
-                   tmp_path / 'a'),
+                   tmp_path / 'a', {'key': 'k1'}),
         QueuedTask('b', '40_1', '40', 1, 'PENDING', '(JobArrayTaskLimit)',
-                   tmp_path / 'l' / 'sw-40_1.out', path, tmp_path / 'b')]
+                   tmp_path / 'l' / 'sw-40_1.out', path, tmp_path / 'b', {'key': 'k1'})]
     assert [t.active for t in tasks] == [True, True]
 
 
