@@ -220,9 +220,11 @@ case $stage in
              "before it submits the run" >&2; exit 2 ;;
 esac
 
-mkdir -p "$WORK_DIR" || exit 2
 LOCK=$WORK_DIR/.slurm-run.lock
-exec 9>>"$LOCK"
+if ! mkdir -p "$WORK_DIR" || ! exec 9>>"$LOCK"; then
+  echo "$PROG: error: $NAME: cannot write in the work dir $WORK_DIR (the line above says why)" >&2
+  exit 2
+fi
 if command -v flock >/dev/null; then
   flock -n -E 75 9
   case $? in
