@@ -18,7 +18,7 @@ from slurm_cluster import wait_until
 
 from tools.lib import slurm_queue
 
-from train_helpers import FAST, ROOT, make_workspace
+from train_helpers import FAST, ROOT, load_tool, make_workspace, run_in_process
 
 SCRIPT = ROOT / 'tools' / 'sweep.py'
 POLY = ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
@@ -196,16 +196,49 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
 
 def standin_slurm(tmp_path: Path) -> Dict[str, str]:
     """An environment whose sbatch records its arguments and answers job ids
-    (41, then 42), and whose squeue shows an empty queue."""
+    (41, then 42), or refuses the partition while ``tmp_path/refuse`` exists; whose
+    squeue shows an empty queue; whose scontrol and scancel record their arguments
+    in ``tmp_path/commands.log``."""
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
     (bin_dir / 'sbatch').write_text(
-        f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.log\n'
+        f'#!/bin/sh\nif [ -e {tmp_path}/refuse ]; then\n'
+        '  echo "sbatch: error: invalid partition specified: nope" >&2; exit 1\nfi\n'
+        f'echo "$@" >> {tmp_path}/sbatch.log\n'
         f'echo $(( 41 + $(wc -l < {tmp_path}/sbatch.log) - 1 ))\n')
     (bin_dir / 'squeue').write_text('#!/bin/sh\nexit 0\n')
-    for tool in ('sbatch', 'squeue'):
+    for tool in ('scontrol', 'scancel'):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/commands.log\n')
+    for tool in ('sbatch', 'squeue', 'scontrol', 'scancel'):
         (bin_dir / tool).chmod(0o755)
     return dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+
+
+def test_force_clears_a_finished_run_only_once_sbatch_has_accepted_it(tmp_path, monkeypatch):
+    """sbatch refuses the partition: nothing queued, the finished run's files all kept.
+    Accepted: the array is submitted held, the run's folder cleared, then released."""
+    monkeypatch.setenv('PATH', standin_slurm(tmp_path)['PATH'])
+    work_dir = tmp_path / 'sweep' / NAMES[1]
+    work_dir.mkdir(parents=True)
+    files = {'.sweep-run.json': '{"key": "k", "state": "tested"}', 'epoch_1.pth': 'PK',
+             'last_checkpoint': str(work_dir / 'epoch_1.pth'), 'result.json': '{}'}
+    for name, text in files.items():
+        (work_dir / name).write_text(text)
+    args = [str(POLY), '--epsilons', '-1', '--work-dir-root', str(tmp_path / 'sweep'),
+            '--launcher', 'slurm', '--partition', 'nope', '--gpus', '0', '--force']
+    (tmp_path / 'refuse').touch()
+    refused = run_in_process(load_tool('sweep').main, args, 'sweep.py')
+    assert refused.returncode == 2
+    assert refused.stderr == ('sweep.py: error: submitting 1 runs: sbatch failed: sbatch: error: '
+                              'invalid partition specified: nope\n')
+    assert {p.name: p.read_text() for p in work_dir.iterdir() if p.name in files} == files
+    (tmp_path / 'refuse').unlink()
+    accepted = run_in_process(load_tool('sweep').main, args, 'sweep.py')
+    assert accepted.returncode == 0, accepted.stderr
+    array = (tmp_path / 'sbatch.log').read_text().splitlines()[0]
+    assert ' --hold ' in array
+    assert (tmp_path / 'commands.log').read_text() == 'scontrol release 41\n'
+    assert sorted(p.name for p in work_dir.iterdir()) == ['.slurm-run.lock']
 
 
 @pytest.mark.parametrize('wait', [False, True])
