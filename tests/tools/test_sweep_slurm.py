@@ -262,3 +262,70 @@ def test_submission_without_a_cluster_array_then_report_job(tmp_path, wait):
                      r'\w+-41_0.out', result.stdout), result.stdout
     assert ('Follow: squeue --name' in result.stdout) is not wait
     assert 'report job 42 (after 41;' in result.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_run_shows_its_cause_and_waits_for_retry_failed_on_a_real_cluster(
+        slurm_cluster, tmp_path):
+    """A training that exits with an error (a bad --cfg-options value): --wait reports
+    the report job's own error; a rerun quotes the run's error and submits nothing;
+    --retry-failed submits it held, clears its folder, releases it; a rerun adopts it
+    and replaces the pending report job (one at a time); a rerun with other settings
+    names the queued task and submits nothing. ``--begin`` keeps the resubmitted task
+    pending: nothing trains after the first failure."""
+    cluster = slurm_cluster
+    root = tmp_path / 'sweep'
+    work_dir = root / NAMES[1]
+    base = [str(POLY), '--epsilons', '-1', '--work-dir-root', str(root), '--launcher', 'slurm',
+            '--partition', cluster.partition, '--gpus', '0']
+    bad = [*base, '--cfg-options', 'optim_wrapper.optimizer.lr=nan']
+    later = '--sbatch-args=--begin=now+1hour'
+
+    def call(args: List[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path,
+                              env=cluster.env, capture_output=True, text=True, timeout=300)
+
+    def pending(name: str) -> List[str]:
+        return cluster.command('squeue', '-h', '-r', '-t', 'PENDING', f'--name={name}', '-o',
+                               '%i %R').stdout.splitlines()
+    waited = call([*bad, '--wait'])
+    assert waited.returncode == 2, waited.stdout + waited.stderr
+    assert re.fullmatch(r'sweep.py: error: the report job \d+ failed \(exit status \d+\): '
+                        r'sweep_report.py: error: no run has a test of the checkpoint its '
+                        r'training ended with yet: .*\(its log: \S+/report.out\)\n',
+                        waited.stderr), waited.stderr
+    job = re.search(r'job (\d+_0) log', waited.stdout).group(1)
+    job_name = waited.stdout.split('job name ')[1].split(')')[0]
+
+    again = call(bad)
+    assert again.returncode == 0, again.stderr
+    assert re.search(rf'{re.escape(NAMES[1])} +failed +job {job} \(FAILED \(NonZeroExitCode\)\) '
+                     r'log \S+: train.py: error: optim_wrapper.optimizer.lr=nan: expected a '
+                     r'finite number', again.stdout), again.stdout
+    assert ('not resubmitted: it would fail the same way; fix the cause, then rerun with '
+            '--retry-failed') in again.stdout
+    assert '[sweep] submitted' not in again.stdout and 'nothing queued or running' in again.stdout
+
+    retried = call([*bad, '--retry-failed', later])
+    assert retried.returncode == 0, retried.stderr
+    array = re.search(r'submitted 1 runs as job array (\d+)', retried.stdout).group(1)
+    assert pending(job_name) == [f'{array}_0 (BeginTime)']  # released: no longer held
+    assert sorted(p.name for p in work_dir.iterdir()) == ['.slurm-run.lock']
+    (first_report,) = pending(f'{job_name}-report')
+
+    adopted = call([*bad, later])
+    assert adopted.returncode == 0, adopted.stderr
+    assert re.search(rf'{re.escape(NAMES[1])} +queued +job {array}_0 ', adopted.stdout)
+    assert f'cancelled the pending report job {first_report.split()[0]}' in adopted.stdout
+    assert len(pending(f'{job_name}-report')) == 1 and '[sweep] submitted' not in adopted.stdout
+
+    changed = call([*base, '--retrain-changed', later])
+    assert changed.returncode == 2
+    assert f'queued with other settings; scancel {array}_0 first' in changed.stdout
+    assert changed.stderr == (
+        'sweep.py: error: 1 runs are queued or running with other settings than this '
+        "command's (its config, --cfg-options or --key-files differ): scancel "
+        f'{array}_0 first, then run it again\n')
+    assert pending(job_name) == [f'{array}_0 (BeginTime)']
+    cluster.command('scancel', f'--name={job_name}')
+    cluster.command('scancel', f'--name={job_name}-report')
