@@ -1,8 +1,9 @@
 """``tools/sweep.py --launcher slurm``: the sweep's runs as one Slurm job array.
 
 Each call reads Slurm's queue and every run's marker, prints where each run
-stands (done, queued, running, failed, stopped, new; its job id and log), and
-submits the runs that are neither done nor queued or running as one job array
+stands (done, queued, running, failed, stopped, new; its job id and log; a failed
+run's last error line), and submits the runs that are neither done nor queued or
+running (nor failed with an error, unless ``--retry-failed``) as one job array
 (``tools/lib/slurm_jobs.py``: ``--requeue``, a USR1 before ``--time`` ends, each
 task trains with ``--resume`` and then tests). A report job queued after them
 (``--dependency=afterany``) writes ``sweep.md`` and ``sweep.png``; with
@@ -12,7 +13,10 @@ and nothing is submitted.
 
 The queue is read and the runs submitted under ``<root>/slurm/submit.lock``,
 and a run whose lock another process holds (a local ``tools/sweep.py``) is not
-submitted: one run is never queued or trained twice. Files: the run files and
+submitted: one run is never queued or trained twice. A task queued with other
+settings than the command's is an error, never adopted. A run's folder is
+cleared only after sbatch has accepted its array (held until then released).
+One report job is pending at a time: a new one replaces it. Files: the run files and
 logs go to ``<root>/slurm/``.
 """
 from __future__ import annotations
@@ -327,7 +331,8 @@ def queue_report(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSett
     print(f'\n[sweep] report job {job} (after {", ".join(after)}; log {log}) writes '
           f'{Path(root) / "sweep.md"} and sweep.png' +
           ('' if wait else f'.\nFollow: {follow}; rerun this command to see each run\'s '
-           'state, resubmit what failed or was stopped, and write the report.'))
+           'state, resubmit what was stopped (what failed with an error: with '
+           '--retry-failed), and write the report.'))
     return job
 
 
