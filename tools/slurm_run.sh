@@ -14,6 +14,7 @@
 #    first);
 #  - holds WORK_DIR/.slurm-run.lock (flock, where the file system has locks) while it
 #    runs: a second task of the same run exits 1 at once, naming the job that holds it;
+#    a work dir it cannot create or write in: exit 2, one line naming it;
 #  - exports MASTER_PORT = 10000 + SLURM_JOB_ID % 20000 (slurm_jobs.master_port; the
 #    next free port if that one is taken on this node), so two tasks on one node do
 #    not both take 29500, and SRUN_CPUS_PER_TASK = SLURM_CPUS_PER_TASK (srun in a job
@@ -22,7 +23,8 @@
 #  - marks "training", runs the train command (it resumes from the work dir's last
 #    checkpoint), marks "trained", runs the test command with @LAST_CHECKPOINT@ replaced
 #    by the path in WORK_DIR/last_checkpoint, marks "tested", exits 0. A command that
-#    fails: its exit status, the marker left as it was. A run already "trained" starts
+#    fails: its exit status, the marker left as it was, and the line "NAME: training (or
+#    the test) exited with status N", which the sweep reads (slurm_jobs.log_end). A run already "trained" starts
 #    at the test. Each command runs in the background and the shell waits for it, so
 #    the signals below reach it in the middle of a command;
 #  - USR1 (the time limit is near, --signal=B:USR1@SECONDS): TERM to the running
@@ -220,9 +222,11 @@ case $stage in
              "before it submits the run" >&2; exit 2 ;;
 esac
 
-mkdir -p "$WORK_DIR" || exit 2
 LOCK=$WORK_DIR/.slurm-run.lock
-exec 9>>"$LOCK"
+if ! mkdir -p "$WORK_DIR" || ! exec 9>>"$LOCK"; then
+  echo "$PROG: error: $NAME: cannot write in the work dir $WORK_DIR (the line above says why)" >&2
+  exit 2
+fi
 if command -v flock >/dev/null; then
   flock -n -E 75 9
   case $? in

@@ -22,11 +22,12 @@ from tools.lib import run_lock, sweep_plan, sweep_slurm
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, run
 from tools.lib.report import build_report
 from tools.lib.run_settings import parse_epsilons, parse_seeds
+from tools.lib.slurm_jobs import MAX_SIGNAL_SECONDS
 from tools.lib.sweep_plan import Run
 
 #: Options only --launcher slurm takes; each defaults to None (--wait too) to tell them given.
 SLURM_ONLY = ('partition', 'cpus_per_task', 'max_parallel', 'time', 'signal_seconds',
-              'sbatch_args', 'wait')
+              'sbatch_args', 'wait', 'retry_failed')
 #: Slurm's largest MaxArraySize (slurm.conf): no job array runs more tasks than this.
 MAX_ARRAY_SIZE = 4000001
 
@@ -57,6 +58,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     slurm('--signal-seconds', type=int, help='requeue this long before --time (default: 300)')
     slurm('--sbatch-args', metavar='"ARGS"', help='more sbatch arguments, as one string')
     slurm('--wait', action='store_true', default=None, help='return once the report is written')
+    slurm('--retry-failed', action='store_true', default=None,
+          help='resubmit runs whose training or test exited with an error')
     args = parser.parse_args(argv)
     args.epsilons = parse_epsilons(' '.join(args.epsilons), '--epsilons')
     args.seeds = parse_seeds(' '.join(args.seeds), '--seeds')
@@ -79,6 +82,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     if args.time is not None and args.time != args.time.strip():
         raise UserError(f'--time {args.time!r} has spaces around it, which sbatch refuses; '
                         f'write --time {args.time.strip()!r}')
+    if args.signal_seconds is not None and not 2 <= args.signal_seconds <= MAX_SIGNAL_SECONDS:
+        raise UserError(f'--signal-seconds must be from 2 (a run needs a second to stop before '
+                        f'it is requeued) to {MAX_SIGNAL_SECONDS}, got {args.signal_seconds}')
     args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
     return args
 
@@ -210,7 +216,8 @@ def main_slurm(args: Namespace, runs: List[Run], root: Path,
         sweep_slurm.print_commands([r for r in runs if r.state != 'done'] or runs, root, settings)
         return
     sweep_slurm.which_or_error()
-    outcome = sweep_slurm.submit(runs, root, settings, args.force, problems)
+    outcome = sweep_slurm.submit(runs, root, settings, args.force, problems,
+                                 bool(args.retry_failed))
     if outcome['done']:
         write_report(runs, root, bool(args.baseline),
                      before='\n[sweep] every run is done; nothing submitted\n')

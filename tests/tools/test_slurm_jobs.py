@@ -207,9 +207,9 @@ def test_queue_lines_map_back_to_runs(tmp_path):
     tasks = slurm_queue.parse_queue(text)
     assert tasks == [
         QueuedTask('a', '40_0', '40', 0, 'RUNNING', 'vm', tmp_path / 'l' / 'sw-40_0.out', path,
-                   tmp_path / 'a'),
+                   tmp_path / 'a', {'key': 'k1'}),
         QueuedTask('b', '40_1', '40', 1, 'PENDING', '(JobArrayTaskLimit)',
-                   tmp_path / 'l' / 'sw-40_1.out', path, tmp_path / 'b')]
+                   tmp_path / 'l' / 'sw-40_1.out', path, tmp_path / 'b', {'key': 'k1'})]
     assert [t.active for t in tasks] == [True, True]
 
 
@@ -292,6 +292,94 @@ def test_run_status_joins_the_marker_and_the_queue(tmp_path):
         'h': ('failed', 'CANCELLED')}
     assert found['d'].job_id == '4_2' and found['d'].log == tmp_path / 'x.out'
     assert found['a'].job_id == '' and found['a'].log is None
+
+
+TRAIN_FAILED = """[slurm_run.sh 10:00:00] a (7_0): attempt 1 on vm, MASTER_PORT=10007, stage 'new'
+[slurm_run.sh 10:00:00] a (7_0): train: python tools/train.py cfg.py
+Loads the config; an error in the word 'errors' of a warning
+train.py: error: optim_wrapper.optimizer.lr=nan: expected a finite number
+slurm_run.sh: error: a: training exited with status 2
+"""
+
+
+@pytest.mark.parametrize('log, cause, command_failed', [
+    (TRAIN_FAILED, 'train.py: error: optim_wrapper.optimizer.lr=nan: expected a finite number',
+     True),
+    ('[slurm_run.sh 1] a (7_0): test: python tools/test.py\nTraceback (most recent call last):'
+     '\nRuntimeError: CUDA out of memory\nslurm_run.sh: error: a: the test exited with '
+     'status 1\n', 'RuntimeError: CUDA out of memory', True),
+    ('slurm_run.sh: error: a: no new checkpoint in this attempt, so a requeue would only repeat '
+     'it; give a longer --time\n', 'slurm_run.sh: error: a: no new checkpoint in this attempt, '
+     'so a requeue would only repeat it; give a longer --time', True),
+    # A later attempt stopped by TERM (cancelled, pre-empted): its error is not the run's.
+    (TRAIN_FAILED + '[slurm_run.sh 10:05:00] a (7_0): attempt 2 on vm\n[slurm_run.sh 10:05:09] '
+     'a (7_0): TERM (requeue, pre-emption or cancel): stopping the command\n', '', False),
+    ('slurm_run.sh: error: a: another job holds /w/.slurm-run.lock (5_0 on vm)\n',
+     'slurm_run.sh: error: a: another job holds /w/.slurm-run.lock (5_0 on vm)', False),
+    ('[slurm_run.sh 1] a (7_0): train: x\nslurm_run.sh: error: a: training exited with status 9\n',
+     'slurm_run.sh: error: a: training exited with status 9', True),
+    ('sweep_report.py: error: no run has a test of the checkpoint its training ended with yet\n',
+     'sweep_report.py: error: no run has a test of the checkpoint its training ended with yet',
+     False),
+    (None, '', False),
+])
+def test_a_logs_end_gives_the_cause_and_whether_a_resubmission_would_repeat_it(
+        tmp_path, log, cause, command_failed):
+    path = tmp_path / 'task.out'
+    if log is not None:
+        path.write_text('earlier attempt\ntrain.py: error: an old one\n' * 3000 + log)
+    assert slurm_jobs.log_end(path) == (cause, command_failed)
+
+
+def test_a_failed_run_is_shown_with_its_cause(tmp_path):
+    """The last error line of its task's log; Slurm's lack of a log; a task of other
+    settings (a resubmission runs the new ones); a task Slurm has forgotten, found
+    through the marker's job id."""
+    run = standin_run(tmp_path, 'a', 3)
+    run.work_dir.mkdir()
+    log = tmp_path / 'sw-4_2.out'
+    log.write_text(TRAIN_FAILED)
+
+    def failed(**fields) -> QueuedTask:
+        return QueuedTask(**{**dict(name='a', job_id='4_2', array_id='4', index=2,
+                                    state='FAILED', reason='(NonZeroExitCode)', log=log,
+                                    run_file=tmp_path, marker_fields={'key': 'k1'}), **fields})
+    status = slurm_queue.run_status(run, {'a': failed()})
+    assert (status.state, status.cause, status.command_failed) == (
+        'failed', 'train.py: error: optim_wrapper.optimizer.lr=nan: expected a finite number',
+        True)
+    assert not slurm_queue.run_status(run, {'a': failed(marker_fields={'key': 'k0'})}) \
+        .command_failed
+    gone = slurm_queue.run_status(run, {'a': failed(log=tmp_path / 'logs' / 'x.out',
+                                                    reason='(JobLaunchFailure)')})
+    assert gone.log is None and gone.detail == 'FAILED (JobLaunchFailure)'
+    assert gone.cause == (f'Slurm wrote no log: it could not open {tmp_path}/logs/x.out or '
+                          "start the job script (the node's slurmd log says which)")
+    (run.work_dir / slurm_jobs.MARKER).write_text(
+        json.dumps({'key': 'k1', 'state': 'training', 'slurm_job': '4_2'}))
+    options = ArrayOptions('sw', tmp_path)
+    forgotten = slurm_queue.run_status(run, {}, options=options)
+    assert (forgotten.state, forgotten.job_id, forgotten.log, forgotten.command_failed) == (
+        'failed', '4_2', log, True)
+    assert slurm_queue.run_status(run, {}).state == 'stopped'
+
+
+def test_a_report_job_that_fails_under_wait_is_its_own_error(tmp_path):
+    """sbatch --wait exits with the job's status: the error is the report's last error
+    line, not 'sbatch failed: exit status 2'."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    (bin_dir / 'sbatch').write_text('#!/bin/sh\necho 42\nexit 2\n')
+    (bin_dir / 'sbatch').chmod(0o755)
+    log = tmp_path / 'report.out'
+    log.write_text('sweep_report.py: error: no run has a test of the checkpoint its training '
+                   'ended with yet: a: no checkpoint yet\n')
+    env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+    with pytest.raises(UserError) as error:
+        slurm_jobs.submit_report(['true'], ['41'], 'r', log, env=env, wait=True)
+    assert str(error.value) == (
+        'the report job 42 failed (exit status 2): sweep_report.py: error: no run has a test '
+        f'of the checkpoint its training ended with yet: a: no checkpoint yet (its log: {log})')
 
 
 # --- the job script, outside Slurm (a stand-in scontrol records its arguments) --------
@@ -411,6 +499,19 @@ def test_a_marker_of_other_settings_is_refused(tmp_path):
     assert result.returncode == 2
     assert "holds key='old', the run file says key='k1'" in result.stderr
     assert not events(run.work_dir)
+
+
+def test_a_work_dir_it_cannot_write_in_is_one_line(tmp_path):
+    """Not a traceback from the job script's helper; nothing is run."""
+    for work_dir in ('/sys/kernel', '/sys/polyloss_not_made'):  # unwritable, even for root
+        run = SlurmRun('u', Path(work_dir), ['false'], ['false'], {'key': 'k1'})
+        (tmp_path / 'runs.json').unlink(missing_ok=True)
+        result = finish(job_script(tmp_path, [run]))
+        assert result.returncode == 2
+        assert result.stderr.splitlines()[-1] == (
+            f'slurm_run.sh: error: u: cannot write in the work dir {work_dir} (the line above '
+            'says why)')
+        assert 'Traceback' not in result.stderr and 'train:' not in result.stdout
 
 
 def test_a_run_held_by_another_job_is_not_trained_twice(tmp_path):

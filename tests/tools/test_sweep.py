@@ -122,6 +122,13 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
       '--sbatch-args=--array=1-3'], "--sbatch-args '--array=1-3': --array=1-3 is set by the "
                                     'sweep itself'),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--sbatch-args=-Jmine'], "--sbatch-args '-Jmine': -Jmine is set by the sweep itself "
+                               '(--job-name: the sweep finds its jobs in the queue by their name)'),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--signal-seconds', '1'], '--signal-seconds must be from 2 (a run needs a second to stop '
+                                'before it is requeued) to 65535, got 1'),
+    ([POLY, '--epsilons', '-1', '--retry-failed'], '--retry-failed needs --launcher slurm'),
     ([POLY, '--epsilons', '-1', '--baseline', POLY],
      'two runs would share a work dir'),
     ([POLY], 'the following arguments are required: --epsilons'),
@@ -142,6 +149,53 @@ def test_user_errors_are_one_line_and_exit_2(args, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith('sweep.py: error: '), result.stderr
     assert message in lines[0]
     assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('text, refused', [
+    ('-Jmine', '-Jmine is set by the sweep itself (--job-name: '),
+    ('-J mine', '-J is set by the sweep itself (--job-name: '),
+    ('--job-n=x', '--job-n=x is set by the sweep itself (--job-name: '),
+    ('--qos low -vJx', '-vJx is set by the sweep itself (--job-name: '),
+    ('--dependency=afterok:1', '--dependency=afterok:1 is set by the sweep itself (--dependency: '
+                               'the report job runs after the runs, whatever their end)'),
+    ('-d afterok:1', '-d is set by the sweep itself (--dependency: '),
+    ('--error=e.txt', "--error=e.txt is set by the sweep itself (--error: a run's errors must "
+                      'reach the log the sweep reads)'),
+    ('-e e.txt', '-e is set by the sweep itself (--error: '),
+    ('--o=x', '--o=x is set by the sweep itself (--open-mode: '),  # ambiguous, and ours
+    ('--out x', '--out is set by the sweep itself (--output: '),
+    ('-oX', '-oX is set by the sweep itself (--output: '),
+    ('-a 1-3', '-a is set by the sweep itself (--array: '),
+    ('--wai', "--wai is set by the sweep itself (--wait: use the sweep's --wait)"),
+    ('-vW', '-vW is set by the sweep itself (--wait: '),
+    ('--chdir /x', '--chdir is set by the sweep itself (--chdir: the runs start in the folder '
+                   'the sweep was started in)'),
+    ('-D/x', '-D/x is set by the sweep itself (--chdir: '),
+    ('--open-mode=truncate', '--open-mode=truncate is set by the sweep itself (--open-mode: '),
+    ('-H', '-H is set by the sweep itself (--hold: '),
+    ('--no-requeue', '--no-requeue is set by the sweep itself (--no-requeue: '),
+    ('--ti=5', "--ti=5 is set by the sweep itself (--time: use the sweep's --time)"),
+    ('--account det extra', "'extra' is not an sbatch option (sbatch would take what follows "
+                            'as the job script)'),
+    ('--', "'--' is not an sbatch option"),
+])
+def test_sbatch_args_options_the_sweep_sets_are_refused_by_any_spelling(text, refused):
+    sys.path.insert(0, str(ROOT))
+    from tools.lib import sweep_slurm
+    from tools.lib.errors import UserError
+    with pytest.raises(UserError) as error:
+        sweep_slurm.parse_sbatch_args(text)
+    assert str(error.value).startswith(f'--sbatch-args {text!r}: {refused}')
+
+
+@pytest.mark.parametrize('text', [
+    '--account=det --qos=low', '-A det -q low', '-Adet', '--acco det', '--comment -Jx',
+    '--time-min=5', '--gpus=2', '--export=ALL,X=1', '-vQ', '-k', '--nice', '--exclusive',
+    '--begin=now+1hour'])
+def test_sbatch_args_other_options_pass_as_given(text):
+    sys.path.insert(0, str(ROOT))
+    from tools.lib import sweep_slurm
+    assert sweep_slurm.parse_sbatch_args(text) == text.split()
 
 
 def _key_of(tmp_path: Path, name: str) -> str:

@@ -18,7 +18,7 @@ from slurm_cluster import wait_until
 
 from tools.lib import slurm_queue
 
-from train_helpers import FAST, ROOT, make_workspace
+from train_helpers import FAST, ROOT, load_tool, make_workspace, run_in_process
 
 SCRIPT = ROOT / 'tools' / 'sweep.py'
 POLY = ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'
@@ -196,16 +196,49 @@ def test_the_demo_sweep_survives_a_requeue_and_a_time_limit_on_a_real_cluster(
 
 def standin_slurm(tmp_path: Path) -> Dict[str, str]:
     """An environment whose sbatch records its arguments and answers job ids
-    (41, then 42), and whose squeue shows an empty queue."""
+    (41, then 42), or refuses the partition while ``tmp_path/refuse`` exists; whose
+    squeue shows an empty queue; whose scontrol and scancel record their arguments
+    in ``tmp_path/commands.log``."""
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
     (bin_dir / 'sbatch').write_text(
-        f'#!/bin/sh\necho "$@" >> {tmp_path}/sbatch.log\n'
+        f'#!/bin/sh\nif [ -e {tmp_path}/refuse ]; then\n'
+        '  echo "sbatch: error: invalid partition specified: nope" >&2; exit 1\nfi\n'
+        f'echo "$@" >> {tmp_path}/sbatch.log\n'
         f'echo $(( 41 + $(wc -l < {tmp_path}/sbatch.log) - 1 ))\n')
     (bin_dir / 'squeue').write_text('#!/bin/sh\nexit 0\n')
-    for tool in ('sbatch', 'squeue'):
+    for tool in ('scontrol', 'scancel'):
+        (bin_dir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/commands.log\n')
+    for tool in ('sbatch', 'squeue', 'scontrol', 'scancel'):
         (bin_dir / tool).chmod(0o755)
     return dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}')
+
+
+def test_force_clears_a_finished_run_only_once_sbatch_has_accepted_it(tmp_path, monkeypatch):
+    """sbatch refuses the partition: nothing queued, the finished run's files all kept.
+    Accepted: the array is submitted held, the run's folder cleared, then released."""
+    monkeypatch.setenv('PATH', standin_slurm(tmp_path)['PATH'])
+    work_dir = tmp_path / 'sweep' / NAMES[1]
+    work_dir.mkdir(parents=True)
+    files = {'.sweep-run.json': '{"key": "k", "state": "tested"}', 'epoch_1.pth': 'PK',
+             'last_checkpoint': str(work_dir / 'epoch_1.pth'), 'result.json': '{}'}
+    for name, text in files.items():
+        (work_dir / name).write_text(text)
+    args = [str(POLY), '--epsilons', '-1', '--work-dir-root', str(tmp_path / 'sweep'),
+            '--launcher', 'slurm', '--partition', 'nope', '--gpus', '0', '--force']
+    (tmp_path / 'refuse').touch()
+    refused = run_in_process(load_tool('sweep').main, args, 'sweep.py')
+    assert refused.returncode == 2
+    assert refused.stderr == ('sweep.py: error: submitting 1 runs: sbatch failed: sbatch: error: '
+                              'invalid partition specified: nope\n')
+    assert {p.name: p.read_text() for p in work_dir.iterdir() if p.name in files} == files
+    (tmp_path / 'refuse').unlink()
+    accepted = run_in_process(load_tool('sweep').main, args, 'sweep.py')
+    assert accepted.returncode == 0, accepted.stderr
+    array = (tmp_path / 'sbatch.log').read_text().splitlines()[0]
+    assert ' --hold ' in array
+    assert (tmp_path / 'commands.log').read_text() == 'scontrol release 41\n'
+    assert sorted(p.name for p in work_dir.iterdir()) == ['.slurm-run.lock']
 
 
 @pytest.mark.parametrize('wait', [False, True])
@@ -229,3 +262,70 @@ def test_submission_without_a_cluster_array_then_report_job(tmp_path, wait):
                      r'\w+-41_0.out', result.stdout), result.stdout
     assert ('Follow: squeue --name' in result.stdout) is not wait
     assert 'report job 42 (after 41;' in result.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_run_shows_its_cause_and_waits_for_retry_failed_on_a_real_cluster(
+        slurm_cluster, tmp_path):
+    """A training that exits with an error (a bad --cfg-options value): --wait reports
+    the report job's own error; a rerun quotes the run's error and submits nothing;
+    --retry-failed submits it held, clears its folder, releases it; a rerun adopts it
+    and replaces the pending report job (one at a time); a rerun with other settings
+    names the queued task and submits nothing. ``--begin`` keeps the resubmitted task
+    pending: nothing trains after the first failure."""
+    cluster = slurm_cluster
+    root = tmp_path / 'sweep'
+    work_dir = root / NAMES[1]
+    base = [str(POLY), '--epsilons', '-1', '--work-dir-root', str(root), '--launcher', 'slurm',
+            '--partition', cluster.partition, '--gpus', '0']
+    bad = [*base, '--cfg-options', 'optim_wrapper.optimizer.lr=nan']
+    later = '--sbatch-args=--begin=now+1hour'
+
+    def call(args: List[str]) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path,
+                              env=cluster.env, capture_output=True, text=True, timeout=300)
+
+    def pending(name: str) -> List[str]:
+        return cluster.command('squeue', '-h', '-r', '-t', 'PENDING', f'--name={name}', '-o',
+                               '%i %R').stdout.splitlines()
+    waited = call([*bad, '--wait'])
+    assert waited.returncode == 2, waited.stdout + waited.stderr
+    assert re.fullmatch(r'sweep.py: error: the report job \d+ failed \(exit status \d+\): '
+                        r'sweep_report.py: error: no run has a test of the checkpoint its '
+                        r'training ended with yet: .*\(its log: \S+/report.out\)\n',
+                        waited.stderr), waited.stderr
+    job = re.search(r'job (\d+_0) log', waited.stdout).group(1)
+    job_name = waited.stdout.split('job name ')[1].split(')')[0]
+
+    again = call(bad)
+    assert again.returncode == 0, again.stderr
+    assert re.search(rf'{re.escape(NAMES[1])} +failed +job {job} \(FAILED \(NonZeroExitCode\)\) '
+                     r'log \S+: train.py: error: optim_wrapper.optimizer.lr=nan: expected a '
+                     r'finite number', again.stdout), again.stdout
+    assert ('not resubmitted: it would fail the same way; fix the cause, then rerun with '
+            '--retry-failed') in again.stdout
+    assert '[sweep] submitted' not in again.stdout and 'nothing queued or running' in again.stdout
+
+    retried = call([*bad, '--retry-failed', later])
+    assert retried.returncode == 0, retried.stderr
+    array = re.search(r'submitted 1 runs as job array (\d+)', retried.stdout).group(1)
+    assert pending(job_name) == [f'{array}_0 (BeginTime)']  # released: no longer held
+    assert sorted(p.name for p in work_dir.iterdir()) == ['.slurm-run.lock']
+    (first_report,) = pending(f'{job_name}-report')
+
+    adopted = call([*bad, later])
+    assert adopted.returncode == 0, adopted.stderr
+    assert re.search(rf'{re.escape(NAMES[1])} +queued +job {array}_0 ', adopted.stdout)
+    assert f'cancelled the pending report job {first_report.split()[0]}' in adopted.stdout
+    assert len(pending(f'{job_name}-report')) == 1 and '[sweep] submitted' not in adopted.stdout
+
+    changed = call([*base, '--retrain-changed', later])
+    assert changed.returncode == 2
+    assert f'queued with other settings; scancel {array}_0 first' in changed.stdout
+    assert changed.stderr == (
+        'sweep.py: error: 1 runs are queued or running with other settings than this '
+        "command's (its config, --cfg-options or --key-files differ): scancel "
+        f'{array}_0 first, then run it again\n')
+    assert pending(job_name) == [f'{array}_0 (BeginTime)']
+    cluster.command('scancel', f'--name={job_name}')
+    cluster.command('scancel', f'--name={job_name}-report')

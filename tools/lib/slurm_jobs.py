@@ -52,7 +52,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tools.lib.errors import UserError
 from tools.lib.run_lock import MARKER
@@ -71,6 +71,14 @@ PORT_BASE = 10000
 PORT_SPAN = 20000
 #: Slurm's largest ``--signal`` lead time (seconds).
 MAX_SIGNAL_SECONDS = 65535
+#: A line of the job script's own (tools/slurm_run.sh: ``[slurm_run.sh TIME] ...``, or
+#: ``slurm_run.sh: error: ...``).
+_SCRIPT_LINES = ('[slurm_run.sh ', 'slurm_run.sh: ')
+#: The job script's verdict on an attempt whose resubmission would only fail the same way:
+#: its training or test exited with an error, or it saved no checkpoint before its limit.
+_COMMAND_FAILED = re.compile(r'slurm_run\.sh: error: .*(: (training|the test) exited with '
+                             r'status \d+$|: no new checkpoint in this attempt)')
+_ERROR_LINE = re.compile(r'error|exception', re.IGNORECASE)
 _JOB_NAME = re.compile(r'[A-Za-z0-9._+=-]{1,200}')
 _TIME = re.compile(r'(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?'
                    r'|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)')
@@ -202,15 +210,16 @@ def check_options(options: ArrayOptions) -> None:
 
 
 def sbatch_array_argv(count: int, options: ArrayOptions, run_file: Path,
-                      script: Path = JOB_SCRIPT) -> List[str]:
-    """The ``sbatch`` command that submits ``count`` runs of ``run_file`` as one array."""
+                      script: Path = JOB_SCRIPT, hold: bool = False) -> List[str]:
+    """The ``sbatch`` command that submits ``count`` runs of ``run_file`` as one array
+    (``hold``: held, until :func:`release`)."""
     check_options(options)
     if not isinstance(count, int) or count < 1:
         raise UserError(f'an array needs at least one run, got count={count!r}')
     array = f'0-{count - 1}' + (f'%{options.max_parallel}' if options.max_parallel else '')
     argv = ['sbatch', '--parsable', f'--array={array}', f'--job-name={options.job_name}',
             f'--output={options.log_pattern()}', '--open-mode=append', '--requeue',
-            f'--signal=B:USR1@{options.signal_seconds}']
+            f'--signal=B:USR1@{options.signal_seconds}'] + (['--hold'] if hold else [])
     if options.partition:
         argv.append(f'--partition={options.partition}')
     if options.time:
@@ -280,18 +289,47 @@ def log_path(pattern: str, array_id: str, index: int, job_name: str) -> Path:
     return Path(re.sub(r'%([Aax%])', lambda m: fill[m.group(1)], pattern))
 
 
-def run_slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
-              timeout: Optional[float] = 120) -> str:
-    """Run a Slurm client command; its stdout, or a :class:`UserError` naming ``what``."""
+def log_end(log: Path, tail: int = 1 << 16) -> Tuple[str, bool]:
+    """How the last attempt in a job's log ended: its last error line ('' if none; a tool's
+    own line before the job script's ``... exited with status N``), and whether that
+    attempt's training or test exited with an error (or it saved no checkpoint), which a
+    resubmission would repeat. Reads the last ``tail`` bytes."""
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                env=None if env is None else dict(env), check=False)
+        with open(log, 'rb') as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - tail))
+            lines = [line.strip() for line in handle.read().decode(errors='replace').splitlines()]
+    except OSError:
+        return '', False
+    ours = [i for i, line in enumerate(lines) if line.startswith(_SCRIPT_LINES)]
+    last = ours[-1] if ours else -1
+    if last < 0 or not lines[last].startswith('slurm_run.sh: error: '):
+        found = [line for line in lines[last + 1:] if _ERROR_LINE.search(line)]
+        return (found[-1][:300] if found else ''), False
+    start = max([i for i in ours if lines[i].startswith('[')] + [0])
+    tools = [line for line in lines[start:last] if _ERROR_LINE.search(line)
+             and not line.startswith(_SCRIPT_LINES)]
+    cause = tools[-1] if tools and 'exited with status' in lines[last] else lines[last]
+    return cause[:300], bool(_COMMAND_FAILED.match(lines[last]))
+
+
+def call_slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
+               timeout: Optional[float] = 120) -> subprocess.CompletedProcess:
+    """Run a Slurm client command; a :class:`UserError` naming ``what`` if it cannot run."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              env=None if env is None else dict(env), check=False)
     except FileNotFoundError as error:
         raise UserError(f'{argv[0]}: not found: {what} needs Slurm\'s commands on PATH') \
             from error
     except subprocess.TimeoutExpired as error:
         raise UserError(f'{argv[0]} did not answer in {error.timeout:.0f} s ({what})') \
             from error
+
+
+def run_slurm(argv: List[str], env: Optional[Mapping[str, str]], what: str,
+              timeout: Optional[float] = 120) -> str:
+    """Run a Slurm client command; its stdout, or a :class:`UserError` naming ``what``."""
+    result = call_slurm(argv, env, what, timeout)
     if result.returncode != 0:
         message = ' '.join(result.stderr.split()) or f'exit status {result.returncode}'
         raise UserError(f'{what}: {argv[0]} failed: {message}')
@@ -308,10 +346,10 @@ def parse_job_id(stdout: str) -> str:
 
 def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
                  env: Optional[Mapping[str, str]] = None, marker: str = MARKER,
-                 script: Path = JOB_SCRIPT) -> Submitted:
-    """Submit ``runs`` as one job array; its run file goes to ``run_dir`` (kept:
-    every requeued task reads it again). Creates the log folder; each task
-    creates its run's work dir."""
+                 script: Path = JOB_SCRIPT, hold: bool = False) -> Submitted:
+    """Submit ``runs`` as one job array (``hold``: held, until :func:`release`); its run
+    file goes to ``run_dir`` (kept: every requeued task reads it again). Creates the log
+    folder; each task creates its run's work dir."""
     if not runs:
         raise UserError('submit_array: no runs to submit')
     run_dir = Path(run_dir)
@@ -325,7 +363,7 @@ def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
     except OSError as error:
         raise UserError(f'cannot create {error.filename!r}: {error.strerror}') from error
     run_file = write_run_file(Path(name), runs, options, marker)
-    argv = sbatch_array_argv(len(runs), options, run_file, script)
+    argv = sbatch_array_argv(len(runs), options, run_file, script, hold)
     environment = dict(os.environ if env is None else env)
     environment.setdefault(PYTHON_VARIABLE, sys.executable)
     array_id = parse_job_id(run_slurm(argv, environment, f'submitting {len(runs)} runs'))
@@ -333,6 +371,17 @@ def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
                      {r.name: f'{array_id}_{i}' for i, r in enumerate(runs)},
                      {r.name: log_path(options.log_pattern(), array_id, i, options.job_name)
                       for i, r in enumerate(runs)})
+
+
+def release(job_id: str, env: Optional[Mapping[str, str]] = None) -> None:
+    """Let a held job (an array: all its tasks) start."""
+    run_slurm(['scontrol', 'release', job_id], env,
+              f'releasing the held job {job_id} (scontrol release {job_id} lets it run)')
+
+
+def cancel(job_ids: Sequence[str], env: Optional[Mapping[str, str]] = None) -> None:
+    """Cancel the jobs ``job_ids``."""
+    run_slurm(['scancel', *job_ids], env, f'cancelling job {" ".join(job_ids)}')
 
 
 @contextmanager
@@ -398,7 +447,7 @@ def submit_report(command: Sequence[str], after: Sequence[str], job_name: str, l
 
     ``wait``: return only once the report job has ended (``sbatch --wait``: Slurm
     follows the jobs, not a loop of ours); a report job that fails is then a
-    :class:`UserError` naming its log.
+    :class:`UserError` quoting the last error line of its log, and naming the log.
     """
     argv = report_argv(command, after, job_name, log, partition, time_limit, extra)
     if wait:
@@ -407,5 +456,15 @@ def submit_report(command: Sequence[str], after: Sequence[str], job_name: str, l
         Path(log).parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f'cannot create {error.filename!r}: {error.strerror}') from error
-    what = f'the report job (its log: {log})' if wait else 'submitting the report job'
-    return parse_job_id(run_slurm(argv, env, what, timeout=None if wait else 120))
+    if not wait:
+        return parse_job_id(run_slurm(argv, env, 'submitting the report job'))
+    result = call_slurm(argv, env, 'the report job', timeout=None)
+    job = result.stdout.strip().split(';')[0]
+    if result.returncode != 0 and job.isdigit():  # it ran, and failed
+        cause = log_end(log)[0] or 'no error line in its log'
+        raise UserError(f'the report job {job} failed (exit status {result.returncode}): '
+                        f'{cause} (its log: {log})')
+    if result.returncode != 0:
+        raise UserError(f'the report job (its log: {log}): sbatch failed: '
+                        f'{" ".join(result.stderr.split()) or result.returncode}')
+    return parse_job_id(result.stdout)

@@ -17,7 +17,8 @@ Only the standard library.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -28,6 +29,7 @@ from tools.lib.slurm_jobs import (
     ArrayOptions,
     SlurmRun,
     Submitted,
+    log_end,
     log_path,
     read_run_file,
     run_slurm,
@@ -57,6 +59,7 @@ class QueuedTask:
     log: Path
     run_file: Path
     work_dir: Optional[Path] = None  # the run's, as its run file says
+    marker_fields: Mapping[str, str] = field(default_factory=dict)  # its settings, ditto
 
     @property
     def active(self) -> bool:
@@ -64,16 +67,22 @@ class QueuedTask:
         return self.state in ACTIVE_STATES
 
 
-def marker_state(run: SlurmRun, marker: str = MARKER) -> str:
-    """The state in the run's marker (``training``, ``trained``, ``tested``) if
-    its fields are the run's; ``''`` when there is none or it is of other settings."""
+def read_marker(run: SlurmRun, marker: str = MARKER) -> Dict:
+    """The run's marker (``state``, ``slurm_job`` of the task that wrote it) if its fields
+    are the run's; ``{}`` when there is none or it is of other settings."""
     try:
         data = json.loads((Path(run.work_dir) / marker).read_text())
     except (OSError, ValueError):
-        return ''
+        return {}
     if not isinstance(data, dict) or any(data.get(k) != v for k, v in run.marker_fields.items()):
-        return ''
-    state = data.get('state')
+        return {}
+    return data
+
+
+def marker_state(run: SlurmRun, marker: str = MARKER) -> str:
+    """The state in the run's marker (``training``, ``trained``, ``tested``) if
+    its fields are the run's; ``''`` when there is none or it is of other settings."""
+    state = read_marker(run, marker).get('state')
     return state if isinstance(state, str) else ''
 
 
@@ -115,7 +124,8 @@ def parse_queue(text: str, script_name: str = JOB_SCRIPT.name) -> List[QueuedTas
             name=task['name'], job_id=job_id, array_id=array_id, index=int(index),
             state=state.split()[0] if state.strip() else 'UNKNOWN', reason=reason,
             log=log_path(data['log'], array_id, int(index), data['job_name']),
-            run_file=run_file, work_dir=Path(task['work_dir'])))
+            run_file=run_file, work_dir=Path(task['work_dir']),
+            marker_fields=task.get('marker_fields', {})))
     return tasks
 
 
@@ -152,6 +162,12 @@ def read_queue(job_name: Optional[str] = None, job_ids: Sequence[str] = (),
     return latest_by_run(tasks)
 
 
+def pending_jobs(job_name: str, env: Optional[Mapping[str, str]] = None) -> List[str]:
+    """Ids of the user's jobs named ``job_name`` that have not started yet."""
+    return run_slurm(['squeue', '-h', '--me', '-t', 'PENDING', f'--name={job_name}', '-o', '%i'],
+                     env, 'reading the queue').split()
+
+
 def runs_to_submit(runs: Sequence[SlurmRun], queue: Mapping[str, QueuedTask],
                    marker: str = MARKER) -> List[SlurmRun]:
     """The runs that are neither queued nor running (``queue``) nor tested (their marker)."""
@@ -169,12 +185,17 @@ class RunStatus:
     cancelled, timed out, node failure, ...), ``stopped`` (started, no task in
     the queue: Slurm has forgotten it or it never ran under Slurm) or ``new``.
     ``detail``: Slurm's state and reason (``PENDING (Priority)``), or ''.
+    ``cause``: why a failed run failed: the last error line of its log, or why
+    there is no log. ``command_failed``: its training or test exited with an
+    error (or it saved no checkpoint), so a resubmission would fail the same way.
     """
     name: str
     state: str
     job_id: str = ''
     log: Optional[Path] = None
     detail: str = ''
+    cause: str = ''
+    command_failed: bool = False
 
 
 #: Queue states shown as ``running``; the other active ones are ``queued``.
@@ -182,14 +203,24 @@ _RUNNING_STATES = frozenset({'RUNNING', 'CONFIGURING', 'COMPLETING', 'SIGNALING'
                              'STAGE_OUT', 'RESIZING'})
 
 
-def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask],
-               marker: str = MARKER) -> RunStatus:
+def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask], marker: str = MARKER,
+               options: Optional[ArrayOptions] = None) -> RunStatus:
     """The run's :class:`RunStatus`: its marker says whether it is tested, the
-    queue (:func:`read_queue`) whether a task of it is queued or running."""
-    stage = marker_state(run, marker)
+    queue (:func:`read_queue`) whether a task of it is queued or running, the task's
+    log why it failed. With ``options`` (the sweep's), a started run that Slurm has
+    forgotten is looked up in the log of the task its marker names."""
+    content = read_marker(run, marker)
+    stage = content.get('state', '')
     task = queue.get(run.name)
     if task is None:
         state = {'tested': 'done', '': 'new'}.get(stage, 'stopped')
+        job = str(content.get('slurm_job', ''))
+        if state == 'stopped' and options is not None and re.fullmatch(r'\d+_\d+', job):
+            array, index = job.split('_')
+            log = log_path(options.log_pattern(), array, int(index), options.job_name)
+            cause, failed = log_end(log)
+            if failed:
+                return RunStatus(run.name, 'failed', job, log, '', cause, True)
         return RunStatus(run.name, state)
     detail = task.state + (f' {task.reason}' if task.reason.startswith('(')
                            and task.reason != '(None)' else '')
@@ -197,7 +228,15 @@ def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask],
         state = 'running' if task.state in _RUNNING_STATES else 'queued'
     else:
         state = 'done' if stage == 'tested' else 'failed'
-    return RunStatus(run.name, state, task.job_id, task.log, detail)
+    if state != 'failed':
+        return RunStatus(run.name, state, task.job_id, task.log, detail)
+    if not task.log.is_file():
+        return RunStatus(run.name, state, task.job_id, None, detail,
+                         f'Slurm wrote no log: it could not open {task.log} or start the job '
+                         "script (the node's slurmd log says which)")
+    cause, failed = log_end(task.log)
+    same = dict(task.marker_fields) == dict(run.marker_fields)  # else: settings changed since
+    return RunStatus(run.name, state, task.job_id, task.log, detail, cause, failed and same)
 
 
 def submit_missing(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,

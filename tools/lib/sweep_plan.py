@@ -159,6 +159,12 @@ def assess(run: Run, force: bool, retrain_changed: bool) -> None:
         raise UserError(f'the {what} in {work_dir} is damaged ({damage}); {_FORCE} retrains it')
 
 
+def needs_clearing(run: Run) -> bool:
+    """Whether a ``new`` run's work dir holds anything :func:`clear_for_training` removes."""
+    return run.state == 'new' and run.work_dir.is_dir() and any(
+        entry.name != LOCK_NAME for entry in run.work_dir.iterdir())
+
+
 def clear_for_training(run: Run) -> None:
     """Empty a ``new`` run's work dir but for the lock file, which the caller holds."""
     if run.state != 'new' or not run.work_dir.exists():
