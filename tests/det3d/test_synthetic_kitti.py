@@ -1,0 +1,76 @@
+"""The synthetic KITTI set (tools/lib/synthetic_kitti.py) read back by mmdet3d's KittiDataset."""
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('mmdet3d', reason='mmdet3d is not installed (pip install .[3d])')
+
+from mmcv.ops import points_in_boxes_cpu  # noqa: E402
+from mmdet3d.registry import DATASETS  # noqa: E402
+from mmdet3d.utils import register_all_modules  # noqa: E402
+
+from tools.lib.synthetic_kitti import CATEGORIES, make_kitti_set  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES = ['Pedestrian', 'Cyclist', 'Car']
+
+
+@pytest.fixture(scope='module')
+def kitti_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp('kitti')
+    make_kitti_set(root, train=2, val=1, seed=3)
+    return root
+
+
+def kitti_dataset(root: Path, split: str):
+    register_all_modules()
+    return DATASETS.build(dict(
+        type='KittiDataset', data_root=str(root), ann_file=f'kitti_infos_{split}.pkl',
+        data_prefix=dict(pts='training/velodyne_reduced'), metainfo=dict(classes=CLASSES),
+        modality=dict(use_lidar=True, use_camera=False), box_type_3d='LiDAR', pipeline=[]))
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_kitti_dataset_reads_boxes_around_their_points(kitti_root: Path, split: str):
+    """Each box mmdet3d converts back to LiDAR holds the points drawn for its object
+    (plus at most a few ground points under it), and its label is its class's."""
+    infos = pickle.loads((kitti_root / f'kitti_infos_{split}.pkl').read_bytes())['data_list']
+    dataset = kitti_dataset(kitti_root, split)
+    assert len(dataset) == len(infos) >= 1
+    for index, info in enumerate(infos):
+        sample = dataset.get_data_info(index)  # mmdet3d's parsing: boxes in LiDAR coordinates
+        points = np.fromfile(sample['lidar_points']['lidar_path'], dtype=np.float32)
+        points = torch.from_numpy(points.reshape(-1, 4)[:, :3])
+        boxes = sample['ann_info']['gt_bboxes_3d'].tensor
+        inside = points_in_boxes_cpu(points[None], boxes[None])[0].sum(0)
+        drawn = torch.tensor([inst['num_lidar_pts'] for inst in info['instances']])
+        assert (inside >= drawn).all() and (inside <= drawn + 20).all(), (inside, drawn)
+        raw = [inst['bbox_label_3d'] for inst in info['instances']]
+        names = [next(k for k, v in CATEGORIES.items() if v == label) for label in raw]
+        assert sample['ann_info']['gt_labels_3d'].tolist() == [CLASSES.index(n) for n in names]
+        assert info['sample_idx'] == (index if split == 'val' else index + 1)
+
+
+def test_database_points_sit_in_their_boxes(kitti_root: Path):
+    database = pickle.loads((kitti_root / 'kitti_dbinfos_train.pkl').read_bytes())
+    entries = [e for group in database.values() for e in group]
+    assert {e['name'] for e in entries} <= set(CLASSES) and 'Car' in database
+    for entry in entries:
+        points = np.fromfile(kitti_root / entry['path'], dtype=np.float32).reshape(-1, 4)
+        box = torch.tensor(entry['box3d_lidar'])[None, None].clone()
+        box[..., :3] = 0  # database points are relative to the box's bottom centre
+        inside = points_in_boxes_cpu(torch.from_numpy(points[None, :, :3]), box)
+        assert int(inside.sum()) == len(points) == entry['num_points_in_gt']
+
+
+def test_make_kitti3d_data_refuses_a_bad_count(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / 'tools/make_kitti3d_data.py'), str(tmp_path), '--num-val', '0'],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "--num-val: expected an integer from 1 to 10000, got '0'" in result.stderr
