@@ -27,7 +27,11 @@ IDS = {'ids': lambda p: p.name}
 
 
 def mmdet3d_base(path: Path) -> Path:
-    match = re.search(r"_base_ = 'mmdet3d::([^']+)'", path.read_text())
+    """The mmdet3d config ``path`` inherits, directly or through a config beside it."""
+    text = path.read_text()
+    if match := re.search(r"_base_ = './([^']+)'", text):
+        return mmdet3d_base(path.parent / match.group(1))
+    match = re.search(r"_base_ = 'mmdet3d::([^']+)'", text)
     assert match, f'{path} does not inherit an mmdet3d:: config'
     return MMDET3D_CONFIGS / match.group(1)
 
@@ -67,12 +71,14 @@ def ours_and_theirs(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
 
 
 def test_the_papers_settings_are_present():
-    """KITTI car and 3-class, Waymo vehicle and 3-class: baseline and epsilon -1 each."""
+    """KITTI car and 3-class, Waymo vehicle and 3-class: the baseline and the sweep's
+    epsilons (-1, -0.5, +0.5, +1) each."""
     kitti = 'pointpillars_hv_secfpn{}_8xb6-160e_kitti-3d-{}.py'
     waymo = 'pointpillars_hv_secfpn_sbn-all{}_16xb2-2x_waymo-3d-{}.py'
     assert {p.name for p in CONFIGS} == {
         name.format(loss, classes) for name in (kitti, waymo)
-        for loss in ('', '_poly1-eps-1') for classes in ('car', '3class')}
+        for loss in ('', '_poly1-eps-1', '_poly1-eps-0.5', '_poly1-eps+0.5', '_poly1-eps+1')
+        for classes in ('car', '3class')}
 
 
 @pytest.mark.parametrize('path', POLY_CONFIGS, **IDS)
@@ -115,7 +121,8 @@ def test_poly_config_builds_its_head_and_loss(path: Path):
                         test_cfg=cfg.model.test_cfg.get('pts', cfg.model.test_cfg))
         head = MODELS.build(head_cfg)
     assert type(head) is PolyFocalAnchor3DHead
-    assert type(head.loss_cls) is Poly1FocalLoss and head.loss_cls.epsilon == -1.0
+    eps = float(re.search(r'poly1-eps([+-][0-9.]+?)_', path.name).group(1))
+    assert type(head.loss_cls) is Poly1FocalLoss and head.loss_cls.epsilon == eps
     assert head.sampling is False
     # Sigmoid: one channel per class and anchor, no background class.
     assert head.num_classes == cfg.model[key].num_classes
