@@ -6,7 +6,9 @@ from typing import Any, Dict, Tuple
 
 import pytest
 
-mmdet3d = pytest.importorskip('mmdet3d', reason='mmdet3d is not installed (pip install .[3d])')
+from mmdet3d_required import import_mmdet3d
+
+mmdet3d = import_mmdet3d()
 
 from mmdet3d.registry import MODELS  # noqa: E402
 from mmdet3d.utils import register_all_modules  # noqa: E402

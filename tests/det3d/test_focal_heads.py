@@ -6,7 +6,9 @@ from typing import Any, Dict, List, Tuple
 import pytest
 import torch
 
-mmdet3d = pytest.importorskip('mmdet3d', reason='mmdet3d is not installed (pip install .[3d])')
+from mmdet3d_required import import_mmdet3d
+
+mmdet3d = import_mmdet3d()
 
 from mmdet3d.models.dense_heads import Anchor3DHead, FreeAnchor3DHead  # noqa: E402
 from mmdet3d.registry import MODELS  # noqa: E402

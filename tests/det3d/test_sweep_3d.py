@@ -4,7 +4,9 @@ import contextlib
 
 import pytest
 
-pytest.importorskip('mmdet3d', reason='mmdet3d is not installed (pip install .[3d])')
+from mmdet3d_required import import_mmdet3d
+
+import_mmdet3d()
 
 from train_helpers import ROOT, load_tool, run_in_process  # noqa: E402
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip('mmdet3d', reason='mmdet3d is not installed (pip install .[3d])')
+from mmdet3d_required import import_mmdet3d
+
+import_mmdet3d()
 
 from mmcv.ops import points_in_boxes_cpu  # noqa: E402
 from mmdet3d.registry import DATASETS  # noqa: E402

@@ -9,7 +9,9 @@ from typing import List
 
 import pytest
 
-mmdet3d = pytest.importorskip('mmdet3d', reason='mmdet3d is not installed (pip install .[3d])')
+from mmdet3d_required import import_mmdet3d
+
+mmdet3d = import_mmdet3d()
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLS = Path(mmdet3d.__file__).parent / '.mim' / 'tools'
