@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Generate the demo's synthetic COCO-format shapes dataset (tools/lib/shapes.py) in OUT_DIR
 (default data/polyloss_shapes, where configs/demo/ look); nothing to do when OUT_DIR already
-holds it with the same parameters, unless --force. A bad value: one line on stderr, exit 2."""
+holds it with the same parameters, complete, unless --force. A folder it did not make, or holding
+files it does not write, is left alone; the new dataset is written beside OUT_DIR and swapped in
+once complete (tools/lib/dataset_dir.py). A bad value: one line on stderr, exit 2."""
 import argparse
 import math
 import os.path as osp
@@ -62,7 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except ValueError as error:  # named as its flag: min_size is --min-size
         parser.error(re.sub(r'\b(min|max|img)_size\b', r'--\1-size', str(error)))
     try:
-        made = generate(args.out_dir, cfg, force=args.force)
+        made = generate(args.out_dir, cfg, force=args.force,
+                        log=lambda line: print(f'[make_demo_data] {line}', flush=True))
     except OSError as error:
         parser.error(f'cannot write the dataset to {args.out_dir}: '
                      f'{error.strerror or error}: {error.filename or args.out_dir}')

@@ -9,7 +9,11 @@ Default OUT_DIR: data/polyloss_trees (where configs/trees/ look). The wheel
 (deepforest 2.1.0, sha256-pinned) is fetched with ``pip download --no-deps``
 into ``${POLYLOSS_CACHE:-${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss}/wheels/``
 once; ``--wheel`` uses a copy you downloaded. Skips the work when OUT_DIR
-already holds the same dataset; ``--force`` rebuilds. The rules (held-out
+already holds the same dataset, complete; rebuilds one of this tool that is
+incomplete or of other parameters (saying why); ``--force`` rebuilds. A folder
+it did not make, or holding files it does not write, is left alone (one line,
+exit status 2); the new dataset is written beside OUT_DIR and swapped in only
+once complete (tools/lib/dataset_dir.py). The rules (held-out
 blocks, gap, tiles, crowns cut by tile edges) are in tools/datasets/trees.py
 and docs/trees.md. A missing network, a wrong hash or a damaged wheel is one
 line on stderr, exit status 2.
@@ -31,7 +35,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                    description=__doc__.split('\n\n')[0])
     parser.add_argument('out_dir', nargs='?', default='data/polyloss_trees',
                         help='output folder (default: %(default)s)')
-    parser.add_argument('--wheel', help=f'a downloaded {trees.WHEEL_NAME} (checked against '
+    parser.add_argument('--wheel', help=f'a downloaded {trees.WHEEL.file_name} (checked against '
                         'its sha256) instead of the cached or downloaded one')
     parser.add_argument('--tile-size', type=int, default=defaults.tile_size,
                         help='tile side in pixels (default: %(default)s)')
@@ -55,7 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                       lambda m: '--' + m.group(1).replace('_', '-'),
                                       str(error))) from None
     try:
-        meta = trees.build(args.out_dir, cfg, wheel=args.wheel, force=args.force)
+        meta = trees.build(args.out_dir, cfg, wheel=args.wheel, force=args.force,
+                           log=lambda line: print(f'[make_tree_data] {line}', flush=True))
     except trees.DataError as error:
         raise errors.UserError(str(error)) from None
     except ValueError as error:

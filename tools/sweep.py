@@ -27,6 +27,8 @@ from tools.lib.sweep_plan import Run
 #: Options only --launcher slurm takes; each defaults to None (--wait too) to tell them given.
 SLURM_ONLY = ('partition', 'cpus_per_task', 'max_parallel', 'time', 'signal_seconds',
               'sbatch_args', 'wait')
+#: Slurm's largest MaxArraySize (slurm.conf): no job array runs more tasks than this.
+MAX_ARRAY_SIZE = 4000001
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
@@ -70,6 +72,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     given = [name for name in SLURM_ONLY if getattr(args, name) is not None]
     if given and args.launcher != 'slurm':
         raise UserError(f'--{given[0].replace("_", "-")} needs --launcher slurm')
+    if args.max_parallel is not None and args.max_parallel > MAX_ARRAY_SIZE:
+        raise UserError(f'--max-parallel must be at most {MAX_ARRAY_SIZE} (the largest job '
+                        f'array Slurm allows; it reads larger values modulo 2^32), got '
+                        f'{args.max_parallel}')
+    if args.time is not None and args.time != args.time.strip():
+        raise UserError(f'--time {args.time!r} has spaces around it, which sbatch refuses; '
+                        f'write --time {args.time.strip()!r}')
     args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
     return args
 

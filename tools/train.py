@@ -32,10 +32,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     cfg = cli.config_from_args(args)
     cli.apply_train_flags(cfg, args)
+    if cfg.get('resume'):  # before the runner dumps this config into the run's work dir
+        checkpoints.check_resume_checkpoint(cfg.work_dir, cfg.get('load_from'), cfg.to_dict())
     runner = cli.prepare_runner(cfg, ['train'] + (['val'] if cfg.get('val_cfg') else []))
-    if cfg.get('resume'):
-        checkpoints.check_resume_checkpoint(runner.work_dir, cfg.get('load_from'))
-    elif cfg.get('load_from') is not None:
+    if not cfg.get('resume') and cfg.get('load_from') is not None:
         checkpoints.check_weights_fit(runner.model, cfg.load_from, args.allow_partial_weights)
     runner.train()
     del runner  # with its DDP model, before the process group goes (not after an exception)

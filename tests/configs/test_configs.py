@@ -32,6 +32,8 @@ DEMO_FOCAL = CONFIG_DIR / 'demo' / 'retinanet_tiny_fpn_focal_shapes.py'
 DEMO_POLY = CONFIG_DIR / 'demo' / 'retinanet_tiny_fpn_poly1-eps-1_shapes.py'
 TREES_FOCAL = CONFIG_DIR / 'trees' / 'retinanet_tiny_fpn_focal_trees.py'
 TREES_POLY = CONFIG_DIR / 'trees' / 'retinanet_tiny_fpn_poly1-eps-1_trees.py'
+PRETRAINED_FOCAL = CONFIG_DIR / 'trees' / 'retinanet_mobilenetv2_fpn_focal_trees.py'
+PRETRAINED_POLY = CONFIG_DIR / 'trees' / 'retinanet_mobilenetv2_fpn_poly1-eps-1_trees.py'
 #: The configs one trains: every file but the demo's shared base.
 RUN_CONFIGS = [p for p in ALL_CONFIGS if '_base_' not in p.parts]
 CUSTOM_IMPORTS = dict(imports=['mmdet_polyloss'], allow_failed_imports=False)
@@ -189,8 +191,9 @@ def test_coco_retinanet_schedule_is_the_papers_baseline():
 
 
 @pytest.mark.parametrize('focal_path, poly_path', [(DEMO_FOCAL, DEMO_POLY),
-                                                   (TREES_FOCAL, TREES_POLY)],
-                         ids=['demo', 'trees'])
+                                                   (TREES_FOCAL, TREES_POLY),
+                                                   (PRETRAINED_FOCAL, PRETRAINED_POLY)],
+                         ids=['demo', 'trees', 'trees-pretrained'])
 def test_own_recipe_configs_differ_only_in_the_loss(focal_path: Path, poly_path: Path):
     focal, poly = _resolved(focal_path), _resolved(poly_path)
     focal_loss = focal['model']['bbox_head'].pop('loss_cls')
@@ -248,3 +251,22 @@ def test_trees_config_is_small_untrained_and_reports_recall():
     assert cfg.val_evaluator.ann_file == 'data/polyloss_trees/annotations/instances_val.json'
     assert 'AR@100' in cfg.val_evaluator.metric_items
     assert cfg.test_evaluator == cfg.val_evaluator
+
+
+def test_pretrained_trees_config_is_the_tiny_recipe_but_for_the_backbone():
+    """Same data, head, anchors, evaluation and schedule as the from-scratch trees recipe;
+    mmdet's MobileNetV2 from the converted ImageNet weights, BN frozen."""
+    tiny, pretrained = _resolved(TREES_FOCAL), _resolved(PRETRAINED_FOCAL)
+    changed = {key for key in set(tiny) | set(pretrained) if tiny.get(key) != pretrained.get(key)}
+    assert changed <= {'model', 'optim_wrapper', 'pretrained', 'param_scheduler', 'train_cfg',
+                       'max_epochs', 'default_hooks', 'train_dataloader', 'train_pipeline',
+                       'img_scale', 'val_dataloader', 'test_dataloader', 'test_pipeline'}
+    for part in ('bbox_head', 'train_cfg', 'test_cfg', 'data_preprocessor'):
+        assert tiny['model'][part] == pretrained['model'][part], part
+    for key in ('val_evaluator', 'test_evaluator', 'data_root', 'metainfo'):
+        assert tiny[key] == pretrained[key], key
+    backbone = pretrained['model']['backbone']
+    assert backbone['type'] == 'MobileNetV2'
+    assert backbone['init_cfg'] == dict(type='Pretrained', checkpoint=(
+        'data/pretrained/mobilenet_v2_imagenet_mmdet.pth'))
+    assert backbone['norm_eval'] and not backbone['norm_cfg']['requires_grad']

@@ -77,7 +77,10 @@ def test_missing_config_names_it():
         cli.config_from_args(_args(config='nope.py'))
 
 
-def test_amp_and_auto_scale_lr_edit_the_config():
+def test_amp_and_auto_scale_lr_edit_the_config(monkeypatch):
+    """As on a machine with a GPU (without one, --amp is refused: test_hostile_inputs.py)."""
+    import mmengine.device
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cuda')
     cfg = Config.fromfile(str(COCO_POLY))
     assert cfg.auto_scale_lr.enable is False
     cli.apply_train_flags(cfg, _train_flags(amp=True, auto_scale_lr=True))

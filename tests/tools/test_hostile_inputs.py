@@ -248,3 +248,86 @@ def test_scripts_print_one_line_for_a_bad_dataset(workspace, tmp_path):
         'train.py: error: train_cfg / train_dataloader (annotations '
         f'{ANNOTATIONS}/instances_train.json): JSONDecodeError: Expecting value: line 1 '
         'column 1 (char 0)']
+
+
+# ------------------------------------------------------- issue 29: --amp, spaces in values
+@pytest.mark.parametrize('flags, what', [
+    (['--amp'], '--amp'),
+    (['--cfg-options', 'optim_wrapper.type=AmpOptimWrapper'],
+     "optim_wrapper.type='AmpOptimWrapper'"),
+])
+def test_mixed_precision_without_a_gpu_is_one_line_before_any_work(flags, what, tmp_path,
+                                                                   monkeypatch, capsys):
+    """Before: mmengine's AssertionError traceback from inside runner.train(), after the
+    work dir was set up."""
+    import mmengine.device
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cpu')
+    work_dir = tmp_path / 'amp'
+    line = error_line(train_tool.main, [str(FOCAL), '--work-dir', str(work_dir), *flags],
+                      'train.py', capsys)
+    assert line == (f'train.py: error: {what}: mixed precision (AmpOptimWrapper) trains on a '
+                    "CUDA, NPU or MLU device, and this machine has none (mmengine finds 'cpu'); "
+                    'train without it')
+    assert not work_dir.exists()
+
+
+@pytest.mark.parametrize('value, parsed', [
+    ('/data/my sets/trees 1/', '/data/my sets/trees 1/'),
+    ('"/data/my sets/"', '/data/my sets/'),
+    (' 5 ', 5), ('1 2', '1 2'), ('True', True), ('None', None),
+    ('[1, 2]', [1, 2]), ('( a , b c )', ('a', 'b c')), ('[[my a, b], c]', [['my a', 'b'], 'c']),
+])
+def test_spaces_inside_a_cfg_options_value_are_kept(value, parsed):
+    """mmengine's DictAction drops every space (``/data/mysets/trees1/``, and ``1 2`` is 12);
+    spaces around a value, its brackets and commas go as before."""
+    assert cli.parse_cfg_options([f'key={value}']) == {'key': parsed}
+
+
+def test_a_data_root_with_spaces_reaches_the_config_as_given():
+    """What configs/trees/ tells a user to write."""
+    config = ROOT / 'configs/trees/retinanet_tiny_fpn_focal_trees.py'
+    args = train_tool.parse_args([str(config), '--cfg-options',
+                                  'train_dataloader.dataset.data_root=/data/my sets/trees 1/'])
+    cfg = cli.config_from_args(args)
+    assert cfg.train_dataloader.dataset.data_root == '/data/my sets/trees 1/'
+
+
+def _checkpoint_of(config: Path, path: Path) -> Path:
+    """A checkpoint as mmengine saves it: the run's config text in meta['cfg']."""
+    import torch
+    from mmengine.config import Config
+    torch.save(dict(meta=dict(cfg=Config.fromfile(str(config)).pretty_text, epoch=1),
+                    state_dict=dict(w=torch.zeros(1))), path)
+    return path
+
+
+def test_a_resume_with_another_loss_is_refused_naming_both(tmp_path, capsys):
+    """A Poly-1 run resumed with a Poly-N config: before, it went on silently and the report
+    labelled the run by the last config."""
+    checkpoint = _checkpoint_of(POLY, tmp_path / 'epoch_1.pth')
+    poly_n = tmp_path / 'poly_n.py'
+    poly_n.write_text(f"_base_ = '{POLY}'\nmodel = dict(bbox_head=dict(loss_cls=dict("
+                      "_delete_=True, type='PolyNFocalLoss', epsilons=[-1.0])))\n")
+    work_dir = tmp_path / 'wd'
+    line = error_line(train_tool.main, [str(poly_n), '--work-dir', str(work_dir), '--resume',
+                                        str(checkpoint)], 'train.py', capsys)
+    assert line == (f'train.py: error: --resume: the run in {checkpoint} was trained with '
+                    "another loss (model.bbox_head.loss_cls.type: 'Poly1FocalLoss' in its "
+                    "checkpoint, 'PolyNFocalLoss' in this config); resuming would continue it "
+                    'with this one, and its results would be labelled by it: resume with the '
+                    'config it was trained with, or train this one in another --work-dir')
+    assert not work_dir.exists()  # refused before the runner made it
+
+
+def test_a_resume_with_the_same_loss_passes_the_check(tmp_path):
+    from mmengine.config import Config
+
+    from tools.lib import checkpoints
+    checkpoint = _checkpoint_of(POLY, tmp_path / 'epoch_1.pth')
+    cfg = Config.fromfile(str(POLY))
+    cfg.model.bbox_head.loss_cls.gamma = 2  # gamma=2 is gamma=2.0
+    checkpoints.check_resume_checkpoint(str(tmp_path), str(checkpoint), cfg.to_dict())
+    cfg.model.bbox_head.loss_cls.epsilon = 0.5
+    with pytest.raises(UserError, match=re.escape(
+            'model.bbox_head.loss_cls.epsilon: -1.0 in its checkpoint, 0.5 in this config')):
+        checkpoints.check_resume_checkpoint(str(tmp_path), str(checkpoint), cfg.to_dict())

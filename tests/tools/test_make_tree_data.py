@@ -4,19 +4,28 @@ The quick tests tile a small image made here, with a hand-written Pascal VOC
 file; the slow one fetches the deepforest wheel and checks the real dataset's
 counts against its XML.
 """
+import dataclasses
+import errno
 import hashlib
 import json
+import os
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Dict
 
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from tools import make_tree_data
 from tools.datasets import trees
+from tools.lib import dataset_dir, pinned_wheel, shapes
+
+from train_helpers import run_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / 'tools' / 'make_tree_data.py'
@@ -46,6 +55,7 @@ OBJECT = """    <object>
     </object>"""
 CFG = trees.TreeConfig(tile_size=64, stride=32, gap=24, min_visible=0.5)
 VAL_HEIGHT = 48
+SHAPES = shapes.SyntheticConfig(num_train=2, num_val=1, img_size=32, max_size=20.0)
 
 
 def voc_text(crowns=CROWNS, label='Tree') -> str:
@@ -191,12 +201,13 @@ def fake_wheel(tmp_path, monkeypatch):
     png = io.BytesIO()
     Image.fromarray(tiny_image()).save(png, format='PNG')
     member = 'deepforest/data/tiny'
-    wheel = tmp_path / 'cache' / 'wheels' / trees.WHEEL_NAME
+    wheel = tmp_path / 'cache' / 'wheels' / trees.WHEEL.file_name
     wheel.parent.mkdir(parents=True)
     with zipfile.ZipFile(wheel, 'w') as archive:
         archive.writestr(member + '.png', png.getvalue())
         archive.writestr(member + '.xml', voc_text())
-    monkeypatch.setattr(trees, 'WHEEL_SHA256', hashlib.sha256(wheel.read_bytes()).hexdigest())
+    monkeypatch.setattr(trees, 'WHEEL', dataclasses.replace(
+        trees.WHEEL, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest()))
     monkeypatch.setattr(trees, 'SOURCES', (trees.Source('tiny', member, 200, 160,
                                                          len(CROWNS), VAL_HEIGHT),))
     monkeypatch.setenv('POLYLOSS_CACHE', str(tmp_path / 'cache'))
@@ -215,7 +226,7 @@ def test_build_is_idempotent(fake_wheel, tmp_path):
     assert trees.build(str(out), other, sources=trees.SOURCES)['params']['config']['stride'] \
         == 64
     assert trees.build(str(out), other, force=True, sources=trees.SOURCES) is not None
-    assert not (tmp_path / 'data.partial').exists() and not (tmp_path / 'data.old').exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cache', 'data']  # nothing left beside
 
 
 def test_build_refuses_a_folder_it_did_not_make(fake_wheel, tmp_path):
@@ -225,6 +236,150 @@ def test_build_refuses_a_folder_it_did_not_make(fake_wheel, tmp_path):
     with pytest.raises(trees.DataError, match='does not hold a dataset of this tool'):
         trees.build(str(out), CFG, sources=trees.SOURCES)
     assert (out / 'notes.txt').read_text() == 'keep me'
+
+
+def files_of(folder: Path) -> Dict[str, bytes]:
+    """Every file under ``folder`` by relative path, with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*'))
+            if p.is_file()}
+
+
+def test_build_refuses_a_folder_with_a_meta_json_it_did_not_write(fake_wheel, tmp_path):
+    """A user's own meta.json, images and csv: refused, every byte kept (before: the
+    folder was emptied and refilled with tiles)."""
+    out = tmp_path / 'mine'
+    (out / 'images').mkdir(parents=True)
+    (out / 'meta.json').write_text('{"project": "my survey", "params": {"site": "YELL"}}')
+    (out / 'images' / 'a.png').write_bytes(b'\x89PNG my image')
+    (out / 'labels.csv').write_text('image,x,y\na.png,1,2\n')
+    before = files_of(out)
+    with pytest.raises(trees.DataError) as info:
+        trees.build(str(out), CFG, sources=trees.SOURCES)
+    assert str(info.value) == (f'{out} exists and does not hold a dataset of this tool (its '
+                               'meta.json is not one tools/make_tree_data.py writes); remove it '
+                               'or choose another folder')
+    assert files_of(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cache', 'mine']
+
+
+def test_the_two_dataset_tools_leave_each_others_folders_alone(fake_wheel, tmp_path):
+    """make_tree_data.py over a shapes dataset, make_demo_data.py over a tree dataset:
+    each refused, nothing changed."""
+    shapes_dir, trees_dir = tmp_path / 'shapes', tmp_path / 'trees'
+    shapes.generate(str(shapes_dir), SHAPES)
+    trees.build(str(trees_dir), CFG, sources=trees.SOURCES)
+    before = {d: files_of(d) for d in (shapes_dir, trees_dir)}
+    with pytest.raises(trees.DataError, match=re.escape(
+            f'{shapes_dir} exists and does not hold a dataset of this tool (its meta.json is '
+            'not one tools/make_tree_data.py writes)')):
+        trees.build(str(shapes_dir), CFG, sources=trees.SOURCES)
+    with pytest.raises(dataset_dir.NotOurs, match=re.escape(
+            f'{trees_dir} exists and does not hold a dataset of this tool (its meta.json is '
+            'not one tools/make_demo_data.py writes)')):
+        shapes.generate(str(trees_dir), SHAPES)
+    assert {d: files_of(d) for d in (shapes_dir, trees_dir)} == before
+
+
+def test_a_file_it_does_not_write_stops_a_rebuild(fake_wheel, tmp_path):
+    """The tool's own dataset with a user's file in it, rebuilt with other parameters:
+    refused naming the file; nothing changed."""
+    out = tmp_path / 'data'
+    trees.build(str(out), CFG, sources=trees.SOURCES)
+    (out / 'train' / 'my_notes.txt').write_text('keep me')
+    before = files_of(out)
+    other = trees.TreeConfig(tile_size=64, stride=64, gap=24)
+    with pytest.raises(trees.DataError) as info:
+        trees.build(str(out), other, sources=trees.SOURCES)
+    assert str(info.value) == (f'{out} holds train/my_notes.txt, which tools/make_tree_data.py '
+                               'does not write, so it cannot replace the folder; move that out '
+                               'of it, or choose another folder (nothing was changed)')
+    assert files_of(out) == before
+
+
+def test_an_incomplete_dataset_is_rebuilt_saying_why(fake_wheel, tmp_path):
+    """Most training tiles deleted: not 'already present'; rebuilt beside and swapped in,
+    with a line saying why (before: 'already present', then a training traceback)."""
+    out = tmp_path / 'data'
+    trees.build(str(out), CFG, sources=trees.SOURCES)
+    complete = files_of(out)
+    names = [i['file_name'] for i in _coco(out, 'train').dataset['images']]
+    for name in names[1:]:
+        (out / 'train' / name).unlink()
+    (out / 'val' / 'tiny_x0000_y0112.png').write_bytes(b'')  # an empty file counts as missing
+    lines = []
+    assert trees.build(str(out), CFG, sources=trees.SOURCES, log=lines.append) is not None
+    assert lines == [f'{out}: rebuilding the dataset there: 11 of the 12 train images that '
+                     f'annotations/instances_train.json names are missing or empty '
+                     f'(train/{names[1]}, ...)']
+    assert files_of(out) == complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cache', 'data']
+    (out / 'val' / 'tiny_x0000_y0112.png').write_bytes(b'')
+    assert trees.stale_reason(out, CFG) == (
+        '1 of the 4 val images that annotations/instances_val.json names are missing or empty '
+        '(val/tiny_x0000_y0112.png, ...)')
+    (out / 'annotations' / 'instances_val.json').write_text('[]')
+    assert trees.stale_reason(out, CFG) == ('annotations/instances_val.json is not an '
+                                            'annotation file this tool wrote (TypeError)')
+    (out / 'annotations' / 'instances_val.json').write_text('[' * 100_000)
+    assert trees.stale_reason(out, CFG) == ('annotations/instances_val.json is not an '
+                                            'annotation file this tool wrote (RecursionError)')
+    (out / 'meta.json').write_text('[' * 100_000)  # no record of the tool's any more
+    assert trees.stale_reason(out, CFG) == ''
+    with pytest.raises(trees.DataError, match=r"its meta.json is not one tools/make_tree_data"):
+        trees.build(str(out), CFG, sources=trees.SOURCES)
+
+
+def test_a_failed_build_leaves_the_old_dataset_and_nothing_beside_it(fake_wheel, tmp_path,
+                                                                      monkeypatch):
+    """A full disk half-way through a rebuild: the old dataset as it was and no partial
+    folder left (before: a data.partial folder stayed behind)."""
+    out = tmp_path / 'data'
+    trees.build(str(out), CFG, sources=trees.SOURCES)
+    before = files_of(out)
+
+    def full_disk(self, out_dir, description):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out_dir / 'annotations'))
+    monkeypatch.setattr(trees._Split, 'write', full_disk)
+    other = trees.TreeConfig(tile_size=64, stride=64, gap=24)
+    with pytest.raises(OSError) as info:
+        trees.build(str(out), other, sources=trees.SOURCES)
+    assert info.value.errno == errno.ENOSPC
+    assert re.fullmatch(re.escape(str(tmp_path)) + r'/\.data\.partial-\w+/annotations',
+                        info.value.filename)
+    assert files_of(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cache', 'data']
+
+
+def test_a_linked_out_dir_is_rebuilt_where_it_points(fake_wheel, tmp_path):
+    """data/polyloss_trees -> /big/disk/trees: the link stays, the data stays on that disk."""
+    real, link = tmp_path / 'disk' / 'trees', tmp_path / 'link'
+    real.parent.mkdir()
+    link.symlink_to(real)
+    trees.build(str(link), CFG, sources=trees.SOURCES)
+    other = trees.TreeConfig(tile_size=64, stride=64, gap=24)
+    assert trees.build(str(link), other, sources=trees.SOURCES) is not None
+    assert link.is_symlink() and link.resolve() == real
+    assert json.loads((real / 'meta.json').read_text())['params']['config']['stride'] == 64
+    assert sorted(p.name for p in real.parent.iterdir()) == ['trees']
+
+
+@pytest.mark.parametrize('given', ['.', '..'])
+def test_the_current_folder_or_one_above_is_refused_before_any_work(given, fake_wheel,
+                                                                    tmp_path, monkeypatch):
+    """``make_tree_data.py .``: one line naming OUT_DIR, before the wheel is read (before:
+    ``PosixPath('.') has an empty name``)."""
+    here = tmp_path / 'work' / 'here'
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    fake_wheel.unlink()  # not needed: the check comes first
+    result = run_in_process(make_tree_data.main, [given], 'make_tree_data.py')
+    where = ('the current folder', here) if given == '.' else \
+        ('a folder above the current one', here.parent)
+    assert (result.returncode, result.stderr) == (2, (
+        f"make_tree_data.py: error: OUT_DIR '{given}' is {where[0]} ({where[1]}): the dataset "
+        'is written beside OUT_DIR and swapped in for it, which cannot be done to a folder the '
+        f'tool runs in; give a folder inside it, such as {given}/data\n'))
+    assert not any(here.iterdir())
 
 
 def test_wrong_hash_names_the_file_and_what_to_do(fake_wheel, tmp_path):
@@ -237,8 +392,8 @@ def test_damaged_contents_are_one_error(fake_wheel, tmp_path, monkeypatch):
     with zipfile.ZipFile(fake_wheel, 'w') as archive:  # an image that is no PNG
         archive.writestr('deepforest/data/tiny.png', b'not a png')
         archive.writestr('deepforest/data/tiny.xml', voc_text())
-    monkeypatch.setattr(trees, 'WHEEL_SHA256', hashlib.sha256(fake_wheel.read_bytes())
-                        .hexdigest())
+    monkeypatch.setattr(trees, 'WHEEL', dataclasses.replace(
+        trees.WHEEL, sha256=hashlib.sha256(fake_wheel.read_bytes()).hexdigest()))
     with pytest.raises(trees.DataError, match='cannot decode .*looks damaged: delete it'):
         trees.build(str(tmp_path / 'data'), CFG, sources=trees.SOURCES)
 
@@ -247,15 +402,15 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
     """pip's last ERROR line and a hint: what a missing network looks like."""
     def fake_run(command, **kwargs):
         assert command[1:5] == ['-m', 'pip', 'download', '--no-deps']
-        assert command[-1] == trees.REQUIREMENT
+        assert command[-1] == trees.WHEEL.requirement
         stderr = ("WARNING: Retrying ... 'NewConnectionError(...: Failed to establish a new "
                   "connection: [Errno 111] Connection refused')\nERROR: Could not find a "
                   "version that satisfies the requirement deepforest==2.1.0\nERROR: No "
                   "matching distribution found for deepforest==2.1.0\n")
         return subprocess.CompletedProcess(command, 1, '', stderr)
-    monkeypatch.setattr(trees.subprocess, 'run', fake_run)
+    monkeypatch.setattr(pinned_wheel.subprocess, 'run', fake_run)
     with pytest.raises(trees.DataError) as info:
-        trees.fetch_wheel(cache=tmp_path)
+        trees.WHEEL.fetch(cache=tmp_path)
     message = str(info.value)
     assert 'No matching distribution found' in message and 'no connection' in message
     assert '--wheel PATH' in message and '\n' not in message
@@ -263,7 +418,7 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
 
 
 def test_cli_user_errors_are_one_line(tmp_path):
-    bad = tmp_path / trees.WHEEL_NAME
+    bad = tmp_path / trees.WHEEL.file_name
     bad.write_bytes(b'junk')
     for args, message in (
             (['--wheel', str(bad)], 'has sha256'),
@@ -286,8 +441,8 @@ def test_real_dataset_counts_match_the_xml(tmp_path):
     every count against the two XML files read independently here."""
     out = tmp_path / 'trees'
     meta = trees.build(str(out))
-    wheel = trees.cache_dir() / 'wheels' / trees.WHEEL_NAME
-    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == trees.WHEEL_SHA256
+    wheel = pinned_wheel.cache_dir() / 'wheels' / trees.WHEEL.file_name
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == trees.WHEEL.sha256
     import xml.etree.ElementTree as ET
     expected_val = 0
     with zipfile.ZipFile(wheel) as archive:

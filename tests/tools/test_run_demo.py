@@ -15,6 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize('variable,value,message', [
     ('DATASET', 'coco', "DATASET must be trees or shapes, got DATASET='coco'"),
+    ('MODEL', 'resnet50', "MODEL must be tiny or mobilenetv2, got MODEL='resnet50'"),
+    ('MODEL', 'mobilenetv2 DATASET=shapes', "MODEL=mobilenetv2 needs DATASET=trees, got "
+     "DATASET='shapes'"),
     ('SEEDS', '0 x1', "SEEDS must hold non-negative integers, got 'x1' in SEEDS='0 x1'"),
     ('SEEDS', '-1', "got '-1' in SEEDS='-1'"),
     ('SEEDS', '1.5', "got '1.5' in SEEDS='1.5'"),
@@ -39,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bad_settings_stop_before_any_work(variable, value, message, tmp_path):
     env = dict(os.environ, WORK_DIR=str(tmp_path / 'demo'))
     env[variable] = value
+    if ' DATASET=' in value:  # MODEL with a DATASET it does not fit
+        env[variable], env['DATASET'] = value.split(' DATASET=')
     result = subprocess.run(['bash', str(ROOT / 'tools' / 'run_demo.sh')], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
@@ -58,8 +63,10 @@ def test_settings_as_the_shell_loop_normalised_them():
         parse_seeds('a', 'MY_SEEDS')  # for other launchers (the sweep)
 
 
-@pytest.mark.parametrize('dataset,configs', [(None, 'trees'), ('shapes', 'demo')])
-def test_dry_run_shows_each_seed_and_epsilon_reaching_train_and_test(dataset, configs,
+@pytest.mark.parametrize('dataset,model,configs', [(None, None, 'trees'),
+                                                   ('shapes', None, 'demo'),
+                                                   (None, 'mobilenetv2', 'trees')])
+def test_dry_run_shows_each_seed_and_epsilon_reaching_train_and_test(dataset, model, configs,
                                                                       tmp_path):
     """run_demo.sh is the sweep over one dataset's configs (the tree crowns unless
     DATASET=shapes): each (seed, epsilon) gets its own work dir, and its seed and
@@ -69,21 +76,25 @@ def test_dry_run_shows_each_seed_and_epsilon_reaching_train_and_test(dataset, co
     env = dict(os.environ, WORK_DIR=str(work), SEEDS='0 1', EPSILONS='-1 -.5 0.25',
                DRY_RUN='1')
     env.pop('DATASET', None)
+    env.pop('MODEL', None)
     if dataset:
         env['DATASET'] = dataset
+    if model:
+        env['MODEL'] = model
     result = subprocess.run(['bash', str(ROOT / 'tools' / 'run_demo.sh')], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     commands = [line.split('$ ', 1)[1] for line in result.stdout.splitlines()
                 if line.startswith('  $ ')]
     suffix = dataset or 'trees'
-    focal = f'configs/{configs}/retinanet_tiny_fpn_focal_{suffix}.py'
-    poly = f'configs/{configs}/retinanet_tiny_fpn_poly1-eps-1_{suffix}.py'
+    prefix = f'retinanet_{model or "tiny"}_fpn'
+    focal = f'configs/{configs}/{prefix}_focal_{suffix}.py'
+    poly = f'configs/{configs}/{prefix}_poly1-eps-1_{suffix}.py'
     eps = 'model.bbox_head.loss_cls.epsilon='
-    runs = [(focal, f'retinanet_tiny_fpn_focal_{suffix}', ''),
-            (poly, f'retinanet_tiny_fpn_poly1-eps-1_{suffix}', f' {eps}-1.0'),
-            (poly, f'retinanet_tiny_fpn_poly1-eps-0.5_{suffix}', f' {eps}-0.5'),
-            (poly, f'retinanet_tiny_fpn_poly1-eps+0.25_{suffix}', f' {eps}0.25')]
+    runs = [(focal, f'{prefix}_focal_{suffix}', ''),
+            (poly, f'{prefix}_poly1-eps-1_{suffix}', f' {eps}-1.0'),
+            (poly, f'{prefix}_poly1-eps-0.5_{suffix}', f' {eps}-0.5'),
+            (poly, f'{prefix}_poly1-eps+0.25_{suffix}', f' {eps}0.25')]
     expected = []
     for seed in (0, 1):
         for config, name, loss in runs:

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
+from tools.lib import dataset_dir
 from tools.lib.shapes import (
     CLASSES,
     PALETTE,
@@ -127,6 +128,43 @@ def test_command_line(tmp_path, capsys):
           '--max-size', '40'])
     assert 'already present' in capsys.readouterr().out
     assert len(list((out / 'train').glob('*.jpg'))) == 3
+
+
+def test_a_folder_it_did_not_make_is_left_alone(tmp_path):
+    """Photos of one's own in OUT_DIR/train: refused, every byte kept (before: the shapes
+    were written into the folder, over train/000000.jpg)."""
+    out = tmp_path / 'photos'
+    (out / 'train').mkdir(parents=True)
+    (out / 'train' / '000000.jpg').write_bytes(b'my photo')
+    with pytest.raises(dataset_dir.NotOurs) as info:
+        generate(str(out), SyntheticConfig(seed=3, **SMALL))
+    assert str(info.value) == (f'{out} exists and does not hold a dataset of this tool (no '
+                               'meta.json); remove it or choose another folder')
+    assert [p.name for p in out.rglob('*')] == ['train', '000000.jpg']
+    assert (out / 'train' / '000000.jpg').read_bytes() == b'my photo'
+
+
+def test_the_dataset_folder_has_a_plain_folders_mode(tmp_path):
+    """Written beside and swapped in, it is still readable as a folder made by mkdir is."""
+    (tmp_path / 'plain').mkdir()
+    generate(str(tmp_path / 'made'), SyntheticConfig(seed=3, **SMALL))
+    assert (tmp_path / 'made').stat().st_mode == (tmp_path / 'plain').stat().st_mode
+
+
+def test_an_incomplete_dataset_is_generated_again_saying_why(tmp_path, capsys):
+    out = tmp_path / 'cli'
+    args = [str(out), '--num-train', '3', '--num-val', '2', '--img-size', '64',
+            '--max-size', '40']
+    main(args)
+    complete = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
+    (out / 'val' / '000001.jpg').unlink()
+    capsys.readouterr()
+    main(args)
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f'[make_demo_data] {out}: generating the dataset there again: 1 of the 2 val images '
+        'that annotations/instances_val.json names are missing or empty (val/000001.jpg, ...)')
+    assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['cli']
 
 
 @pytest.mark.parametrize('config', sorted((ROOT / 'configs' / 'demo').rglob('*.py')),

@@ -111,6 +111,15 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
       '--max-parallel', '0'], '--max-parallel must be an integer >= 1, got 0'),
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--max-parallel', '4294967297'], '--max-parallel must be at most 4000001 (the largest '
+     'job array Slurm allows; it reads larger values modulo 2^32), got 4294967297'),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--time', '1-00:00:00 '], "--time '1-00:00:00 ' has spaces around it, which sbatch "
+                                "refuses; write --time '1-00:00:00'"),
+    ([POLY, '--baseline', 'configs/trees/retinanet_tiny_fpn_focal_trees.py', '--epsilons',
+      '-1'], '--baseline configs/trees/retinanet_tiny_fpn_focal_trees.py does not differ from '
+     f'{POLY} in the loss alone: '),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
       '--sbatch-args=--array=1-3'], "--sbatch-args '--array=1-3': --array=1-3 is set by the "
                                     'sweep itself'),
     ([POLY, '--epsilons', '-1', '--baseline', POLY],
@@ -281,6 +290,10 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
     table = (root / 'sweep.md').read_text()
     assert '| retinanet_tiny_fpn_focal_shapes_seed3 (baseline) | focal |' in table
     assert 'poly-1 eps=-1' in table
+    # Real run folders of one recipe: one table, naming the dataset.
+    assert 'Runs of another recipe' not in table
+    assert ('\nDataset: train data/polyloss_shapes/annotations/instances_train.json, test '
+            'data/polyloss_shapes/annotations/instances_val.json\n') in table
     assert (root / 'sweep.png').stat().st_size > 10_000
     again = sweep_subprocess(args, workspace)
     assert again.returncode == 0, again.stderr
@@ -340,3 +353,23 @@ def test_a_training_that_leaves_no_checkpoint_is_one_line(tmp_path, monkeypatch)
     assert result.stderr.splitlines()[-1] == (
         f'sweep.py: error: {name}: training left no last_checkpoint in {tmp_path / name}')
     assert [Path(command[1]).name for command in started] == ['train.py']
+
+
+def test_a_baseline_of_another_recipe_is_refused_naming_the_key(tmp_path):
+    """Before: trained, paired and averaged as if comparable (trees Poly-1 against a shapes
+    focal config). The run's work_dir may differ, and the loss; nothing else."""
+    longer = tmp_path / 'focal_longer.py'
+    longer.write_text(f"_base_ = '{ROOT / FOCAL}'\ntrain_cfg = dict(max_epochs=48)\n")
+    result = sweep([POLY, '--baseline', str(longer), '--epsilons', '-1', '--work-dir-root',
+                    str(tmp_path / 'root'), '--dry-run'])
+    assert (result.returncode, result.stderr) == (2, (
+        f'sweep.py: error: --baseline {longer} does not differ from {POLY} in the loss alone: '
+        'train_cfg.max_epochs: 24 in the sweep config, 48 in the baseline; a sweep compares '
+        'runs whose configs differ only in model...loss_cls (and work_dir, randomness.seed): '
+        'give a baseline of the same recipe, or set the key with --cfg-options for both\n'))
+    assert not (tmp_path / 'root').exists()
+    elsewhere = tmp_path / 'focal_elsewhere.py'
+    elsewhere.write_text(f"_base_ = '{ROOT / FOCAL}'\nwork_dir = 'somewhere/else'\n")
+    accepted = sweep([POLY, '--baseline', str(elsewhere), '--epsilons', '-1',
+                      '--work-dir-root', str(tmp_path / 'root'), '--dry-run'])
+    assert accepted.returncode == 0, accepted.stderr

@@ -83,6 +83,24 @@ def test_bare_resume_continues_from_the_work_dirs_last_checkpoint(workspace, tra
     assert (work_dir / 'epoch_2.pth').is_file()
 
 
+def test_resume_with_another_loss_is_refused(workspace, trained):
+    """The Poly-1 run's real checkpoint (mmengine saved its config in meta['cfg'])
+    resumed with the focal config: one line naming both losses, before any work."""
+    focal = ROOT / 'configs/demo/retinanet_tiny_fpn_focal_shapes.py'
+    checkpoint = trained / 'epoch_1.pth'
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools/train.py'), str(focal), '--work-dir', 'work/mixed',
+         '--resume', str(checkpoint), '--cfg-options', *FAST], cwd=workspace,
+        capture_output=True, text=True, timeout=TIMEOUT)
+    assert (proc.returncode, proc.stderr.splitlines()[-1]) == (2, (
+        f'train.py: error: --resume: the run in {checkpoint} was trained with another loss '
+        "(model.bbox_head.loss_cls.type: 'Poly1FocalLoss' in its checkpoint, 'FocalLoss' in "
+        'this config); resuming would continue it with this one, and its results would be '
+        'labelled by it: resume with the config it was trained with, or train this one in '
+        'another --work-dir')), proc.stderr[-3000:]
+    assert not (workspace / 'work/mixed').exists()
+
+
 def test_resume_from_missing_checkpoint_names_it(workspace):
     proc = subprocess.run(
         [sys.executable, str(ROOT / 'tools/train.py'), str(CONFIG),

@@ -182,6 +182,33 @@ def test_missing_annotation_files_are_named_before_any_work(tmp_path, monkeypatc
     assert not (tmp_path / 'work_dirs').exists()
 
 
+def test_missing_pretrained_weights_are_named_before_any_work(tmp_path, monkeypatch, capsys):
+    """The pretrained trees config without its converted weights: one line naming the
+    config key, the file and the tool that makes it (mmengine's error comes only after
+    the runner is built, from inside init_weights)."""
+    monkeypatch.chdir(tmp_path)
+    for split in ('train', 'val'):
+        ann = tmp_path / 'data/polyloss_trees/annotations' / f'instances_{split}.json'
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        ann.write_text('{}')
+    config = ROOT / 'configs/trees/retinanet_mobilenetv2_fpn_focal_trees.py'
+    assert one_error(train_tool.main, [str(config)], 'train.py', capsys) == (
+        "train.py: error: model.backbone.init_cfg.checkpoint: no such file: "
+        f"'data/pretrained/mobilenet_v2_imagenet_mmdet.pth' (relative paths are from "
+        f"'{tmp_path}'); python tools/model_converters/mobilenet_v2_imagenet.py makes it")
+    assert not (tmp_path / 'work_dirs').exists()
+
+
+def test_pretrained_files_are_found_in_lists_and_nested_models():
+    model = dict(backbone=dict(init_cfg=[dict(type='Kaiming'),
+                                         dict(type='Pretrained', checkpoint='a.pth')]),
+                 teacher=dict(module=dict(init_cfg=dict(type='Pretrained', checkpoint='b.pth'))),
+                 neck=dict(init_cfg=dict(type='Pretrained', checkpoint=None)))
+    assert list(cli.pretrained_files(model)) == [
+        ('model.backbone.init_cfg.1.checkpoint', 'a.pth'),
+        ('model.teacher.module.init_cfg.checkpoint', 'b.pth')]
+
+
 def test_annotation_files_of_wrapped_datasets_and_evaluators(tmp_path):
     (tmp_path / 'a.json').write_text('{}')
     here, gone = str(tmp_path / 'a.json'), str(tmp_path / 'gone.json')
@@ -229,7 +256,18 @@ def test_make_demo_data_into_a_file(tmp_path, capsys):
                                       '--num-val', '1', '--img-size', '32', '--max-size', '20'],
                      'make_demo_data.py', capsys)
     assert line == (f'make_demo_data.py: error: cannot write the dataset to {tmp_path}/file/data:'
-                    f' Not a directory: {tmp_path}/file/data/train')
+                    f' Not a directory: {tmp_path}/file')
+
+
+def test_make_demo_data_into_a_folder_it_did_not_make(tmp_path, capsys):
+    """One's own files in OUT: one line, nothing written (before: the shapes were written
+    into the folder)."""
+    (tmp_path / 'mine' / 'val').mkdir(parents=True)
+    (tmp_path / 'mine' / 'val' / '000000.jpg').write_bytes(b'mine')
+    line = one_error(data_tool.main, [str(tmp_path / 'mine')], 'make_demo_data.py', capsys)
+    assert line == (f'make_demo_data.py: error: {tmp_path}/mine exists and does not hold a '
+                    'dataset of this tool (no meta.json); remove it or choose another folder')
+    assert [p.name for p in (tmp_path / 'mine').rglob('*')] == ['val', '000000.jpg']
 
 
 # ---------------------------------------------------- the scripts themselves

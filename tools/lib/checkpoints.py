@@ -3,13 +3,15 @@ weights with ``strict=False`` (another model's only log a warning); the tools fi
 strictly and stop with one line naming the first mismatched keys, unless --allow-partial-weights."""
 import os.path as osp
 import re
-from typing import Any, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from mmengine.model import is_model_wrapper
 from mmengine.runner import CheckpointLoader, find_latest_checkpoint, load_state_dict
 
 from tools.lib.errors import UserError, one_line
+from tools.lib.recipe import loss_difference
+from tools.lib.report.runs import parse_config_text
 
 KEYS_SHOWN = 3  # keys named in a mismatch message before "(N in all)"
 
@@ -75,12 +77,37 @@ def check_weights_fit(model: torch.nn.Module, path: str, allow_partial: bool) ->
                         '--allow-partial-weights loads it anyway') from error
 
 
-def check_resume_checkpoint(work_dir: str, checkpoint: Optional[str]) -> None:
-    """The checkpoint --resume continues from (given, else the work dir's latest) is readable."""
+def check_resume_checkpoint(work_dir: str, checkpoint: Optional[str],
+                            config: Optional[Mapping[str, Any]] = None) -> None:
+    """The checkpoint --resume continues from (given, else the work dir's latest) is readable
+    and, with ``config`` (the one to resume with), was trained with the same classifier
+    loss, as the config mmengine saved in it (``meta['cfg']``) says."""
     checkpoint = checkpoint or find_latest_checkpoint(work_dir)
-    if checkpoint is not None:  # else mmengine trains from scratch (and says so)
-        try:
-            read_checkpoint(checkpoint)
-        except UserError as error:
-            raise UserError(f'{str(error).rstrip(".")}; --resume cannot continue from it (give '
-                            'another checkpoint, or train without --resume)') from error
+    if checkpoint is None:  # else mmengine trains from scratch (and says so)
+        return
+    try:
+        state = read_checkpoint(checkpoint)
+    except UserError as error:
+        raise UserError(f'{str(error).rstrip(".")}; --resume cannot continue from it (give '
+                        'another checkpoint, or train without --resume)') from error
+    saved = saved_config(state, checkpoint)
+    difference = loss_difference(saved, config) if saved and config is not None else None
+    if difference is not None:
+        raise UserError(f'--resume: the run in {checkpoint} was trained with another loss '
+                        f'({difference.describe("its checkpoint", "this config")}); resuming '
+                        'would continue it with this one, and its results would be labelled '
+                        'by it: resume with the config it was trained with, or train this one '
+                        'in another --work-dir')
+
+
+def saved_config(state: Any, path: str) -> Optional[Dict[str, Any]]:
+    """The config mmengine saved with the checkpoint (``meta['cfg']``), read as data; None
+    when it holds none that can be read so."""
+    meta = state.get('meta') if isinstance(state, dict) else None
+    text = meta.get('cfg') if isinstance(meta, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_config_text(text, f"{path} (meta['cfg'])")
+    except UserError:
+        return None

@@ -8,6 +8,7 @@ import inspect
 import math
 import os
 import os.path as osp
+import re
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -24,15 +25,38 @@ EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters'
                         'efficient_conv_bn_eval')
 
 
+_SEPARATOR_SPACES = re.compile(r' *([\[\](),]) *')
+_SPACE = '\0'  # stands for a kept space while DictAction parses (argv cannot hold it)
+
+
+def _restore_spaces(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(_SPACE, ' ')
+    return type(value)(map(_restore_spaces, value)) if isinstance(value, (list, tuple)) \
+        else value
+
+
+def parse_cfg_value(text: str) -> Any:
+    """``text`` as mmengine's ``DictAction`` parses a value (numbers, booleans, None, lists
+    and tuples), except that spaces inside a value are kept: DictAction drops every space,
+    so ``data_root=/data/my sets/trees 1/`` became ``/data/mysets/trees1/``. Spaces around
+    the value, its brackets and commas are dropped, as before."""
+    bare = text.strip('\'"').strip(' ')
+    if bare[:1] in ('(', '[') and bare[-1:] in (')', ']') or ',' in bare:
+        bare = _SEPARATOR_SPACES.sub(r'\1', bare)
+    return _restore_spaces(DictAction._parse_iterable(bare.replace(' ', _SPACE)))
+
+
 def parse_cfg_options(words: Sequence[str]) -> dict[str, Any]:
-    """``{KEY: VALUE}`` of ``words`` as mmengine's ``DictAction`` parses them, checked."""
+    """``{KEY: VALUE}`` of ``words`` as mmengine's ``DictAction`` parses them (spaces in a
+    value kept: :func:`parse_cfg_value`), checked."""
     options = {}
     for word in words:
         key, equals, value = word.partition('=')
         if not equals or key in ('', '+'):
             raise UserError(f'--cfg-options: expected KEY=VALUE, got {word!r}')
         try:
-            options[key] = DictAction._parse_iterable(value)
+            options[key] = parse_cfg_value(value)
         except (AssertionError, ValueError) as error:  # DictAction's check of brackets
             raise UserError(f'--cfg-options: cannot parse {word!r}: {error}') from None
         except RecursionError:  # DictAction recurses without end on dict(a=1,b=2)
@@ -171,6 +195,7 @@ def apply_train_flags(cfg: Config, args: argparse.Namespace) -> None:
         if 'optim_wrapper' not in cfg:
             raise UserError('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
         cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
+    check_amp_device(cfg, '--amp' if args.amp else "optim_wrapper.type='AmpOptimWrapper'")
     if args.auto_scale_lr:
         scale = cfg.get('auto_scale_lr')
         if not scale or 'base_batch_size' not in scale:
@@ -182,6 +207,21 @@ def apply_train_flags(cfg: Config, args: argparse.Namespace) -> None:
         if args.resume != 'auto':
             check_checkpoint(args.resume, '--resume')
         cfg.resume, cfg.load_from = True, None if args.resume == 'auto' else args.resume
+
+
+def check_amp_device(cfg: Config, what: str) -> None:
+    """Mixed precision (mmengine's ``AmpOptimWrapper``, which asserts a CUDA, NPU or MLU
+    device when the runner builds it, after the work dir is set up) where there is one."""
+    wrapper = cfg.get('optim_wrapper')
+    kind = wrapper.get('type') if isinstance(wrapper, Mapping) else None
+    if getattr(kind, '__name__', kind) != 'AmpOptimWrapper':
+        return
+    from mmengine.device import get_device
+    device = get_device()
+    if device in ('cpu', 'mps'):
+        raise UserError(f'{what}: mixed precision (AmpOptimWrapper) trains on a CUDA, NPU or '
+                        f'MLU device, and this machine has none (mmengine finds {device!r}); '
+                        'train without it')
 
 
 def check_checkpoint(path: str, what: str) -> None:
@@ -251,6 +291,9 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
     from tools.lib.dist import setup_cpu_distributed  # torch: not for tools/sweep.py's import
     setup_cpu_distributed(cfg, cfg.launcher)
     check_annotation_files(cfg, [f'{loop}_dataloader' for loop in loops])
+    if 'train' in loops:  # a training initialises the model: its pretrained weights first
+        for where, path in pretrained_files(cfg.get('model')):
+            check_local_file(where, path)
     check_writable(cfg.work_dir, 'the work dir', directory=True)
     with user_errors('the config (building the runner: model, hooks, optimizer)'):
         runner = build_runner(cfg)
@@ -279,15 +322,44 @@ def check_writable(path: str, what: str, directory: bool = False) -> None:
         raise UserError(f'{what} {path!r} cannot be written: {error}') from error
 
 
+#: Part of a default path -> the tool that makes the file (for the missing-file hint).
+MAKERS = {'polyloss_shapes': 'tools/make_demo_data.py', 'polyloss_trees': 'tools/make_tree_data.py',
+          'mobilenet_v2_imagenet': 'tools/model_converters/mobilenet_v2_imagenet.py'}
+
+
+def check_local_file(where: str, path: str) -> None:
+    """A local file a config names exists (not an error deep in mmdet or mmengine)."""
+    if path and '://' not in path and not osp.isfile(path):
+        hint = ''.join(f'; python {tool} makes it' for part, tool in MAKERS.items()
+                       if part in path)
+        raise UserError(f'{where}: no such file: {path!r} (relative paths are from '
+                        f'{os.getcwd()!r}){hint}')
+
+
 def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
-    """The local annotation files the ``loaders`` read exist (not an error deep in mmdet)."""
+    """The local annotation files the ``loaders`` read exist."""
     for loader in loaders:
         for where, path in annotation_files(cfg, loader):
-            if path and '://' not in path and not osp.isfile(path):
-                hint = ('; python tools/make_demo_data.py makes it'
-                        if 'polyloss_shapes' in path else '')
-                raise UserError(f'{where}: no such file: {path!r} (relative paths are from '
-                                f'{os.getcwd()!r}){hint}')
+            check_local_file(where, path)
+
+
+def pretrained_files(node: Any, where: str = 'model') -> Iterator[tuple[str, str]]:
+    """(config key, path) of each ``init_cfg=dict(type='Pretrained', checkpoint=...)`` under
+    ``node``, the checkpoints a training loads before its first step."""
+    if isinstance(node, Mapping):
+        init = node.get('init_cfg')
+        for index, each in enumerate(init if isinstance(init, (list, tuple)) else [init]):
+            if isinstance(each, Mapping) and each.get('type') == 'Pretrained' and \
+                    isinstance(each.get('checkpoint'), str):
+                key = f'{where}.init_cfg' + (f'.{index}' if isinstance(init, (list, tuple))
+                                             else '')
+                yield f'{key}.checkpoint', each['checkpoint']
+        for key, value in node.items():
+            if key != 'init_cfg':
+                yield from pretrained_files(value, f'{where}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            yield from pretrained_files(value, f'{where}.{index}')
 
 
 def annotation_files(cfg: Config, loader: str) -> Iterator[tuple[str, str]]:

@@ -4,15 +4,19 @@ One to six filled shapes an image (five classes told apart by shape; colours are
 noisy background; imbalanced classes (about 45/25/15/10/5 %), COCO's small and medium sizes
 with a few large, overlaps of at most ``max_overlap`` of the smaller box. Under ``out_dir``:
 ``{train,val}/000000.jpg ...``, ``annotations/instances_{train,val}.json`` and ``meta.json``
-(the parameters). The same parameters always give byte-identical files."""
+(the parameters: the tool's record that it made the folder). The same parameters always give
+byte-identical files."""
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from tools.lib.dataset_dir import DatasetKind, check_replaceable, incomplete, target, written_beside
 
 CLASSES: tuple[str, ...] = ('disk', 'square', 'triangle', 'ring', 'cross')  # most frequent first
 #: One colour per class for mmdet's visualiser (the images use random colours).
@@ -152,22 +156,41 @@ def _write_split(root: Path, split: str, num_images: int, seed: int, cfg: Synthe
         images=images, annotations=annotations, categories=categories)))
 
 
-def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, force: bool = False) -> bool:
-    """Write the dataset to ``out_dir``; False (nothing written) if it holds the same one."""
+def _meta(cfg: SyntheticConfig) -> dict:
+    """The ``meta.json`` of the dataset of ``cfg``: its parameters and class names."""
+    return dict(asdict(cfg), class_frequencies=list(cfg.class_frequencies), classes=list(CLASSES))
+
+
+#: What tools/make_demo_data.py writes (tools/lib/dataset_dir.py): a ``meta.json`` holding
+#: exactly the parameters' keys, JPEG images numbered from 000000.
+KIND = DatasetKind('tools/make_demo_data.py',
+                   lambda meta: isinstance(meta, dict) and set(meta) == set(_meta(
+                       SyntheticConfig())),
+                   re.compile(r'[0-9]{6,}\.jpg'))
+
+
+def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, force: bool = False,
+             log: Callable[[str], None] = lambda line: None) -> bool:
+    """Write the dataset to ``out_dir``; False (nothing written) if it holds the same one,
+    complete. One of this tool that is incomplete is regenerated (``log`` says why); a
+    folder that is not one is refused (tools/lib/dataset_dir.py)."""
     cfg = cfg or SyntheticConfig()
     cfg.validate()
-    root = Path(out_dir)
-    meta_file = root / 'meta.json'
-    meta = dict(asdict(cfg), class_frequencies=list(cfg.class_frequencies),
-                classes=list(CLASSES))
-    if not force and meta_file.is_file() and json.loads(meta_file.read_text()) == meta:
-        return False
+    root = target(out_dir)
+    meta = _meta(cfg)
+    if not force and KIND.read_record(root) == meta:
+        why = incomplete(root, dict(train=cfg.num_train, val=cfg.num_val))
+        if not why:
+            return False
+        log(f'{out_dir}: generating the dataset there again: {why}')
+    check_replaceable(root, KIND)
     probs = np.asarray(cfg.class_frequencies, dtype=np.float64)
     probs = probs / probs.sum()
-    # Different seeds per split so val is not a copy of the start of train.
-    _write_split(root, 'train', cfg.num_train, cfg.seed * 2, cfg, probs)
-    _write_split(root, 'val', cfg.num_val, cfg.seed * 2 + 1, cfg, probs)
-    meta_file.write_text(json.dumps(meta, indent=2))
+    with written_beside(root) as built:
+        # Different seeds per split so val is not a copy of the start of train.
+        _write_split(built, 'train', cfg.num_train, cfg.seed * 2, cfg, probs)
+        _write_split(built, 'val', cfg.num_val, cfg.seed * 2 + 1, cfg, probs)
+        (built / 'meta.json').write_text(json.dumps(meta, indent=2))
     return True
 
 

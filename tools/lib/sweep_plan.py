@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from tools.lib import recipe
 from tools.lib.cli import apply_cfg_options, parse_cfg_options, read_config
 from tools.lib.errors import UserError
 from tools.lib.run_lock import LOCK_NAME, MARKER
@@ -84,6 +85,10 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
         if option.split('=', 1)[0].lstrip('+') in ('randomness.seed', f'{loss_key}.epsilon'):
             raise UserError(f'--cfg-options {option!r}: the sweep sets this for each run '
                             '(use --seeds / --epsilons)')
+    if baseline:
+        check_comparable(config, baseline, [
+            with_options(loaded[path], [f'randomness.seed={seeds[0]}', *options]).to_dict()
+            for path in (config, baseline)])
     extra = hashlib.sha256()
     for path in key_files:
         try:
@@ -108,6 +113,18 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
         raise UserError(f'two runs would share a work dir: {sorted(names)}; give the baseline '
                         'and the Poly-1 config different names')
     return runs
+
+
+def check_comparable(config: str, baseline: str, resolved: Sequence[Dict]) -> None:
+    """The two resolved configs differ only in the classifier loss (and the run's work_dir
+    and seed: tools/lib/recipe.py); else the sweep would pair runs that are not comparable."""
+    difference = recipe.first_difference(*resolved)
+    if difference is not None:
+        raise UserError(f'--baseline {baseline} does not differ from {config} in the loss '
+                        f'alone: {difference.describe("the sweep config", "the baseline")}; '
+                        'a sweep compares runs whose configs differ only in model...loss_cls '
+                        '(and work_dir, randomness.seed): give a baseline of the same recipe, '
+                        'or set the key with --cfg-options for both')
 
 
 def assess(run: Run, force: bool, retrain_changed: bool) -> None:

@@ -88,7 +88,9 @@ def sweep(tmp_path) -> Dict[str, Path]:
 def test_table_baseline_first_then_by_epsilon_with_deltas(sweep, tmp_path):
     table = build_report([str(p) for p in sweep.values()],
                          out_md=str(tmp_path / 'sweep.md'))
-    rows = table.splitlines()
+    rows, after = table.split('\n\n', 1)
+    rows = rows.splitlines()
+    assert after == "Dataset: not named in the runs' configs"  # made-up configs name none
     assert rows[0].startswith('| run | loss | mAP | AP50 | AP75 | AP_s')
     assert 'AR@100' in rows[0] and 'AR_s' not in rows[0]
     names = [row.split('|')[1].strip() for row in rows[2:]]
@@ -295,7 +297,11 @@ def test_runs_differing_in_loss_arguments_or_schedule_are_not_averaged(tmp_path)
     assert rows['poly-N eps=(1.0,)'][1] == '1 (0)'
     assert rows['poly-N eps=(-1.0,)'][1] == '1 (1)'
     assert rows['focal (gamma=1.0)'][1] == '1 (2)'
-    assert rows['focal (schedule=48)'][1] == '1 (2)'
+    # Another schedule is another recipe: a table of its own, not a row of this one
+    # (before issue 29: a 'focal (schedule=48)' row among these).
+    assert 'focal (schedule=48)' not in table
+    assert ('Runs of another recipe, compared only among themselves (they differ from f0 in '
+            'train_cfg.max_epochs: 12 in f0, 48 in f48):') in table
 
 
 def test_loss_settings_come_from_the_run_that_logged_the_metrics(tmp_path):
@@ -328,3 +334,70 @@ def test_baseline_given_as_a_path(sweep):
     for given in (str(sweep['m1']) + '/', str(sweep['m1'].resolve())):
         table = build_report([str(sweep['base']), str(sweep['m1'])], baseline=given)
         assert table.splitlines()[2].startswith('| eps-1 (baseline)')
+
+
+def _dataset_config(root: str) -> str:
+    return (f'train_dataloader = dict(dataset=dict(type="CocoDataset", data_root="{root}", '
+            'ann_file="annotations/instances_train.json"))\n'
+            f'test_dataloader = dict(dataset=dict(type="CocoDataset", data_root="{root}", '
+            'ann_file="annotations/instances_val.json"))\n')
+
+
+def test_runs_of_two_datasets_are_neither_paired_nor_averaged(tmp_path):
+    """Trees Poly-1 runs against a shapes focal baseline: before, one table, per-seed pairs
+    and means across both datasets, and no table named a dataset."""
+    shapes, trees = _dataset_config('data/polyloss_shapes/'), _dataset_config('data/trees/')
+    runs = [make_run(tmp_path, 'focal_s0', FOCAL, 0.60, seed=0, extra_config=shapes),
+            make_run(tmp_path, 'focal_s1', FOCAL, 0.62, seed=1, extra_config=shapes),
+            make_run(tmp_path, 'poly_s0', poly(-1.0), 0.12, seed=0, extra_config=trees),
+            make_run(tmp_path, 'poly_s1', poly(-1.0), 0.14, seed=1, extra_config=trees)]
+    table = build_report([str(r) for r in runs])
+    first, second = table.split('Runs of another recipe')
+    assert [line.split('|')[1].strip() for line in first.splitlines()[2:4]] == [
+        'focal_s0 (baseline)', 'focal_s1']
+    assert ('Dataset: train data/polyloss_shapes/annotations/instances_train.json, test '
+            'data/polyloss_shapes/annotations/instances_val.json') in first
+    assert second.startswith(
+        ', compared only among themselves (they differ from focal_s0 in '
+        "train_dataloader.dataset.data_root: 'data/polyloss_shapes/' in focal_s0, "
+        "'data/trees/' in poly_s0):")
+    assert 'Dataset: train data/trees/annotations/instances_train.json' in second
+    # Each recipe against its own baseline: no delta across datasets.
+    assert '| poly_s0 (baseline) | poly-1 eps=-1 | 12.0 |' in second
+    assert "Across seeds, the runs of poly_s0's recipe" in second
+    assert _seed_rows(table)['focal (baseline)'][1] == '2 (0, 1)'
+    # A named baseline's recipe comes first.
+    named = build_report([str(r) for r in runs], baseline='poly_s1')
+    assert named.splitlines()[2].startswith('| poly_s1 (baseline) | poly-1 eps=-1 | 14.0 |')
+    assert '(they differ from poly_s1 in train_dataloader.dataset.data_root' in named
+
+
+def test_files_among_the_work_dirs_are_skipped_with_a_note(sweep, tmp_path):
+    """``sweep_report.py ROOT/*`` after a sweep: its sweep.md and sweep.png are no runs
+    (before: 'work_dir ... does not exist or is not a directory')."""
+    (tmp_path / 'sweep.md').write_text('| old |\n')
+    (tmp_path / 'slurm' / 'logs').mkdir(parents=True)
+    everything = sorted(str(p) for p in tmp_path.iterdir())
+    table = build_report(everything)
+    assert table.endswith(f'Skipped, not run folders: {tmp_path}/slurm (no last_checkpoint, '
+                          f'config or log folder in it); {tmp_path}/sweep.md (a file).')
+    assert len([line for line in table.splitlines() if line.startswith('| ')]) == 1 + 5
+    with pytest.raises(SweepReportError) as error:
+        build_report([str(tmp_path / 'sweep.md')])
+    assert str(error.value) == f'no run folder among the work dirs: {tmp_path}/sweep.md: a file'
+
+
+def test_runs_tested_on_other_data_are_separated(tmp_path):
+    """One training recipe, but one run tested on another annotation file
+    (tools/test.py --cfg-options test_dataloader.dataset.ann_file=...)."""
+    shapes = _dataset_config('data/polyloss_shapes/')
+    base = make_run(tmp_path, 'focal', FOCAL, 0.60, extra_config=shapes)
+    other = make_run(tmp_path, 'poly', poly(-1.0), 0.20, extra_config=shapes)
+    test_config = other / '20260102_090000' / 'vis_data' / 'config.py'
+    test_config.write_text(test_config.read_text().replace('instances_val', 'instances_hard'))
+    table = build_report([str(base), str(other)])
+    assert ('Runs of another recipe, compared only among themselves (they differ from focal in '
+            "the final test's test_dataloader.dataset: 'data/polyloss_shapes/annotations/"
+            "instances_val.json' in focal, 'data/polyloss_shapes/annotations/instances_hard.json' "
+            'in poly):') in table
+    assert '| poly (baseline) | poly-1 eps=-1 | 20.0 |' in table

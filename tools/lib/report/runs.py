@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 from tools.lib.errors import UserError
-from tools.lib.run_lock import MARKER
+from tools.lib.recipe import dataset_of
+from tools.lib.run_lock import LOCK_NAME, MARKER
 
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
 BASELINE_LOSSES: Mapping[str, str] = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}
@@ -63,11 +64,20 @@ class RunResult:
     seed: Optional[int] = None
     other: Tuple[Tuple[str, str], ...] = ()  # the other loss_cls arguments and the schedule
     unfinished: str = ''  # why the run has no final test to report ('' when it has one)
+    train_data: str = ''  # its training annotation file, as its config names it
+    test_data: str = ''  # the one its final test read
+    recipe: Dict[str, Any] = field(default_factory=dict)  # its config (tools/lib/recipe.py)
 
     @property
     def setting(self) -> Tuple[Any, ...]:
         """What the runs of one loss setting share (seeds aside)."""
         return self.loss_type, self.epsilon, self.alpha_weighted, self.other
+
+    @property
+    def dataset(self) -> str:
+        """``train <annotation file>, test <annotation file>``, those the configs name."""
+        return ', '.join(f'{split} {file}' for split, file in (
+            ('train', self.train_data), ('test', self.test_data)) if file)
 
     @property
     def is_baseline(self) -> bool:
@@ -141,10 +151,22 @@ class _AsLiteral(ast.NodeTransformer):
 
 def parse_dumped_config(path: Path) -> Dict[str, Any]:
     """The ``name = value`` lines of a config mmengine dumped, parsed (never run)."""
-    text, config = '', {}
     try:
         text = path.read_text()
-        for stmt in ast.parse(text, filename=str(path)).body:
+    except OSError as err:
+        raise SweepReportError(f'{path}: cannot read it: {err.strerror}') from None
+    except ValueError as err:  # not UTF-8 text
+        raise SweepReportError(f'{path}: not a config mmengine dumped: '
+                               f'{type(err).__name__} {err}') from None
+    return parse_config_text(text, str(path))
+
+
+def parse_config_text(text: str, path: str) -> Dict[str, Any]:
+    """:func:`parse_dumped_config` of ``text`` (a checkpoint's ``meta['cfg']``: mmengine's
+    ``Config.pretty_text``, what it dumps); ``path`` names it in errors."""
+    config: Dict[str, Any] = {}
+    try:
+        for stmt in ast.parse(text, filename=path).body:
             if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
                     and isinstance(stmt.targets[0], ast.Name)):
                 raise _NotData(stmt)
@@ -155,8 +177,6 @@ def parse_dumped_config(path: Path) -> Dict[str, Any]:
     except SyntaxError as err:
         raise SweepReportError(f'{path}:{err.lineno}: not a config mmengine dumped: '
                                f'{err.msg}') from None
-    except OSError as err:
-        raise SweepReportError(f'{path}: cannot read it: {err.strerror}') from None
     except (ValueError, RecursionError, MemoryError) as err:  # not text, null bytes, too deep
         raise SweepReportError(f'{path}: not a config mmengine dumped: '
                                f'{type(err).__name__} {err}') from None
@@ -337,6 +357,22 @@ def _as_floats(value: Any) -> Any:
     return tuple(map(_as_floats, value)) if isinstance(value, (list, tuple)) else value
 
 
+def not_a_run(path: Path) -> str:
+    """Why ``path`` is not a run's folder (a file; a folder with no ``last_checkpoint``,
+    sweep marker or lock, dumped config or timestamped log folder); '' when it may be one
+    (a path that does not exist is left to :func:`load_run` to name)."""
+    if not path.exists():
+        return ''
+    if not path.is_dir():
+        return 'a file'
+    with contextlib.suppress(OSError):
+        names = [entry.name for entry in path.iterdir()]
+        if not any(name in ('last_checkpoint', MARKER, LOCK_NAME) or name.endswith('.py')
+                   or _TIMESTAMP.match(name) for name in names):
+            return 'no last_checkpoint, config or log folder in it'
+    return ''
+
+
 def load_run(work_dir: str) -> RunResult:
     """One run; without a test of the checkpoint its training ended with, ``unfinished``."""
     path = Path(work_dir)
@@ -383,6 +419,10 @@ def load_run(work_dir: str) -> RunResult:
         epsilon = float(given['epsilon'])
         if 'alpha_weighted_poly' in poly.defaults:
             alpha_weighted = bool(given['alpha_weighted_poly'])
+    # The recipe: the training's config (a work dir of tests only: the test's).
+    recipe_config = train_config if trained and train_config else config
     return RunResult(name, path, loss_type, epsilon, alpha_weighted, metrics=metrics,
                      source=str(source), seed=seed if isinstance(seed, int) else None,
-                     other=other + (('schedule', repr(schedule)),))
+                     other=other + (('schedule', repr(schedule)),),
+                     train_data=dataset_of(recipe_config, 'train_dataloader'),
+                     test_data=dataset_of(config, 'test_dataloader'), recipe=recipe_config)

@@ -1,0 +1,98 @@
+"""When two runs can be compared: their configs agree in everything but the run's identity
+(``work_dir``, ``randomness.seed``) and the box classifier's loss (``loss_cls`` of
+``model.bbox_head`` or ``model.roi_head.bbox_head``, a cascade's stages too), which is what a
+sweep varies. Everything else (the dataset, the schedule, the model, the pipeline) is the
+recipe, and a difference in it makes the runs' numbers incomparable. Standard library only:
+configs come in as plain dicts (``Config.to_dict()``, or a dumped config read as data)."""
+from __future__ import annotations
+
+import os.path as osp
+import re
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple, Optional
+
+#: Keys that name the run rather than its recipe.
+RUN_KEYS = ('work_dir', 'randomness.seed')
+#: The box classifier's loss, and anything under it.
+LOSS_KEY = re.compile(r'model\.(?:roi_head\.)?bbox_head(?:\.\d+)?\.loss_cls(?:\..*)?')
+_UNSET = object()
+
+
+class Difference(NamedTuple):
+    """The first key where two configs differ, and its value in each (``_UNSET``: absent)."""
+    key: str
+    first: Any
+    second: Any
+
+    def describe(self, first: str, second: str) -> str:
+        """``KEY: A in <first>, B in <second>``, values cut to 80 characters."""
+        return f'{self.key}: {_shown(self.first)} in {first}, {_shown(self.second)} in {second}'
+
+
+def _shown(value: Any) -> str:
+    text = 'not set' if value is _UNSET else repr(value)
+    return text if len(text) <= 80 else text[:77] + '...'
+
+
+def _walk(a: Any, b: Any, key: str, allowed: Callable[[str], bool]) -> Iterator[Difference]:
+    if key and allowed(key):
+        return
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for name in [*a, *(k for k in b if k not in a)]:
+            yield from _walk(a.get(name, _UNSET), b.get(name, _UNSET),
+                             f'{key}.{name}' if key else str(name), allowed)
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        for index, (x, y) in enumerate(zip(a, b, strict=True)):
+            yield from _walk(x, y, f'{key}.{index}', allowed)
+    elif type(a) is not type(b) and not (_number(a) and _number(b)) or a != b:
+        yield Difference(key, a, b)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def first_difference(a: Mapping[str, Any], b: Mapping[str, Any],
+                     also_allowed: Iterable[str] = ()) -> Optional[Difference]:
+    """The first key (in ``a``'s order, then ``b``'s) where the configs differ outside the
+    run's identity, the classifier loss and ``also_allowed``; None when they agree."""
+    also = tuple(also_allowed)
+    return next(_walk(a, b, '', lambda key: key in RUN_KEYS or key in also
+                      or LOSS_KEY.fullmatch(key) is not None), None)
+
+
+def classifier_losses(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """The box classifier's ``loss_cls`` settings by config key (a cascade's: each stage's),
+    ``type`` first."""
+    model = config.get('model') if isinstance(config.get('model'), Mapping) else {}
+    roi_head = model.get('roi_head') if isinstance(model.get('roi_head'), Mapping) else {}
+    found = {}
+    for path, head in (('model.bbox_head', model.get('bbox_head')),
+                       ('model.roi_head.bbox_head', roi_head.get('bbox_head'))):
+        stages = dict(enumerate(head)) if isinstance(head, (list, tuple)) else {None: head}
+        for index, stage in stages.items():
+            loss = stage.get('loss_cls') if isinstance(stage, Mapping) else None
+            if isinstance(loss, Mapping):  # its type first: the difference that matters most
+                loss = dict(sorted(loss.items(), key=lambda item: item[0] != 'type'))
+            if loss is not None:
+                found[path + ('' if index is None else f'.{index}') + '.loss_cls'] = loss
+    return found
+
+
+def loss_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> Optional[Difference]:
+    """The first classifier loss setting (``model.bbox_head.loss_cls.type``, ...) where the
+    configs differ; None when their losses agree (``gamma=2`` is ``gamma=2.0``)."""
+    return next(_walk(classifier_losses(a), classifier_losses(b), '', lambda key: False), None)
+
+
+def dataset_of(config: Mapping[str, Any], loader: str) -> str:
+    """The annotation file (joined to ``data_root``) of ``loader``'s dataset, inside any
+    dataset wrappers; '' when the config does not name one."""
+    dataset = (config.get(loader) or {}).get('dataset') if isinstance(
+        config.get(loader), Mapping) else None
+    while isinstance(dataset, Mapping) and isinstance(dataset.get('dataset'), Mapping):
+        dataset = dataset['dataset']
+    if not isinstance(dataset, Mapping):
+        return ''
+    root, ann_file = dataset.get('data_root'), dataset.get('ann_file')
+    root = root if isinstance(root, str) else ''
+    return osp.join(root, ann_file) if isinstance(ann_file, str) and ann_file else root
