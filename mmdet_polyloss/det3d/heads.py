@@ -18,7 +18,7 @@ loss, sampling is switched off because the *built loss* is focal-type
 (targets, the three losses, prediction) is mmdet3d's code. A config names the
 head explicitly (``type='PolyFocalAnchor3DHead'``); nothing in mmdet3d changes.
 """
-from typing import Any, Optional, Tuple, Type
+from typing import Any, Mapping, Optional, Tuple, Type
 
 from mmdet.models.losses import GHMC, FocalLoss
 from mmdet3d.models.dense_heads import Anchor3DHead, PartA2RPNHead, ShapeAwareHead
@@ -56,12 +56,14 @@ def check_focal_head_setup(head: str, loss_cls: nn.Module, train_cfg: Optional[A
         raise TypeError(
             f'{head} takes a focal-type loss_cls ({names}), got {type(loss_cls).__name__}; '
             f'for a sampled loss use mmdet3d\'s own head')
-    if train_cfg is not None and 'sampler' in train_cfg:
+    sampler = None if train_cfg is None else train_cfg.get('sampler')
+    if sampler is not None:  # sampler=None: no sampler, as mmdet3d's focal configs have it
+        shown = dict(sampler) if isinstance(sampler, Mapping) else sampler
         raise ValueError(
             f'{head} with loss_cls {type(loss_cls).__name__} samples no anchors and averages '
             f'the classification loss over the positive anchors, but train_cfg has '
-            f'sampler={dict(train_cfg["sampler"])!r}; remove it (with a sampler the divisor '
-            f'would be positives plus sampled negatives)')
+            f'sampler={shown!r}; remove it (with a sampler the divisor would be positives '
+            f'plus sampled negatives)')
 
 
 class FocalSamplingFreeMixin:

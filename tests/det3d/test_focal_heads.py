@@ -182,6 +182,8 @@ def test_head_refuses_a_sampler_with_a_focal_loss():
         cfg['loss_cls']['type'] = loss_type
         with pytest.raises(ValueError, match=r"train_cfg has sampler=\{'type': 'mmdet.Rand"):
             build(cfg)
+    cfg['train_cfg']['sampler'] = None  # an explicit "no sampler" is no sampler
+    assert build(cfg).sampling is False
 
 
 def test_head_refuses_a_loss_that_is_not_focal():
