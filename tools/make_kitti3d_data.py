@@ -1,18 +1,20 @@
 #!/usr/bin/env python
 """Generate a tiny synthetic LiDAR set in mmdet3d's KITTI layout (tools/lib/synthetic_kitti.py)
 in OUT_DIR (default data/kitti, where mmdet3d's KITTI configs look): point clouds, info files,
-and ObjectSample's database. Needs mmdet3d. A bad value: one line on stderr, exit 2."""
+and ObjectSample's database. OUT_DIR must be missing, empty, or a set this tool wrote (never
+the real KITTI); the new set is written beside it and swapped in (tools/lib/dataset_dir.py).
+Needs mmdet3d. A bad value or folder: one line on stderr, exit 2."""
+import json
 import os.path as osp
 import sys
 from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from pathlib import Path
-
 from tools.lib import errors
+from tools.lib.dataset_dir import check_replaceable, target, written_beside
 from tools.lib.run_settings import SEED_LIMIT
-from tools.lib.synthetic_kitti import make_kitti_set
+from tools.lib.synthetic_kitti import KIND, make_kitti_set, record
 from tools.make_demo_data import _int_in
 
 
@@ -25,9 +27,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--num-train', type=_int_in(1, 10000), default=8)
     parser.add_argument('--num-val', type=_int_in(1, 10000), default=4)
     args = parser.parse_args(argv)
+    folder = target(args.out_dir)
+    check_replaceable(folder, KIND)
     try:
-        counts = make_kitti_set(Path(args.out_dir), train=args.num_train, val=args.num_val,
-                                seed=args.seed)
+        with written_beside(folder) as built:
+            counts = make_kitti_set(built, train=args.num_train, val=args.num_val,
+                                    seed=args.seed)
+            (built / 'meta.json').write_text(
+                json.dumps(record(args.num_train, args.num_val, args.seed)) + '\n')
     except OSError as error:
         parser.error(f'cannot write the dataset to {args.out_dir}: '
                      f'{error.strerror or error}: {error.filename or args.out_dir}')

@@ -20,7 +20,8 @@ from mmdet3d.utils import register_all_modules  # noqa: E402
 
 from tools.lib.synthetic_kitti import CATEGORIES, make_kitti_set  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
+from train_helpers import load_tool, run_in_process  # noqa: E402
+
 CLASSES = ['Pedestrian', 'Cyclist', 'Car']
 
 
@@ -72,12 +73,42 @@ def test_database_points_sit_in_their_boxes(kitti_root: Path):
         assert int(inside.sum()) == len(points) == entry['num_points_in_gt']
 
 
+def make_data(*args: str) -> subprocess.CompletedProcess:
+    """tools/make_kitti3d_data.py in this process."""
+    return run_in_process(load_tool('make_kitti3d_data').main, list(args), 'make_kitti3d_data.py')
+
+
 def test_make_kitti3d_data_refuses_a_bad_count(tmp_path: Path):
-    result = subprocess.run(
-        [sys.executable, str(ROOT / 'tools/make_kitti3d_data.py'), str(tmp_path), '--num-val', '0'],
-        capture_output=True, text=True, timeout=120)
+    result = make_data(str(tmp_path), '--num-val', '0')
     assert result.returncode == 2
     assert "--num-val: expected an integer from 1 to 10000, got '0'" in result.stderr
+
+
+def test_make_kitti3d_data_replaces_only_its_own_set(tmp_path: Path):
+    """data/kitti may hold the real KITTI: a folder this tool did not write is refused
+    untouched; its own set is replaced (a new seed, new points)."""
+    real = tmp_path / 'kitti'
+    real.mkdir()
+    (real / 'kitti_infos_train.pkl').write_bytes(b'the real one')
+    refused = make_data(str(real), '--num-train', '1', '--num-val', '1')
+    assert refused.returncode == 2 and refused.stderr.count('\n') == 1
+    assert 'does not hold a dataset of this tool (no meta.json)' in refused.stderr
+    assert [p.name for p in real.iterdir()] == ['kitti_infos_train.pkl']
+    assert (real / 'kitti_infos_train.pkl').read_bytes() == b'the real one'
+
+    ours = tmp_path / 'synthetic'
+    points = []
+    for seed in ('1', '2'):
+        made = make_data(str(ours), '--num-train', '1', '--num-val', '1', '--seed', seed)
+        assert made.returncode == 0, made.stderr
+        assert json.loads((ours / 'meta.json').read_text())['seed'] == int(seed)
+        points.append((ours / 'training/velodyne_reduced/000000.bin').read_bytes())
+    assert points[0] != points[1]
+    (ours / 'kitti_gt_database' / 'notes.txt').write_text('mine')
+    stray = make_data(str(ours), '--num-train', '1', '--num-val', '1')
+    assert stray.returncode == 2
+    assert 'holds kitti_gt_database/notes.txt, which tools/make_kitti3d_data.py' in stray.stderr
+    assert json.loads((ours / 'meta.json').read_text())['seed'] == 2  # left as it was
 
 
 #: Run in a subprocess: numba reads NUMBA_ENABLE_CUDASIM when it is first imported.

@@ -12,15 +12,23 @@ the sensor and inside the camera's view (so KITTI's evaluation keeps them)::
     <root>/kitti_dbinfos_train.pkl                ObjectSample's database, and its points:
     <root>/kitti_gt_database/NNNNNN_<Class>_<i>.bin   relative to the box's bottom centre
 
+tools/make_kitti3d_data.py writes it through tools/lib/dataset_dir.py (:data:`KIND`): a
+``meta.json`` records it, a folder it did not write is refused (``data/kitti`` may hold the
+real KITTI), the new set is written beside the old one and swapped in.
+
 Validation scenes take sample indices 0..V-1 (mmdet3d's KittiMetric indexes its
 annotation list by sample index), training scenes the ones after. The box
 conversions (LiDAR to camera, corners to pixels) are mmdet3d's, so it needs mmdet3d.
 """
 import pickle
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
+
+from tools.lib.dataset_dir import DatasetKind
 
 #: mmdet3d's KITTI categories (the raw labels of the info files).
 CATEGORIES = {'Pedestrian': 0, 'Cyclist': 1, 'Car': 2, 'Van': 3, 'Truck': 4,
@@ -173,3 +181,40 @@ def make_kitti_set(root: Path, train: int = 8, val: int = 4, seed: int = 0) -> D
         pickle.dump(database, file)
     return dict(train=train, val=val,
                 objects=sum(len(info['instances']) for infos in splits.values() for info in infos))
+
+
+TOOL = 'tools/make_kitti3d_data.py'
+#: The files the set has at its top level, and the names inside its two folders.
+_TOP_FILES = {'kitti_infos_train.pkl', 'kitti_infos_val.pkl', 'kitti_dbinfos_train.pkl'}
+_INSIDE = {'training': re.compile(r'velodyne_reduced'),
+           'training/velodyne_reduced': re.compile(r'[0-9]{6}\.bin'),
+           'kitti_gt_database': re.compile(r'[0-9]{6}_(Car|Pedestrian|Cyclist)_[0-9]+\.bin')}
+
+
+@dataclass(frozen=True)
+class KittiSetKind(DatasetKind):
+    """tools/lib/dataset_dir.py's view of this set: its record and its files."""
+
+    def foreign_files(self, folder: Path) -> Iterator[str]:
+        """The entries of ``folder`` (relative names) this tool does not write."""
+        for entry in sorted(folder.rglob('*')):
+            name = entry.relative_to(folder).as_posix()
+            parent = entry.parent.relative_to(folder).as_posix()
+            if entry.is_symlink():
+                yield name
+            elif parent == '.':
+                if not (name in _TOP_FILES | {'meta.json'} and entry.is_file()
+                        or name in _INSIDE and entry.is_dir()):
+                    yield name + ('/' if entry.is_dir() else '')
+            elif parent not in _INSIDE or not _INSIDE[parent].fullmatch(entry.name) or (
+                    entry.is_dir() != (name in _INSIDE)):
+                yield name + ('/' if entry.is_dir() else '')
+
+
+def record(train: int, val: int, seed: int) -> Dict[str, Any]:
+    """The ``meta.json`` of a set: the tool and its parameters."""
+    return dict(tool=TOOL, train=train, val=val, seed=seed)
+
+
+KIND = KittiSetKind(TOOL, lambda meta: isinstance(meta, dict) and meta.get('tool') == TOOL
+                    and set(meta) == set(record(0, 0, 0)), re.compile(''))
