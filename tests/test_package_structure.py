@@ -2,6 +2,8 @@
 import ast
 import doctest
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -84,6 +86,53 @@ def test_functional_layer_imports_nothing_from_mmdet_or_mmengine():
                      else [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split('.')[0] in ('mmdet', 'mmengine', 'mmcv') for n in names), \
                 f'{path.name} imports {names}'
+
+
+def imported_names(path: Path) -> List[str]:
+    """Absolute module names ``path`` imports (relative imports left out)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.append(node.module or '')
+    return names
+
+
+def test_only_the_det3d_subpackage_imports_mmdet3d():
+    """mmdet3d is an optional extra: the rest of the package never needs it, and
+    nothing outside ``det3d/`` imports ``det3d``."""
+    det3d = PACKAGE / 'det3d'
+    assert (det3d / 'heads.py').exists()
+    for path in PACKAGE.rglob('*.py'):
+        if det3d in path.parents:
+            continue
+        names = imported_names(path)
+        assert not any(n.split('.')[0] == 'mmdet3d' for n in names), f'{path} imports mmdet3d'
+        assert not any(n.startswith('mmdet_polyloss.det3d') for n in names), path
+    graph = import_graph(PACKAGE)
+    outside = [m for m, targets in graph.items() if not m.startswith('mmdet_polyloss.det3d')
+               and any(t.startswith('mmdet_polyloss.det3d') for t in targets)]
+    assert outside == []
+
+
+def test_package_imports_with_mmdet3d_blocked():
+    """``import mmdet_polyloss`` works where mmdet3d cannot be imported (a None in
+    sys.modules makes its import fail); only the det3d subpackage then refuses."""
+    code = (
+        "import sys\n"
+        "sys.modules['mmdet3d'] = None\n"
+        "import mmdet_polyloss\n"
+        "assert not any(m.startswith(('mmdet3d', 'mmdet_polyloss.det3d')) for m in sys.modules"
+        " if sys.modules[m] is not None), sorted(sys.modules)\n"
+        "try:\n"
+        "    import mmdet_polyloss.det3d\n"
+        "except ImportError as error:\n"
+        "    print('refused:', error)\n")
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            cwd=PACKAGE.parent, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "refused: mmdet_polyloss.det3d needs mmdet3d" in result.stdout
 
 
 DOCUMENTED = ['mmdet_polyloss.functional.poly_focal',

@@ -4,7 +4,8 @@
 # (editable, test extras). Idempotent: seconds when nothing changed.
 # Environment: POLYLOSS_VENV (default <repo>/.venv), POLYLOSS_CACHE (the mmcv wheel;
 # default ${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss), PYTHON (default python3.11),
-# FORCE_CUDA=1 (build mmcv's CUDA ops too; needs nvcc matching torch's CUDA).
+# FORCE_CUDA=1 (build mmcv's CUDA ops too; needs nvcc matching torch's CUDA), POLYLOSS_3D=0
+# (leave out mmdet3d and its runtime dependencies, the [3d] extra; the 3D tests then skip).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,8 +20,9 @@ pin() { sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"; }
 TORCH=$(pin torch)
 MMCV=$(pin mmcv)
 CUDA_TAG=$([ "${FORCE_CUDA:-0}" = 1 ] && echo cuda || echo cpu)
+WITH_3D=${POLYLOSS_3D:-1}
 # Everything that decides what the venv holds; a change re-runs the install.
-STAMP_KEY=$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-$CUDA_TAG
+STAMP_KEY=$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" "$ROOT/tools/requirements-3d.txt" | sha256sum | cut -c1-16)-$CUDA_TAG-3d$WITH_3D
 STAMP=$VENV/.polyloss-setup-done
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_KEY" ]; then
@@ -73,13 +75,29 @@ say "installing mmengine, mmdet and mmdet_polyloss (editable, with test extras)"
 # mmcv's own runtime requirements (it was installed with --no-deps).
 "${PIP[@]}" install -q -c "$CONSTRAINTS" addict packaging Pillow pyyaml yapf opencv-python
 
+if [ "$WITH_3D" = 1 ]; then
+  # The [3d] extra (pyproject.toml) without what mmdet3d 1.4.0 declares but never imports
+  # to build, train and test a LiDAR detector (open3d, tensorboard, jupyter through
+  # nuscenes-devkit): mmdet3d, nuscenes-devkit and lyft_dataset_sdk without their
+  # declared dependencies, then the ones their imports need, all pinned.
+  say "installing mmdet3d and its runtime dependencies (the [3d] extra)"
+  start=$(date +%s)
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps mmdet3d nuscenes-devkit lyft_dataset_sdk
+  "${PIP[@]}" install -q -c "$CONSTRAINTS" -r "$ROOT/tools/requirements-3d.txt"
+  say "mmdet3d installed in $(( $(date +%s) - start )) s"
+fi
+
 say "checking the install"
-"$VENV/bin/python" - <<'PY'
-import torch, torchvision, mmcv, mmengine, mmdet
+WITH_3D=$WITH_3D "$VENV/bin/python" - <<'PY'
+import os, torch, torchvision, mmcv, mmengine, mmdet
 from mmcv.ops import nms  # needs the compiled ops
 import mmdet_polyloss
 print(f"[setup_env] torch {torch.__version__}, torchvision {torchvision.__version__}, "
       f"mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmdet {mmdet.__version__}")
+if os.environ['WITH_3D'] == '1':
+    import mmdet3d
+    import mmdet_polyloss.det3d  # registers the heads in mmdet3d's registry
+    print(f"[setup_env] mmdet3d {mmdet3d.__version__}")
 PY
 echo "$STAMP_KEY" > "$STAMP"
 say "done: activate with 'source $VENV/bin/activate'"

@@ -1,9 +1,13 @@
 """When two runs can be compared: their configs agree in everything but the run's identity
 (``work_dir``, ``randomness.seed``) and the box classifier's loss (``loss_cls`` of
-``model.bbox_head`` or ``model.roi_head.bbox_head``, a cascade's stages too), which is what a
-sweep varies. Everything else (the dataset, the schedule, the model, the pipeline) is the
-recipe, and a difference in it makes the runs' numbers incomparable. Standard library only:
-configs come in as plain dicts (``Config.to_dict()``, or a dumped config read as data)."""
+``model.bbox_head`` or ``model.roi_head.bbox_head``, a cascade's stages too, or mmdet3d's
+``model.pts_bbox_head``), which is what a sweep varies. mmdet_polyloss.det3d's heads count
+as the mmdet3d heads they are made from (:data:`SAME_HEAD`): with a focal loss they compute
+what those compute (tests/det3d), so a 3D config that swaps both the loss and the head
+differs in the loss alone. Everything else (the dataset, the schedule, the model, the
+pipeline) is the recipe, and a difference in it makes the runs' numbers incomparable.
+Standard library only: configs come in as plain dicts (``Config.to_dict()``, or a dumped
+config read as data)."""
 from __future__ import annotations
 
 import os.path as osp
@@ -13,7 +17,13 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple,
 #: Keys that name the run rather than its recipe.
 RUN_KEYS = ('work_dir', 'randomness.seed')
 #: The box classifier's loss, and anything under it.
-LOSS_KEY = re.compile(r'model\.(?:roi_head\.)?bbox_head(?:\.\d+)?\.loss_cls(?:\..*)?')
+LOSS_KEY = re.compile(
+    r'model\.(?:roi_head\.bbox_head|bbox_head|pts_bbox_head)(?:\.\d+)?\.loss_cls(?:\..*)?')
+#: mmdet_polyloss.det3d's heads -> the mmdet3d head each is (sampling decided by the loss).
+SAME_HEAD = {'PolyFocalAnchor3DHead': 'Anchor3DHead', 'PolyFocalShapeAwareHead': 'ShapeAwareHead',
+             'PolyFocalPartA2RPNHead': 'PartA2RPNHead'}
+#: Where a config names an anchor head of mmdet3d.
+HEAD_KEYS = ('bbox_head', 'pts_bbox_head', 'rpn_head')
 _UNSET = object()
 
 
@@ -51,12 +61,24 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _as_mmdet3d_heads(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config`` with each head of :data:`SAME_HEAD` named as the mmdet3d head it is."""
+    model = config.get('model')
+    if not isinstance(model, Mapping):
+        return config
+    renamed = {key: dict(head, type=SAME_HEAD[head['type']]) for key in HEAD_KEYS
+               if isinstance(head := model.get(key), Mapping)
+               and isinstance(head.get('type'), str) and head['type'] in SAME_HEAD}
+    return dict(config, model=dict(model, **renamed)) if renamed else config
+
+
 def first_difference(a: Mapping[str, Any], b: Mapping[str, Any],
                      also_allowed: Iterable[str] = ()) -> Optional[Difference]:
     """The first key (in ``a``'s order, then ``b``'s) where the configs differ outside the
     run's identity, the classifier loss and ``also_allowed``; None when they agree."""
     also = tuple(also_allowed)
-    return next(_walk(a, b, '', lambda key: key in RUN_KEYS or key in also
+    return next(_walk(_as_mmdet3d_heads(a), _as_mmdet3d_heads(b), '',
+                      lambda key: key in RUN_KEYS or key in also
                       or LOSS_KEY.fullmatch(key) is not None), None)
 
 
@@ -67,7 +89,8 @@ def classifier_losses(config: Mapping[str, Any]) -> Dict[str, Any]:
     roi_head = model.get('roi_head') if isinstance(model.get('roi_head'), Mapping) else {}
     found = {}
     for path, head in (('model.bbox_head', model.get('bbox_head')),
-                       ('model.roi_head.bbox_head', roi_head.get('bbox_head'))):
+                       ('model.roi_head.bbox_head', roi_head.get('bbox_head')),
+                       ('model.pts_bbox_head', model.get('pts_bbox_head'))):
         stages = dict(enumerate(head)) if isinstance(head, (list, tuple)) else {None: head}
         for index, stage in stages.items():
             loss = stage.get('loss_cls') if isinstance(stage, Mapping) else None

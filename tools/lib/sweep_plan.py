@@ -48,15 +48,19 @@ def with_options(cfg, options: Sequence[str]):
 
 
 def poly_loss_key(model: Dict) -> str:
-    """The config key of the classifier's Poly-1 loss (``model.<...>.loss_cls``)."""
+    """The config key of the classifier's Poly-1 loss (``model.<...>.loss_cls``): in
+    the RoI head's box head, the dense head, or mmdet3d's multi-modal ``pts_bbox_head``;
+    mmdet3d configs name the loss in mmdet's scope (``'mmdet.Poly1FocalLoss'``)."""
     found = []
     for path, head in (('roi_head.bbox_head', (model.get('roi_head') or {}).get('bbox_head')),
-                       ('bbox_head', model.get('bbox_head'))):
+                       ('bbox_head', model.get('bbox_head')),
+                       ('pts_bbox_head', model.get('pts_bbox_head'))):
         loss = head.get('loss_cls') if isinstance(head, dict) else None
-        if isinstance(loss, dict) and loss.get('type') in POLY1_LOSSES:
+        loss_type = loss.get('type') if isinstance(loss, dict) else None
+        if isinstance(loss_type, str) and loss_type.removeprefix('mmdet.') in POLY1_LOSSES:
             return f'model.{path}.loss_cls'
-        if isinstance(loss, dict) and loss.get('type'):
-            found.append(loss['type'])
+        if loss_type:
+            found.append(loss_type)
     raise UserError(f'the sweep config needs a {" or ".join(POLY1_LOSSES)} as its box '
                     f'classifier loss, found {found or "none"}; give the '
                     'focal or cross-entropy config as --baseline')

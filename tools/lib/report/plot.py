@@ -1,4 +1,5 @@
-"""The sweep report's plot: box AP and AR@100 against epsilon, as a PNG."""
+"""The sweep report's plot: box AP and AR@100 (KITTI: 3D and BEV AP40 at moderate
+difficulty) against epsilon, as a PNG."""
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -22,18 +23,26 @@ def _points(runs: Sequence[RunResult], key: str,
     return sorted(points)
 
 
+#: The two panels (title, metric key), the axes' prefix and the evaluation they come from.
+COCO_PANELS = ((('AP', 'bbox_mAP'), ('AR@100', 'bbox_AR@100')), 'box ', 'COCO eval')
+KITTI_PANELS = ((('3D AP40 moderate', 'kitti/Overall_3D_AP40_moderate'),
+                 ('BEV AP40 moderate', 'kitti/Overall_BEV_AP40_moderate')), '', 'KITTI eval')
+
+
 def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
-    """AP (left) and AR@100 (right) against epsilon: alpha-weighted Poly-1 and focal runs
-    as a line, the others as crosses, the baseline (``runs[0]``, or the mean of its
-    seeds) as a dashed horizontal line."""
+    """AP (left) and AR@100 (right; KITTI: 3D and BEV AP) against epsilon: alpha-weighted
+    Poly-1 and focal runs as a line, the others as crosses, the baseline (``runs[0]``, or
+    the mean of its seeds) as a dashed horizontal line."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     base_runs = [r for r in runs if r.setting == runs[0].setting]
     base_runs = base_runs if is_seed_group(base_runs) else [runs[0]]
+    panels, prefix, evaluation = (COCO_PANELS if any('bbox_mAP' in r.metrics for r in runs)
+                                  else KITTI_PANELS)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-    for ax, (title, key) in zip(axes, [('AP', 'bbox_mAP'), ('AR@100', 'bbox_AR@100')], strict=True):
+    for ax, (title, key) in zip(axes, panels, strict=True):
         line, other = _points(runs, key, True), _points(runs, key, False)
         if line:
             ax.errorbar(*zip(*line, strict=True), fmt='o-', color='tab:blue', capsize=3,
@@ -49,8 +58,8 @@ def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
         else:
             ax.text(0.5, 0.5, f'{title} not logged', ha='center', va='center',
                     transform=ax.transAxes)
-        ax.set(xlabel='epsilon', ylabel=f'box {title} (%)',
-               title=f'box {title} vs epsilon (COCO eval)')
+        ax.set(xlabel='epsilon', ylabel=f'{prefix}{title} (%)',
+               title=f'{prefix}{title} vs epsilon ({evaluation})')
         ax.grid(alpha=0.3)
     fig.tight_layout()
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)

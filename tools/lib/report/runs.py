@@ -299,25 +299,43 @@ def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str
     return '' if done >= total else f'training stopped at {match[1]} {done} of {total}'
 
 
+#: mmdet3d's KittiMetric keys (``Kitti metric/pred_instances_3d/KITTI/<name>``), in AP
+#: points: read as ``kitti/<name>`` fractions, as CocoMetric writes its own.
+_KITTI_PREFIX = 'Kitti metric/pred_instances_3d/KITTI/'
+_KITTI_NAME = re.compile(r'^\w+?_(3D|BEV|2D|AOS)_AP(11|40)_(easy|moderate|hard)(_strict|_loose)?$')
+#: A test's main figure: COCO's box mAP, or KITTI's overall 3D AP40 at moderate difficulty.
+MAIN_METRICS = ('bbox_mAP', 'kitti/Overall_3D_AP40_moderate')
+
+
+def _metric(key: str, value: Any, result: Path, number: int) -> Optional[Tuple[str, float]]:
+    """(name, fraction) of a COCO box metric or a KITTI AP; None for any other key."""
+    if key.startswith(_KITTI_PREFIX):
+        name, scale, kind = key[len(_KITTI_PREFIX):], 100.0, 'KITTI AP (from 0 to 100)'
+        if not _KITTI_NAME.match(name):
+            return None
+        name = 'kitti/' + name
+    else:
+        name, scale, kind = key.rsplit('/', 1)[-1], 1.0, 'COCO metric (a number from 0 to 1, or -1)'
+        if not name.startswith('bbox_'):  # 'coco/bbox_mAP' -> 'bbox_mAP'
+            return None
+    if type(value) not in (int, float) or not (value == -1 or 0 <= value <= scale):
+        shown = repr(value) if isinstance(value, float) else json.dumps(value)[:40]
+        raise SweepReportError(f'{result}:{number}: {key} = {shown} is not a {kind}')
+    return name, (float(value) if value == -1 else value / scale)
+
+
 def _final_test(work_dir: Path,
                 final: str) -> Optional[Tuple[Dict[str, float], Path, Dict[str, Any]]]:
-    """The newest test of ``final`` that logged a mAP: (bbox metrics, metrics file, config)."""
+    """The newest test of ``final`` that logged a main metric: (its metrics, metrics file,
+    config)."""
     for result, config in _tests(work_dir):
         if not _same_checkpoint(config.get('load_from'), final, work_dir):
             continue
         metrics: Dict[str, float] = {}
         for number, record in enumerate(_read_json_lines(result), 1):
-            found = {}
-            for key, value in record.items():
-                short = key.rsplit('/', 1)[-1]  # 'coco/bbox_mAP' -> 'bbox_mAP'
-                if not short.startswith('bbox_'):
-                    continue
-                if type(value) not in (int, float) or not (value == -1 or 0 <= value <= 1):
-                    shown = repr(value) if isinstance(value, float) else json.dumps(value)[:40]
-                    raise SweepReportError(f'{result}:{number}: {key} = {shown} is not a COCO '
-                                           'metric (a number from 0 to 1, or -1)')
-                found[short] = float(value)
-            metrics = found if 'bbox_mAP' in found else metrics
+            found = dict(filter(None, (_metric(key, value, result, number)
+                                       for key, value in record.items())))
+            metrics = found if any(main in found for main in MAIN_METRICS) else metrics
         if metrics:
             return metrics, result, config
     return None
@@ -372,16 +390,19 @@ def load_run(work_dir: str) -> RunResult:
             'ended with'))
     metrics, source, config = test
     # The box classifier's loss (the RoI head's, a cascade's first stage; else the dense
-    # head's) from the test that logged the metrics; else an unknown loss.
+    # head's, mmdet3d's pts_bbox_head included) from the test that logged the metrics;
+    # else an unknown loss. mmdet3d configs name it in mmdet's scope: 'mmdet.FocalLoss'.
     model = _dict_entry(config, 'model', path)
     roi_head = _dict_entry(model, 'roi_head', path).get('bbox_head')
     roi_head = (roi_head or [None])[0] if isinstance(roi_head, (list, tuple)) else roi_head
-    loss = next((head['loss_cls'] for head in (roi_head, model.get('bbox_head'))
+    loss = next((head['loss_cls'] for head in (roi_head, model.get('bbox_head'),
+                                               model.get('pts_bbox_head'))
                  if isinstance(head, dict) and isinstance(head.get('loss_cls'), dict)), {})
     loss_type = loss.get('type')
     if loss_type is not None and not isinstance(loss_type, str):
         raise SweepReportError(f"{path}: the dumped config's loss_cls type is "
                                f'{loss_type!r}, where a loss name belongs')
+    loss_type = loss_type and loss_type.removeprefix('mmdet.')
     # The seed from the training (tools/test.py dumps seed 0 unless told otherwise).
     seed = _dict_entry(train_config, 'randomness', path).get('seed') if trained else None
     if not isinstance(seed, int):

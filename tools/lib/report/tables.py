@@ -1,17 +1,25 @@
-"""The report's tables, in AP points (CocoMetric's fractions times 100): one row per run,
-and mean ± sd across seeds; ``n/a`` where a run logged no value (or COCO's -1)."""
+"""The report's tables, in AP points (CocoMetric's fractions times 100; KITTI's APs as
+they were logged): one row per run, and mean ± sd across seeds; ``n/a`` where a run
+logged no value (or COCO's -1)."""
 import statistics
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .runs import RunResult, SweepReportError
 
-#: (column title, CocoMetric key) of the per-run table, in table order.
+#: (column title, metric key) of the per-run table, in table order: CocoMetric's, then
+#: mmdet3d KittiMetric's AP40 at moderate difficulty (overall 3D and BEV, 3D per class).
 METRICS: Tuple[Tuple[str, str], ...] = (
     ('mAP', 'bbox_mAP'), ('AP50', 'bbox_mAP_50'), ('AP75', 'bbox_mAP_75'),
     ('AP_s', 'bbox_mAP_s'), ('AP_m', 'bbox_mAP_m'), ('AP_l', 'bbox_mAP_l'),
     ('AR@100', 'bbox_AR@100'), ('AR_s', 'bbox_AR_s@1000'), ('AR_m', 'bbox_AR_m@1000'),
-    ('AR_l', 'bbox_AR_l@1000'))
-SEED_METRICS = tuple(m for m in METRICS if m[0] in ('mAP', 'AP50', 'AR@100'))  # across seeds
+    ('AR_l', 'bbox_AR_l@1000'),
+    ('3D AP40 mod', 'kitti/Overall_3D_AP40_moderate'),
+    ('BEV AP40 mod', 'kitti/Overall_BEV_AP40_moderate'),
+    ('Car 3D', 'kitti/Car_3D_AP40_moderate_strict'),
+    ('Ped 3D', 'kitti/Pedestrian_3D_AP40_moderate_strict'),
+    ('Cyc 3D', 'kitti/Cyclist_3D_AP40_moderate_strict'))
+SEED_METRICS = tuple(m for m in METRICS if m[0] in ('mAP', 'AP50', 'AR@100', '3D AP40 mod',
+                                                   'BEV AP40 mod'))  # across seeds
 
 
 def order_runs(runs: Sequence[RunResult], baseline: Optional[str] = None) -> List[RunResult]:

@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Generate a tiny synthetic LiDAR set in mmdet3d's KITTI layout (tools/lib/synthetic_kitti.py)
+in OUT_DIR (default data/kitti, where mmdet3d's KITTI configs look): point clouds, info files,
+and ObjectSample's database. OUT_DIR must be missing, empty, or a set this tool wrote (never
+the real KITTI); the new set is written beside it and swapped in (tools/lib/dataset_dir.py).
+Needs mmdet3d. A bad value or folder: one line on stderr, exit 2."""
+import json
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
+
+from tools.lib import errors
+from tools.lib.dataset_dir import check_replaceable, target, written_beside
+from tools.lib.run_settings import SEED_LIMIT
+from tools.lib.synthetic_kitti import KIND, make_kitti_set, record
+from tools.make_demo_data import _int_in
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = errors.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('out_dir', nargs='?', default='data/kitti',
+                        help='output folder (default: %(default)s)')
+    parser.add_argument('--seed', type=_int_in(0, SEED_LIMIT - 1), default=0,
+                        help='an integer in [0, 2^32) (default: %(default)s)')
+    parser.add_argument('--num-train', type=_int_in(1, 10000), default=8)
+    parser.add_argument('--num-val', type=_int_in(1, 10000), default=4)
+    args = parser.parse_args(argv)
+    folder = target(args.out_dir)
+    check_replaceable(folder, KIND)
+    try:
+        with written_beside(folder) as built:
+            counts = make_kitti_set(built, train=args.num_train, val=args.num_val,
+                                    seed=args.seed)
+            (built / 'meta.json').write_text(
+                json.dumps(record(args.num_train, args.num_val, args.seed)) + '\n')
+    except OSError as error:
+        parser.error(f'cannot write the dataset to {args.out_dir}: '
+                     f'{error.strerror or error}: {error.filename or args.out_dir}')
+    print(f"{args.out_dir}: {counts['train']} training and {counts['val']} validation scenes, "
+          f"{counts['objects']} objects")
+
+
+if __name__ == '__main__':
+    errors.run(main)
