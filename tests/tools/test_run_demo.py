@@ -65,13 +65,13 @@ def test_settings_as_the_shell_loop_normalised_them():
 
 @pytest.mark.parametrize('dataset,model,configs', [(None, None, 'trees'),
                                                    ('shapes', None, 'demo'),
-                                                   (None, 'mobilenetv2', 'trees')])
+                                                   (None, 'tiny', 'trees')])
 def test_dry_run_shows_each_seed_and_epsilon_reaching_train_and_test(dataset, model, configs,
                                                                       tmp_path):
-    """run_demo.sh is the sweep over one dataset's configs (the tree crowns unless
-    DATASET=shapes): each (seed, epsilon) gets its own work dir, and its seed and
-    epsilon reach tools/train.py and tools/test.py (the report reads them from
-    the config test.py dumps)."""
+    """run_demo.sh is the sweep over one dataset's configs (the tree crowns with the
+    pretrained model unless DATASET=shapes or MODEL=tiny): each (seed, epsilon) gets
+    its own work dir, and its seed and epsilon reach tools/train.py and tools/test.py
+    (the report reads them from the config test.py dumps)."""
     work = tmp_path / 'demo'
     env = dict(os.environ, WORK_DIR=str(work), SEEDS='0 1', EPSILONS='-1 -.5 0.25',
                DRY_RUN='1')
@@ -87,7 +87,8 @@ def test_dry_run_shows_each_seed_and_epsilon_reaching_train_and_test(dataset, mo
     commands = [line.split('$ ', 1)[1] for line in result.stdout.splitlines()
                 if line.startswith('  $ ')]
     suffix = dataset or 'trees'
-    prefix = f'retinanet_{model or "tiny"}_fpn'
+    # The trees' default model is the pretrained one; the shapes have only the tiny one.
+    prefix = f'retinanet_{model or ("tiny" if dataset else "mobilenetv2")}_fpn'
     focal = f'configs/{configs}/{prefix}_focal_{suffix}.py'
     poly = f'configs/{configs}/{prefix}_poly1-eps-1_{suffix}.py'
     eps = 'model.bbox_head.loss_cls.epsilon='
