@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
-from tools.lib.shapes import SyntheticConfig, generate
+from tools.datasets.shapes import SyntheticConfig, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 600

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Generate the demo's synthetic COCO-format shapes dataset (tools/lib/shapes.py) in OUT_DIR
+"""Generate the demo's synthetic COCO-format shapes dataset (tools/datasets/shapes.py) in OUT_DIR
 (default data/polyloss_shapes, where configs/demo/ look); nothing to do when OUT_DIR already
 holds it with the same parameters, complete, unless --force. A folder it did not make, or holding
 files it does not write, is left alone; the new dataset is written beside OUT_DIR and swapped in
-once complete (tools/lib/dataset_dir.py). A bad value: one line on stderr, exit 2."""
+once complete (tools/datasets/dataset_dir.py). A bad value: one line on stderr, exit 2."""
 import argparse
 import math
 import os.path as osp
@@ -13,9 +13,9 @@ from typing import Callable, Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
+from tools.datasets.shapes import SyntheticConfig, class_counts, generate
 from tools.lib import errors
-from tools.lib.run_settings import SEED_LIMIT
-from tools.lib.shapes import SyntheticConfig, class_counts, generate
+from tools.lib.sweep.settings import SEED_LIMIT
 
 
 def _int_in(low: int, high: Optional[int] = None) -> Callable[[str], int]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Generate a tiny synthetic LiDAR set in mmdet3d's KITTI layout (tools/lib/synthetic_kitti.py)
+"""Generate a tiny synthetic LiDAR set in mmdet3d's KITTI layout (tools/datasets/synthetic_kitti.py)
 in OUT_DIR (default data/kitti, where mmdet3d's KITTI configs look): point clouds, info files,
 and ObjectSample's database. OUT_DIR must be missing, empty, or a set this tool wrote (never
-the real KITTI); the new set is written beside it and swapped in (tools/lib/dataset_dir.py).
+the real KITTI); the new set is written beside it and swapped in (tools/datasets/dataset_dir.py).
 Needs mmdet3d. A bad value or folder: one line on stderr, exit 2."""
 import json
 import os.path as osp
@@ -11,10 +11,10 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
+from tools.datasets.dataset_dir import check_replaceable, target, written_beside
+from tools.datasets.synthetic_kitti import KIND, make_kitti_set, record
 from tools.lib import errors
-from tools.lib.dataset_dir import check_replaceable, target, written_beside
-from tools.lib.run_settings import SEED_LIMIT
-from tools.lib.synthetic_kitti import KIND, make_kitti_set, record
+from tools.lib.sweep.settings import SEED_LIMIT
 from tools.make_demo_data import _int_in
 
 

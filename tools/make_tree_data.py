@@ -13,7 +13,7 @@ already holds the same dataset, complete; rebuilds one of this tool that is
 incomplete or of other parameters (saying why); ``--force`` rebuilds. A folder
 it did not make, or holding files it does not write, is left alone (one line,
 exit status 2); the new dataset is written beside OUT_DIR and swapped in only
-once complete (tools/lib/dataset_dir.py). The rules (held-out
+once complete (tools/datasets/dataset_dir.py). The rules (held-out
 blocks, gap, tiles, crowns cut by tile edges) are in tools/datasets/trees.py
 and docs/trees.md. A missing network, a wrong hash or a damaged wheel is one
 line on stderr, exit status 2.

@@ -62,11 +62,11 @@ PY=$POLYLOSS_VENV/bin/python
 say() { printf '\n[run_demo] %s\n' "$*"; }
 
 # SEEDS and EPSILONS are checked in Python (integers in [0, 2^32), decimals >= -1,
-# each once; see tools/lib/run_settings.py), with any python3 before set-up.
+# each once; see tools/lib/sweep/settings.py), with any python3 before set-up.
 CHECK_PY=$PY
 [ -x "$CHECK_PY" ] || CHECK_PY=python3
-seed_list=$("$CHECK_PY" tools/lib/run_settings.py SEEDS "${SEEDS:-0}") || exit
-eps_list=$("$CHECK_PY" tools/lib/run_settings.py EPSILONS "${EPSILONS:--1}") || exit
+seed_list=$("$CHECK_PY" tools/lib/sweep/settings.py SEEDS "${SEEDS:-0}") || exit
+eps_list=$("$CHECK_PY" tools/lib/sweep/settings.py EPSILONS "${EPSILONS:--1}") || exit
 
 sweep=("$CONFIGS/${PREFIX}_poly1-eps-1_$DATASET.py"
        --baseline "$CONFIGS/${PREFIX}_focal_$DATASET.py"

@@ -4,7 +4,7 @@
 #   sbatch --array=0-N --requeue --signal=B:USR1@SECONDS ... tools/slurm_run.sh RUN_FILE
 #   bash tools/slurm_run.sh RUN_FILE INDEX      (outside Slurm: the same steps, by hand)
 #
-# tools/lib/slurm_jobs.py submits it and writes RUN_FILE (JSON; task INDEX, default
+# tools/lib/sweep/slurm_jobs.py submits it and writes RUN_FILE (JSON; task INDEX, default
 # SLURM_ARRAY_TASK_ID: the run's name, work dir, train and test commands as argv lists).
 # sbatch keeps a copy of this script, so a task runs the version it was submitted with.
 # The task:

@@ -4,7 +4,7 @@
     python tools/sweep.py CONFIG --epsilons -1 0.5 --seeds 0 1 [--baseline CONFIG] [--dry-run]
 
 Runs go to ``<--work-dir-root>/<CONFIG name at eps<e>>[_seed<N>]``, finished ones skipped,
-started ones resumed (tools/lib/sweep_plan.py); then ``sweep.md`` and ``sweep.png``.
+started ones resumed (tools/lib/sweep/plan.py); then ``sweep.md`` and ``sweep.png``.
 """
 import contextlib
 import os
@@ -18,12 +18,14 @@ from typing import Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.lib import run_lock, sweep_plan, sweep_slurm
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, run
-from tools.lib.report import build_report
-from tools.lib.run_settings import parse_epsilons, parse_seeds
-from tools.lib.slurm_jobs import MAX_SIGNAL_SECONDS
-from tools.lib.sweep_plan import Run
+from tools.lib.sweep import plan as sweep_plan
+from tools.lib.sweep import run as run_lock
+from tools.lib.sweep import slurm as sweep_slurm
+from tools.lib.sweep.plan import Run
+from tools.lib.sweep.report import build_report
+from tools.lib.sweep.settings import parse_epsilons, parse_seeds
+from tools.lib.sweep.slurm_jobs import MAX_SIGNAL_SECONDS
 
 #: Options only --launcher slurm takes; each defaults to None (--wait too) to tell them given.
 SLURM_ONLY = ('partition', 'cpus_per_task', 'max_parallel', 'time', 'signal_seconds',

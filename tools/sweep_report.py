@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Compare the runs of an epsilon sweep (tools/train.py or test.py work dirs, read as data,
-never run): markdown tables and an AP/AR plot, the baseline first (tools/lib/report/)."""
+never run): markdown tables and an AP/AR plot, the baseline first (tools/lib/sweep/report/)."""
 import os.path as osp
 import sys
 from typing import Optional, Sequence
@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from tools.lib.errors import ArgumentParser, run
-from tools.lib.report import build_report
+from tools.lib.sweep.report import build_report
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

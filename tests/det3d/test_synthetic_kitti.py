@@ -1,4 +1,4 @@
-"""The synthetic KITTI set (tools/lib/synthetic_kitti.py) read back by mmdet3d's KittiDataset."""
+"""The synthetic KITTI set (tools/datasets/synthetic_kitti.py) read by mmdet3d's KittiDataset."""
 import json
 import os
 import pickle
@@ -18,7 +18,7 @@ from mmcv.ops import points_in_boxes_cpu  # noqa: E402
 from mmdet3d.registry import DATASETS  # noqa: E402
 from mmdet3d.utils import register_all_modules  # noqa: E402
 
-from tools.lib.synthetic_kitti import CATEGORIES, make_kitti_set  # noqa: E402
+from tools.datasets.synthetic_kitti import CATEGORIES, make_kitti_set  # noqa: E402
 
 from train_helpers import load_tool, run_in_process  # noqa: E402
 

@@ -17,7 +17,7 @@ import pytest
 
 from tools.lib import cli, errors
 from tools.lib.errors import UserError
-from tools.lib.run_settings import parse_epsilons
+from tools.lib.sweep.settings import parse_epsilons
 
 from train_helpers import FAST, ROOT, TIMEOUT, load_tool, make_workspace
 

@@ -22,8 +22,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from tools import make_tree_data
-from tools.datasets import trees
-from tools.lib import dataset_dir, pinned_wheel, shapes
+from tools.datasets import dataset_dir, pinned_wheel, shapes, trees
 
 from train_helpers import run_in_process
 

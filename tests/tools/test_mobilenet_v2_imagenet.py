@@ -20,7 +20,7 @@ import torchvision
 from mmdet.models.backbones import MobileNetV2
 
 import mmdet_polyloss  # noqa: F401  (lets torch load mmengine's checkpoints weights-only)
-from tools.lib import pinned_wheel
+from tools.datasets import pinned_wheel
 from tools.model_converters import mobilenet_v2_imagenet as conv
 
 from train_helpers import FAST, run

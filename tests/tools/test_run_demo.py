@@ -1,5 +1,5 @@
 """tools/run_demo.sh: DATASET, SEEDS and EPSILONS checked before any work (in Python:
-tools/lib/run_settings.py) and the sweep they make (DRY_RUN=1); the sweep itself
+tools/lib/sweep/settings.py) and the sweep they make (DRY_RUN=1); the sweep itself
 (skips, resumes, damaged runs, a tiny run end to end) is tests/tools/test_sweep.py."""
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tools.lib.errors import UserError
-from tools.lib.run_settings import parse_epsilons, parse_seeds
+from tools.lib.sweep.settings import parse_epsilons, parse_seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""The synthetic COCO-format dataset (tools/lib/shapes.py)."""
+"""The synthetic COCO-format dataset (tools/datasets/shapes.py)."""
 import json
 from pathlib import Path
 
@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from tools.lib import dataset_dir
-from tools.lib.shapes import (
+from tools.datasets import dataset_dir
+from tools.datasets.shapes import (
     CLASSES,
     PALETTE,
     SyntheticConfig,

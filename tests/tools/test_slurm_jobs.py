@@ -1,4 +1,4 @@
-"""tools/lib/slurm_jobs.py, slurm_queue.py and tools/slurm_run.sh: a sweep's runs as
+"""tools/lib/sweep/slurm_jobs.py, slurm_queue.py and tools/slurm_run.sh: a sweep's runs as
 one Slurm job array.
 
 Without a cluster: the sbatch commands, the run file, the queue parser, the
@@ -26,10 +26,10 @@ import pytest
 import slurm_cluster as slurm_cluster_module
 from slurm_cluster import wait_until
 
-from tools.lib import slurm_jobs, slurm_queue
 from tools.lib.errors import UserError
-from tools.lib.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
-from tools.lib.slurm_queue import QueuedTask
+from tools.lib.sweep import slurm_jobs, slurm_queue
+from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
+from tools.lib.sweep.slurm_queue import QueuedTask
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / 'tools' / 'slurm_run.sh'

@@ -181,8 +181,8 @@ def test_user_errors_are_one_line_and_exit_2(args, message, tmp_path):
 ])
 def test_sbatch_args_options_the_sweep_sets_are_refused_by_any_spelling(text, refused):
     sys.path.insert(0, str(ROOT))
-    from tools.lib import sweep_slurm
     from tools.lib.errors import UserError
+    from tools.lib.sweep import slurm as sweep_slurm
     with pytest.raises(UserError) as error:
         sweep_slurm.parse_sbatch_args(text)
     assert str(error.value).startswith(f'--sbatch-args {text!r}: {refused}')
@@ -194,7 +194,7 @@ def test_sbatch_args_options_the_sweep_sets_are_refused_by_any_spelling(text, re
     '--begin=now+1hour'])
 def test_sbatch_args_other_options_pass_as_given(text):
     sys.path.insert(0, str(ROOT))
-    from tools.lib import sweep_slurm
+    from tools.lib.sweep import slurm as sweep_slurm
     assert sweep_slurm.parse_sbatch_args(text) == text.split()
 
 
@@ -202,7 +202,7 @@ def _key_of(tmp_path: Path, name: str) -> str:
     """The key the sweep gives a run: a first dry run leaves no marker, so make one
     with the planner itself."""
     sys.path.insert(0, str(ROOT))
-    from tools.lib import sweep_plan
+    from tools.lib.sweep import plan as sweep_plan
     runs = sweep_plan.plan_runs(POLY, ['-1', '+0.5'], [0], None, tmp_path, [], [])
     return next(r.key for r in runs if r.name == name)
 
@@ -299,7 +299,7 @@ def test_key_files_are_part_of_a_runs_key(tmp_path):
     runs = tmp_path / 'runs'
     args = [POLY, '--epsilons', '-1', '--work-dir-root', str(runs), '--key-files', str(key_file)]
     sys.path.insert(0, str(ROOT))
-    from tools.lib import sweep_plan
+    from tools.lib.sweep import plan as sweep_plan
     key = sweep_plan.plan_runs(POLY, ['-1'], [0], None, runs, [], [str(key_file)])[0].key
     assert key != _key_of(runs, 'retinanet_tiny_fpn_poly1-eps-1_shapes')  # the file counts
     run = runs / 'retinanet_tiny_fpn_poly1-eps-1_shapes'
@@ -398,7 +398,7 @@ def test_a_broken_config_is_one_line_naming_it(tmp_path):
 def test_a_training_that_leaves_no_checkpoint_is_one_line(tmp_path, monkeypatch):
     """A training that exits 0 without writing last_checkpoint (its checkpoint hook
     switched off, say): one line naming the run, before any test is started."""
-    from tools.lib import run_lock
+    from tools.lib.sweep import run as run_lock
     started = []
     monkeypatch.setattr(run_lock, 'run_child', lambda command, env: started.append(command) or 0)
     result = sweep([POLY, '--epsilons', '-1', '--work-dir-root', str(tmp_path)])

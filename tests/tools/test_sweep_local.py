@@ -11,7 +11,7 @@ from pathlib import Path
 
 from test_sweep import POLY, _key_of, sweep
 
-from tools.lib import run_lock
+from tools.lib.sweep import run as run_lock
 
 from train_helpers import ROOT, make_workspace
 
@@ -69,7 +69,7 @@ def test_a_stopped_child_group_ends_with_its_driver(tmp_path):
             'time.sleep(120)'
     driver = subprocess.Popen([sys.executable, '-c', (
         f'import sys; sys.path.insert(0, {str(ROOT)!r})\n'
-        'from tools.lib.run_lock import Stopped, run_child\n'
+        'from tools.lib.sweep.run import Stopped, run_child\n'
         'try:\n'
         f'    run_child([sys.executable, "-c", {child!r}], grace=5)\n'
         'except Stopped as stopped:\n'

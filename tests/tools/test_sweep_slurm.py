@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import pytest
 from slurm_cluster import wait_until
 
-from tools.lib import slurm_queue
+from tools.lib.sweep import slurm_queue
 
 from train_helpers import FAST, ROOT, load_tool, make_workspace, run_in_process
 

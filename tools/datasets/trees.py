@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from tools.lib.dataset_dir import (
+from tools.datasets.dataset_dir import (
     DatasetKind,
     NotOurs,
     check_replaceable,
@@ -57,7 +57,7 @@ from tools.lib.dataset_dir import (
     target,
     written_beside,
 )
-from tools.lib.pinned_wheel import DataError, PinnedWheel
+from tools.datasets.pinned_wheel import DataError, PinnedWheel
 
 #: The pinned wheel: what ``pip download --no-deps deepforest==2.1.0`` fetches.
 WHEEL = PinnedWheel('deepforest==2.1.0', 'deepforest-2.1.0-py3-none-any.whl',
@@ -342,7 +342,7 @@ def _is_record(meta: Any) -> bool:
             and isinstance(meta.get('counts'), dict))
 
 
-#: What tools/make_tree_data.py writes (tools/lib/dataset_dir.py).
+#: What tools/make_tree_data.py writes (tools/datasets/dataset_dir.py).
 KIND = DatasetKind('tools/make_tree_data.py', _is_record,
                    re.compile(r'[A-Za-z0-9_]+_x[0-9]{4,}_y[0-9]{4,}\.png'))
 
@@ -372,7 +372,7 @@ def build(out_dir: str, cfg: Optional[TreeConfig] = None, wheel: Optional[str] =
     """Make the dataset in ``out_dir``; return its ``meta.json`` content, or None
     (nothing done) when the same complete dataset is already there. A dataset of this
     tool that is incomplete or of other parameters is rebuilt (``log`` says why); a
-    folder that is not one is refused (tools/lib/dataset_dir.py)."""
+    folder that is not one is refused (tools/datasets/dataset_dir.py)."""
     cfg = cfg or TreeConfig()
     cfg.validate()
     try:

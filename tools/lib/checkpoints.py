@@ -11,7 +11,7 @@ from mmengine.runner import CheckpointLoader, find_latest_checkpoint, load_state
 
 from tools.lib.errors import UserError, one_line
 from tools.lib.recipe import loss_difference
-from tools.lib.report.runs import parse_config_text
+from tools.lib.sweep.report.runs import parse_config_text
 
 KEYS_SHOWN = 3  # keys named in a mismatch message before "(N in all)"
 

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 from mmengine.config import Config, ConfigDict, DictAction
 
 from tools.lib.errors import UserError
-from tools.lib.run_settings import SEED_LIMIT
+from tools.lib.sweep.settings import SEED_LIMIT
 
 #: Top-level keys mmengine or mmdet read besides the Runner's arguments (set without ``+``).
 EXTRA_TOP_LEVEL_KEYS = ('model_wrapper_cfg', 'compile', 'find_unused_parameters', 'runner_type',

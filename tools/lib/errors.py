@@ -1,6 +1,6 @@
 """User errors: :func:`run` prints a :class:`UserError` as ``<tool>: error: <message>``, one line
 on stderr, exit status 2 (argparse's form); any other exception keeps its traceback. Standard
-library only: tools/lib/run_settings.py runs before the project's environment exists."""
+library only: tools/lib/sweep/settings.py runs before the project's environment exists."""
 import argparse
 import os.path as osp
 import sys

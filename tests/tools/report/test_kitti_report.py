@@ -6,7 +6,7 @@ from typing import Dict
 
 import pytest
 
-from tools.lib.report import SweepReportError, build_report, load_run
+from tools.lib.sweep.report import SweepReportError, build_report, load_run
 
 KITTI = 'Kitti metric/pred_instances_3d/KITTI/'
 

@@ -1,11 +1,11 @@
-"""The report's plot (tools.lib.report.plot), on runs made by hand."""
+"""The report's plot (tools.lib.sweep.report.plot), on runs made by hand."""
 from pathlib import Path
 from typing import List, Optional
 
 import pytest
 from PIL import Image
 
-from tools.lib.report import RunResult, plot_sweep
+from tools.lib.sweep.report import RunResult, plot_sweep
 
 
 def run(name: str, loss_type: str = 'Poly1FocalLoss', epsilon: float = -1.0,

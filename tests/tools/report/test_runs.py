@@ -1,4 +1,4 @@
-"""Reading work dirs (tools.lib.report.runs): the dumped config is read
+"""Reading work dirs (tools.lib.sweep.report.runs): the dumped config is read
 as data and never run; loss names and defaults come from the loss classes."""
 import json
 import math
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.lib.report import SweepReportError, build_report, load_run
-from tools.lib.report.runs import _newest_first, parse_dumped_config, poly_losses
+from tools.lib.sweep.report import SweepReportError, build_report, load_run
+from tools.lib.sweep.report.runs import _newest_first, parse_dumped_config, poly_losses
 
 ROOT = Path(__file__).resolve().parents[3]
 TOOL = ROOT / 'tools' / 'sweep_report.py'

@@ -1,5 +1,5 @@
 """The sweep report end to end: work dirs in, tables and plot out
-(tools.lib.report.build_report, tools/sweep_report.py)."""
+(tools.lib.sweep.report.build_report, tools/sweep_report.py)."""
 import json
 import subprocess
 import sys
@@ -9,7 +9,7 @@ from typing import Dict, Optional
 import pytest
 from PIL import Image
 
-from tools.lib.report import SweepReportError, build_report, load_run
+from tools.lib.sweep.report import SweepReportError, build_report, load_run
 
 ROOT = Path(__file__).resolve().parents[3]
 TOOL = ROOT / 'tools' / 'sweep_report.py'

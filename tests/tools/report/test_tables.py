@@ -1,12 +1,12 @@
-"""The report's statistics and tables (tools.lib.report.tables), on runs
+"""The report's statistics and tables (tools.lib.sweep.report.tables), on runs
 made by hand."""
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
-from tools.lib.report import RunResult, SweepReportError, order_runs, runs_table
-from tools.lib.report.tables import is_seed_group, mean_sd, seed_table
+from tools.lib.sweep.report import RunResult, SweepReportError, order_runs, runs_table
+from tools.lib.sweep.report.tables import is_seed_group, mean_sd, seed_table
 
 
 def run(name: str, loss_type: Optional[str] = 'Poly1FocalLoss',

@@ -12,7 +12,7 @@ import sys
 from typing import List, Optional, Sequence
 
 if __name__ == '__main__':  # run as a script: make ``tools`` importable
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+    sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))))
 
 from tools.lib.errors import UserError, run
 

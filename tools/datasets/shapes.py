@@ -16,7 +16,13 @@ from typing import Callable, Optional
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tools.lib.dataset_dir import DatasetKind, check_replaceable, incomplete, target, written_beside
+from tools.datasets.dataset_dir import (
+    DatasetKind,
+    check_replaceable,
+    incomplete,
+    target,
+    written_beside,
+)
 
 CLASSES: tuple[str, ...] = ('disk', 'square', 'triangle', 'ring', 'cross')  # most frequent first
 #: One colour per class for mmdet's visualiser (the images use random colours).
@@ -161,7 +167,7 @@ def _meta(cfg: SyntheticConfig) -> dict:
     return dict(asdict(cfg), class_frequencies=list(cfg.class_frequencies), classes=list(CLASSES))
 
 
-#: What tools/make_demo_data.py writes (tools/lib/dataset_dir.py): a ``meta.json`` holding
+#: What tools/make_demo_data.py writes (tools/datasets/dataset_dir.py): a ``meta.json`` holding
 #: exactly the parameters' keys, JPEG images numbered from 000000.
 KIND = DatasetKind('tools/make_demo_data.py',
                    lambda meta: isinstance(meta, dict) and set(meta) == set(_meta(
@@ -173,7 +179,7 @@ def generate(out_dir: str, cfg: Optional[SyntheticConfig] = None, force: bool = 
              log: Callable[[str], None] = lambda line: None) -> bool:
     """Write the dataset to ``out_dir``; False (nothing written) if it holds the same one,
     complete. One of this tool that is incomplete is regenerated (``log`` says why); a
-    folder that is not one is refused (tools/lib/dataset_dir.py)."""
+    folder that is not one is refused (tools/datasets/dataset_dir.py)."""
     cfg = cfg or SyntheticConfig()
     cfg.validate()
     root = target(out_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 LOCK_NAME = '.slurm-run.lock'  # the job script's name for it
-MARKER = '.sweep-run.json'  # the sweep's key and state of a run (tools/lib/sweep_plan.py)
+MARKER = '.sweep-run.json'  # the sweep's key and state of a run (tools/lib/sweep/plan.py)
 
 
 class RunBusy(Exception):

@@ -4,7 +4,7 @@ Each call reads Slurm's queue and every run's marker, prints where each run
 stands (done, queued, running, failed, stopped, new; its job id and log; a failed
 run's last error line), and submits the runs that are neither done nor queued or
 running (nor failed with an error, unless ``--retry-failed``) as one job array
-(``tools/lib/slurm_jobs.py``: ``--requeue``, a USR1 before ``--time`` ends, each
+(``tools/lib/sweep/slurm_jobs.py``: ``--requeue``, a USR1 before ``--time`` ends, each
 task trains with ``--resume`` and then tests). A report job queued after them
 (``--dependency=afterany``) writes ``sweep.md`` and ``sweep.png``; with
 ``--wait`` the command returns once it has run (``sbatch --wait``: Slurm follows
@@ -29,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from tools.lib import run_lock, slurm_jobs, slurm_queue, sweep_plan
 from tools.lib.errors import UserError
-from tools.lib.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
+from tools.lib.sweep import plan as sweep_plan
+from tools.lib.sweep import run as run_lock
+from tools.lib.sweep import slurm_jobs, slurm_queue
+from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)

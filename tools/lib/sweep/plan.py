@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 from tools.lib import recipe
 from tools.lib.cli import apply_cfg_options, parse_cfg_options, read_config
 from tools.lib.errors import UserError
-from tools.lib.run_lock import LOCK_NAME, MARKER
+from tools.lib.sweep.run import LOCK_NAME, MARKER
 
 POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')  # whose epsilon the sweep sets
 _EPSILON_IN_NAME = re.compile(r'eps[+-]?[0-9.]+')

@@ -12,7 +12,7 @@ the sensor and inside the camera's view (so KITTI's evaluation keeps them)::
     <root>/kitti_dbinfos_train.pkl                ObjectSample's database, and its points:
     <root>/kitti_gt_database/NNNNNN_<Class>_<i>.bin   relative to the box's bottom centre
 
-tools/make_kitti3d_data.py writes it through tools/lib/dataset_dir.py (:data:`KIND`): a
+tools/make_kitti3d_data.py writes it through tools/datasets/dataset_dir.py (:data:`KIND`): a
 ``meta.json`` records it, a folder it did not write is refused (``data/kitti`` may hold the
 real KITTI), the new set is written beside the old one and swapped in.
 
@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import numpy as np
 
-from tools.lib.dataset_dir import DatasetKind
+from tools.datasets.dataset_dir import DatasetKind
 
 #: mmdet3d's KITTI categories (the raw labels of the info files).
 CATEGORIES = {'Pedestrian': 0, 'Cyclist': 1, 'Car': 2, 'Van': 3, 'Truck': 4,
@@ -193,7 +193,7 @@ _INSIDE = {'training': re.compile(r'velodyne_reduced'),
 
 @dataclass(frozen=True)
 class KittiSetKind(DatasetKind):
-    """tools/lib/dataset_dir.py's view of this set: its record and its files."""
+    """tools/datasets/dataset_dir.py's view of this set: its record and its files."""
 
     def foreign_files(self, folder: Path) -> Iterator[str]:
         """The entries of ``folder`` (relative names) this tool does not write."""

@@ -1,4 +1,4 @@
-"""The queue of a sweep's job arrays (``tools/lib/slurm_jobs.py``), read back per run.
+"""The queue of a sweep's job arrays (``tools/lib/sweep/slurm_jobs.py``), read back per run.
 
 - :func:`read_queue` maps the queue's tasks back to run names: ``squeue`` shows
   each task's command, ``tools/slurm_run.sh RUN_FILE``, and the run file maps the
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from tools.lib.errors import UserError
-from tools.lib.slurm_jobs import (
+from tools.lib.sweep.slurm_jobs import (
     JOB_SCRIPT,
     MARKER,
     ArrayOptions,

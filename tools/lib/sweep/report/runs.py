@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tup
 
 from tools.lib.errors import UserError
 from tools.lib.recipe import dataset_of
-from tools.lib.run_lock import LOCK_NAME, MARKER
+from tools.lib.sweep.run import LOCK_NAME, MARKER
 
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
 BASELINE_LOSSES: Mapping[str, str] = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}

@@ -15,7 +15,7 @@ stay alive:
   arrays have ended (``--dependency=afterany:ID``); with ``wait`` it returns
   when that job has ended (``sbatch --wait``).
 - Reading the queue back per run, and submitting only what is missing:
-  ``tools/lib/slurm_queue.py``.
+  ``tools/lib/sweep/slurm_queue.py``.
 
 Run file (version 1)::
 
@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tools.lib.errors import UserError
-from tools.lib.run_lock import MARKER
+from tools.lib.sweep.run import MARKER
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: The job script every array task runs.
 JOB_SCRIPT = ROOT / 'tools' / 'slurm_run.sh'
 RUN_FILE_FORMAT = 'mmdet-polyloss slurm runs'
