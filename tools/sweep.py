@@ -6,8 +6,6 @@
 Runs go to ``<--work-dir-root>/<CONFIG name at eps<e>>[_seed<N>]``, finished ones skipped,
 started ones resumed (tools/lib/sweep/plan.py); then ``sweep.md`` and ``sweep.png``.
 """
-import contextlib
-import os
 import os.path as osp
 import sys
 import time
@@ -20,10 +18,10 @@ sys.path.insert(0, str(ROOT))
 
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, run
 from tools.lib.sweep import plan as sweep_plan
-from tools.lib.sweep import run as run_lock
 from tools.lib.sweep import slurm as sweep_slurm
-from tools.lib.sweep.plan import Run
+from tools.lib.sweep.local import run_locally
 from tools.lib.sweep.report import build_report
+from tools.lib.sweep.run import Run
 from tools.lib.sweep.settings import parse_epsilons, parse_seeds
 from tools.lib.sweep.slurm_jobs import MAX_SIGNAL_SECONDS
 
@@ -91,70 +89,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     return args
 
 
-def execute(args: Namespace, tool: str, each: Run, *positional: str, hint: str, then: str) -> None:
-    """tools/<tool>.py (pytorch: dist_<tool>.sh) on ``each``, then mark it ``then``."""
-    options = ['--work-dir', str(each.work_dir), '--cfg-options', *each.options]
-    options += ['--resume'] if tool == 'train' and each.state == 'resume' else []
-    command = ([sys.executable, str(ROOT / f'tools/{tool}.py'), each.config, *positional]
-               if args.launcher != 'pytorch' else ['bash', str(ROOT / f'tools/dist_{tool}.sh'),
-                                                  each.config, *positional, str(args.gpus)])
-    print('  $ ' + ' '.join(command + options), flush=True)
-    if args.dry_run:
-        return
-    # PYTHON: the interpreter of the dist_*.sh scripts.
-    status = run_lock.run_child(command + options, env=dict(os.environ, PYTHON=sys.executable))
-    if status != 0:
-        raise UserError(f'{Path(command[1]).name} exited with status {status} '
-                        f'(its output is above); {hint}')
-    each.write_marker(then)
-
-
-def last_checkpoint(each: Run) -> str:
-    """The checkpoint the run's training ended with, as its ``last_checkpoint`` names it."""
-    try:
-        return (each.work_dir / 'last_checkpoint').read_text().strip()
-    except OSError as error:
-        raise UserError(f'{each.name}: training left no last_checkpoint in {each.work_dir}') \
-            from error
-
-
-def run_here(each: Run, args: Namespace) -> None:
-    """Train (or resume) and test one run in this process's children."""
-    if each.state in ('new', 'resume'):
-        if not args.dry_run:
-            sweep_plan.clear_for_training(each)
-            each.write_marker('training')
-        again = ' (if it fails the same way again, --force retrains it from scratch)'
-        execute(args, 'train', each, then='trained',
-                hint='rerun the sweep to resume it' + (again if each.state == 'resume' else ''))
-    checkpoint = ('<last checkpoint>' if args.dry_run and each.state != 'test'
-                  else last_checkpoint(each))
-    execute(args, 'test', each, checkpoint, then='tested', hint='rerun the sweep to test it again')
-
-
-def run_locally(runs: List[Run], args: Namespace) -> List[str]:
-    """Run every run not done under its lock; the names of those another process holds."""
-    busy = []
-    for each in (r for r in runs if r.state != 'done'):
-        print(f'\n[sweep] {each.name}: {each.state}', flush=True)
-        try:
-            with contextlib.nullcontext() if args.dry_run else run_lock.run_lock(each.work_dir):
-                if not args.dry_run:  # another sweep may have run it meanwhile
-                    sweep_plan.assess(each, args.force, args.retrain_changed)
-                if each.state != 'done':
-                    run_here(each, args)
-        except run_lock.RunBusy as held:
-            print(f'[sweep] {each.name}: skipped, {held}', flush=True)
-            busy.append(each.name)
-        except run_lock.Stopped as stopped:
-            raise UserError(f'stopped by {stopped}: {each.name} was stopped in the middle; '
-                            'rerun the sweep to resume it') from None
-        except OSError as error:
-            raise UserError(f'cannot prepare the work dir {str(each.work_dir)!r}: '
-                            f'{error.strerror}: {error.filename!r}') from error
-    return busy
-
-
 def write_report(runs: List[Run], root: Path, baseline: bool, before: str = '',
                  after: str = '') -> None:
     """Write sweep.md and sweep.png from the runs' final tests; print the table."""
@@ -173,9 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     problems = {}  # Slurm: a run's work dir may change under a running task
     for each in runs:
         try:
-            sweep_plan.assess(each, args.force, args.retrain_changed)
+            each.assess(args.force, args.retrain_changed)
         except UserError as error:
-            if not args.dry_run and run_lock.is_busy(each.work_dir):
+            if not args.dry_run and each.holder():
                 each.state = 'held'  # being changed by its holder: assessed once held
             elif args.launcher == 'slurm' and not args.dry_run:
                 problems[each.name] = error
@@ -197,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.dry_run:
         return
     for each in runs:  # another sweep on this root may have finished some meanwhile
-        sweep_plan.assess(each, False, False)
+        each.assess(False, False)
     left = [each.name for each in runs if each.state != 'done']
     if left:
         raise UserError(f'{len(left)} runs are not done ({", ".join(left)}): another process '

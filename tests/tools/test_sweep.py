@@ -400,7 +400,7 @@ def test_a_training_that_leaves_no_checkpoint_is_one_line(tmp_path, monkeypatch)
     switched off, say): one line naming the run, before any test is started."""
     from tools.lib.sweep import run as run_lock
     started = []
-    monkeypatch.setattr(run_lock, 'run_child', lambda command, env: started.append(command) or 0)
+    monkeypatch.setattr(run_lock, 'run_child', lambda command, *_: started.append(command) or 0)
     result = sweep([POLY, '--epsilons', '-1', '--work-dir-root', str(tmp_path)])
     name = 'retinanet_tiny_fpn_poly1-eps-1_shapes'
     assert result.returncode == 2, result.stderr

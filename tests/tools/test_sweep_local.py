@@ -11,7 +11,7 @@ from pathlib import Path
 
 from test_sweep import POLY, _key_of, sweep
 
-from tools.lib.sweep import run as run_lock
+from tools.lib.sweep.run import LOCK_NAME, Run
 
 from train_helpers import ROOT, make_workspace
 
@@ -35,7 +35,7 @@ def processes_naming(text: str):
 def test_a_run_another_process_holds_is_skipped_not_trained_twice(tmp_path):
     """Tried: two sweeps on one root both trained the same run in the same work dir."""
     work_dir = tmp_path / NAME
-    with run_lock.run_lock(work_dir):
+    with Run(NAME, '', work_dir).lock():
         result = sweep([POLY, '--epsilons', '-1', '--work-dir-root', str(tmp_path)])
     assert result.returncode == 2, result.stdout + result.stderr
     assert f'[sweep] {NAME}: skipped, {work_dir} is being run by another process (pid ' \
@@ -51,15 +51,15 @@ def test_the_lock_is_the_job_scripts(tmp_path):
     """tools/slurm_run.sh's flock on the same file excludes a local driver."""
     work_dir = tmp_path / 'run'
     work_dir.mkdir()
-    holder = subprocess.Popen(['flock', str(work_dir / run_lock.LOCK_NAME), 'sleep', '30'],
+    holder = subprocess.Popen(['flock', str(work_dir / LOCK_NAME), 'sleep', '30'],
                               start_new_session=True)
     try:
         time.sleep(0.5)
-        assert run_lock.is_busy(work_dir) is not None
+        assert Run('run', '', work_dir).holder() is not None
     finally:
         os.killpg(holder.pid, signal.SIGKILL)  # flock and its sleep, which holds the lock
         holder.wait()
-    assert run_lock.is_busy(work_dir) is None
+    assert Run('run', '', work_dir).holder() is None
 
 
 def test_a_stopped_child_group_ends_with_its_driver(tmp_path):

@@ -1,43 +1,20 @@
-"""The runs of ``tools/sweep.py`` (a config at one epsilon and seed) and where each stands:
-its marker holds its key (a hash of the resolved config and ``--key-files``) and state."""
+"""The plan of ``tools/sweep.py``: its runs (a config at one epsilon and seed), each with its
+name, folder, ``--cfg-options`` and key (a hash of the resolved config and ``--key-files``)."""
 from __future__ import annotations
 
 import copy
 import hashlib
-import json
-import os
-import os.path as osp
 import re
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from tools.lib import recipe
 from tools.lib.cli import apply_cfg_options, parse_cfg_options, read_config
 from tools.lib.errors import UserError
-from tools.lib.sweep.run import LOCK_NAME, MARKER
+from tools.lib.sweep.run import Run
 
 POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')  # whose epsilon the sweep sets
 _EPSILON_IN_NAME = re.compile(r'eps[+-]?[0-9.]+')
-_FORCE = '--force (FORCE=1 for tools/run_demo.sh)'
-
-
-@dataclass
-class Run:
-    """One (loss setting, seed) of the sweep."""
-    name: str
-    config: str
-    work_dir: Path
-    options: List[str]  # --cfg-options for train and test
-    key: str = ''
-    state: str = 'new'  # new, resume, test, done
-
-    def write_marker(self, state: str) -> None:
-        """Atomically, in the work dir that the caller's run lock made."""
-        temporary = self.work_dir / (MARKER + '.tmp')
-        temporary.write_text(json.dumps({'key': self.key, 'state': state}) + '\n')
-        os.replace(temporary, self.work_dir / MARKER)
 
 
 def with_options(cfg, options: Sequence[str]):
@@ -125,56 +102,3 @@ def check_comparable(config: str, baseline: str, resolved: Sequence[Dict]) -> No
                         'a sweep compares runs whose configs differ only in model...loss_cls '
                         '(and work_dir, randomness.seed): give a baseline of the same recipe, '
                         'or set the key with --cfg-options for both')
-
-
-def assess(run: Run, force: bool, retrain_changed: bool) -> None:
-    """Set ``run.state`` from its work dir: new, resume (started, with a checkpoint), test
-    (trained) or done (tested with the same key); a dir the sweep did not write is an
-    error unless ``force``, one of another key unless ``force`` or ``retrain_changed``."""
-    work_dir = run.work_dir
-    try:
-        marker = json.loads((work_dir / MARKER).read_text())
-    except (OSError, ValueError):
-        marker = {}
-    if not marker and not force and work_dir.exists() and not (
-            work_dir.is_dir() and all(e.name == LOCK_NAME for e in work_dir.iterdir())):
-        raise UserError(f'{work_dir} holds files the sweep did not write (no {MARKER}), '
-                        f'perhaps a run of tools/train.py; {_FORCE} replaces it, or choose '
-                        'another --work-dir-root')
-    if force or not marker or marker.get('key') != run.key:
-        if marker and not force and not retrain_changed:
-            raise UserError(f'{work_dir} holds a run of other settings (its config or a '
-                            '--key-files file changed); --retrain-changed retrains it, '
-                            '--force retrains every run, or choose another --work-dir-root')
-        run.state = 'new'
-        return
-    run.state = {'tested': 'done', 'trained': 'test'}.get(marker.get('state'), 'resume')
-    if run.state == 'resume' and not (work_dir / 'last_checkpoint').is_file():
-        run.state = 'new'  # stopped before its first checkpoint: start over
-        return
-    try:  # a checkpoint deleted by hand: a resume or test would fail on it again and again
-        path = (work_dir / 'last_checkpoint').read_text().strip()
-        damage = '' if osp.isfile(path) and osp.getsize(path) else f'{path} is missing or empty'
-    except OSError:
-        damage = 'no last_checkpoint file'
-    if damage:
-        what = 'finished run' if run.state in ('done', 'test') else \
-            'started run (it would resume from that checkpoint)'
-        raise UserError(f'the {what} in {work_dir} is damaged ({damage}); {_FORCE} retrains it')
-
-
-def needs_clearing(run: Run) -> bool:
-    """Whether a ``new`` run's work dir holds anything :func:`clear_for_training` removes."""
-    return run.state == 'new' and run.work_dir.is_dir() and any(
-        entry.name != LOCK_NAME for entry in run.work_dir.iterdir())
-
-
-def clear_for_training(run: Run) -> None:
-    """Empty a ``new`` run's work dir but for the lock file, which the caller holds."""
-    if run.state != 'new' or not run.work_dir.exists():
-        return
-    for entry in run.work_dir.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        elif entry.name != LOCK_NAME:
-            entry.unlink()

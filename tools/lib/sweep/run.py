@@ -1,20 +1,38 @@
-"""One run, one trainer: the per-run lock (``flock`` on ``WORK_DIR/.slurm-run.lock``, held
-by tools/slurm_run.sh and the local tools/sweep.py alike; the file says who holds it) and
-a child process that ends with its driver. Standard library only."""
+"""One run of a sweep and its folder, the only code that reads or writes the run's files:
+
+- the marker ``.sweep-run.json`` (JSON: the run's ``key``, a hash of its resolved config and
+  ``--key-files``; its ``stage``, stored as ``state``: ``training``, ``trained``, ``tested``;
+  the Slurm task that wrote it, ``slurm_job``),
+- the lock ``.slurm-run.lock`` (``flock``; the file says who holds it): one trainer a run,
+- ``last_checkpoint`` (mmengine's: the path of the newest checkpoint).
+
+:meth:`Run.train_then_test` is the run's one state machine, the same by hand, in the local
+sweep and in a Slurm task: training (resuming), then the test of the checkpoint it ended
+with, the marker moved on after each step. Standard library only.
+"""
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import os.path as osp
+import shutil
 import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
-LOCK_NAME = '.slurm-run.lock'  # the job script's name for it
-MARKER = '.sweep-run.json'  # the sweep's key and state of a run (tools/lib/sweep/plan.py)
+from tools.lib.errors import UserError
+
+LOCK_NAME = '.slurm-run.lock'
+MARKER = '.sweep-run.json'
+FORCE = '--force (FORCE=1 for tools/run_demo.sh)'
+#: The sweep's verdict on a run from its folder (:meth:`Run.assess`) by the marker's stage.
+_VERDICT = {'tested': 'done', 'trained': 'test'}
 
 
 class RunBusy(Exception):
@@ -22,52 +40,193 @@ class RunBusy(Exception):
 
 
 class Stopped(Exception):
-    """The driver got SIGTERM or SIGINT (the message names it); its child is stopped."""
+    """The driver got a stop signal (the message names it); its child is stopped."""
 
 
-@contextlib.contextmanager
-def run_lock(work_dir: Path) -> Iterator[None]:
-    """Hold the run's lock (making ``work_dir``); RunBusy at once if another process does."""
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    with open(Path(work_dir) / LOCK_NAME, 'a+') as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+class StepFailed(Exception):
+    """A step's command exited with an error: ``step`` (``training``, ``the test``), its
+    ``command`` and exit ``status``."""
+
+    def __init__(self, step: str, command: Sequence[str], status: int) -> None:
+        super().__init__(f'{step} exited with status {status}')
+        self.step, self.command, self.status = step, list(command), status
+
+
+@dataclass
+class Run:
+    """One (loss setting, seed) of a sweep: its name, config, folder and ``--cfg-options``;
+    ``key`` identifies its settings in the marker; ``state`` is the sweep's verdict (new,
+    resume, test, done; held while another process changes it)."""
+    name: str
+    config: str
+    work_dir: Path
+    options: List[str] = field(default_factory=list)
+    key: str = ''
+    state: str = 'new'
+
+    # --- the marker --------------------------------------------------------------------
+    def marker(self) -> Dict:
+        """The marker's content; ``{}`` when there is none or it cannot be read."""
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads((Path(self.work_dir) / MARKER).read_text())
+            return data if isinstance(data, dict) else {}
+        return {}
+
+    def stage(self) -> str:
+        """The marker's stage if it is of this run's key (any key when the run has none);
+        ``''`` when there is no marker or it is of other settings."""
+        data = self.marker()
+        stage = data.get('state')
+        same = not self.key or data.get('key') == self.key
+        return stage if same and isinstance(stage, str) else ''
+
+    def mark(self, stage: str, job: str = '') -> None:
+        """Write the marker (beside, then renamed) with ``stage`` and the Slurm ``job``."""
+        content = {'key': self.key, 'state': stage, **({'slurm_job': job} if job else {})}
+        temporary = Path(self.work_dir) / (MARKER + '.tmp')
+        temporary.write_text(json.dumps(content) + '\n')
+        os.replace(temporary, Path(self.work_dir) / MARKER)
+
+    # --- the lock ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, holder: str = '') -> Iterator[None]:
+        """Hold the run's lock (making the folder); :class:`RunBusy` at once if another
+        process does. ``holder``: who holds it (default: this process and host)."""
+        Path(self.work_dir).mkdir(parents=True, exist_ok=True)
+        with open(Path(self.work_dir) / LOCK_NAME, 'a+') as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise RunBusy(f'{self.work_dir} is being run by another process '
+                              f'({handle.read().strip() or "unknown"})') from None
             handle.seek(0)
-            raise RunBusy(f'{work_dir} is being run by another process '
-                          f'({handle.read().strip() or "unknown"})') from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f'pid {os.getpid()} on {socket.gethostname().split(".")[0]}, since '
-                     f'{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}\n')
-        handle.flush()
-        try:
-            yield
-        finally:
+            handle.truncate()
+            host = socket.gethostname().split('.')[0]
+            handle.write(f'{holder or f"pid {os.getpid()}"} on {host}, since '
+                         f'{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}\n')
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def holder(self) -> Optional[str]:
+        """Who holds the run's lock now, or None."""
+        with contextlib.suppress(OSError), open(Path(self.work_dir) / LOCK_NAME) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or 'unknown'
             fcntl.flock(handle, fcntl.LOCK_UN)
+        return None
+
+    # --- the checkpoint training ended with ----------------------------------------------
+    def last_checkpoint(self) -> str:
+        """The path that ``last_checkpoint`` names; ``''`` when there is none."""
+        with contextlib.suppress(OSError):
+            return (Path(self.work_dir) / 'last_checkpoint').read_text(errors='replace').strip()
+        return ''
+
+    def checkpoint_stamp(self) -> str:
+        """``last_checkpoint``'s write time and content: it changes when a checkpoint is saved."""
+        with contextlib.suppress(OSError):
+            return f'{(Path(self.work_dir) / "last_checkpoint").stat().st_mtime_ns}:' \
+                   f'{self.last_checkpoint()}'
+        return 'none'
+
+    # --- where it stands ---------------------------------------------------------------
+    def assess(self, force: bool, retrain_changed: bool) -> None:
+        """Set ``state`` from the folder: new, resume (started, with a checkpoint), test
+        (trained) or done (tested with the same key); a folder the sweep did not write is
+        an error unless ``force``, one of another key unless ``force`` or
+        ``retrain_changed``."""
+        work_dir, marker = Path(self.work_dir), self.marker()
+        if not marker and not force and work_dir.exists() and not (
+                work_dir.is_dir() and all(e.name == LOCK_NAME for e in work_dir.iterdir())):
+            raise UserError(f'{work_dir} holds files the sweep did not write (no {MARKER}), '
+                            f'perhaps a run of tools/train.py; {FORCE} replaces it, or choose '
+                            'another --work-dir-root')
+        if force or not marker or marker.get('key') != self.key:
+            if marker and not force and not retrain_changed:
+                raise UserError(f'{work_dir} holds a run of other settings (its config or a '
+                                '--key-files file changed); --retrain-changed retrains it, '
+                                '--force retrains every run, or choose another --work-dir-root')
+            self.state = 'new'
+            return
+        self.state = _VERDICT.get(marker.get('state'), 'resume')
+        if self.state == 'resume' and not (work_dir / 'last_checkpoint').is_file():
+            self.state = 'new'  # stopped before its first checkpoint: start over
+            return
+        # a checkpoint deleted by hand: a resume or test would fail on it again and again
+        path = self.last_checkpoint()
+        damage = ('no last_checkpoint file' if not (work_dir / 'last_checkpoint').is_file()
+                  else '' if osp.isfile(path) and osp.getsize(path)
+                  else f'{path} is missing or empty')
+        if damage:
+            what = 'finished run' if self.state in ('done', 'test') else \
+                'started run (it would resume from that checkpoint)'
+            raise UserError(f'the {what} in {work_dir} is damaged ({damage}); {FORCE} '
+                            'retrains it')
+
+    def needs_clearing(self) -> bool:
+        """Whether a ``new`` run's folder holds anything :meth:`clear` removes."""
+        return self.state == 'new' and Path(self.work_dir).is_dir() and any(
+            entry.name != LOCK_NAME for entry in Path(self.work_dir).iterdir())
+
+    def clear(self) -> None:
+        """Empty a ``new`` run's folder but for the lock file, which the caller holds."""
+        if self.state != 'new' or not Path(self.work_dir).exists():
+            return
+        for entry in Path(self.work_dir).iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            elif entry.name != LOCK_NAME:
+                entry.unlink()
+
+    # --- the steps ---------------------------------------------------------------------
+    def train_then_test(self, train: Sequence[str], test: Callable[[str], List[str]],
+                        env: Optional[Mapping[str, str]] = None, job: str = '',
+                        say: Callable[[str], None] = print,
+                        stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+                        grace: float = 30) -> None:
+        """Train (unless the marker says trained), then test ``test(checkpoint)``, the
+        checkpoint ``last_checkpoint`` names; the marker says training, trained, tested as
+        the steps go. A failing command: :class:`StepFailed`; a stop signal:
+        :class:`Stopped` once the command has stopped (see :func:`run_child`)."""
+        if self.stage() != 'trained':
+            self.mark('training', job)
+            say(f'train: {" ".join(train)}')
+            status = run_child(list(train), env, grace, stop_signals)
+            if status != 0:
+                raise StepFailed('training', train, status)
+            self.mark('trained', job)
+        checkpoint = self.last_checkpoint()
+        if not checkpoint:
+            raise UserError(f'{self.name}: training left no last_checkpoint in {self.work_dir}')
+        if not osp.isfile(checkpoint):
+            raise UserError(f'{self.name}: {self.work_dir}/last_checkpoint names no checkpoint '
+                            f'file ({checkpoint!r}): training left none to test')
+        command = test(checkpoint)
+        say(f'test: {" ".join(command)}')
+        status = run_child(command, env, grace, stop_signals)
+        if status != 0:
+            raise StepFailed('the test', command, status)
+        self.mark('tested', job)
 
 
-def is_busy(work_dir: Path) -> Optional[str]:
-    """Who holds the run's lock now, or None."""
-    with contextlib.suppress(OSError), open(Path(work_dir) / LOCK_NAME) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return handle.read().strip() or 'unknown'
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
-
-
-def run_child(argv: List[str], env: Optional[Dict[str, str]] = None, grace: float = 30) -> int:
-    """Run ``argv`` in a process group of its own; its exit status. On SIGTERM or
-    SIGINT the group gets TERM (KILL after ``grace`` s), then Stopped is raised."""
+def run_child(argv: List[str], env: Optional[Mapping[str, str]] = None, grace: float = 30,
+              stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> int:
+    """Run ``argv`` in a process group of its own; its exit status. On one of
+    ``stop_signals`` the group gets TERM (KILL after ``grace`` s), then :class:`Stopped`."""
     def on_signal(signum, frame):
         raise Stopped(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
     process = None
     try:
-        process = subprocess.Popen(argv, env=env, start_new_session=True)
+        process = subprocess.Popen(argv, env=None if env is None else dict(env),
+                                   start_new_session=True)
         return process.wait()
     except Stopped:
         if process is not None:

@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from tools.lib.errors import UserError
-from tools.lib.sweep import plan as sweep_plan
-from tools.lib.sweep import run as run_lock
 from tools.lib.sweep import slurm_jobs, slurm_queue
+from tools.lib.sweep.run import Run, RunBusy
 from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -174,7 +173,7 @@ def _tool(settings: SlurmSettings, script: str) -> List[str]:
     return command if settings.gpus == 0 else ['srun', '--kill-on-bad-exit=1', *command]
 
 
-def slurm_run(run: sweep_plan.Run, settings: SlurmSettings) -> SlurmRun:
+def slurm_run(run: Run, settings: SlurmSettings) -> SlurmRun:
     """A sweep run as a task: train (resuming from the work dir's last
     checkpoint, if any), then test the checkpoint training ended with."""
     work_dir = str(Path(run.work_dir).resolve())
@@ -198,7 +197,7 @@ def _status_line(status: slurm_queue.RunStatus) -> str:
     return f'{line}: {status.cause}' if status.cause else line
 
 
-def print_commands(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings) -> None:
+def print_commands(runs: Sequence[Run], root: Path, settings: SlurmSettings) -> None:
     """What a submission would run (``--dry-run``): sbatch, then each task's commands."""
     options = array_options(root, settings)
     run_file = folder(root) / f'{options.job_name}-<time>.json'
@@ -209,24 +208,24 @@ def print_commands(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSe
               f'    $ {shlex.join(task.test)}')
 
 
-def _clear(run: sweep_plan.Run) -> None:
+def _clear(run: Run) -> None:
     """A ``new`` run to submit starts from an empty work dir (under its lock)."""
     try:
-        with run_lock.run_lock(run.work_dir):
-            sweep_plan.clear_for_training(run)
-    except run_lock.RunBusy as held:
+        with run.lock():
+            run.clear()
+    except RunBusy as held:
         raise UserError(f'{run.name}: not cleared: {held}') from None
     except OSError as error:
         raise UserError(f'cannot prepare the work dir {str(run.work_dir)!r}: '
                         f'{error.strerror}: {error.filename!r}') from error
 
 
-def _submit_and_clear(runs: Sequence[sweep_plan.Run], tasks: Dict[str, SlurmRun],
+def _submit_and_clear(runs: Sequence[Run], tasks: Dict[str, SlurmRun],
                       options: ArrayOptions, root: Path,
                       env: Dict[str, str]) -> slurm_jobs.Submitted:
     """Submit ``runs``; the work dirs of the ``new`` ones are cleared only once sbatch
     has accepted the array, while it is held (a refused submission changes nothing)."""
-    to_clear = [run for run in runs if sweep_plan.needs_clearing(run)]
+    to_clear = [run for run in runs if run.needs_clearing()]
     submitted = slurm_jobs.submit_array([tasks[r.name] for r in runs], options, folder(root),
                                         env, hold=bool(to_clear))
     if to_clear:
@@ -240,7 +239,7 @@ def _submit_and_clear(runs: Sequence[sweep_plan.Run], tasks: Dict[str, SlurmRun]
     return submitted
 
 
-def submit(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings,
+def submit(runs: Sequence[Run], root: Path, settings: SlurmSettings,
            force: bool, problems: Optional[Dict[str, UserError]] = None,
            retry_failed: bool = False) -> Dict[str, object]:
     """Print each run's state, submit the missing ones (``problems``: what is wrong
@@ -277,7 +276,7 @@ def submit(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings,
                       'way; fix the cause, then rerun with --retry-failed')
                 continue
             elif run.state != 'done':
-                holder = run_lock.is_busy(run.work_dir)
+                holder = run.holder()
                 if holder:
                     print(_status_line(status) + f' (held by {holder}: not submitted)')
                     continue
@@ -298,7 +297,7 @@ def submit(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings,
             'job_name': options.job_name}
 
 
-def report_command(runs: Sequence[sweep_plan.Run], root: Path, baseline: bool,
+def report_command(runs: Sequence[Run], root: Path, baseline: bool,
                    python: str = sys.executable) -> List[str]:
     """The report job's command: tools/sweep_report.py on the runs' work dirs."""
     root = Path(root).resolve()
@@ -310,7 +309,7 @@ def report_command(runs: Sequence[sweep_plan.Run], root: Path, baseline: bool,
     return command
 
 
-def queue_report(runs: Sequence[sweep_plan.Run], root: Path, settings: SlurmSettings,
+def queue_report(runs: Sequence[Run], root: Path, settings: SlurmSettings,
                  baseline: bool, outcome: Dict[str, object], wait: bool) -> Optional[str]:
     """Queue the report after the submitted array and the runs still active, in place of
     a report job of the sweep still pending (one at a time); the report job's id, or

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tup
 
 from tools.lib.errors import UserError
 from tools.lib.recipe import dataset_of
-from tools.lib.sweep.run import LOCK_NAME, MARKER
+from tools.lib.sweep.run import LOCK_NAME, MARKER, Run
 
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
 BASELINE_LOSSES: Mapping[str, str] = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}
@@ -250,12 +250,6 @@ def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any]]:
     return trained is not None, parse_dumped_config(dumped[-1]) if dumped else {}
 
 
-def _last_checkpoint(work_dir: Path) -> str:
-    with contextlib.suppress(OSError):
-        return (work_dir / 'last_checkpoint').read_text(errors='replace').strip()
-    return ''
-
-
 def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
     """Whether a test's ``load_from`` is ``final``: the same file, or the same name in
     a folder of the work dir's name (a work dir moved, or named from elsewhere)."""
@@ -270,22 +264,19 @@ def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
 def _final_checkpoint(work_dir: Path) -> Tuple[Optional[str], Path]:
     """The checkpoint training ended with, and its work dir: ``last_checkpoint`` names it,
     else (a work dir of tests only) the newest test's, if its own work dir names it."""
-    if final := _last_checkpoint(work_dir):
+    if final := Run(work_dir.name, '', work_dir).last_checkpoint():
         return final, work_dir
     load_from = next(_tests(work_dir), (None, {}))[1].get('load_from')
     home = Path(load_from).parent if isinstance(load_from, str) and load_from else work_dir
-    found = _same_checkpoint(load_from, _last_checkpoint(home), home)
+    found = _same_checkpoint(load_from, Run(home.name, '', home).last_checkpoint(), home)
     return (load_from, home) if found else (None, work_dir)
 
 
 def _unfinished_training(work_dir: Path, checkpoint: str, train_cfg: Any) -> str:
     """Why ``checkpoint`` is not where training ended ('' if it is), by the sweep's marker,
     else by the checkpoint's name and train_cfg."""
-    marker = None
-    with contextlib.suppress(OSError, ValueError):
-        marker = json.loads((work_dir / MARKER).read_text())
-    state = marker.get('state') if isinstance(marker, dict) else None
-    if isinstance(state, str):
+    state = Run(work_dir.name, '', work_dir).stage()
+    if state:
         return '' if state in ('trained', 'tested') else (
             f'training has not finished (the sweep marks it {state!r})')
     name = Path(checkpoint).name
