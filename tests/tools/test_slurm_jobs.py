@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ import slurm_cluster as slurm_cluster_module
 from slurm_cluster import wait_until
 
 from tools.lib.errors import UserError
-from tools.lib.sweep import slurm_jobs, slurm_queue
+from tools.lib.sweep import slurm_jobs, slurm_queue, task
 from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
 from tools.lib.sweep.slurm_queue import QueuedTask
 
@@ -176,13 +177,16 @@ def test_a_sweeps_job_name_names_its_root_and_tells_roots_of_one_name_apart(tmp_
 
 
 def test_master_port_is_derived_from_the_job_id():
-    assert slurm_jobs.master_port(0) == 10000
-    assert slurm_jobs.master_port(12345) == 22345
-    assert slurm_jobs.master_port(20000) == 10000
-    ports = {slurm_jobs.master_port(i) for i in range(1000, 1100)}
+    assert task.master_port(0) == 10000
+    assert task.master_port(12345) == 22345
+    assert task.master_port(20000) == 10000
+    ports = {task.master_port(i) for i in range(1000, 1100)}
     assert len(ports) == 100 and all(10000 <= p < 30000 for p in ports)
     with pytest.raises(ValueError, match='job_id must be >= 0, got -1'):
-        slurm_jobs.master_port(-1)
+        task.master_port(-1)
+    with socket.socket() as taken:  # taken on this node: the next free one
+        taken.bind(('', 10007))
+        assert task.master_port(7) == 10008
 
 
 def test_log_path_fills_in_the_output_pattern():
@@ -416,10 +420,10 @@ def test_job_script_trains_then_tests_and_marks_the_run(tmp_path):
     assert result.returncode == 0, result.stderr
     assert marker(run.work_dir) == {'key': 'k1', 'state': 'tested', 'slurm_job': '77_0'}
     (start,) = events(run.work_dir, 'start')
-    assert start['count'] == 0 and start['port'] == str(slurm_jobs.master_port(12345))
+    assert start['count'] == 0 and start['port'] == str(task.master_port(12345))
     result_file = json.loads((run.work_dir / 'result.json').read_text())
     assert result_file == {'checkpoint': str(run.work_dir / 'iter_3.pth'), 'count': 3,
-                           'port': str(slurm_jobs.master_port(12345))}
+                           'port': str(task.master_port(12345))}
     assert '77_0' in (run.work_dir / '.slurm-run.lock').read_text()
     # Again: the run is tested, nothing runs.
     again = finish(job_script(tmp_path, [run]))
@@ -656,7 +660,7 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     ports = {name: int(e['port']) for name, e in first.items()}
     assert ports['requeued'] != ports['limited']
     for name, event in first.items():
-        assert ports[name] == slurm_jobs.master_port(int(event['job']))
+        assert ports[name] == task.master_port(int(event['job']))
 
     # Requeued and time-limited runs resumed their count: every iteration once.
     for run, iterations in ((requeued, 20), (limited, 90)):

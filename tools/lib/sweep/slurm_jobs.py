@@ -66,9 +66,6 @@ RUN_FILE_VERSION = 1
 LAST_CHECKPOINT = '@LAST_CHECKPOINT@'
 #: The environment variable that names the Python the job script reads the run file with.
 PYTHON_VARIABLE = 'POLYLOSS_PYTHON'
-#: MASTER_PORT = PORT_BASE + job id % PORT_SPAN: below Linux's ephemeral ports (32768+).
-PORT_BASE = 10000
-PORT_SPAN = 20000
 #: Slurm's largest ``--signal`` lead time (seconds).
 MAX_SIGNAL_SECONDS = 65535
 #: A line of the job script's own (tools/slurm_run.sh: ``[slurm_run.sh TIME] ...``, or
@@ -147,15 +144,6 @@ def sweep_job_name(root: Path, prefix: str = 'sweep') -> str:
     path = str(Path(root).resolve())
     name = re.sub(r'[^A-Za-z0-9._+=-]', '_', Path(path).name)[:150] or 'root'
     return f'{prefix}-{name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}'
-
-
-def master_port(job_id: int) -> int:
-    """The rendezvous port of job ``job_id`` (``SLURM_JOB_ID``, unique per array
-    task): two jobs on one node differ unless their ids are PORT_SPAN apart
-    (the job script then moves on to the next free port)."""
-    if job_id < 0:
-        raise ValueError(f'job_id must be >= 0, got {job_id}')
-    return PORT_BASE + job_id % PORT_SPAN
 
 
 def parse_time(text: str, argument: str = '--time') -> Optional[int]:
@@ -366,6 +354,7 @@ def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
     argv = sbatch_array_argv(len(runs), options, run_file, script, hold)
     environment = dict(os.environ if env is None else env)
     environment.setdefault(PYTHON_VARIABLE, sys.executable)
+    environment.setdefault('POLYLOSS_ROOT', str(ROOT))  # where the job script's copy runs from
     array_id = parse_job_id(run_slurm(argv, environment, f'submitting {len(runs)} runs'))
     return Submitted(array_id, run_file,
                      {r.name: f'{array_id}_{i}' for i, r in enumerate(runs)},
