@@ -317,7 +317,7 @@ slurm_run.sh: error: a: training exited with status 2
      'so a requeue would only repeat it; give a longer --time', True),
     # A later attempt stopped by TERM (cancelled, pre-empted): its error is not the run's.
     (TRAIN_FAILED + '[slurm_run.sh 10:05:00] a (7_0): attempt 2 on vm\n[slurm_run.sh 10:05:09] '
-     'a (7_0): TERM (requeue, pre-emption or cancel): stopping the command\n', '', False),
+     'a (7_0): TERM (requeue, pre-emption or cancel): stopped the command\n', '', False),
     ('slurm_run.sh: error: a: another job holds /w/.slurm-run.lock (5_0 on vm)\n',
      'slurm_run.sh: error: a: another job holds /w/.slurm-run.lock (5_0 on vm)', False),
     ('[slurm_run.sh 1] a (7_0): train: x\nslurm_run.sh: error: a: training exited with status 9\n',
@@ -726,6 +726,6 @@ def test_a_cancelled_task_stops_its_command_and_stays_cancelled(slurm_cluster, t
     time.sleep(3)
     assert job_state(slurm_cluster, submitted.job_ids['cancelled']) == 'CANCELLED'
     log = submitted.logs['cancelled'].read_text()
-    assert 'TERM (requeue, pre-emption or cancel): stopping the command' in log
+    assert 'TERM (requeue, pre-emption or cancel): stopped the command' in log
     assert 'requeued' not in log and len(events(run.work_dir, 'start')) == 1
     assert marker(run.work_dir)['state'] == 'training'
