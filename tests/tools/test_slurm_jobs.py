@@ -236,7 +236,7 @@ def test_read_queue_asks_squeue_for_the_sweeps_tasks_and_keeps_its_own_runs(tmp_
         '-h', '-r', '--me', '-t', 'all', '-o', '%i|%F|%K|%T|%R|%o', '--name=sw']
     mine = slurm_queue.read_queue('sw', env=env, runs=[ours])
     assert mine['a'].job_id == '8_0' and mine['a'].work_dir == tmp_path / 'ours' / 'a'
-    assert [r.name for r in slurm_queue.runs_to_submit([ours], mine)] == ['a']
+    assert not mine['a'].active
     assert slurm_queue.read_queue(job_ids=['8', '9'], env=env)
     assert (tmp_path / 'squeue.args').read_text().split()[-1] == '--jobs=8,9'
     (bin_dir / 'squeue').write_text('#!/bin/sh\necho "slurm_load_jobs error: down" >&2\n'
@@ -257,7 +257,9 @@ def test_the_active_then_newest_task_stands_for_a_run(tmp_path):
     assert best['a'].job_id == '9_0'
 
 
-def test_runs_to_submit_leaves_out_queued_running_and_tested_runs(tmp_path):
+def test_queue_states_and_the_marker_say_where_a_run_stands(tmp_path):
+    """Queued, running and requeued tasks hold their run; a marker of other settings is no
+    marker of the run."""
     runs = {name: standin_run(tmp_path, name, 3) for name in 'abcdef'}
     for name, content in (('d', {'key': 'k1', 'state': 'tested'}),
                           ('e', {'key': 'old', 'state': 'tested'}),
@@ -269,9 +271,10 @@ def test_runs_to_submit_leaves_out_queued_running_and_tested_runs(tmp_path):
         return QueuedTask(name, '1_0', '1', 0, state, '', tmp_path, tmp_path)
     queue = {'a': queued('a', 'PENDING'), 'b': queued('b', 'RUNNING'),
              'c': queued('c', 'FAILED'), 'f': queued('f', 'REQUEUED')}
-    assert [r.name for r in slurm_queue.runs_to_submit(list(runs.values()), queue)] == ['c', 'e']
-    assert slurm_queue.marker_state(runs['e']) == ''  # of other settings
-    assert slurm_queue.marker_state(runs['f']) == 'training'
+    assert [slurm_queue.run_status(run, queue).state for run in runs.values()] == [
+        'queued', 'running', 'failed', 'done', 'new', 'queued']
+    assert [name for name, task in queue.items() if task.active] == ['a', 'b', 'f']
+
 
 
 def test_run_status_joins_the_marker_and_the_queue(tmp_path):
@@ -610,8 +613,7 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     timings: Dict[str, float] = {}
     start = time.monotonic()
 
-    submitted = slurm_queue.submit_missing(runs, options, run_dir, env)
-    assert submitted is not None
+    submitted = slurm_jobs.submit_array(runs, options, run_dir, env)
     array = submitted.array_id
     assert submitted.job_ids == {'requeued': f'{array}_0', 'limited': f'{array}_1',
                                  'failing': f'{array}_2'}
@@ -633,9 +635,6 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
                                                                       'queued']
     assert queue['requeued'].log == tmp_path / 'logs' / f'sweep_test-{array}_0.out'
     assert job_state(cluster, report) == 'PENDING'
-    # A second submission while they are queued or running submits nothing.
-    assert slurm_queue.submit_missing(runs, options, run_dir, env) is None
-    assert len(list(run_dir.glob('*.json'))) == 1
 
     wait_until(lambda: len(events(requeued.work_dir, 'iteration')) >= 5, 60, 'five iterations')
     cluster.command('scontrol', 'requeue', f'{array}_0')
@@ -690,9 +689,6 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     wait_until(lambda: job_state(cluster, report) == 'COMPLETED', 60, 'the report job')
     assert (tmp_path / 'report.txt').read_text() == 'limited\nrequeued\n'
 
-    # What a rerun would submit: only the failed run.
-    assert [r.name for r in slurm_queue.runs_to_submit(runs, queue)] == ['failing']
-    assert slurm_queue.submit_missing(runs[:2], options, run_dir, env) is None
     # A task of a tested run (submitted anyway) exits at once.
     again = slurm_jobs.submit_array([requeued], options, run_dir, env)
     wait_until(lambda: job_state(cluster, again.job_ids['requeued']) == 'COMPLETED', 60,

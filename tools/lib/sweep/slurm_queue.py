@@ -3,9 +3,6 @@
 - :func:`read_queue` maps the queue's tasks back to run names: ``squeue`` shows
   each task's command, ``tools/slurm_run.sh RUN_FILE``, and the run file maps the
   task's index to its run. Per run: its state, job id (``ARRAY_TASK``), log file.
-- :func:`runs_to_submit` leaves out runs that are queued, running or tested, so a
-  rerun of the sweep submits only what is missing; :func:`submit_missing` reads
-  the queue and submits under a lock, so two submitters never queue one run twice.
 - :func:`run_status` says where a run stands (done, queued, running, failed,
   stopped, new) from its marker and the queue, for the sweep's table.
 
@@ -16,25 +13,21 @@ Only the standard library.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
 from tools.lib.errors import UserError
+from tools.lib.sweep.run import Run
 from tools.lib.sweep.slurm_jobs import (
     JOB_SCRIPT,
-    MARKER,
     ArrayOptions,
     SlurmRun,
-    Submitted,
     log_end,
     log_path,
     read_run_file,
     run_slurm,
-    submission_lock,
-    submit_array,
 )
 
 #: Job states in which a task still holds (or will hold) its run: not to be submitted again.
@@ -65,25 +58,6 @@ class QueuedTask:
     def active(self) -> bool:
         """Queued or running (or requeued): the run must not be submitted again."""
         return self.state in ACTIVE_STATES
-
-
-def read_marker(run: SlurmRun, marker: str = MARKER) -> Dict:
-    """The run's marker (``state``, ``slurm_job`` of the task that wrote it) if its fields
-    are the run's; ``{}`` when there is none or it is of other settings."""
-    try:
-        data = json.loads((Path(run.work_dir) / marker).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or any(data.get(k) != v for k, v in run.marker_fields.items()):
-        return {}
-    return data
-
-
-def marker_state(run: SlurmRun, marker: str = MARKER) -> str:
-    """The state in the run's marker (``training``, ``trained``, ``tested``) if
-    its fields are the run's; ``''`` when there is none or it is of other settings."""
-    state = read_marker(run, marker).get('state')
-    return state if isinstance(state, str) else ''
 
 
 def _run_file_of(command: str, script_name: str) -> Optional[Path]:
@@ -168,14 +142,6 @@ def pending_jobs(job_name: str, env: Optional[Mapping[str, str]] = None) -> List
                      env, 'reading the queue').split()
 
 
-def runs_to_submit(runs: Sequence[SlurmRun], queue: Mapping[str, QueuedTask],
-                   marker: str = MARKER) -> List[SlurmRun]:
-    """The runs that are neither queued nor running (``queue``) nor tested (their marker)."""
-    return [run for run in runs
-            if not (run.name in queue and queue[run.name].active)
-            and marker_state(run, marker) != 'tested']
-
-
 @dataclass(frozen=True)
 class RunStatus:
     """Where a run stands, from its marker and the queue, for the sweep's table.
@@ -203,18 +169,18 @@ _RUNNING_STATES = frozenset({'RUNNING', 'CONFIGURING', 'COMPLETING', 'SIGNALING'
                              'STAGE_OUT', 'RESIZING'})
 
 
-def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask], marker: str = MARKER,
+def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask],
                options: Optional[ArrayOptions] = None) -> RunStatus:
     """The run's :class:`RunStatus`: its marker says whether it is tested, the
     queue (:func:`read_queue`) whether a task of it is queued or running, the task's
     log why it failed. With ``options`` (the sweep's), a started run that Slurm has
     forgotten is looked up in the log of the task its marker names."""
-    content = read_marker(run, marker)
-    stage = content.get('state', '')
+    folder = Run(run.name, '', Path(run.work_dir), key=run.marker_fields.get('key', ''))
+    stage = folder.stage()
     task = queue.get(run.name)
     if task is None:
         state = {'tested': 'done', '': 'new'}.get(stage, 'stopped')
-        job = str(content.get('slurm_job', ''))
+        job = str(folder.marker().get('slurm_job', ''))
         if state == 'stopped' and options is not None and re.fullmatch(r'\d+_\d+', job):
             array, index = job.split('_')
             log = log_path(options.log_pattern(), array, int(index), options.job_name)
@@ -237,16 +203,3 @@ def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask], marker: str = MAR
     cause, failed = log_end(task.log)
     same = dict(task.marker_fields) == dict(run.marker_fields)  # else: settings changed since
     return RunStatus(run.name, state, task.job_id, task.log, detail, cause, failed and same)
-
-
-def submit_missing(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
-                   env: Optional[Mapping[str, str]] = None,
-                   marker: str = MARKER) -> Optional[Submitted]:
-    """Under the lock ``run_dir/submit.lock``: read the queue (by job name),
-    submit the runs :func:`runs_to_submit` leaves; None when there are none."""
-    with submission_lock(Path(run_dir) / 'submit.lock'):
-        queue = read_queue(options.job_name, env=env, runs=runs)
-        missing = runs_to_submit(runs, queue, marker)
-        if not missing:
-            return None
-        return submit_array(missing, options, run_dir, env, marker)
