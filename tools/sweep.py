@@ -11,7 +11,7 @@ import sys
 import time
 from argparse import Namespace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -20,8 +20,7 @@ from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, r
 from tools.lib.sweep import plan as sweep_plan
 from tools.lib.sweep import slurm as sweep_slurm
 from tools.lib.sweep.local import run_locally
-from tools.lib.sweep.report import build_report
-from tools.lib.sweep.run import Run
+from tools.lib.sweep.report import write_sweep_report
 from tools.lib.sweep.settings import parse_epsilons, parse_seeds
 from tools.lib.sweep.slurm_jobs import MAX_SIGNAL_SECONDS
 
@@ -89,15 +88,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     return args
 
 
-def write_report(runs: List[Run], root: Path, baseline: bool, before: str = '',
-                 after: str = '') -> None:
-    """Write sweep.md and sweep.png from the runs' final tests; print the table."""
-    table = build_report([str(r.work_dir) for r in runs], str(runs[0].work_dir) if baseline
-                         else None, str(root / 'sweep.png'), str(root / 'sweep.md'))
-    print(f'{before}\n{table}\n\n[sweep] table: {root / "sweep.md"}, plot: {root / "sweep.png"}'
-          + after)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     ignore_known_warnings()
@@ -124,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for each in runs:
             print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
     if args.launcher == 'slurm':
-        main_slurm(args, runs, root, problems)
+        sweep_slurm.main(args, runs, root, problems)
         return
     start = time.time()
     busy = run_locally(runs, args)
@@ -137,34 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         raise UserError(f'{len(left)} runs are not done ({", ".join(left)}): another process '
                         f'held {", ".join(busy) or "them"} (skipped above); the sweep that '
                         'finishes last writes the report, or rerun this one then')
-    write_report(runs, root, bool(args.baseline), after=f', {time.time() - start:.0f} s')
-
-
-def main_slurm(args: Namespace, runs: List[Run], root: Path,
-               problems: Dict[str, UserError]) -> None:
-    """Submit the runs not done nor queued or running, then queue the report."""
-    settings = sweep_slurm.SlurmSettings(
-        partition=args.partition, gpus=args.gpus, cpus_per_task=args.cpus_per_task or 1,
-        max_parallel=args.max_parallel, time=args.time,
-        signal_seconds=300 if args.signal_seconds is None else args.signal_seconds,
-        sbatch_args=args.sbatch_args)
-    if args.dry_run:
-        sweep_slurm.print_commands([r for r in runs if r.state != 'done'] or runs, root, settings)
-        return
-    sweep_slurm.which_or_error()
-    outcome = sweep_slurm.submit(runs, root, settings, args.force, problems,
-                                 bool(args.retry_failed))
-    if outcome['done']:
-        write_report(runs, root, bool(args.baseline),
-                     before='\n[sweep] every run is done; nothing submitted\n')
-        return
-    job = sweep_slurm.queue_report(runs, root, settings, bool(args.baseline), outcome,
-                                   bool(args.wait))
-    if job is None:
-        print('\n[sweep] nothing queued or running, and not every run is done (see above)')
-    elif args.wait:
-        report = root / 'sweep.md'
-        print(f'\n{report.read_text() if report.is_file() else "(no report written)"}')
+    write_sweep_report(runs, root, bool(args.baseline), after=f', {time.time() - start:.0f} s')
 
 
 if __name__ == '__main__':

@@ -25,29 +25,17 @@ import os
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass
+from argparse import Namespace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from tools.lib.errors import UserError
 from tools.lib.sweep import slurm_jobs, slurm_queue
+from tools.lib.sweep.report import write_sweep_report
 from tools.lib.sweep.run import Run, RunBusy
 from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-@dataclass(frozen=True)
-class SlurmSettings:
-    """What ``tools/sweep.py`` passes on to sbatch (see :class:`slurm_jobs.ArrayOptions`)."""
-    partition: str
-    gpus: int = 1
-    cpus_per_task: int = 1
-    max_parallel: Optional[int] = None
-    time: Optional[str] = None
-    signal_seconds: int = 300
-    sbatch_args: Sequence[str] = ()
-    python: str = sys.executable
 
 
 def folder(root: Path) -> Path:
@@ -55,15 +43,15 @@ def folder(root: Path) -> Path:
     return Path(root).resolve() / 'slurm'
 
 
-def array_options(root: Path, settings: SlurmSettings) -> ArrayOptions:
-    """The sbatch options of the sweep rooted at ``root`` (checked)."""
+def array_options(root: Path, args: Namespace) -> ArrayOptions:
+    """The sbatch options of the sweep rooted at ``root``, from its command line (checked)."""
+    signal_seconds = 300 if args.signal_seconds is None else args.signal_seconds
     options = ArrayOptions(
         job_name=slurm_jobs.sweep_job_name(root), log_dir=folder(root) / 'logs',
-        partition=settings.partition, time=settings.time, gpus=settings.gpus,
-        cpus_per_task=settings.cpus_per_task, max_parallel=settings.max_parallel,
-        signal_seconds=settings.signal_seconds,
-        stop_grace=min(slurm_jobs.ArrayOptions.stop_grace, settings.signal_seconds - 1),
-        extra=tuple(settings.sbatch_args))
+        partition=args.partition, time=args.time, gpus=args.gpus,
+        cpus_per_task=args.cpus_per_task or 1, max_parallel=args.max_parallel,
+        signal_seconds=signal_seconds,
+        stop_grace=min(ArrayOptions.stop_grace, signal_seconds - 1), extra=args.sbatch_args)
     slurm_jobs.check_options(options)
     return options
 
@@ -166,21 +154,21 @@ def parse_sbatch_args(text: Optional[str]) -> List[str]:
     return words
 
 
-def _tool(settings: SlurmSettings, script: str) -> List[str]:
+def _tool(options: ArrayOptions, script: str) -> List[str]:
     """How a task starts tools/<script>: one process, or one per GPU under srun
     (inside the task's allocation; mmengine's slurm launcher reads srun's variables)."""
-    command = [settings.python, '-u', str(ROOT / 'tools' / script)]
-    return command if settings.gpus == 0 else ['srun', '--kill-on-bad-exit=1', *command]
+    command = [sys.executable, '-u', str(ROOT / 'tools' / script)]
+    return command if options.gpus == 0 else ['srun', '--kill-on-bad-exit=1', *command]
 
 
-def slurm_run(run: Run, settings: SlurmSettings) -> SlurmRun:
+def slurm_run(run: Run, options: ArrayOptions) -> SlurmRun:
     """A sweep run as a task: train (resuming from the work dir's last
     checkpoint, if any), then test the checkpoint training ended with."""
     work_dir = str(Path(run.work_dir).resolve())
-    launcher = [] if settings.gpus == 0 else ['--launcher', 'slurm']
-    train = [*_tool(settings, 'train.py'), run.config, '--work-dir', work_dir,
+    launcher = [] if options.gpus == 0 else ['--launcher', 'slurm']
+    train = [*_tool(options, 'train.py'), run.config, '--work-dir', work_dir,
              '--cfg-options', *run.options, '--resume', *launcher]
-    test = [*_tool(settings, 'test.py'), run.config, LAST_CHECKPOINT, '--work-dir', work_dir,
+    test = [*_tool(options, 'test.py'), run.config, LAST_CHECKPOINT, '--work-dir', work_dir,
             '--cfg-options', *run.options, *launcher]
     return SlurmRun(run.name, Path(work_dir), train, test, {'key': run.key})
 
@@ -197,13 +185,12 @@ def _status_line(status: slurm_queue.RunStatus) -> str:
     return f'{line}: {status.cause}' if status.cause else line
 
 
-def print_commands(runs: Sequence[Run], root: Path, settings: SlurmSettings) -> None:
+def print_commands(runs: Sequence[Run], root: Path, options: ArrayOptions) -> None:
     """What a submission would run (``--dry-run``): sbatch, then each task's commands."""
-    options = array_options(root, settings)
     run_file = folder(root) / f'{options.job_name}-<time>.json'
     print('  $ ' + shlex.join(slurm_jobs.sbatch_array_argv(len(runs), options, run_file)))
     for index, run in enumerate(runs):
-        task = slurm_run(run, settings)
+        task = slurm_run(run, options)
         print(f'  task {index} {run.name}:\n    $ {shlex.join(task.train)}\n'
               f'    $ {shlex.join(task.test)}')
 
@@ -239,7 +226,7 @@ def _submit_and_clear(runs: Sequence[Run], tasks: Dict[str, SlurmRun],
     return submitted
 
 
-def submit(runs: Sequence[Run], root: Path, settings: SlurmSettings,
+def submit(runs: Sequence[Run], root: Path, options: ArrayOptions,
            force: bool, problems: Optional[Dict[str, UserError]] = None,
            retry_failed: bool = False) -> Dict[str, object]:
     """Print each run's state, submit the missing ones (``problems``: what is wrong
@@ -248,9 +235,8 @@ def submit(runs: Sequence[Run], root: Path, settings: SlurmSettings,
     ``retry_failed``); what happened:
     ``submitted`` (a :class:`slurm_jobs.Submitted` or None), ``active`` (job ids of
     our runs still queued or running), ``done`` (every run tested)."""
-    options = array_options(root, settings)
-    tasks = {run.name: slurm_run(run, settings) for run in runs}
-    env = dict(os.environ, **{slurm_jobs.PYTHON_VARIABLE: settings.python})
+    tasks = {run.name: slurm_run(run, options) for run in runs}
+    env = dict(os.environ, **{slurm_jobs.PYTHON_VARIABLE: sys.executable})
     with slurm_jobs.submission_lock(folder(root) / 'submit.lock'):
         queue = slurm_queue.read_queue(options.job_name, env=env, runs=list(tasks.values()))
         missing, active, other = [], [], []
@@ -297,11 +283,10 @@ def submit(runs: Sequence[Run], root: Path, settings: SlurmSettings,
             'job_name': options.job_name}
 
 
-def report_command(runs: Sequence[Run], root: Path, baseline: bool,
-                   python: str = sys.executable) -> List[str]:
+def report_command(runs: Sequence[Run], root: Path, baseline: bool) -> List[str]:
     """The report job's command: tools/sweep_report.py on the runs' work dirs."""
     root = Path(root).resolve()
-    command = [python, str(ROOT / 'tools' / 'sweep_report.py'),
+    command = [sys.executable, str(ROOT / 'tools' / 'sweep_report.py'),
                *[str(Path(r.work_dir).resolve()) for r in runs],
                '--out-png', str(root / 'sweep.png'), '--out-md', str(root / 'sweep.md')]
     if baseline:
@@ -309,7 +294,7 @@ def report_command(runs: Sequence[Run], root: Path, baseline: bool,
     return command
 
 
-def queue_report(runs: Sequence[Run], root: Path, settings: SlurmSettings,
+def queue_report(runs: Sequence[Run], root: Path, options: ArrayOptions,
                  baseline: bool, outcome: Dict[str, object], wait: bool) -> Optional[str]:
     """Queue the report after the submitted array and the runs still active, in place of
     a report job of the sweep still pending (one at a time); the report job's id, or
@@ -326,8 +311,8 @@ def queue_report(runs: Sequence[Run], root: Path, settings: SlurmSettings,
         print(f'\n[sweep] cancelled the pending report job {" ".join(earlier)}: the next one '
               'waits for every run')
     job = slurm_jobs.submit_report(
-        report_command(runs, root, baseline, settings.python), after, name, log,
-        partition=settings.partition, extra=settings.sbatch_args, wait=wait)
+        report_command(runs, root, baseline), after, name, log,
+        partition=options.partition, extra=options.extra, wait=wait)
     follow = f'squeue --name {outcome["job_name"]},{name}'
     print(f'\n[sweep] report job {job} (after {", ".join(after)}; log {log}) writes '
           f'{Path(root) / "sweep.md"} and sweep.png' +
@@ -342,3 +327,24 @@ def which_or_error(program: str = 'sbatch') -> None:
     if shutil.which(program) is None:
         raise UserError(f'--launcher slurm: {program} not found on PATH (run this on a '
                         'Slurm login node, or use --launcher none or pytorch)')
+
+
+def main(args: Namespace, runs: List[Run], root: Path, problems: Dict[str, UserError]) -> None:
+    """``tools/sweep.py --launcher slurm``: submit the runs not done nor queued or running
+    (``--dry-run``: print how), then queue the report."""
+    options = array_options(root, args)
+    if args.dry_run:
+        print_commands([r for r in runs if r.state != 'done'] or runs, root, options)
+        return
+    which_or_error()
+    outcome = submit(runs, root, options, args.force, problems, bool(args.retry_failed))
+    if outcome['done']:
+        write_sweep_report(runs, root, bool(args.baseline),
+                     before='\n[sweep] every run is done; nothing submitted\n')
+        return
+    job = queue_report(runs, root, options, bool(args.baseline), outcome, bool(args.wait))
+    if job is None:
+        print('\n[sweep] nothing queued or running, and not every run is done (see above)')
+    elif args.wait:
+        report = root / 'sweep.md'
+        print(f'\n{report.read_text() if report.is_file() else "(no report written)"}')

@@ -4,13 +4,14 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from tools.lib.recipe import Difference, first_difference
+from tools.lib.sweep.run import Run
 
 from .plot import plot_sweep
 from .runs import RunResult, SweepReportError, load_run, not_a_run
 from .tables import order_runs, runs_table, seed_table
 
 __all__ = ['RunResult', 'SweepReportError', 'build_report', 'load_run', 'order_runs',
-           'plot_sweep', 'recipe_groups', 'runs_table']
+           'plot_sweep', 'recipe_groups', 'runs_table', 'write_sweep_report']
 
 
 #: Besides the run's identity and its loss (tools/lib/recipe.py): a resumed training, and a
@@ -107,3 +108,13 @@ def build_report(work_dirs: Sequence[str], baseline: Optional[str] = None,
     except OSError as error:
         raise SweepReportError(f'cannot write {error.filename!r}: {error.strerror}') from error
     return table
+
+
+def write_sweep_report(runs: Sequence[Run], root: Path, baseline: bool, before: str = '',
+                       after: str = '') -> None:
+    """Write ``root``/sweep.md and sweep.png from the runs' final tests (the first is the
+    baseline with ``baseline``); print the table, ``before`` and ``after`` it."""
+    table = build_report([str(r.work_dir) for r in runs], str(runs[0].work_dir) if baseline
+                         else None, str(root / 'sweep.png'), str(root / 'sweep.md'))
+    print(f'{before}\n{table}\n\n[sweep] table: {root / "sweep.md"}, plot: {root / "sweep.png"}'
+          + after)
