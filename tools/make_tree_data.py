@@ -27,6 +27,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from tools.datasets import trees
 from tools.lib import errors
+from tools.lib.errors import number
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -37,14 +38,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help='output folder (default: %(default)s)')
     parser.add_argument('--wheel', help=f'a downloaded {trees.WHEEL.file_name} (checked against '
                         'its sha256) instead of the cached or downloaded one')
-    parser.add_argument('--tile-size', type=int, default=defaults.tile_size,
+    parser.add_argument('--tile-size', type=number(int), default=defaults.tile_size,
                         help='tile side in pixels (default: %(default)s)')
-    parser.add_argument('--stride', type=int, default=defaults.stride,
+    parser.add_argument('--stride', type=number(int), default=defaults.stride,
                         help='step between training tiles (default: %(default)s)')
-    parser.add_argument('--gap', type=int, default=defaults.gap,
+    parser.add_argument('--gap', type=number(int), default=defaults.gap,
                         help='rows left out between the training region and the '
                         'validation block, >= the largest crown (default: %(default)s)')
-    parser.add_argument('--min-visible', type=float, default=defaults.min_visible,
+    parser.add_argument('--min-visible', type=number(float), default=defaults.min_visible,
                         help='share of a cut crown\'s box that must lie in a tile for it '
                         'to be a box there; less is an ignore region (default: %(default)s)')
     parser.add_argument('--force', action='store_true',
