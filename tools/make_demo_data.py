@@ -39,12 +39,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cfg.validate()
     except ValueError as error:  # named as its flag: min_size is --min-size
         parser.error(re.sub(r'\b(min|max|img)_size\b', r'--\1-size', str(error)))
-    try:
+    with errors.writing(args.out_dir):
         made = generate(args.out_dir, cfg, force=args.force,
                         log=lambda line: print(f'[make_demo_data] {line}', flush=True))
-    except OSError as error:
-        parser.error(f'cannot write the dataset to {args.out_dir}: '
-                     f'{error.strerror or error}: {error.filename or args.out_dir}')
     state = 'generated' if made else 'already present (same parameters)'
     train_file = osp.join(args.out_dir, 'annotations', 'instances_train.json')
     print(f'[make_demo_data] {args.out_dir}: {state}; train objects per class: '

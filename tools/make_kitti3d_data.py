@@ -29,15 +29,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     folder = target(args.out_dir)
     check_replaceable(folder, KIND)
-    try:
-        with written_beside(folder) as built:
-            counts = make_kitti_set(built, train=args.num_train, val=args.num_val,
-                                    seed=args.seed)
-            (built / 'meta.json').write_text(
-                json.dumps(record(args.num_train, args.num_val, args.seed)) + '\n')
-    except OSError as error:
-        parser.error(f'cannot write the dataset to {args.out_dir}: '
-                     f'{error.strerror or error}: {error.filename or args.out_dir}')
+    with errors.writing(args.out_dir), written_beside(folder) as built:
+        counts = make_kitti_set(built, train=args.num_train, val=args.num_val, seed=args.seed)
+        (built / 'meta.json').write_text(
+            json.dumps(record(args.num_train, args.num_val, args.seed)) + '\n')
     print(f"{args.out_dir}: {counts['train']} training and {counts['val']} validation scenes, "
           f"{counts['objects']} objects")
 

@@ -60,16 +60,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                       lambda m: '--' + m.group(1).replace('_', '-'),
                                       str(error))) from None
     try:
-        meta = trees.build(args.out_dir, cfg, wheel=args.wheel, force=args.force,
-                           log=lambda line: print(f'[make_tree_data] {line}', flush=True))
-    except trees.DataError as error:
+        with errors.writing(args.out_dir):
+            meta = trees.build(args.out_dir, cfg, wheel=args.wheel, force=args.force,
+                               log=lambda line: print(f'[make_tree_data] {line}', flush=True))
+    except ValueError as error:  # a crown larger than --gap
         raise errors.UserError(str(error)) from None
-    except ValueError as error:
-        raise errors.UserError(str(error)) from None
-    except OSError as error:
-        raise errors.UserError(f'cannot write the dataset to {args.out_dir}: '
-                               f'{error.strerror or error}: {error.filename or args.out_dir}'
-                               ) from None
     if meta is None:
         print(f'[make_tree_data] {args.out_dir}: already present (same parameters)')
         return

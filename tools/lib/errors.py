@@ -2,11 +2,12 @@
 on stderr, exit status 2 (argparse's form); any other exception keeps its traceback. Standard
 library only: tools/lib/sweep/settings.py runs before the project's environment exists."""
 import argparse
+import contextlib
 import math
 import os.path as osp
 import sys
 import warnings
-from typing import Any, Callable, NoReturn, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, NoReturn, Optional, Sequence, Union
 
 
 def ignore_known_warnings() -> None:
@@ -50,6 +51,17 @@ def number(kind: type = int, low: Optional[float] = None, high: Optional[float] 
             raise argparse.ArgumentTypeError(f'expected {what}{bound}, got {text!r}')
         return value
     return parse
+
+
+@contextlib.contextmanager
+def writing(out: str, what: str = 'the dataset to ') -> Iterator[None]:
+    """An ``OSError`` in the block is a :class:`UserError`: ``cannot write <what><out>:
+    <reason>: <file>`` (the file the system names, else ``out``)."""
+    try:
+        yield
+    except OSError as error:
+        raise UserError(f'cannot write {what}{out}: {error.strerror or error}: '
+                        f'{error.filename or out}') from None
 
 
 def one_line(text: object) -> str:
