@@ -4,42 +4,17 @@
 holds it with the same parameters, complete, unless --force. A folder it did not make, or holding
 files it does not write, is left alone; the new dataset is written beside OUT_DIR and swapped in
 once complete (tools/datasets/dataset_dir.py). A bad value: one line on stderr, exit 2."""
-import argparse
-import math
 import os.path as osp
 import re
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from tools.datasets.shapes import SyntheticConfig, class_counts, generate
 from tools.lib import errors
+from tools.lib.errors import number
 from tools.lib.sweep.settings import SEED_LIMIT
-
-
-def _int_in(low: int, high: Optional[int] = None) -> Callable[[str], int]:
-    """argparse type: a decimal integer in [low, high]."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 10)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
-        if value < low or (high is not None and value > high):
-            bound = f'from {low} to {high}' if high is not None else f'>= {low}'
-            raise argparse.ArgumentTypeError(f'expected an integer {bound}, got {text!r}')
-        return value
-    return parse
-
-
-def _finite(text: str) -> float:
-    """argparse type: a finite number."""
-    try:
-        if math.isfinite(value := float(text)):
-            return value
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f'expected a finite number, got {text!r}')
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -47,13 +22,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = errors.ArgumentParser(description='Generate the synthetic COCO-format shapes dataset')
     parser.add_argument('out_dir', nargs='?', default='data/polyloss_shapes',
                         help='output folder (default: %(default)s)')
-    parser.add_argument('--seed', type=_int_in(0, SEED_LIMIT - 1), default=defaults.seed,
+    parser.add_argument('--seed', type=number(int, 0, SEED_LIMIT - 1), default=defaults.seed,
                         help='an integer in [0, 2^32) (default: %(default)s)')
-    parser.add_argument('--num-train', type=_int_in(1), default=defaults.num_train)
-    parser.add_argument('--num-val', type=_int_in(1), default=defaults.num_val)
-    parser.add_argument('--img-size', type=_int_in(1, 4096), default=defaults.img_size)  # memory
-    parser.add_argument('--min-size', type=_finite, default=defaults.min_size)
-    parser.add_argument('--max-size', type=_finite, default=defaults.max_size)
+    parser.add_argument('--num-train', type=number(int, 1), default=defaults.num_train)
+    parser.add_argument('--num-val', type=number(int, 1), default=defaults.num_val)
+    parser.add_argument('--img-size', type=number(int, 1, 4096), default=defaults.img_size,
+                        help='image side in pixels, at most 4096 (memory)')
+    parser.add_argument('--min-size', type=number(float), default=defaults.min_size)
+    parser.add_argument('--max-size', type=number(float), default=defaults.max_size)
     parser.add_argument('--force', action='store_true',
                         help='regenerate even if the same dataset exists')
     args = parser.parse_args(argv)
@@ -63,12 +39,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         cfg.validate()
     except ValueError as error:  # named as its flag: min_size is --min-size
         parser.error(re.sub(r'\b(min|max|img)_size\b', r'--\1-size', str(error)))
-    try:
+    with errors.writing(args.out_dir):
         made = generate(args.out_dir, cfg, force=args.force,
                         log=lambda line: print(f'[make_demo_data] {line}', flush=True))
-    except OSError as error:
-        parser.error(f'cannot write the dataset to {args.out_dir}: '
-                     f'{error.strerror or error}: {error.filename or args.out_dir}')
     state = 'generated' if made else 'already present (same parameters)'
     train_file = osp.join(args.out_dir, 'annotations', 'instances_train.json')
     print(f'[make_demo_data] {args.out_dir}: {state}; train objects per class: '

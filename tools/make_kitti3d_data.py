@@ -14,30 +14,25 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from 
 from tools.datasets.dataset_dir import check_replaceable, target, written_beside
 from tools.datasets.synthetic_kitti import KIND, make_kitti_set, record
 from tools.lib import errors
+from tools.lib.errors import number
 from tools.lib.sweep.settings import SEED_LIMIT
-from tools.make_demo_data import _int_in
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = errors.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('out_dir', nargs='?', default='data/kitti',
                         help='output folder (default: %(default)s)')
-    parser.add_argument('--seed', type=_int_in(0, SEED_LIMIT - 1), default=0,
+    parser.add_argument('--seed', type=number(int, 0, SEED_LIMIT - 1), default=0,
                         help='an integer in [0, 2^32) (default: %(default)s)')
-    parser.add_argument('--num-train', type=_int_in(1, 10000), default=8)
-    parser.add_argument('--num-val', type=_int_in(1, 10000), default=4)
+    parser.add_argument('--num-train', type=number(int, 1, 10000), default=8)
+    parser.add_argument('--num-val', type=number(int, 1, 10000), default=4)
     args = parser.parse_args(argv)
     folder = target(args.out_dir)
     check_replaceable(folder, KIND)
-    try:
-        with written_beside(folder) as built:
-            counts = make_kitti_set(built, train=args.num_train, val=args.num_val,
-                                    seed=args.seed)
-            (built / 'meta.json').write_text(
-                json.dumps(record(args.num_train, args.num_val, args.seed)) + '\n')
-    except OSError as error:
-        parser.error(f'cannot write the dataset to {args.out_dir}: '
-                     f'{error.strerror or error}: {error.filename or args.out_dir}')
+    with errors.writing(args.out_dir), written_beside(folder) as built:
+        counts = make_kitti_set(built, train=args.num_train, val=args.num_val, seed=args.seed)
+        (built / 'meta.json').write_text(
+            json.dumps(record(args.num_train, args.num_val, args.seed)) + '\n')
     print(f"{args.out_dir}: {counts['train']} training and {counts['val']} validation scenes, "
           f"{counts['objects']} objects")
 

@@ -27,6 +27,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from tools.datasets import trees
 from tools.lib import errors
+from tools.lib.errors import number
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -37,14 +38,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help='output folder (default: %(default)s)')
     parser.add_argument('--wheel', help=f'a downloaded {trees.WHEEL.file_name} (checked against '
                         'its sha256) instead of the cached or downloaded one')
-    parser.add_argument('--tile-size', type=int, default=defaults.tile_size,
+    parser.add_argument('--tile-size', type=number(int), default=defaults.tile_size,
                         help='tile side in pixels (default: %(default)s)')
-    parser.add_argument('--stride', type=int, default=defaults.stride,
+    parser.add_argument('--stride', type=number(int), default=defaults.stride,
                         help='step between training tiles (default: %(default)s)')
-    parser.add_argument('--gap', type=int, default=defaults.gap,
+    parser.add_argument('--gap', type=number(int), default=defaults.gap,
                         help='rows left out between the training region and the '
                         'validation block, >= the largest crown (default: %(default)s)')
-    parser.add_argument('--min-visible', type=float, default=defaults.min_visible,
+    parser.add_argument('--min-visible', type=number(float), default=defaults.min_visible,
                         help='share of a cut crown\'s box that must lie in a tile for it '
                         'to be a box there; less is an ignore region (default: %(default)s)')
     parser.add_argument('--force', action='store_true',
@@ -59,16 +60,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                                       lambda m: '--' + m.group(1).replace('_', '-'),
                                       str(error))) from None
     try:
-        meta = trees.build(args.out_dir, cfg, wheel=args.wheel, force=args.force,
-                           log=lambda line: print(f'[make_tree_data] {line}', flush=True))
-    except trees.DataError as error:
+        with errors.writing(args.out_dir):
+            meta = trees.build(args.out_dir, cfg, wheel=args.wheel, force=args.force,
+                               log=lambda line: print(f'[make_tree_data] {line}', flush=True))
+    except ValueError as error:  # a crown larger than --gap
         raise errors.UserError(str(error)) from None
-    except ValueError as error:
-        raise errors.UserError(str(error)) from None
-    except OSError as error:
-        raise errors.UserError(f'cannot write the dataset to {args.out_dir}: '
-                               f'{error.strerror or error}: {error.filename or args.out_dir}'
-                               ) from None
     if meta is None:
         print(f'[make_tree_data] {args.out_dir}: already present (same parameters)')
         return

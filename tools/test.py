@@ -9,13 +9,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from tools.lib import errors
-
-errors.ignore_known_warnings()  # before mmengine is imported
-
-import mmdet_polyloss  # noqa: F401  (registers the losses, loads mmengine checkpoints)
-from tools.lib import checkpoints, cli
-from tools.lib.dist import destroy_process_group
+from tools.lib.tool_main import checkpoints, cli, destroy_process_group, errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -26,7 +20,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--show-dir', help='save images with predictions drawn to '
                         '<work-dir>/<timestamp>/<show-dir>')
-    parser.add_argument('--wait-time', type=cli.non_negative_seconds, default=2,
+    parser.add_argument('--wait-time', default=2,
+                        type=errors.number(float, low=0, what='a number of seconds'),
                         help='seconds each image is shown with --show')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
     return cli.parse(parser, argv, 'the checkpoint')

@@ -8,13 +8,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
-from tools.lib import errors
-
-errors.ignore_known_warnings()  # before mmengine is imported
-
-import mmdet_polyloss  # noqa: F401  (registers the losses, loads mmengine checkpoints)
-from tools.lib import checkpoints, cli
-from tools.lib.dist import destroy_process_group
+from tools.lib.tool_main import checkpoints, cli, destroy_process_group, errors
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -286,3 +286,17 @@ def test_scripts_print_only_the_error(script, args, line, tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / 'tools' / script), *args], cwd=tmp_path,
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert (proc.returncode, proc.stderr) == (2, line + '\n')
+
+
+def test_number_flag_type_names_the_bounds():
+    """tools.lib.errors.number: the one way the tools declare a numeric flag."""
+    number = errors.number
+    assert number(int, 1)('7') == 7 and number(float, low=0)('0.5') == 0.5
+    for kind, low, high, text, message in [
+            (int, 1, None, '0', "expected an integer >= 1, got '0'"),
+            (int, None, 9, '10', "expected an integer <= 9, got '10'"),
+            (int, 0, 9, '1.5', "expected an integer, got '1.5'"),
+            (float, None, None, 'inf', "expected a finite number, got 'inf'"),
+            (float, 0, 1, '-0.1', "expected a finite number from 0 to 1, got '-0.1'")]:
+        with pytest.raises(argparse.ArgumentTypeError, match=f'^{re.escape(message)}$'):
+            number(kind, low, high)(text)

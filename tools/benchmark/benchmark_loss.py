@@ -24,16 +24,9 @@ import torch  # after the path set-up above, like every import below
 from tools.benchmark import cases, measure
 from tools.lib import errors
 from tools.lib.cli import check_writable
+from tools.lib.errors import number
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f'{text!r} must be a positive integer')
-    return value
+positive = number(int, low=1)
 
 
 def _image_size(text: str) -> Tuple[int, int]:
@@ -48,26 +41,26 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = errors.ArgumentParser(prog='benchmark_loss.py', description=__doc__.split('\n\n')[0])
     add = parser.add_argument
     add('--device', choices=('cpu', 'cuda'), help='default: cuda when available, else cpu')
-    add('--images', type=_positive_int, nargs='+', default=[1, 2, 8],
+    add('--images', type=positive, nargs='+', default=[1, 2, 8],
         help='batch sizes (images), each one table')
-    add('--anchors-per-image', type=_positive_int, default=100_000)
-    add('--classes', type=_positive_int, default=80)
-    add('--positives-per-image', type=_positive_int, default=200)
+    add('--anchors-per-image', type=positive, default=100_000)
+    add('--classes', type=positive, default=80)
+    add('--positives-per-image', type=positive, default=200)
     add('--dtype', nargs='+', choices=tuple(cases.DTYPES), default=['float32'])
-    add('--repeats', type=_positive_int,
+    add('--repeats', type=positive,
         help='timed calls per method (default 20 on cuda, 5 on cpu)')
-    add('--warmup', type=_positive_int, default=2,
+    add('--warmup', type=positive, default=2,
         help='untimed-for-the-median calls per method; the first is reported as "first call"')
-    add('--seed', type=int, default=0)
-    add('--threads', type=_positive_int, help="torch CPU threads (default: torch's); on a "
+    add('--seed', type=number(int), default=0)
+    add('--threads', type=positive, help="torch CPU threads (default: torch's); on a "
         'small, shared machine 1 avoids OpenMP barrier stalls under contention')
     add('--mmcv-src', help='mmcv source tree to JIT-build its CUDA focal kernel from when '
         'mmcv CUDA ops are not importable')
     add('--out', type=Path, help='write the markdown report here')
     add('--train-step', action='store_true', help='also time a RetinaNet training step')
-    add('--train-images', type=_positive_int, default=2)
+    add('--train-images', type=positive, default=2)
     add('--train-size', type=_image_size, help='HxW (default 512x512 on cpu, 800x1333 on cuda)')
-    add('--train-repeats', type=_positive_int,
+    add('--train-repeats', type=positive,
         help='timed steps per loss (default 10 on cuda, 3 on cpu)')
     add('--memory-worker', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

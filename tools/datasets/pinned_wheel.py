@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from tools.lib.errors import UserError
 
-class DataError(Exception):
-    """The wheel or its contents cannot be used; the message says what to do."""
+
+class DataError(UserError):
+    """The wheel or its contents cannot be used; the message says what to do (one line, exit
+    status 2, as every :class:`UserError`)."""
 
 
 def cache_dir() -> Path:

