@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, run
+from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, number, run
 from tools.lib.sweep import plan as sweep_plan
 from tools.lib.sweep import slurm as sweep_slurm
 from tools.lib.sweep.local import run_locally
@@ -27,7 +27,8 @@ from tools.lib.sweep.slurm_jobs import MAX_SIGNAL_SECONDS
 #: Options only --launcher slurm takes; each defaults to None (--wait too) to tell them given.
 SLURM_ONLY = ('partition', 'cpus_per_task', 'max_parallel', 'time', 'signal_seconds',
               'sbatch_args', 'wait', 'retry_failed')
-#: Slurm's largest MaxArraySize (slurm.conf): no job array runs more tasks than this.
+#: Slurm's largest MaxArraySize (slurm.conf): no job array runs more tasks than this (sbatch
+#: reads a larger --array limit modulo 2^32).
 MAX_ARRAY_SIZE = 4000001
 
 
@@ -40,7 +41,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     add('--baseline', metavar='CONFIG', help="the baseline's config, trained per seed")
     add('--launcher', choices=('none', 'pytorch', 'slurm'), default='none',
         help='none: here, one process; pytorch: here, torchrun; slurm: one job array')
-    add('--gpus', type=int, default=1, help='GPUs per run (pytorch, slurm; slurm: 0 is a CPU run)')
+    add('--gpus', type=number(int), default=1,
+        help='GPUs per run (pytorch, slurm; slurm: 0 is a CPU run)')
     add('--work-dir-root', help='where the runs go (default: work_dirs/sweep_<config name>)')
     add('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='for every run')
     retrain = parser.add_mutually_exclusive_group().add_argument
@@ -51,10 +53,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
         help='files a finished run depends on besides its config')
     add('--dry-run', action='store_true', help='print the plan and the commands, run nothing')
     slurm('--partition', help='the Slurm partition (required)')
-    slurm('--cpus-per-task', type=int, help='CPUs per process (default: 1)')
-    slurm('--max-parallel', type=int, help='at most this many runs at once')
+    slurm('--cpus-per-task', type=number(int, 1), help='CPUs per process (default: 1)')
+    slurm('--max-parallel', type=number(int, 1, MAX_ARRAY_SIZE),
+          help='at most this many runs at once')
     slurm('--time', help="each attempt's time limit, e.g. 4:00:00 (then requeued, resumed)")
-    slurm('--signal-seconds', type=int, help='requeue this long before --time (default: 300)')
+    slurm('--signal-seconds', type=number(int, 2, MAX_SIGNAL_SECONDS),  # 1 s to stop, at least
+          help='requeue this long before --time (default: 300)')
     slurm('--sbatch-args', metavar='"ARGS"', help='more sbatch arguments, as one string')
     slurm('--wait', action='store_true', default=None, help='return once the report is written')
     slurm('--retry-failed', action='store_true', default=None,
@@ -74,16 +78,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
     given = [name for name in SLURM_ONLY if getattr(args, name) is not None]
     if given and args.launcher != 'slurm':
         raise UserError(f'--{given[0].replace("_", "-")} needs --launcher slurm')
-    if args.max_parallel is not None and args.max_parallel > MAX_ARRAY_SIZE:
-        raise UserError(f'--max-parallel must be at most {MAX_ARRAY_SIZE} (the largest job '
-                        f'array Slurm allows; it reads larger values modulo 2^32), got '
-                        f'{args.max_parallel}')
     if args.time is not None and args.time != args.time.strip():
         raise UserError(f'--time {args.time!r} has spaces around it, which sbatch refuses; '
                         f'write --time {args.time.strip()!r}')
-    if args.signal_seconds is not None and not 2 <= args.signal_seconds <= MAX_SIGNAL_SECONDS:
-        raise UserError(f'--signal-seconds must be from 2 (a run needs a second to stop before '
-                        f'it is requeued) to {MAX_SIGNAL_SECONDS}, got {args.signal_seconds}')
     args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
     return args
 

@@ -88,19 +88,12 @@ def test_a_cpu_only_array_has_one_task_per_run_and_no_limits_it_was_not_given(tm
     (dict(job_name='two words'), "--job-name must be 1 to 200 letters, digits or ._+=-, got "
                                  "'two words'"),
     (dict(job_name='a/b'), "got 'a/b'"),
-    (dict(gpus=-1), '--gpus must be an integer >= 0, got -1'),
-    (dict(cpus_per_task=0), '--cpus-per-task must be an integer >= 1, got 0'),
-    (dict(max_parallel=0), '--max-parallel must be an integer >= 1, got 0'),
-    (dict(signal_seconds=0), 'signal_seconds must be an integer in [1, 65535], got 0'),
-    (dict(signal_seconds=70000), 'got 70000'),
     (dict(partition=' '), "--partition must name a partition, got ' '"),
     (dict(time='2h'), "--time takes a Slurm time limit (MINUTES, H:MM:SS, D-HH, D-HH:MM:SS), "
                       "got '2h'"),
     (dict(time='0'), "--time must be a positive time limit, got '0'"),
     (dict(time='5'), "--time '5' (300 s) must be longer than the 300 s before it at which a "
                      "run stops to be requeued"),
-    (dict(signal_seconds=30, stop_grace=30), 'signal_seconds (30) must be longer than '
-                                             'stop_grace (30)'),
 ])
 def test_bad_options_are_user_errors_naming_the_argument(tmp_path, change, message):
     options = ArrayOptions(**{'job_name': 'sweep', 'log_dir': tmp_path, **change})

@@ -109,10 +109,15 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p', '--time', '4',
       '--signal-seconds', '300'], "--time '4' (240 s) must be longer than the 300 s"),
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
-      '--max-parallel', '0'], '--max-parallel must be an integer >= 1, got 0'),
+      '--max-parallel', '0'], "argument --max-parallel: expected an integer from 1 to 4000001, "
+                              "got '0'"),
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
-      '--max-parallel', '4294967297'], '--max-parallel must be at most 4000001 (the largest '
-     'job array Slurm allows; it reads larger values modulo 2^32), got 4294967297'),
+      '--max-parallel', '4294967297'], "argument --max-parallel: expected an integer from 1 to "
+                                       "4000001, got '4294967297'"),
+    ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
+      '--cpus-per-task', '0'], "argument --cpus-per-task: expected an integer >= 1, got '0'"),
+    ([POLY, '--epsilons', '-1', '--gpus', 'two'], "argument --gpus: expected an integer, got "
+                                                  "'two'"),
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
       '--time', '1-00:00:00 '], "--time '1-00:00:00 ' has spaces around it, which sbatch "
                                 "refuses; write --time '1-00:00:00'"),
@@ -126,8 +131,8 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
       '--sbatch-args=-Jmine'], "--sbatch-args '-Jmine': -Jmine is set by the sweep itself "
                                '(--job-name: the sweep finds its jobs in the queue by their name)'),
     ([POLY, '--epsilons', '-1', '--launcher', 'slurm', '--partition', 'p',
-      '--signal-seconds', '1'], '--signal-seconds must be from 2 (a run needs a second to stop '
-                                'before it is requeued) to 65535, got 1'),
+      '--signal-seconds', '1'], "argument --signal-seconds: expected an integer from 2 to "
+                                "65535, got '1'"),
     ([POLY, '--epsilons', '-1', '--retry-failed'], '--retry-failed needs --launcher slurm'),
     ([POLY, '--epsilons', '-1', '--baseline', POLY],
      'two runs would share a work dir'),

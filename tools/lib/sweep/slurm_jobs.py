@@ -170,21 +170,11 @@ def parse_time(text: str, argument: str = '--time') -> Optional[int]:
 
 
 def check_options(options: ArrayOptions) -> None:
-    """Raise :class:`UserError` for an option ``sbatch`` would refuse or that
-    would make every task requeue itself at once."""
+    """Raise :class:`UserError` for an option ``sbatch`` would refuse or that would make every
+    task requeue itself at once (the numbers are checked where they are parsed: tools/sweep.py)."""
     if not _JOB_NAME.fullmatch(options.job_name):
         raise UserError('--job-name must be 1 to 200 letters, digits or ._+=-, got '
                         f'{options.job_name!r}')
-    for argument, value, low in (('--gpus', options.gpus, 0),
-                                 ('--cpus-per-task', options.cpus_per_task, 1),
-                                 ('--max-parallel', options.max_parallel, 1),
-                                 ('stop_grace', options.stop_grace, 1)):
-        if value is not None and (not isinstance(value, int) or value < low):
-            raise UserError(f'{argument} must be an integer >= {low}, got {value!r}')
-    if not isinstance(options.signal_seconds, int) or not \
-            1 <= options.signal_seconds <= MAX_SIGNAL_SECONDS:
-        raise UserError(f'signal_seconds must be an integer in [1, {MAX_SIGNAL_SECONDS}], '
-                        f'got {options.signal_seconds!r}')
     if options.partition is not None and not options.partition.strip():
         raise UserError(f'--partition must name a partition, got {options.partition!r}')
     limit = parse_time(options.time) if options.time is not None else None
@@ -192,9 +182,6 @@ def check_options(options: ArrayOptions) -> None:
         raise UserError(f'--time {options.time!r} ({limit} s) must be longer than the '
                         f'{options.signal_seconds} s before it at which a run stops to be '
                         'requeued')
-    if options.signal_seconds <= options.stop_grace:
-        raise UserError(f'signal_seconds ({options.signal_seconds}) must be longer than '
-                        f'stop_grace ({options.stop_grace}): a run needs that long to stop')
 
 
 def sbatch_array_argv(count: int, options: ArrayOptions, run_file: Path,
