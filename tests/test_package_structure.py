@@ -1,4 +1,4 @@
-"""The package's import graph has no cycles; docstring examples run as written."""
+"""The package's and tools/'s import graphs have no cycles; docstring examples run as written."""
 import ast
 import doctest
 import importlib
@@ -10,6 +10,7 @@ from typing import Dict, List, Set
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / 'mmdet_polyloss'
+TOOLS = PACKAGE.parent / 'tools'
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -64,6 +65,15 @@ def test_package_has_no_import_cycle():
     graph = import_graph(PACKAGE)
     assert 'mmdet_polyloss.functional.fused' in graph  # the graph was read at all
     assert 'mmdet_polyloss.functional.reference' in graph['mmdet_polyloss.functional.fused']
+    assert find_cycles(graph) == []
+
+
+def test_tools_have_no_import_cycle():
+    """tools/ as the package: the sweep's run module below its launchers and report, the
+    train/test command line below the tools."""
+    graph = import_graph(TOOLS)
+    assert 'tools.lib.sweep.run' in graph['tools.lib.sweep.local']  # the graph was read at all
+    assert 'tools.lib.sweep.run' in graph['tools.lib.sweep.task']
     assert find_cycles(graph) == []
 
 
