@@ -6,7 +6,7 @@ import io
 import os
 import subprocess
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from tools.datasets.shapes import SyntheticConfig, generate
 
@@ -65,3 +65,23 @@ def run_in_process(main: Callable[[Optional[Sequence[str]]], object], argv: List
         except SystemExit as exit_:
             status = exit_.code if isinstance(exit_.code, int) else 1
     return subprocess.CompletedProcess([prog, *argv], status, out.getvalue(), err.getvalue())
+
+
+def strip_scope(node: Any, scope: str) -> Any:
+    """``node`` without the ``_scope_=scope`` keys mmengine adds to dicts inherited through
+    ``scope::``; that package's configs build in that scope anyway."""
+    if isinstance(node, dict):
+        return {k: strip_scope(v, scope) for k, v in node.items()
+                if not (k == '_scope_' and v == scope)}
+    if isinstance(node, (list, tuple)):
+        return type(node)(strip_scope(v, scope) for v in node)
+    return node
+
+
+def resolved_config(path: Path, scope: str) -> Dict[str, Any]:
+    """The config at ``path`` as a dict (its default scope ``scope``), scope keys dropped."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(path)).to_dict()
+    assert cfg.get('default_scope') == scope
+    return strip_scope(cfg, scope)
+

@@ -14,6 +14,8 @@ from mmengine.registry import DefaultScope
 import mmdet_polyloss  # noqa: F401  (registers the losses)
 from mmdet_polyloss.engine.hooks import AtomicCheckpointHook
 
+from train_helpers import resolved_config
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / 'configs'
 MMDET_CONFIGS = Path(mmdet.__file__).parent / '.mim' / 'configs'
@@ -68,24 +70,8 @@ def _get(node: Any, path: Tuple[str, ...]) -> Any:
     return node
 
 
-def _strip_mmdet_scope(node: Any) -> Any:
-    """Drop the ``_scope_='mmdet'`` keys mmengine adds to dicts inherited
-    through ``mmdet::``; mmdet's configs build in that scope anyway."""
-    if isinstance(node, dict):
-        return {
-            k: _strip_mmdet_scope(v)
-            for k, v in node.items()
-            if not (k == '_scope_' and v == 'mmdet')
-        }
-    if isinstance(node, (list, tuple)):
-        return type(node)(_strip_mmdet_scope(v) for v in node)
-    return node
-
-
 def _resolved(path: Path) -> Dict[str, Any]:
-    cfg = Config.fromfile(str(path)).to_dict()
-    assert cfg.get('default_scope') == 'mmdet'
-    return _strip_mmdet_scope(cfg)
+    return resolved_config(path, 'mmdet')
 
 
 def _take_project_changes(ours: Dict[str, Any], theirs: Dict[str, Any]) -> None:

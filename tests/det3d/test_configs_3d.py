@@ -18,6 +18,8 @@ from mmengine.registry import DefaultScope  # noqa: E402
 from mmdet_polyloss import Poly1FocalLoss  # noqa: E402
 from mmdet_polyloss.det3d import PolyFocalAnchor3DHead  # noqa: E402
 
+from train_helpers import resolved_config  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / 'configs' / 'pointpillars'
 MMDET3D_CONFIGS = Path(mmdet3d.__file__).parent / '.mim' / 'configs'
@@ -44,21 +46,8 @@ def head_key(model: Dict[str, Any]) -> str:
     return key
 
 
-def strip_scope(node: Any) -> Any:
-    """Drop the ``_scope_='mmdet3d'`` keys mmengine adds to dicts inherited through
-    ``mmdet3d::``; mmdet3d's configs build in that scope anyway."""
-    if isinstance(node, dict):
-        return {k: strip_scope(v) for k, v in node.items()
-                if not (k == '_scope_' and v == 'mmdet3d')}
-    if isinstance(node, (list, tuple)):
-        return type(node)(strip_scope(v) for v in node)
-    return node
-
-
 def resolved(path: Path) -> Dict[str, Any]:
-    cfg = Config.fromfile(str(path)).to_dict()
-    assert cfg.get('default_scope') == 'mmdet3d'
-    return strip_scope(cfg)
+    return resolved_config(path, 'mmdet3d')
 
 
 def ours_and_theirs(path: Path) -> Tuple[Dict[str, Any], Dict[str, Any]]:
