@@ -4,7 +4,7 @@
     python tools/sweep.py CONFIG --epsilons -1 0.5 --seeds 0 1 [--baseline CONFIG] [--dry-run]
 
 Runs go to ``<--work-dir-root>/<CONFIG name at eps<e>>[_seed<N>]``, finished ones skipped,
-started ones resumed (tools/lib/sweep/plan.py); then ``sweep.md`` and ``sweep.png``.
+started ones resumed (tools/lib/sweep/run.py); then ``sweep.md`` and ``sweep.png``.
 """
 import os.path as osp
 import sys
@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, number, run
-from tools.lib.sweep import plan as sweep_plan
 from tools.lib.sweep import slurm as sweep_slurm
 from tools.lib.sweep.local import run_locally
+from tools.lib.sweep.plan import plan_runs
 from tools.lib.sweep.report import write_sweep_report
 from tools.lib.sweep.settings import parse_epsilons, parse_seeds
 from tools.lib.sweep.slurm_jobs import MAX_SIGNAL_SECONDS
@@ -89,8 +89,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     ignore_known_warnings()
     root = Path(args.work_dir_root or f'work_dirs/sweep_{Path(args.config).stem}')
-    runs = sweep_plan.plan_runs(args.config, args.epsilons, args.seeds, args.baseline, root,
-                                args.cfg_options, args.key_files, args.dry_run)
+    runs = plan_runs(args.config, args.epsilons, args.seeds, args.baseline, root,
+                     args.cfg_options, args.key_files, args.dry_run)
     problems = {}  # Slurm: a run's work dir may change under a running task
     for each in runs:
         try:

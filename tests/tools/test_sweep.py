@@ -403,9 +403,9 @@ def test_a_broken_config_is_one_line_naming_it(tmp_path):
 def test_a_training_that_leaves_no_checkpoint_is_one_line(tmp_path, monkeypatch):
     """A training that exits 0 without writing last_checkpoint (its checkpoint hook
     switched off, say): one line naming the run, before any test is started."""
-    from tools.lib.sweep import run as run_lock
+    from tools.lib.sweep import run
     started = []
-    monkeypatch.setattr(run_lock, 'run_child', lambda command, *_: started.append(command) or 0)
+    monkeypatch.setattr(run, 'run_child', lambda command, *_: started.append(command) or 0)
     result = sweep([POLY, '--epsilons', '-1', '--work-dir-root', str(tmp_path)])
     name = 'retinanet_tiny_fpn_poly1-eps-1_shapes'
     assert result.returncode == 2, result.stderr

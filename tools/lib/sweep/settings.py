@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Seeds and Poly-1 epsilons checked in Python, standard library only: tools/run_demo.sh
-runs ``run_settings.py SEEDS "0 1 01"`` (prints ``0 1``) or ``EPSILONS "-1 -.5 .5"``
+runs ``settings.py SEEDS "0 1 01"`` (prints ``0 1``) or ``EPSILONS "-1 -.5 .5"``
 (``-1 -0.5 +0.5``) before set-up, where bash arithmetic would wrap around. A bad value:
 one line on stderr (``run_demo: error: ...``, or ``--prog NAME``'s), exit 2."""
 from __future__ import annotations
@@ -61,12 +61,12 @@ def parse_epsilons(value: str, variable: str = 'EPSILONS') -> List[str]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """``run_settings.py [--prog NAME] SEEDS|EPSILONS VALUE``: print the checked values."""
+    """``settings.py [--prog NAME] SEEDS|EPSILONS VALUE``: print the checked values."""
     args = list(sys.argv[1:] if argv is None else argv)
     args = args[2:] if args[:1] == ['--prog'] else args
     parsers = {'SEEDS': parse_seeds, 'EPSILONS': parse_epsilons}
     if len(args) != 2 or args[0] not in parsers:
-        raise UserError(f'usage: run_settings.py [--prog NAME] SEEDS|EPSILONS VALUE, got {args}')
+        raise UserError(f'usage: settings.py [--prog NAME] SEEDS|EPSILONS VALUE, got {args}')
     print(' '.join(map(str, parsers[args[0]](args[1], args[0]))))
 
 
