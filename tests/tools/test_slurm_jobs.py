@@ -45,7 +45,7 @@ def standin_run(root: Path, name: str, iterations: int, *flags: str,
                     [sys.executable, str(STANDIN), 'train', str(work_dir), str(iterations),
                      *flags],
                     [sys.executable, str(STANDIN), 'test', str(work_dir), LAST_CHECKPOINT],
-                    {'key': key})
+                    key)
 
 
 def events(work_dir: Path, kind: Optional[str] = None) -> List[Dict]:
@@ -135,13 +135,13 @@ def test_run_file_maps_each_index_to_its_run(tmp_path):
     options = ArrayOptions('sweep', tmp_path / 'logs', stop_grace=7)
     path = slurm_jobs.write_run_file(tmp_path / 'runs' / 'r.json', runs, options)
     data = slurm_jobs.read_run_file(path)
-    assert data['version'] == 1 and data['job_name'] == 'sweep'
+    assert data['version'] == 2 and data['job_name'] == 'sweep'
     assert data['log'] == f'{tmp_path}/logs/sweep-%A_%a.out'
-    assert data['marker'] == '.sweep-run.json' and data['stop_grace'] == 7
+    assert data['stop_grace'] == 7
     assert sorted(data['tasks']) == ['0', '1']
     assert data['tasks']['1'] == {
         'name': 'b', 'work_dir': str(tmp_path / 'b'), 'train': list(runs[1].train),
-        'test': list(runs[1].test), 'marker_fields': {'key': 'k2'}, 'env': {}}
+        'test': list(runs[1].test), 'key': 'k2'}
 
 
 def test_run_file_errors(tmp_path):
@@ -204,9 +204,9 @@ def test_queue_lines_map_back_to_runs(tmp_path):
     tasks = slurm_queue.parse_queue(text)
     assert tasks == [
         QueuedTask('a', '40_0', '40', 0, 'RUNNING', 'vm', tmp_path / 'l' / 'sw-40_0.out', path,
-                   tmp_path / 'a', {'key': 'k1'}),
+                   tmp_path / 'a', 'k1'),
         QueuedTask('b', '40_1', '40', 1, 'PENDING', '(JobArrayTaskLimit)',
-                   tmp_path / 'l' / 'sw-40_1.out', path, tmp_path / 'b', {'key': 'k1'})]
+                   tmp_path / 'l' / 'sw-40_1.out', path, tmp_path / 'b', 'k1')]
     assert [t.active for t in tasks] == [True, True]
 
 
@@ -343,12 +343,12 @@ def test_a_failed_run_is_shown_with_its_cause(tmp_path):
     def failed(**fields) -> QueuedTask:
         return QueuedTask(**{**dict(name='a', job_id='4_2', array_id='4', index=2,
                                     state='FAILED', reason='(NonZeroExitCode)', log=log,
-                                    run_file=tmp_path, marker_fields={'key': 'k1'}), **fields})
+                                    run_file=tmp_path, key='k1'), **fields})
     status = slurm_queue.run_status(run, {'a': failed()})
     assert (status.state, status.cause, status.command_failed) == (
         'failed', 'train.py: error: optim_wrapper.optimizer.lr=nan: expected a finite number',
         True)
-    assert not slurm_queue.run_status(run, {'a': failed(marker_fields={'key': 'k0'})}) \
+    assert not slurm_queue.run_status(run, {'a': failed(key='k0')}) \
         .command_failed
     gone = slurm_queue.run_status(run, {'a': failed(log=tmp_path / 'logs' / 'x.out',
                                                     reason='(JobLaunchFailure)')})
@@ -504,7 +504,7 @@ def test_a_marker_of_other_settings_is_refused(tmp_path):
 def test_a_work_dir_it_cannot_write_in_is_one_line(tmp_path):
     """Not a traceback from the job script's helper; nothing is run."""
     for work_dir in ('/sys/kernel', '/sys/polyloss_not_made'):  # unwritable, even for root
-        run = SlurmRun('u', Path(work_dir), ['false'], ['false'], {'key': 'k1'})
+        run = SlurmRun('u', Path(work_dir), ['false'], ['false'], 'k1')
         (tmp_path / 'runs.json').unlink(missing_ok=True)
         result = finish(job_script(tmp_path, [run]))
         assert result.returncode == 2
@@ -598,7 +598,7 @@ def test_a_sweep_array_survives_requeue_and_time_limit_on_a_real_cluster(slurm_c
     requeued = standin_run(tmp_path, 'requeued', 20)
     limited = standin_run(tmp_path, 'limited', 90)
     failing = SlurmRun('failing', tmp_path / 'failing',
-                       [sys.executable, str(STANDIN), 'fail', '3'], ['true'], {'key': 'k1'})
+                       [sys.executable, str(STANDIN), 'fail', '3'], ['true'], 'k1')
     runs = [requeued, limited, failing]
     options = ArrayOptions('sweep_test', tmp_path / 'logs', partition=cluster.partition,
                            time='2', max_parallel=2, signal_seconds=60, stop_grace=5)

@@ -170,7 +170,7 @@ def slurm_run(run: Run, options: ArrayOptions) -> SlurmRun:
              '--cfg-options', *run.options, '--resume', *launcher]
     test = [*_tool(options, 'test.py'), run.config, LAST_CHECKPOINT, '--work-dir', work_dir,
             '--cfg-options', *run.options, *launcher]
-    return SlurmRun(run.name, Path(work_dir), train, test, {'key': run.key})
+    return SlurmRun(run.name, Path(work_dir), train, test, run.key)
 
 
 def _status_line(status: slurm_queue.RunStatus) -> str:
@@ -249,7 +249,7 @@ def submit(runs: Sequence[Run], root: Path, options: ArrayOptions,
                 if force:
                     raise UserError(f'--force: {run.name} is {status.state} as job '
                                     f'{task.job_id}; scancel {task.job_id} first')
-                if dict(task.marker_fields) != dict(tasks[run.name].marker_fields):
+                if task.key != tasks[run.name].key:
                     print(_status_line(status) + f' ({status.state} with other settings; '
                           f'scancel {task.job_id} first)')
                     other.append(task.job_id)

@@ -17,25 +17,20 @@ stay alive:
 - Reading the queue back per run, and submitting only what is missing:
   ``tools/lib/sweep/slurm_queue.py``.
 
-Run file (version 1)::
+Run file (version 2)::
 
-    {"format": "mmdet-polyloss slurm runs", "version": 1,
+    {"format": "mmdet-polyloss slurm runs", "version": 2,
      "job_name": "sweep_x", "log": "/abs/logs/sweep_x-%A_%a.out",
-     "marker": ".sweep-run.json", "stop_grace": 30,
+     "stop_grace": 30,
      "tasks": {"0": {"name": "run_a", "work_dir": "/abs/work/run_a",
                      "train": ["python", "tools/train.py", "..."],
                      "test": ["python", "tools/test.py", "CFG", "@LAST_CHECKPOINT@", "..."],
-                     "marker_fields": {"key": "0123abcd"}, "env": {"NAME": "value"}},
+                     "key": "0123abcd"},
                "1": {...}}}
 
-The job script's contract: see ``tools/slurm_run.sh``. In short: the run's
-marker (``work_dir/marker``, JSON) holds ``marker_fields`` plus ``state``
-(``training``, ``trained``, ``tested``); a task whose marker says ``tested`` with
-the same fields exits 0 at once, ``trained`` goes straight to the test, other
-fields than the run file's are an error. ``@LAST_CHECKPOINT@`` in the test
-command is replaced by the path in ``work_dir/last_checkpoint``.
-
-Only the standard library (the job script reads the run file with any Python).
+A task (tools/lib/sweep/task.py) runs its run's steps; ``key`` is the run's key in its
+marker (tools/lib/sweep/run.py); ``@LAST_CHECKPOINT@`` in the test command is replaced by
+the path in ``work_dir/last_checkpoint``. Standard library only.
 """
 from __future__ import annotations
 
@@ -50,18 +45,17 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tools.lib.errors import UserError
-from tools.lib.sweep.run import MARKER
 
 ROOT = Path(__file__).resolve().parents[3]
 #: The job script every array task runs.
 JOB_SCRIPT = ROOT / 'tools' / 'slurm_run.sh'
 RUN_FILE_FORMAT = 'mmdet-polyloss slurm runs'
-RUN_FILE_VERSION = 1
+RUN_FILE_VERSION = 2
 #: In a test command, replaced by the checkpoint that the work dir's ``last_checkpoint`` names.
 LAST_CHECKPOINT = '@LAST_CHECKPOINT@'
 #: The environment variable that names the Python the job script reads the run file with.
@@ -87,16 +81,13 @@ class SlurmRun:
 
     ``train`` resumes from the work dir's last checkpoint when there is one
     (``tools/train.py --resume`` with no path); ``test`` may name the checkpoint
-    as :data:`LAST_CHECKPOINT`. ``marker_fields`` identify the run's settings in
-    its marker (the sweep's ``{'key': ...}``); ``env`` is added to the job's
-    environment for both commands.
+    as :data:`LAST_CHECKPOINT`. ``key`` identifies the run's settings in its marker.
     """
     name: str
     work_dir: Path
     train: Sequence[str]
     test: Sequence[str]
-    marker_fields: Mapping[str, str] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict)
+    key: str = ''
 
 
 @dataclass(frozen=True)
@@ -207,8 +198,7 @@ def sbatch_array_argv(count: int, options: ArrayOptions, run_file: Path,
     return argv + [*options.extra, str(script), str(Path(run_file).resolve())]
 
 
-def run_file_data(runs: Sequence[SlurmRun], options: ArrayOptions,
-                  marker: str = MARKER) -> Dict:
+def run_file_data(runs: Sequence[SlurmRun], options: ArrayOptions) -> Dict:
     """The run file's content for ``runs`` (task ``i`` is ``runs[i]``)."""
     names = [run.name for run in runs]
     if len(set(names)) != len(names):
@@ -222,17 +212,15 @@ def run_file_data(runs: Sequence[SlurmRun], options: ArrayOptions,
         tasks[str(index)] = {
             'name': run.name, 'work_dir': str(Path(run.work_dir).resolve()),
             'train': list(run.train), 'test': list(run.test),
-            'marker_fields': {str(k): str(v) for k, v in run.marker_fields.items()},
-            'env': {str(k): str(v) for k, v in run.env.items()}}
+            'key': run.key}
     return {'format': RUN_FILE_FORMAT, 'version': RUN_FILE_VERSION,
-            'job_name': options.job_name, 'log': options.log_pattern(), 'marker': marker,
+            'job_name': options.job_name, 'log': options.log_pattern(),
             'stop_grace': options.stop_grace, 'tasks': tasks}
 
 
-def write_run_file(path: Path, runs: Sequence[SlurmRun], options: ArrayOptions,
-                   marker: str = MARKER) -> Path:
+def write_run_file(path: Path, runs: Sequence[SlurmRun], options: ArrayOptions) -> Path:
     """Write the run file for ``runs`` to ``path`` (atomically); returns ``path``."""
-    data = run_file_data(runs, options, marker)
+    data = run_file_data(runs, options)
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +308,7 @@ def parse_job_id(stdout: str) -> str:
 
 
 def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
-                 env: Optional[Mapping[str, str]] = None, marker: str = MARKER,
+                 env: Optional[Mapping[str, str]] = None,
                  script: Path = JOB_SCRIPT, hold: bool = False) -> Submitted:
     """Submit ``runs`` as one job array (``hold``: held, until :func:`release`); its run
     file goes to ``run_dir`` (kept: every requeued task reads it again). Creates the log
@@ -337,7 +325,7 @@ def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
         os.close(handle)
     except OSError as error:
         raise UserError(f'cannot create {error.filename!r}: {error.strerror}') from error
-    run_file = write_run_file(Path(name), runs, options, marker)
+    run_file = write_run_file(Path(name), runs, options)
     argv = sbatch_array_argv(len(runs), options, run_file, script, hold)
     environment = dict(os.environ if env is None else env)
     environment.setdefault(PYTHON_VARIABLE, sys.executable)

@@ -14,7 +14,7 @@ Only the standard library.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -52,7 +52,7 @@ class QueuedTask:
     log: Path
     run_file: Path
     work_dir: Optional[Path] = None  # the run's, as its run file says
-    marker_fields: Mapping[str, str] = field(default_factory=dict)  # its settings, ditto
+    key: str = ''  # its settings' key, ditto
 
     @property
     def active(self) -> bool:
@@ -99,7 +99,7 @@ def parse_queue(text: str, script_name: str = JOB_SCRIPT.name) -> List[QueuedTas
             state=state.split()[0] if state.strip() else 'UNKNOWN', reason=reason,
             log=log_path(data['log'], array_id, int(index), data['job_name']),
             run_file=run_file, work_dir=Path(task['work_dir']),
-            marker_fields=task.get('marker_fields', {})))
+            key=task.get('key', '')))
     return tasks
 
 
@@ -175,7 +175,7 @@ def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask],
     queue (:func:`read_queue`) whether a task of it is queued or running, the task's
     log why it failed. With ``options`` (the sweep's), a started run that Slurm has
     forgotten is looked up in the log of the task its marker names."""
-    folder = Run(run.name, '', Path(run.work_dir), key=run.marker_fields.get('key', ''))
+    folder = Run(run.name, '', Path(run.work_dir), key=run.key)
     stage = folder.stage()
     task = queue.get(run.name)
     if task is None:
@@ -201,5 +201,5 @@ def run_status(run: SlurmRun, queue: Mapping[str, QueuedTask],
                          f'Slurm wrote no log: it could not open {task.log} or start the job '
                          "script (the node's slurmd log says which)")
     cause, failed = log_end(task.log)
-    same = dict(task.marker_fields) == dict(run.marker_fields)  # else: settings changed since
+    same = task.key == run.key  # else: settings changed since
     return RunStatus(run.name, state, task.job_id, task.log, detail, cause, failed and same)

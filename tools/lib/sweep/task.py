@@ -72,10 +72,8 @@ class Task:
         entry = data.get('tasks', {}).get(index)
         if not isinstance(entry, dict):
             raise UserError(f'the run file {run_file!r} has no task {index!r}')
-        self.fields = entry.get('marker_fields', {})
-        self.run = Run(entry['name'], '', Path(entry['work_dir']), key=self.fields.get('key', ''))
+        self.run = Run(entry['name'], '', Path(entry['work_dir']), key=entry.get('key', ''))
         self.train, self.test = list(entry['train']), list(entry['test'])
-        self.env = {str(k): str(v) for k, v in entry.get('env', {}).items()}
         self.grace = int(data.get('stop_grace', 30))
         self.job = job
         self.start_stamp: Optional[str] = None
@@ -86,14 +84,11 @@ class Task:
               f'({self.job}): {message}', flush=True)
 
     def other_settings(self) -> str:
-        """What in the marker differs from the run file's fields ('' if nothing does)."""
-        content = self.run.marker()
-        wrong = sorted(k for k, v in self.fields.items() if content and content.get(k) != v)
-        if not wrong:
-            return ''
-        return (f'{self.run.work_dir / MARKER} holds '
-                + ', '.join(f'{k}={content.get(k)!r}' for k in wrong) + ', the run file says '
-                + ', '.join(f'{k}={self.fields[k]!r}' for k in wrong))
+        """How the marker's key differs from the run file's ('' if it does not)."""
+        found = self.run.marker().get('key', self.run.key)
+        return '' if found == self.run.key else (
+            f'{self.run.work_dir / MARKER} holds key={found!r}, the run file says '
+            f'key={self.run.key!r}')
 
     def execute(self) -> int:
         """The task's exit status (see the module's docstring)."""
@@ -119,7 +114,7 @@ class Task:
             link = self.run.work_dir / f'slurm-{self.job}.out'
             link.unlink(missing_ok=True)
             link.symlink_to(out)
-        env = dict(os.environ, **self.env)
+        env = dict(os.environ)
         env['MASTER_PORT'] = str(master_port(int(os.environ.get('SLURM_JOB_ID', '0'))))
         if os.environ.get('SLURM_CPUS_PER_TASK'):
             env['SRUN_CPUS_PER_TASK'] = os.environ['SLURM_CPUS_PER_TASK']
