@@ -29,6 +29,7 @@ from slurm_cluster import wait_until
 
 from tools.lib.errors import UserError
 from tools.lib.sweep import slurm_jobs, slurm_queue, task
+from tools.lib.sweep.run import MARKER
 from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, ArrayOptions, SlurmRun
 from tools.lib.sweep.slurm_queue import QueuedTask
 
@@ -57,7 +58,7 @@ def events(work_dir: Path, kind: Optional[str] = None) -> List[Dict]:
 
 
 def marker(work_dir: Path) -> Dict:
-    return json.loads((work_dir / slurm_jobs.MARKER).read_text())
+    return json.loads((work_dir / MARKER).read_text())
 
 
 # --- sbatch commands, options, times -------------------------------------------------
@@ -258,7 +259,7 @@ def test_queue_states_and_the_marker_say_where_a_run_stands(tmp_path):
                           ('e', {'key': 'old', 'state': 'tested'}),
                           ('f', {'key': 'k1', 'state': 'training'})):
         runs[name].work_dir.mkdir()
-        (runs[name].work_dir / slurm_jobs.MARKER).write_text(json.dumps(content))
+        (runs[name].work_dir / MARKER).write_text(json.dumps(content))
 
     def queued(name: str, state: str) -> QueuedTask:
         return QueuedTask(name, '1_0', '1', 0, state, '', tmp_path, tmp_path)
@@ -274,7 +275,7 @@ def test_run_status_joins_the_marker_and_the_queue(tmp_path):
     runs = {name: standin_run(tmp_path, name, 3) for name in 'abcdefgh'}
     for name, state in (('a', 'tested'), ('b', 'training'), ('g', 'tested'), ('h', 'training')):
         runs[name].work_dir.mkdir()
-        (runs[name].work_dir / slurm_jobs.MARKER).write_text(
+        (runs[name].work_dir / MARKER).write_text(
             json.dumps({'key': 'k1', 'state': state}))
 
     def queued(name: str, state: str, reason: str = 'vm') -> QueuedTask:
@@ -355,7 +356,7 @@ def test_a_failed_run_is_shown_with_its_cause(tmp_path):
     assert gone.log is None and gone.detail == 'FAILED (JobLaunchFailure)'
     assert gone.cause == (f'Slurm wrote no log: it could not open {tmp_path}/logs/x.out or '
                           "start the job script (the node's slurmd log says which)")
-    (run.work_dir / slurm_jobs.MARKER).write_text(
+    (run.work_dir / MARKER).write_text(
         json.dumps({'key': 'k1', 'state': 'training', 'slurm_job': '4_2'}))
     options = ArrayOptions('sw', tmp_path)
     forgotten = slurm_queue.run_status(run, {}, options=options)
@@ -431,7 +432,7 @@ def test_job_script_trains_then_tests_and_marks_the_run(tmp_path):
 def test_a_trained_run_goes_straight_to_its_test(tmp_path):
     run = standin_run(tmp_path, 'a', 3)
     assert finish(job_script(tmp_path, [run])).returncode == 0
-    (run.work_dir / slurm_jobs.MARKER).write_text('{"key": "k1", "state": "trained"}')
+    (run.work_dir / MARKER).write_text('{"key": "k1", "state": "trained"}')
     (run.work_dir / 'result.json').unlink()
     result = finish(job_script(tmp_path, [run]))
     assert result.returncode == 0, result.stderr
@@ -494,7 +495,7 @@ def test_a_failing_command_fails_the_task_with_its_status(tmp_path):
 def test_a_marker_of_other_settings_is_refused(tmp_path):
     run = standin_run(tmp_path, 'a', 3)
     run.work_dir.mkdir()
-    (run.work_dir / slurm_jobs.MARKER).write_text('{"key": "old", "state": "tested"}')
+    (run.work_dir / MARKER).write_text('{"key": "old", "state": "tested"}')
     result = finish(job_script(tmp_path, [run]))
     assert result.returncode == 2
     assert "holds key='old', the run file says key='k1'" in result.stderr
