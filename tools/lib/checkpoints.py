@@ -10,8 +10,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.runner import CheckpointLoader, find_latest_checkpoint, load_state_dict
 
 from tools.lib.errors import UserError, one_line
-from tools.lib.recipe import loss_difference
-from tools.lib.sweep.report.runs import parse_config_text
+from tools.lib.recipe import loss_difference, parse_config_text
 
 KEYS_SHOWN = 3  # keys named in a mismatch message before "(N in all)"
 

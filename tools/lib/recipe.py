@@ -7,12 +7,16 @@ what those compute (tests/det3d), so a 3D config that swaps both the loss and th
 differs in the loss alone. Everything else (the dataset, the schedule, the model, the
 pipeline) is the recipe, and a difference in it makes the runs' numbers incomparable.
 Standard library only: configs come in as plain dicts (``Config.to_dict()``, or a dumped
-config read as data)."""
+config read as data by :func:`parse_config_text`, which runs none of it)."""
 from __future__ import annotations
 
+import ast
+import math
 import os.path as osp
 import re
 from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple, Optional
+
+from tools.lib.errors import UserError
 
 #: Keys that name the run rather than its recipe.
 RUN_KEYS = ('work_dir', 'randomness.seed')
@@ -119,3 +123,78 @@ def dataset_of(config: Mapping[str, Any], loader: str) -> str:
     root, ann_file = dataset.get('data_root'), dataset.get('ann_file')
     root = root if isinstance(root, str) else ''
     return osp.join(root, ann_file) if isinstance(ann_file, str) and ann_file else root
+
+
+_FLOAT_NAMES = {'inf': math.inf, 'nan': math.nan}  # as Config.dump writes them
+_PLAIN = (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
+          ast.expr_context, ast.operator, ast.unaryop)
+
+
+class _NotData(Exception):
+    """A node of a dumped config that is neither a ``name = value`` line nor a plain value."""
+
+
+class _AsLiteral(ast.NodeTransformer):
+    """Config.dump's ``dict({...}, k=v)`` as a dict display and ``inf`` / ``nan`` as
+    constants, for ``ast.literal_eval``; :class:`_NotData` for any other call or name."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id not in _FLOAT_NAMES:
+            raise _NotData(node)
+        return ast.copy_location(ast.Constant(_FLOAT_NAMES[node.id]), node)
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        first = node.args[0] if node.args else ast.Dict([], [])
+        if not (isinstance(node.func, ast.Name) and node.func.id == 'dict' and len(node.args) <= 1
+                and isinstance(first, ast.Dict) and all(kw.arg for kw in node.keywords)):
+            raise _NotData(node)
+        keys = first.keys + [ast.Constant(kw.arg) for kw in node.keywords]
+        values = first.values + [kw.value for kw in node.keywords]
+        return self.visit(ast.copy_location(ast.Dict(keys, values), node))
+
+    def visit_BinOp(self, node: ast.AST) -> ast.AST:
+        """Signs and complex numbers only (``-1``, ``1+2j``), as ``literal_eval`` takes them."""
+        node = self.generic_visit(node)
+        try:
+            ast.literal_eval(node)
+        except (ValueError, TypeError):
+            raise _NotData(node) from None
+        return node
+
+    visit_UnaryOp = visit_BinOp
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        if not isinstance(node, _PLAIN) or None in getattr(node, 'keys', ()):  # {**other}
+            raise _NotData(node)
+        return super().generic_visit(node)
+
+
+def parse_config_text(text: str, path: str) -> Dict[str, Any]:
+    """The ``name = value`` lines of a config mmengine dumped, parsed (never run): ``text``
+    (a file's, or a checkpoint's ``meta['cfg']``: mmengine's
+    ``Config.pretty_text``, what it dumps); ``path`` names it in errors."""
+    config: Dict[str, Any] = {}
+    try:
+        for stmt in ast.parse(text, filename=path).body:
+            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                    and isinstance(stmt.targets[0], ast.Name)):
+                raise _NotData(stmt)
+            try:  # also a sign on a non-number, a set member or dict key that cannot be one
+                config[stmt.targets[0].id] = ast.literal_eval(_AsLiteral().visit(stmt.value))
+            except (ValueError, TypeError):
+                raise _NotData(stmt.value) from None
+    except SyntaxError as err:
+        raise UserError(f'{path}:{err.lineno}: not a config mmengine dumped: '
+                               f'{err.msg}') from None
+    except (ValueError, RecursionError, MemoryError) as err:  # not text, null bytes, too deep
+        raise UserError(f'{path}: not a config mmengine dumped: '
+                               f'{type(err).__name__} {err}') from None
+    except _NotData as err:
+        node = err.args[0]
+        what = 'a `name = value` line' if isinstance(node, ast.stmt) else 'a plain value'
+        found = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
+        found = found if len(found) <= 60 else found[:57] + '...'
+        raise UserError(f'{path}:{node.lineno}: expected {what}, found {found!r}; the '
+                               "sweep report reads a run's config as data (as mmengine's "
+                               'Config.dump writes it) and runs none of it') from None
+    return config

@@ -2,11 +2,9 @@
 run's test of the checkpoint its training ended with, else why it is ``unfinished``."""
 from __future__ import annotations
 
-import ast
 import contextlib
 import inspect
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -14,16 +12,13 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 from tools.lib.errors import UserError
-from tools.lib.recipe import dataset_of
+from tools.lib.recipe import dataset_of, parse_config_text
 from tools.lib.sweep.run import LOCK_NAME, MARKER, Run
 
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
 BASELINE_LOSSES: Mapping[str, str] = {'FocalLoss': 'focal', 'CrossEntropyLoss': 'cross-entropy'}
 _TIMESTAMP = re.compile(r'^\d{8}_\d{6}$')
 _CHECKPOINT = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
-_FLOAT_NAMES = {'inf': math.inf, 'nan': math.nan}  # as Config.dump writes them
-_PLAIN = (ast.Constant, ast.Tuple, ast.List, ast.Set, ast.Dict, ast.UnaryOp, ast.BinOp,
-          ast.expr_context, ast.operator, ast.unaryop)
 
 
 class SweepReportError(UserError):
@@ -110,45 +105,6 @@ class RunResult:
         return self.loss_label + (f" ({', '.join(diffs)})" if diffs else '')
 
 
-class _NotData(Exception):
-    """A node of a dumped config that is neither a ``name = value`` line nor a plain value."""
-
-
-class _AsLiteral(ast.NodeTransformer):
-    """Config.dump's ``dict({...}, k=v)`` as a dict display and ``inf`` / ``nan`` as
-    constants, for ``ast.literal_eval``; :class:`_NotData` for any other call or name."""
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        if node.id not in _FLOAT_NAMES:
-            raise _NotData(node)
-        return ast.copy_location(ast.Constant(_FLOAT_NAMES[node.id]), node)
-
-    def visit_Call(self, node: ast.Call) -> ast.AST:
-        first = node.args[0] if node.args else ast.Dict([], [])
-        if not (isinstance(node.func, ast.Name) and node.func.id == 'dict' and len(node.args) <= 1
-                and isinstance(first, ast.Dict) and all(kw.arg for kw in node.keywords)):
-            raise _NotData(node)
-        keys = first.keys + [ast.Constant(kw.arg) for kw in node.keywords]
-        values = first.values + [kw.value for kw in node.keywords]
-        return self.visit(ast.copy_location(ast.Dict(keys, values), node))
-
-    def visit_BinOp(self, node: ast.AST) -> ast.AST:
-        """Signs and complex numbers only (``-1``, ``1+2j``), as ``literal_eval`` takes them."""
-        node = self.generic_visit(node)
-        try:
-            ast.literal_eval(node)
-        except (ValueError, TypeError):
-            raise _NotData(node) from None
-        return node
-
-    visit_UnaryOp = visit_BinOp
-
-    def generic_visit(self, node: ast.AST) -> ast.AST:
-        if not isinstance(node, _PLAIN) or None in getattr(node, 'keys', ()):  # {**other}
-            raise _NotData(node)
-        return super().generic_visit(node)
-
-
 def parse_dumped_config(path: Path) -> Dict[str, Any]:
     """The ``name = value`` lines of a config mmengine dumped, parsed (never run)."""
     try:
@@ -158,37 +114,10 @@ def parse_dumped_config(path: Path) -> Dict[str, Any]:
     except ValueError as err:  # not UTF-8 text
         raise SweepReportError(f'{path}: not a config mmengine dumped: '
                                f'{type(err).__name__} {err}') from None
-    return parse_config_text(text, str(path))
-
-
-def parse_config_text(text: str, path: str) -> Dict[str, Any]:
-    """:func:`parse_dumped_config` of ``text`` (a checkpoint's ``meta['cfg']``: mmengine's
-    ``Config.pretty_text``, what it dumps); ``path`` names it in errors."""
-    config: Dict[str, Any] = {}
     try:
-        for stmt in ast.parse(text, filename=path).body:
-            if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                    and isinstance(stmt.targets[0], ast.Name)):
-                raise _NotData(stmt)
-            try:  # also a sign on a non-number, a set member or dict key that cannot be one
-                config[stmt.targets[0].id] = ast.literal_eval(_AsLiteral().visit(stmt.value))
-            except (ValueError, TypeError):
-                raise _NotData(stmt.value) from None
-    except SyntaxError as err:
-        raise SweepReportError(f'{path}:{err.lineno}: not a config mmengine dumped: '
-                               f'{err.msg}') from None
-    except (ValueError, RecursionError, MemoryError) as err:  # not text, null bytes, too deep
-        raise SweepReportError(f'{path}: not a config mmengine dumped: '
-                               f'{type(err).__name__} {err}') from None
-    except _NotData as err:
-        node = err.args[0]
-        what = 'a `name = value` line' if isinstance(node, ast.stmt) else 'a plain value'
-        found = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
-        found = found if len(found) <= 60 else found[:57] + '...'
-        raise SweepReportError(f'{path}:{node.lineno}: expected {what}, found {found!r}; the '
-                               "sweep report reads a run's config as data (as mmengine's "
-                               'Config.dump writes it) and runs none of it') from None
-    return config
+        return parse_config_text(text, str(path))
+    except UserError as error:
+        raise SweepReportError(str(error)) from None
 
 
 def _refuse(name: str) -> Any:
