@@ -6,6 +6,7 @@
 #
 # The task is tools/lib/sweep/task.py (its docstring says what it does), run with the
 # sweep's Python ($POLYLOSS_PYTHON, else python3) from the sweep's checkout
-# ($POLYLOSS_ROOT: sbatch runs a copy of this script, which cannot find its own).
+# ($POLYLOSS_ROOT: sbatch runs a copy of this script, which cannot find its own). A task
+# requeued after the checkout changed runs the checkout's task.py as it is then.
 ROOT=${POLYLOSS_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 exec "${POLYLOSS_PYTHON:-python3}" -u "$ROOT/tools/lib/sweep/task.py" "$@"

@@ -211,6 +211,18 @@ def test_queue_lines_map_back_to_runs(tmp_path):
     assert [t.active for t in tasks] == [True, True]
 
 
+def test_a_version_1_run_file_of_an_older_checkout_is_still_read_back(tmp_path):
+    """Tasks queued before the run file carried 'key' keep their runs in the queue."""
+    path = tmp_path / 'old.json'
+    path.write_text(json.dumps({
+        'format': 'mmdet-polyloss slurm runs', 'version': 1, 'job_name': 'sw',
+        'log': f'{tmp_path}/sw-%A_%a.out', 'marker': '.sweep-run.json', 'stop_grace': 30,
+        'tasks': {'0': {'name': 'a', 'work_dir': str(tmp_path / 'a'), 'train': ['true'],
+                        'test': ['true'], 'marker_fields': {'key': 'k1'}, 'env': {}}}}))
+    (task,) = slurm_queue.parse_queue(f'40_0|40|0|RUNNING|vm|{SCRIPT} {path}')
+    assert (task.name, task.key, task.work_dir) == ('a', 'k1', tmp_path / 'a')
+
+
 def test_read_queue_asks_squeue_for_the_sweeps_tasks_and_keeps_its_own_runs(tmp_path):
     """Two sweeps with a run 'a' each under one job name: ``runs`` picks this one's."""
     ours, theirs = standin_run(tmp_path / 'ours', 'a', 3), standin_run(tmp_path / 'theirs', 'a', 3)
@@ -490,6 +502,33 @@ def test_a_failing_command_fails_the_task_with_its_status(tmp_path):
     result = finish(job_script(tmp_path, [run]))
     assert result.returncode == 3 and 'f: training exited with status 3' in result.stderr
     assert marker(run.work_dir)['state'] == 'training'
+
+
+def test_a_command_that_cannot_start_or_is_killed_fails_as_a_shell_says(tmp_path):
+    """127 for a program that is not there, 128 + N for one killed by signal N: the statuses
+    a shell gives, which the sweep reads as a failed command (not resubmitted by itself)."""
+    missing = SlurmRun('m', tmp_path / 'm', [str(tmp_path / 'no-such-train')], ['true'])
+    result = finish(job_script(tmp_path, [missing]))
+    assert result.returncode == 127 and 'm: training exited with status 127' in result.stderr
+    log = tmp_path / 'm.log'
+    log.write_text(result.stdout + result.stderr)
+    assert slurm_jobs.log_end(log)[1]
+    killed = SlurmRun('k', tmp_path / 'k', [sys.executable, '-c', 'import os, signal; '
+                                            'os.kill(os.getpid(), signal.SIGKILL)'], ['true'])
+    (tmp_path / 'runs.json').unlink()
+    result = finish(job_script(tmp_path, [killed]))
+    assert result.returncode == 137 and 'k: training exited with status 137' in result.stderr
+
+
+def test_int_by_hand_stops_the_command_with_no_requeue(tmp_path):
+    run = standin_run(tmp_path, 'a', 30)
+    process = job_script(tmp_path, [run])
+    wait_until(lambda: events(run.work_dir, 'iteration'), 30, 'an iteration')
+    process.send_signal(signal.SIGINT)
+    result = finish(process)
+    assert result.returncode == 130 and 'INT: stopped the command' in result.stdout
+    assert len(events(run.work_dir, 'term')) == 1 and 'Traceback' not in result.stderr
+    assert not (tmp_path / 'scontrol.log').exists()
 
 
 def test_a_marker_of_other_settings_is_refused(tmp_path):

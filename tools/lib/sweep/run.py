@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,11 @@ _VERDICT = {'tested': 'done', 'trained': 'test'}
 
 
 class RunBusy(Exception):
-    """Another process holds the run's lock."""
+    """Another process holds the run's lock; ``holder`` says who (the lock file's text)."""
+
+    def __init__(self, work_dir: Path, holder: str) -> None:
+        super().__init__(f'{work_dir} is being run by another process ({holder})')
+        self.holder = holder
 
 
 class Stopped(Exception):
@@ -91,15 +96,18 @@ class Run:
     @contextlib.contextmanager
     def lock(self, holder: str = '') -> Iterator[None]:
         """Hold the run's lock (making the folder); :class:`RunBusy` at once if another
-        process does. ``holder``: who holds it (default: this process and host)."""
+        process does. ``holder``: who holds it (default: this process and host). On a file
+        system without locks it warns and goes on unlocked."""
         Path(self.work_dir).mkdir(parents=True, exist_ok=True)
         with open(Path(self.work_dir) / LOCK_NAME, 'a+') as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 handle.seek(0)
-                raise RunBusy(f'{self.work_dir} is being run by another process '
-                              f'({handle.read().strip() or "unknown"})') from None
+                raise RunBusy(self.work_dir, handle.read().strip() or 'unknown') from None
+            except OSError as error:  # ENOLCK, EOPNOTSUPP: no locks on this file system
+                print(f'warning: cannot lock {handle.name} ({error.strerror}; a file system '
+                      'without locks?): going on without', file=sys.stderr, flush=True)
             handle.seek(0)
             handle.truncate()
             host = socket.gethostname().split('.')[0]
@@ -109,7 +117,8 @@ class Run:
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                with contextlib.suppress(OSError):
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     def holder(self) -> Optional[str]:
         """Who holds the run's lock now, or None."""
@@ -217,17 +226,23 @@ class Run:
 
 def run_child(argv: List[str], env: Optional[Mapping[str, str]] = None, grace: float = 30,
               stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> int:
-    """Run ``argv`` in a process group of its own; its exit status. On one of
-    ``stop_signals`` the group gets TERM (KILL after ``grace`` s), then :class:`Stopped`."""
+    """Run ``argv`` in a process group of its own; its exit status (128 + N when signal N
+    ended it, 127 when it cannot be started, as a shell says). On one of ``stop_signals``
+    the group gets TERM (KILL after ``grace`` s), then :class:`Stopped`."""
     def on_signal(signum, frame):
         raise Stopped(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
     process = None
     try:
-        process = subprocess.Popen(argv, env=None if env is None else dict(env),
-                                   start_new_session=True)
-        return process.wait()
+        try:
+            process = subprocess.Popen(argv, env=None if env is None else dict(env),
+                                       start_new_session=True)
+        except OSError as error:
+            print(f'{argv[0]}: {error.strerror}', file=sys.stderr, flush=True)
+            return 127
+        status = process.wait()
+        return 128 - status if status < 0 else status
     except Stopped:
         if process is not None:
             for sig in previous:  # a second signal must not cut the stop short

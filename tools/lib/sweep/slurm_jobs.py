@@ -58,12 +58,12 @@ RUN_FILE_FORMAT = 'mmdet-polyloss slurm runs'
 RUN_FILE_VERSION = 2
 #: In a test command, replaced by the checkpoint that the work dir's ``last_checkpoint`` names.
 LAST_CHECKPOINT = '@LAST_CHECKPOINT@'
-#: The environment variable that names the Python the job script reads the run file with.
+#: The environment variable that names the Python the job script starts the task with.
 PYTHON_VARIABLE = 'POLYLOSS_PYTHON'
 #: Slurm's largest ``--signal`` lead time (seconds).
 MAX_SIGNAL_SECONDS = 65535
-#: A line of the job script's own (tools/slurm_run.sh: ``[slurm_run.sh TIME] ...``, or
-#: ``slurm_run.sh: error: ...``).
+#: A line of the task's own (tools/lib/sweep/task.py, in the job script's name:
+#: ``[slurm_run.sh TIME] ...``, or ``slurm_run.sh: error: ...``).
 _SCRIPT_LINES = ('[slurm_run.sh ', 'slurm_run.sh: ')
 #: The job script's verdict on an attempt whose resubmission would only fail the same way:
 #: its training or test exited with an error, or it saved no checkpoint before its limit.
@@ -240,9 +240,9 @@ def read_run_file(path: Path) -> Dict:
         raise UserError(f'cannot read the run file {str(path)!r}: {error}') from error
     if not isinstance(data, dict) or data.get('format') != RUN_FILE_FORMAT:
         raise UserError(f'{str(path)!r} is not a run file (no "format": "{RUN_FILE_FORMAT}")')
-    if data.get('version') != RUN_FILE_VERSION:
+    if data.get('version') not in (1, RUN_FILE_VERSION):  # 1: queued by an older checkout
         raise UserError(f'{str(path)!r}: run file version {data.get("version")!r}, this '
-                        f'checkout reads version {RUN_FILE_VERSION}')
+                        f'checkout reads versions 1 and {RUN_FILE_VERSION}')
     return data
 
 
@@ -329,7 +329,7 @@ def submit_array(runs: Sequence[SlurmRun], options: ArrayOptions, run_dir: Path,
     argv = sbatch_array_argv(len(runs), options, run_file, script, hold)
     environment = dict(os.environ if env is None else env)
     environment.setdefault(PYTHON_VARIABLE, sys.executable)
-    environment.setdefault('POLYLOSS_ROOT', str(ROOT))  # where the job script's copy runs from
+    environment['POLYLOSS_ROOT'] = str(ROOT)  # the checkout whose task the job script starts
     array_id = parse_job_id(run_slurm(argv, environment, f'submitting {len(runs)} runs'))
     return Submitted(array_id, run_file,
                      {r.name: f'{array_id}_{i}' for i, r in enumerate(runs)},

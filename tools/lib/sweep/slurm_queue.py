@@ -99,7 +99,7 @@ def parse_queue(text: str, script_name: str = JOB_SCRIPT.name) -> List[QueuedTas
             state=state.split()[0] if state.strip() else 'UNKNOWN', reason=reason,
             log=log_path(data['log'], array_id, int(index), data['job_name']),
             run_file=run_file, work_dir=Path(task['work_dir']),
-            key=task.get('key', '')))
+            key=task.get('key', task.get('marker_fields', {}).get('key', ''))))
     return tasks
 
 

@@ -14,12 +14,13 @@ RUN_FILE [INDEX]`` (INDEX: default ``SLURM_ARRAY_TASK_ID``; the run file:
   requeues this task (``scontrol requeue ARRAY_TASK``), unless this attempt made no progress
   (no new checkpoint, training not finished): then exit 3, as a requeue would repeat it;
 - on TERM (Slurm requeues, pre-empts or cancels the job) stops the command and exits 143,
-  leaving the requeue to Slurm: a cancelled job must stay cancelled.
+  leaving the requeue to Slurm: a cancelled job must stay cancelled (INT, by hand: 130).
 
 Standard library only: it runs with the sweep's Python but imports no torch.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -64,20 +65,31 @@ def fail(message: str, status: int = 2) -> NoReturn:
     sys.exit(status)
 
 
+STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+
+
 class Task:
-    """The task ``index`` of ``run_file``, as job ``job``."""
+    """The task ``index`` of ``run_file``, as job ``job``; the run file is read by
+    :meth:`execute`, so that a stop signal is handled from the start."""
 
     def __init__(self, run_file: str, index: str, job: str) -> None:
-        data = read_run_file(Path(run_file))
-        entry = data.get('tasks', {}).get(index)
+        self.run_file, self.index, self.job = run_file, index, job
+        self.run = Run(f'task {index}', '', Path('.'))
+        self.train: List[str] = []
+        self.test: List[str] = []
+        self.grace = 30
+        self.start_stamp: Optional[str] = None  # set once this attempt has its lock
+        self.start_stage = ''
+
+    def load(self) -> None:
+        data = read_run_file(Path(self.run_file))
+        entry = data.get('tasks', {}).get(self.index)
         if not isinstance(entry, dict):
-            raise UserError(f'the run file {run_file!r} has no task {index!r}')
-        self.run = Run(entry['name'], '', Path(entry['work_dir']), key=entry.get('key', ''))
+            raise UserError(f'the run file {self.run_file!r} has no task {self.index!r}')
+        key = entry.get('key', entry.get('marker_fields', {}).get('key', ''))  # version 1
+        self.run = Run(entry['name'], '', Path(entry['work_dir']), key=key)
         self.train, self.test = list(entry['train']), list(entry['test'])
         self.grace = int(data.get('stop_grace', 30))
-        self.job = job
-        self.start_stamp: Optional[str] = None
-        self.start_stage = ''
 
     def say(self, message: str) -> None:
         print(f'[{PROG} {time.strftime("%H:%M:%S", time.gmtime())}] {self.run.name} '
@@ -90,30 +102,38 @@ class Task:
             f'{self.run.work_dir / MARKER} holds key={found!r}, the run file says '
             f'key={self.run.key!r}')
 
+    def tested(self) -> bool:
+        if self.run.stage() == 'tested':
+            self.say('already tested: nothing to do')
+            return True
+        return False
+
     def execute(self) -> int:
         """The task's exit status (see the module's docstring)."""
+        self.load()
         name, work_dir = self.run.name, self.run.work_dir
         other = self.other_settings()
         if other:
             fail(f'{name}: {other}; the sweep clears such a work dir before it submits the run')
-        if self.run.stage() == 'tested':
-            self.say('already tested: nothing to do')
+        if self.tested():
             return 0
-        try:
-            with self.run.lock(holder=self.job):
-                return self._steps()
-        except RunBusy:
-            fail(f'{name}: another job holds {work_dir / LOCK_NAME} ({self.run.holder()})', 1)
-        except OSError as error:
-            print(f'{PROG}: {error.strerror}: {error.filename}', file=sys.stderr)
-            fail(f'{name}: cannot write in the work dir {work_dir} (the line above says why)')
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.run.lock(holder=self.job))
+            except RunBusy as busy:
+                fail(f'{name}: another job holds {work_dir / LOCK_NAME} ({busy.holder})', 1)
+            except OSError as error:
+                print(f'{PROG}: {error.strerror}: {error.filename}', file=sys.stderr)
+                fail(f'{name}: cannot write in the work dir {work_dir} (the line above says why)')
+            return 0 if self.tested() else self._steps()  # tested by a task before us
 
     def _steps(self) -> int:
-        out = Path(os.readlink('/proc/self/fd/1')) if Path('/proc/self/fd/1').exists() else None
-        if os.environ.get('SLURM_JOB_ID') and out is not None and out.is_file():
-            link = self.run.work_dir / f'slurm-{self.job}.out'
-            link.unlink(missing_ok=True)
-            link.symlink_to(out)
+        out = Path('/proc/self/fd/1')
+        if os.environ.get('SLURM_JOB_ID') and out.exists() and out.resolve().is_file():
+            with contextlib.suppress(OSError):  # a convenience: the log is in the sweep's folder
+                link = self.run.work_dir / f'slurm-{self.job}.out'
+                link.unlink(missing_ok=True)
+                link.symlink_to(out.resolve())
         env = dict(os.environ)
         env['MASTER_PORT'] = str(master_port(int(os.environ.get('SLURM_JOB_ID', '0'))))
         if os.environ.get('SLURM_CPUS_PER_TASK'):
@@ -126,19 +146,19 @@ class Task:
             self.run.train_then_test(
                 self.train, lambda checkpoint: [w.replace(LAST_CHECKPOINT, checkpoint)
                                                 for w in self.test],
-                env=env, job=self.job, say=self.say, grace=self.grace,
-                stop_signals=(signal.SIGUSR1, signal.SIGTERM))
+                env=env, job=self.job, say=self.say, grace=self.grace, stop_signals=STOP_SIGNALS)
         except StepFailed as failed:
             fail(f'{self.run.name}: {failed}', failed.status)
-        except Stopped as stopped:
-            return self.stop(str(stopped))
         self.say('tested')
         return 0
 
     def stop(self, signal_name: str) -> int:
         """After the command stopped on ``signal_name``: requeue (USR1) or leave it to Slurm."""
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # our own requeue TERMs us too
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in STOP_SIGNALS:  # our own requeue TERMs us too
+            signal.signal(sig, signal.SIG_IGN)
+        if signal_name == 'SIGINT':
+            self.say('INT: stopped the command')
+            return 130
         if signal_name != 'SIGUSR1':
             self.say('TERM (requeue, pre-emption or cancel): stopped the command')
             return 143
@@ -146,11 +166,17 @@ class Task:
         if self.run.stage() == 'tested':
             self.say('tested already: not requeued')
             return 0
-        trained_now = self.run.stage() == 'trained' and self.start_stage != 'trained'
+        trained_now = self.start_stamp is not None and self.run.stage() == 'trained' and \
+            self.start_stage != 'trained'
         if not trained_now and self.start_stamp in (None, self.run.checkpoint_stamp()):
             fail(f'{self.run.name}: no new checkpoint in this attempt, so a requeue would only '
                  'repeat it; give a longer --time or save checkpoints more often', 3)
-        if subprocess.run(['scontrol', 'requeue', self.job], check=False).returncode == 0:
+        try:
+            requeued = subprocess.run(['scontrol', 'requeue', self.job]).returncode == 0
+        except OSError as error:
+            print(f'{PROG}: scontrol: {error.strerror}', file=sys.stderr)
+            requeued = False
+        if requeued:
             self.say('requeued; it resumes from the last checkpoint')
             return 0
         fail(f'{self.run.name}: scontrol requeue {self.job} failed; rerun the sweep to resume', 1)
@@ -168,18 +194,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     array_job = os.environ.get('SLURM_ARRAY_JOB_ID')
     job = f'{array_job}_{os.environ.get("SLURM_ARRAY_TASK_ID")}' if array_job else \
         os.environ.get('SLURM_JOB_ID', 'local')
+    task = Task(args[0], index, job)
 
     def on_signal(signum, frame):  # between the steps as during them (run_child's)
         raise Stopped(signal.Signals(signum).name)
 
-    for sig in (signal.SIGUSR1, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, on_signal)
     try:
-        task = Task(args[0], index, job)
-        try:
-            return task.execute()
-        except Stopped as stopped:
-            return task.stop(str(stopped))
+        return task.execute()
+    except Stopped as stopped:
+        return task.stop(str(stopped))
     except UserError as error:
         fail(str(error))
 
