@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tools.dev import mmcv_cuda_focal
-from tools.dev.mmcv_cuda_focal import FocalOnlyExt, ensure_ops
+from tools.dev.mmcv_cuda_focal import StandInExt, ensure_ops
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,12 +37,32 @@ def mmcv_without_ops(monkeypatch):
     monkeypatch.delitem(sys.modules, 'mmcv._ext', raising=False)
 
 
-def test_stand_in_offers_every_op_name_but_runs_only_focal_loss(fake_mmcv_src):
-    ext = FocalOnlyExt(fake_mmcv_src)
-    assert hasattr(ext, 'nms') and hasattr(ext, 'roi_align_forward')
-    with pytest.raises(NotImplementedError, match="mmcv op 'nms' is not available"):
-        ext.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+def test_stand_in_offers_every_op_name_but_runs_only_focal_loss_and_nms(fake_mmcv_src):
+    ext = StandInExt(fake_mmcv_src)
+    assert hasattr(ext, 'roi_align_forward') and hasattr(ext, 'softnms')
+    with pytest.raises(NotImplementedError, match="mmcv op 'softnms' is not available"):
+        ext.softnms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+    with pytest.raises(NotImplementedError, match='offset 0 only, got 1'):
+        ext.nms(torch.zeros(1, 4), torch.zeros(1), 0.5, offset=1)
     assert not hasattr(ext, '__wrapped__')  # dunder lookups stay AttributeErrors
+
+
+def test_stand_in_nms_keeps_what_mmcvs_compiled_nms_keeps():
+    """Against mmcv's own compiled op (where it is installed, as in CI): random boxes in
+    clusters, so that many overlap, at mmdet's offset 0."""
+    if importlib.util.find_spec('mmcv._ext') is None:
+        pytest.skip('this environment has mmcv without compiled ops')
+    from mmcv.utils import ext_loader
+    compiled = ext_loader.load_ext('_ext', ['nms'])
+    generator = torch.Generator().manual_seed(0)
+    for threshold in (0.3, 0.5, 0.7):
+        centres = torch.rand(40, 2, generator=generator).repeat_interleave(25, 0) * 200
+        sizes = 10 + 40 * torch.rand(1000, 2, generator=generator)
+        boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], 1)
+        scores = torch.rand(1000, generator=generator)
+        kept = StandInExt.nms(boxes, scores, threshold)
+        assert 40 <= len(kept) < 1000
+        assert torch.equal(kept, compiled.nms(boxes, scores, iou_threshold=threshold, offset=0))
 
 
 @pytest.mark.parametrize('op', ['sigmoid_focal_loss_forward', 'sigmoid_focal_loss_backward'])
@@ -50,7 +70,7 @@ def test_stand_in_rejects_a_class_weight_before_building(op, fake_mmcv_src, monk
     monkeypatch.setattr(mmcv_cuda_focal, '_build', lambda src: pytest.fail('built'))
     pred = torch.zeros(3, 4)
     with pytest.raises(NotImplementedError, match=r'per-class weight \(got one of shape \(4,\)\)'):
-        getattr(FocalOnlyExt(fake_mmcv_src), op)(
+        getattr(StandInExt(fake_mmcv_src), op)(
             pred, torch.zeros(3, dtype=torch.long), torch.ones(4), torch.zeros(3, 4),
             gamma=2.0, alpha=0.25)
 
@@ -65,7 +85,7 @@ def test_stand_in_calls_the_built_kernel_with_mmcvs_arguments(fake_mmcv_src, mon
         def focal_backward(self, *args):
             calls.append(('backward', args))
     monkeypatch.setattr(mmcv_cuda_focal, '_build', lambda src: Kernels())
-    ext = FocalOnlyExt(fake_mmcv_src)
+    ext = StandInExt(fake_mmcv_src)
     pred, labels, out = torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), torch.zeros(3, 4)
     no_weight = pred.new_empty(0)  # what mmcv passes for weight=None
     ext.sigmoid_focal_loss_forward(pred, labels, no_weight, out, gamma=2.0, alpha=0.25)
@@ -94,7 +114,7 @@ def test_without_ops_it_needs_a_source_tree(mmcv_without_ops, tmp_path):
 def test_without_ops_it_installs_the_stand_in_once(mmcv_without_ops, fake_mmcv_src):
     assert ensure_ops(fake_mmcv_src).endswith('(stand-in mmcv._ext)')
     stand_in = sys.modules['mmcv._ext']
-    assert isinstance(stand_in, FocalOnlyExt)
+    assert isinstance(stand_in, StandInExt)
     assert ensure_ops(fake_mmcv_src).endswith('(stand-in mmcv._ext)')
     assert sys.modules['mmcv._ext'] is stand_in
 
@@ -102,8 +122,8 @@ def test_without_ops_it_installs_the_stand_in_once(mmcv_without_ops, fake_mmcv_s
 @pytest.mark.slow
 def test_mmdet_imports_and_trains_on_the_stand_in(fake_mmcv_src):
     """What the GPU check does with mmcv-lite: mmdet's models import through the
-    stand-in, and mmdet's FocalLoss (CPU path here) trains; ops outside focal
-    loss fail loudly when called."""
+    stand-in, mmdet's FocalLoss (CPU path here) trains, mmcv's batched_nms (mmdet's
+    test-time NMS) runs; other ops fail loudly when called."""
     code = f'''
 import sys
 sys.modules['mmcv._ext'] = None  # hide the compiled ops: mmcv-lite
@@ -114,10 +134,14 @@ from mmdet.models.losses import FocalLoss
 pred = torch.randn(6, 3, requires_grad=True)
 FocalLoss()(pred, torch.tensor([0, 1, 2, 3, 3, 3])).backward()
 print('grad', bool(pred.grad.abs().sum() > 0))
+boxes = torch.tensor([[0., 0, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30]])
+dets, keep = mmcv.ops.batched_nms(boxes, torch.tensor([.9, .8, .7]), torch.tensor([0, 0, 0]),
+                                  dict(type='nms', iou_threshold=0.5))
+print('kept', keep.tolist())
 try:
-    mmcv.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+    mmcv.ops.soft_nms(boxes, torch.tensor([.9, .8, .7]), 0.5)
 except NotImplementedError as err:
-    print('nms:', err)
+    print('softnms:', err)
 '''
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env,
@@ -126,4 +150,23 @@ except NotImplementedError as err:
     lines = result.stdout.splitlines()
     assert lines[0] == 'mmcv 2.1.0 kernel, JIT-built (stand-in mmcv._ext)'
     assert lines[1] == 'grad True'
-    assert lines[2].startswith("nms: mmcv op 'nms' is not available")
+    assert lines[2] == 'kept [0, 2]'
+    assert lines[3].startswith("softnms: mmcv op 'softnms' is not available")
+
+
+def test_the_gpu_site_hook_gives_every_process_the_stand_in(fake_mmcv_src):
+    """tools/dev/gpu_site/sitecustomize.py, in an interpreter whose mmcv has no compiled ops
+    (the floor environment's mmcv, as on the GPU machine): with POLYLOSS_MMCV_SRC set, a
+    process that imports mmcv.ops gets the stand-in; without it, mmcv.ops cannot load."""
+    python = REPO / '.venv-floor' / 'bin' / 'python'
+    if not python.is_file():
+        pytest.skip('no .venv-floor (POLYLOSS_FLOOR=0): no mmcv without compiled ops here')
+    env = dict(os.environ, PYTHONPATH=f'{REPO / "tools" / "dev" / "gpu_site"}:{REPO}')
+    code = 'import sys, mmcv.ops; print(type(sys.modules["mmcv._ext"]).__name__)'
+    hooked = subprocess.run([str(python), '-c', code], capture_output=True, text=True,
+                            env=dict(env, POLYLOSS_MMCV_SRC=fake_mmcv_src), timeout=300)
+    assert (hooked.returncode, hooked.stdout) == (0, 'StandInExt\n'), hooked.stderr
+    env.pop('POLYLOSS_MMCV_SRC', None)
+    plain = subprocess.run([str(python), '-c', code], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert plain.returncode != 0 and '_ext' in plain.stderr

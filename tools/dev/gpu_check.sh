@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check (about 4 minutes on an H200): the CUDA tests and the GPU benchmark with a
-# RetinaNet training step, written under $OUT (default gpu_results/: environment.txt,
-# pytest_cuda*.log, benchmark_cuda.md and .log). On a CUDA machine with torch, Triton,
+# The GPU check (about 4 minutes on an H200 without the trees comparison, which has not run
+# yet): the CUDA tests, the GPU benchmark with a RetinaNet training step and the pretrained
+# trees comparison, written under $OUT (default gpu_results/: environment.txt,
+# pytest_cuda*.log, benchmark_cuda.md and .log, trees_*/). On a CUDA machine with torch, Triton,
 # pytest and hypothesis, after `bash tools/dev/prepare_gpu_carry.sh` where pip works and
 # with its .gpu_carry/ (GPU_CARRY) copied along: its wheels (mmengine, mmdet, mmcv without
 # compiled ops) go into a temporary folder, its mmcv sources become MMCV_SRC, from which
@@ -52,4 +53,23 @@ fi
 step "GPU benchmark" benchmark_cuda.log +1 timeout 300 python3 tools/benchmark/benchmark_loss.py \
   --device cuda --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
   --train-step --train-repeats 20 --out "$OUT/benchmark_cuda.md"
+
+# The pretrained tree-crown comparison (focal, Poly-1 at -1; seed 0) trained and tested on the
+# GPU through the sweep, fp32 and AMP (TREES=0 skips it). The data and weights are made here
+# from the carried wheels; the sweep's train.py / test.py get the stand-in mmcv ops through
+# gpu_site/sitecustomize.py. Per-run wall time and AP: $OUT/trees_*/sweep.md and the log.
+if [ "${TREES:-1}" != 0 ] && [ -n "$MMCV_SRC" ]; then
+  export POLYLOSS_CACHE=$GPU_CARRY/cache POLYLOSS_MMCV_SRC=$MMCV_SRC
+  export PYTHONPATH=$ROOT/tools/dev/gpu_site:$PYTHONPATH
+  step "tree data and ImageNet weights" trees_data.log 3 timeout 240 bash -c \
+    'python3 tools/make_tree_data.py && python3 tools/model_converters/mobilenet_v2_imagenet.py'
+  for precision in fp32 amp; do
+    AMP=(); [ "$precision" = amp ] && AMP=(--cfg-options optim_wrapper.type=AmpOptimWrapper)
+    step "trees comparison on the GPU ($precision)" "trees_$precision.log" 12 timeout 420 \
+      python3 tools/sweep.py configs/trees/retinanet_mobilenetv2_fpn_poly1-eps-1_trees.py \
+      --baseline configs/trees/retinanet_mobilenetv2_fpn_focal_trees.py --epsilons -1 \
+      --launcher pytorch --gpus 1 --work-dir-root "$OUT/trees_$precision" "${AMP[@]}" \
+      --key-files data/polyloss_trees/meta.json data/pretrained/mobilenet_v2_imagenet_mmdet.pth
+  done
+fi
 exit "$status"

@@ -1,8 +1,10 @@
-"""mmcv's CUDA focal-loss op where mmcv was installed without compiled ops: a stand-in
-``mmcv._ext`` (:func:`ensure_ops`) runs mmcv 2.1.0's own kernel header, JIT-compiled from
-an mmcv source tree on first use, behind a launcher like mmcv's (the host-synchronising
-label check, one launch), so that mmcv's op and mmdet's FocalLoss run unchanged. Its
-other ops raise NotImplementedError when called (``import mmdet`` only imports them)."""
+"""mmcv's CUDA focal-loss op and NMS where mmcv was installed without compiled ops: a stand-in
+``mmcv._ext`` (:func:`ensure_ops`) runs mmcv 2.1.0's own focal kernel header, JIT-compiled
+from an mmcv source tree on first use, behind a launcher like mmcv's (the host-synchronising
+label check, one launch), so that mmcv's op and mmdet's FocalLoss run unchanged; its ``nms``
+is torchvision's (CPU and CUDA), which keeps the boxes mmcv's keeps at mmdet's offset 0, so
+that a detector can be tested. Its other ops raise NotImplementedError when called
+(``import mmdet`` only imports them)."""
 import functools
 import importlib.util
 import os
@@ -84,14 +86,22 @@ def _focal_op(launcher: str):
     return op
 
 
-class FocalOnlyExt(types.ModuleType):
-    """A stand-in for ``mmcv._ext`` that has mmcv's sigmoid focal loss only."""
+class StandInExt(types.ModuleType):
+    """A stand-in for ``mmcv._ext`` with mmcv's sigmoid focal loss and NMS only."""
     sigmoid_focal_loss_forward = _focal_op('focal_forward')
     sigmoid_focal_loss_backward = _focal_op('focal_backward')
 
     def __init__(self, mmcv_src: str) -> None:
-        super().__init__('mmcv._ext', 'stand-in: sigmoid focal loss only (mmcv_cuda_focal)')
+        super().__init__('mmcv._ext', 'stand-in: sigmoid focal loss and nms (mmcv_cuda_focal)')
         self._mmcv_src = mmcv_src
+
+    @staticmethod
+    def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) -> Tensor:
+        """mmcv's ``nms``: the kept boxes' indices, highest score first (offset 0 only)."""
+        if offset != 0:
+            raise NotImplementedError(f'the stand-in nms takes offset 0 only, got {offset}')
+        from torchvision.ops import nms
+        return nms(boxes, scores, iou_threshold)
 
     @functools.cached_property
     def _kernels(self):
@@ -104,7 +114,7 @@ class FocalOnlyExt(types.ModuleType):
         def not_built(*args, **kwargs):
             raise NotImplementedError(
                 f'mmcv op {name!r} is not available: mmcv has no compiled ops here and the '
-                'stand-in from tools/dev/mmcv_cuda_focal.py has only sigmoid_focal_loss')
+                'stand-in from tools/dev/mmcv_cuda_focal.py has only sigmoid_focal_loss and nms')
         return not_built
 
 
@@ -114,7 +124,7 @@ def ensure_ops(mmcv_src: Optional[str]) -> str:
     if importlib.util.find_spec('mmcv') is None:
         raise RuntimeError('mmcv is not installed (mmcv-lite, without ops, is enough '
                            'together with --mmcv-src)')
-    if isinstance(sys.modules.get('mmcv._ext'), FocalOnlyExt):
+    if isinstance(sys.modules.get('mmcv._ext'), StandInExt):
         return STAND_IN
     if importlib.util.find_spec('mmcv._ext') is not None:
         return "mmcv's compiled ops"
@@ -122,5 +132,5 @@ def ensure_ops(mmcv_src: Optional[str]) -> str:
         raise RuntimeError('mmcv has no compiled ops here and no mmcv source tree was '
                            'given (--mmcv-src) to JIT-build its focal kernel from')
     _kernel_sources(mmcv_src)
-    sys.modules['mmcv._ext'] = FocalOnlyExt(mmcv_src)
+    sys.modules['mmcv._ext'] = StandInExt(mmcv_src)
     return STAND_IN

