@@ -486,14 +486,18 @@ def test_usr1_without_a_new_checkpoint_does_not_requeue(tmp_path):
     assert not (tmp_path / 'scontrol.log').exists()
 
 
-def test_term_stops_the_command_and_leaves_the_requeue_to_slurm(tmp_path):
+@pytest.mark.parametrize('stop, status, said', [
+    (signal.SIGTERM, 143, 'TERM (requeue, pre-emption or cancel): stopped the command'),
+    (signal.SIGINT, 130, 'INT: stopped the command')])  # Ctrl-C on a task run by hand
+def test_term_or_int_stops_the_command_and_leaves_the_requeue_to_slurm(tmp_path, stop, status,
+                                                                       said):
     run = standin_run(tmp_path, 'a', 30)
     process = job_script(tmp_path, [run])
     wait_until(lambda: events(run.work_dir, 'iteration'), 30, 'an iteration')
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     result = finish(process)
-    assert result.returncode == 143 and 'TERM (requeue, pre-emption or cancel)' in result.stdout
-    assert len(events(run.work_dir, 'term')) == 1
+    assert result.returncode == status and said in result.stdout
+    assert len(events(run.work_dir, 'term')) == 1 and 'Traceback' not in result.stderr
     assert not (tmp_path / 'scontrol.log').exists()
 
 
@@ -518,17 +522,6 @@ def test_a_command_that_cannot_start_or_is_killed_fails_as_a_shell_says(tmp_path
     (tmp_path / 'runs.json').unlink()
     result = finish(job_script(tmp_path, [killed]))
     assert result.returncode == 137 and 'k: training exited with status 137' in result.stderr
-
-
-def test_int_by_hand_stops_the_command_with_no_requeue(tmp_path):
-    run = standin_run(tmp_path, 'a', 30)
-    process = job_script(tmp_path, [run])
-    wait_until(lambda: events(run.work_dir, 'iteration'), 30, 'an iteration')
-    process.send_signal(signal.SIGINT)
-    result = finish(process)
-    assert result.returncode == 130 and 'INT: stopped the command' in result.stdout
-    assert len(events(run.work_dir, 'term')) == 1 and 'Traceback' not in result.stderr
-    assert not (tmp_path / 'scontrol.log').exists()
 
 
 def test_a_marker_of_other_settings_is_refused(tmp_path):

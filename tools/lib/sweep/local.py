@@ -8,7 +8,7 @@ import os
 import sys
 from argparse import Namespace
 from pathlib import Path
-from typing import List
+from typing import List, Sequence
 
 from tools.lib.errors import UserError
 from tools.lib.sweep.run import Run, RunBusy, StepFailed, Stopped
@@ -27,8 +27,8 @@ def command(args: Namespace, tool: str, run: Run, *positional: str) -> List[str]
     return [sys.executable, str(ROOT / f'tools/{tool}.py'), run.config, *positional, *options]
 
 
-def _print(line: str) -> None:
-    print('  $ ' + line.split(': ', 1)[1], flush=True)
+def _show(step: str, command: Sequence[str]) -> None:
+    print('  $ ' + ' '.join(command), flush=True)
 
 
 def run_here(run: Run, args: Namespace) -> None:
@@ -36,14 +36,14 @@ def run_here(run: Run, args: Namespace) -> None:
     train = command(args, 'train', run)
     if args.dry_run:
         if run.state in ('new', 'resume'):
-            _print(f'train: {" ".join(train)}')
+            _show('train', train)
         checkpoint = '<last checkpoint>' if run.state != 'test' else run.last_checkpoint()
-        _print(f'test: {" ".join(command(args, "test", run, checkpoint))}')
+        _show('test', command(args, 'test', run, checkpoint))
         return
     run.clear()
     try:  # PYTHON: the interpreter of the dist_*.sh scripts
         run.train_then_test(train, lambda checkpoint: command(args, 'test', run, checkpoint),
-                            env=dict(os.environ, PYTHON=sys.executable), say=_print)
+                            env=dict(os.environ, PYTHON=sys.executable), show=_show)
     except StepFailed as failed:
         hint = ('rerun the sweep to test it again' if failed.step == 'the test' else
                 'rerun the sweep to resume it' + (_RESUME_AGAIN if run.state == 'resume'

@@ -48,6 +48,11 @@ class Stopped(Exception):
     """The driver got a stop signal (the message names it); its child is stopped."""
 
 
+def raise_stopped(signum: int, frame: object) -> None:
+    """A signal handler: :class:`Stopped`, named after the signal."""
+    raise Stopped(signal.Signals(signum).name)
+
+
 class StepFailed(Exception):
     """A step's command exited with an error: ``step`` (``training``, ``the test``), its
     ``command`` and exit ``status``."""
@@ -69,11 +74,14 @@ class Run:
     key: str = ''
     state: str = 'new'
 
+    def __post_init__(self) -> None:
+        self.work_dir = self.work_dir
+
     # --- the marker --------------------------------------------------------------------
     def marker(self) -> Dict:
         """The marker's content; ``{}`` when there is none or it cannot be read."""
         with contextlib.suppress(OSError, ValueError):
-            data = json.loads((Path(self.work_dir) / MARKER).read_text())
+            data = json.loads((self.work_dir / MARKER).read_text())
             return data if isinstance(data, dict) else {}
         return {}
 
@@ -88,9 +96,9 @@ class Run:
     def mark(self, stage: str, job: str = '') -> None:
         """Write the marker (beside, then renamed) with ``stage`` and the Slurm ``job``."""
         content = {'key': self.key, 'state': stage, **({'slurm_job': job} if job else {})}
-        temporary = Path(self.work_dir) / (MARKER + '.tmp')
+        temporary = self.work_dir / (MARKER + '.tmp')
         temporary.write_text(json.dumps(content) + '\n')
-        os.replace(temporary, Path(self.work_dir) / MARKER)
+        os.replace(temporary, self.work_dir / MARKER)
 
     # --- the lock ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -98,8 +106,8 @@ class Run:
         """Hold the run's lock (making the folder); :class:`RunBusy` at once if another
         process does. ``holder``: who holds it (default: this process and host). On a file
         system without locks it warns and goes on unlocked."""
-        Path(self.work_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(self.work_dir) / LOCK_NAME, 'a+') as handle:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.work_dir / LOCK_NAME, 'a+') as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -122,7 +130,7 @@ class Run:
 
     def holder(self) -> Optional[str]:
         """Who holds the run's lock now, or None."""
-        with contextlib.suppress(OSError), open(Path(self.work_dir) / LOCK_NAME) as handle:
+        with contextlib.suppress(OSError), open(self.work_dir / LOCK_NAME) as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -134,13 +142,13 @@ class Run:
     def last_checkpoint(self) -> str:
         """The path that ``last_checkpoint`` names; ``''`` when there is none."""
         with contextlib.suppress(OSError):
-            return (Path(self.work_dir) / 'last_checkpoint').read_text(errors='replace').strip()
+            return (self.work_dir / 'last_checkpoint').read_text(errors='replace').strip()
         return ''
 
     def checkpoint_stamp(self) -> str:
         """``last_checkpoint``'s write time and content: it changes when a checkpoint is saved."""
         with contextlib.suppress(OSError):
-            return f'{(Path(self.work_dir) / "last_checkpoint").stat().st_mtime_ns}:' \
+            return f'{(self.work_dir / "last_checkpoint").stat().st_mtime_ns}:' \
                    f'{self.last_checkpoint()}'
         return 'none'
 
@@ -150,7 +158,7 @@ class Run:
         (trained) or done (tested with the same key); a folder the sweep did not write is
         an error unless ``force``, one of another key unless ``force`` or
         ``retrain_changed``."""
-        work_dir, marker = Path(self.work_dir), self.marker()
+        work_dir, marker = self.work_dir, self.marker()
         if not marker and not force and work_dir.exists() and not (
                 work_dir.is_dir() and all(e.name == LOCK_NAME for e in work_dir.iterdir())):
             raise UserError(f'{work_dir} holds files the sweep did not write (no {MARKER}), '
@@ -180,14 +188,14 @@ class Run:
 
     def needs_clearing(self) -> bool:
         """Whether a ``new`` run's folder holds anything :meth:`clear` removes."""
-        return self.state == 'new' and Path(self.work_dir).is_dir() and any(
-            entry.name != LOCK_NAME for entry in Path(self.work_dir).iterdir())
+        return self.state == 'new' and self.work_dir.is_dir() and any(
+            entry.name != LOCK_NAME for entry in self.work_dir.iterdir())
 
     def clear(self) -> None:
         """Empty a ``new`` run's folder but for the lock file, which the caller holds."""
-        if self.state != 'new' or not Path(self.work_dir).exists():
+        if self.state != 'new' or not self.work_dir.exists():
             return
-        for entry in Path(self.work_dir).iterdir():
+        for entry in self.work_dir.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             elif entry.name != LOCK_NAME:
@@ -196,16 +204,17 @@ class Run:
     # --- the steps ---------------------------------------------------------------------
     def train_then_test(self, train: Sequence[str], test: Callable[[str], List[str]],
                         env: Optional[Mapping[str, str]] = None, job: str = '',
-                        say: Callable[[str], None] = print,
+                        show: Callable[[str, Sequence[str]], None] = lambda step, command: None,
                         stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
                         grace: float = 30) -> None:
         """Train (unless the marker says trained), then test ``test(checkpoint)``, the
         checkpoint ``last_checkpoint`` names; the marker says training, trained, tested as
         the steps go. A failing command: :class:`StepFailed`; a stop signal:
-        :class:`Stopped` once the command has stopped (see :func:`run_child`)."""
+        :class:`Stopped` once the command has stopped (see :func:`run_child`). ``show`` is
+        told each step (``train``, ``test``) and its command before it runs."""
         if self.stage() != 'trained':
             self.mark('training', job)
-            say(f'train: {" ".join(train)}')
+            show('train', train)
             status = run_child(list(train), env, grace, stop_signals)
             if status != 0:
                 raise StepFailed('training', train, status)
@@ -217,7 +226,7 @@ class Run:
             raise UserError(f'{self.name}: {self.work_dir}/last_checkpoint names no checkpoint '
                             f'file ({checkpoint!r}): training left none to test')
         command = test(checkpoint)
-        say(f'test: {" ".join(command)}')
+        show('test', command)
         status = run_child(command, env, grace, stop_signals)
         if status != 0:
             raise StepFailed('the test', command, status)
@@ -229,10 +238,7 @@ def run_child(argv: List[str], env: Optional[Mapping[str, str]] = None, grace: f
     """Run ``argv`` in a process group of its own; its exit status (128 + N when signal N
     ended it, 127 when it cannot be started, as a shell says). On one of ``stop_signals``
     the group gets TERM (KILL after ``grace`` s), then :class:`Stopped`."""
-    def on_signal(signum, frame):
-        raise Stopped(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals}
+    previous = {sig: signal.signal(sig, raise_stopped) for sig in stop_signals}
     process = None
     try:
         try:

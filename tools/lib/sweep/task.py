@@ -34,7 +34,7 @@ if __name__ == '__main__':  # run as a script: make ``tools`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from tools.lib.errors import UserError
-from tools.lib.sweep.run import LOCK_NAME, MARKER, Run, RunBusy, StepFailed, Stopped
+from tools.lib.sweep.run import LOCK_NAME, MARKER, Run, RunBusy, StepFailed, Stopped, raise_stopped
 from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, read_run_file
 
 PROG = 'slurm_run.sh'  # the job script's name, which the sweep finds in the logs
@@ -146,7 +146,8 @@ class Task:
             self.run.train_then_test(
                 self.train, lambda checkpoint: [w.replace(LAST_CHECKPOINT, checkpoint)
                                                 for w in self.test],
-                env=env, job=self.job, say=self.say, grace=self.grace, stop_signals=STOP_SIGNALS)
+                env=env, job=self.job, grace=self.grace, stop_signals=STOP_SIGNALS,
+                show=lambda step, command: self.say(f'{step}: {" ".join(command)}'))
         except StepFailed as failed:
             fail(f'{self.run.name}: {failed}', failed.status)
         self.say('tested')
@@ -163,10 +164,11 @@ class Task:
             self.say('TERM (requeue, pre-emption or cancel): stopped the command')
             return 143
         self.say('USR1: the time limit is near; stopped the command')
-        if self.run.stage() == 'tested':
+        stage = self.run.stage()
+        if stage == 'tested':
             self.say('tested already: not requeued')
             return 0
-        trained_now = self.start_stamp is not None and self.run.stage() == 'trained' and \
+        trained_now = self.start_stamp is not None and stage == 'trained' and \
             self.start_stage != 'trained'
         if not trained_now and self.start_stamp in (None, self.run.checkpoint_stamp()):
             fail(f'{self.run.name}: no new checkpoint in this attempt, so a requeue would only '
@@ -196,11 +198,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.environ.get('SLURM_JOB_ID', 'local')
     task = Task(args[0], index, job)
 
-    def on_signal(signum, frame):  # between the steps as during them (run_child's)
-        raise Stopped(signal.Signals(signum).name)
-
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
+    for sig in STOP_SIGNALS:  # between the steps as during them (run_child's)
+        signal.signal(sig, raise_stopped)
     try:
         return task.execute()
     except Stopped as stopped:
