@@ -8,7 +8,12 @@ import io
 import sys
 import tokenize
 from pathlib import Path
-from typing import Iterable, List, Set, Tuple
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
+
+if __name__ == '__main__':  # run as a script: make ``tools`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tools.lib.errors import UserError, run
 
 _LAYOUT = {tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT,
            tokenize.ENCODING, tokenize.ENDMARKER}
@@ -54,12 +59,16 @@ def count(folders: Iterable[Path]) -> List[Tuple[int, Path]]:
     return found
 
 
-def main() -> None:
-    rows = count(map(Path, sys.argv[1:] or ['tools']))
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    folders = [Path(f) for f in (sys.argv[1:] if argv is None else argv) or ['tools']]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        raise UserError(f'FOLDER must be a folder, got {missing[0]!r}')
+    rows = count(folders)
     for lines, path in sorted(rows):
         print(f'{lines:6d} {path}')
     print(f'{sum(lines for lines, _ in rows):6d} in all ({len(rows)} files)')
 
 
 if __name__ == '__main__':
-    main()
+    run(main, prog='code_lines.py')
