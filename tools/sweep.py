@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tools.lib.cli import AMP_OPTIONS, require_amp_device
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, number, run
 from tools.lib.sweep import slurm as sweep_slurm
 from tools.lib.sweep.local import run_locally
@@ -45,6 +46,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
         help='GPUs per run (pytorch, slurm; slurm: 0 is a CPU run)')
     add('--work-dir-root', help='where the runs go (default: work_dirs/sweep_<config name>)')
     add('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE', help='for every run')
+    add('--amp', action='store_true',
+        help='mixed precision for every run (AmpOptimWrapper, dynamic loss scale)')
     retrain = parser.add_mutually_exclusive_group().add_argument
     retrain('--force', action='store_true', help='retrain every run from scratch')
     retrain('--retrain-changed', action='store_true',
@@ -82,6 +85,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
         raise UserError(f'--time {args.time!r} has spaces around it, which sbatch refuses; '
                         f'write --time {args.time.strip()!r}')
     args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
+    if args.amp:  # as tools/train.py --amp; an option, so part of each run's key
+        if args.launcher != 'slurm' and not args.dry_run:  # Slurm's nodes may have GPUs
+            require_amp_device('--amp')
+        args.cfg_options += AMP_OPTIONS  # last: they win
     return args
 
 

@@ -170,3 +170,21 @@ def test_the_gpu_site_hook_gives_every_process_the_stand_in(fake_mmcv_src):
     plain = subprocess.run([str(python), '-c', code], capture_output=True, text=True, env=env,
                            timeout=300)
     assert plain.returncode != 0 and '_ext' in plain.stderr
+
+
+def test_the_gpu_site_hook_runs_the_sitecustomize_it_shadows(tmp_path):
+    """An image's own sitecustomize, later on sys.path, still runs (once); one earlier on
+    the path is the one Python imports, and the hook is not run at all then."""
+    image = tmp_path / 'image_site'
+    image.mkdir()
+    (image / 'sitecustomize.py').write_text(
+        'import os\nos.environ["IMAGE_SITE"] = os.environ.get("IMAGE_SITE", "") + "ran"\n')
+    hook = REPO / 'tools' / 'dev' / 'gpu_site'
+    code = 'import os, sitecustomize; print(os.environ.get("IMAGE_SITE"), sitecustomize.__file__)'
+    env = {k: v for k, v in os.environ.items() if k != 'POLYLOSS_MMCV_SRC'}
+    for path, expected in ((f'{hook}:{image}:{REPO}', f'ran {hook / "sitecustomize.py"}\n'),
+                           (f'{hook}:{REPO}', f'None {hook / "sitecustomize.py"}\n'),
+                           (f'{image}:{hook}:{REPO}', f'ran {image / "sitecustomize.py"}\n')):
+        result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                                env=dict(env, PYTHONPATH=path), timeout=120)
+        assert (result.returncode, result.stdout) == (0, expected), result.stderr

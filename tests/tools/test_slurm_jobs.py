@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -434,6 +435,10 @@ def test_job_script_trains_then_tests_and_marks_the_run(tmp_path):
     assert result_file == {'checkpoint': str(run.work_dir / 'iter_3.pth'), 'count': 3,
                            'port': str(task.master_port(12345))}
     assert '77_0' in (run.work_dir / '.slurm-run.lock').read_text()
+    # Each step's wall time: the stand-in trains 3 x 0.2 s.
+    trained, tested = map(int, re.search(r'\(77_0\): trained in (\d+) s, tested in (\d+) s$',
+                                         result.stdout, re.M).groups())
+    assert trained >= 1 and tested >= 0
     # Again: the run is tested, nothing runs.
     again = finish(job_script(tmp_path, [run]))
     assert again.returncode == 0 and 'already tested: nothing to do' in again.stdout
@@ -449,6 +454,7 @@ def test_a_trained_run_goes_straight_to_its_test(tmp_path):
     result = finish(job_script(tmp_path, [run]))
     assert result.returncode == 0, result.stderr
     assert len(events(run.work_dir, 'start')) == 1 and (run.work_dir / 'result.json').is_file()
+    assert re.search(r'\(77_0\): tested in \d+ s$', result.stdout, re.M)  # no training
 
 
 def test_usr1_stops_the_training_and_requeues_the_task_which_then_resumes(tmp_path):

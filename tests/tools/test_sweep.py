@@ -3,12 +3,14 @@ where each run stands (done, resume, test, changed), user errors, and a tiny
 sweep end to end."""
 import contextlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import List
 
 import pytest
+import torch
 
 from train_helpers import FAST, ROOT, TIMEOUT, load_tool, make_workspace, run_in_process
 
@@ -86,6 +88,35 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
             'model.bbox_head.loss_cls.epsilon=0.5 --resume --launcher slurm') in result.stdout
     assert f'tools/test.py {COCO_POLY} @LAST_CHECKPOINT@ --work-dir {work_dir}' in result.stdout
     assert not any(tmp_path.iterdir())  # a dry run submits and writes nothing
+
+
+def test_amp_trains_every_run_in_mixed_precision_as_train_py_amp(tmp_path):
+    """--amp is the sweep's spelling of train.py --amp: the same config keys for every run
+    (so a run's key tells fp32 and AMP runs apart); without a GPU it is refused before any
+    run starts."""
+    sys.path.insert(0, str(ROOT))
+    from tools.lib.sweep import plan as sweep_plan
+    result = sweep([POLY, '--baseline', FOCAL, '--epsilons', '-1', '--amp',
+                    '--work-dir-root', str(tmp_path), '--dry-run'])
+    assert result.returncode == 0, result.stderr
+    amp = ['optim_wrapper.type=AmpOptimWrapper', '+optim_wrapper.loss_scale=dynamic']
+    assert [row[-2:] for row in plan_lines(result.stdout)] == [amp, amp]
+    train = [line for line in result.stdout.splitlines() if 'tools/train.py' in line]
+    assert len(train) == 2 and all(line.endswith(' '.join(amp)) for line in train)
+    from tools.lib.cli import read_config
+    resolved = sweep_plan.with_options(read_config(POLY), amp)
+    assert (resolved.optim_wrapper.type, resolved.optim_wrapper.loss_scale) == \
+        ('AmpOptimWrapper', 'dynamic')
+    fp32, mixed = (sweep_plan.plan_runs(POLY, ['-1'], [0], None, tmp_path, options, [])[0]
+                   for options in ([], amp))
+    assert fp32.key != mixed.key
+    if not torch.cuda.is_available():
+        result = sweep([POLY, '--epsilons', '-1', '--amp', '--work-dir-root', str(tmp_path)])
+        assert result.returncode == 2
+        assert result.stderr == ('sweep.py: error: --amp: mixed precision (AmpOptimWrapper) '
+                                 'trains on a CUDA, NPU or MLU device, and this machine has none '
+                                 "(mmengine finds 'cpu'); train without it\n")
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize('args,message', [
@@ -346,6 +377,8 @@ def test_a_tiny_sweep_end_to_end_and_its_rerun(tmp_path):
                  'retinanet_tiny_fpn_poly1-eps-1_shapes_seed3'):
         marker = json.loads((root / name / '.sweep-run.json').read_text())
         assert marker['state'] == 'tested'
+        assert re.search(rf'^\[sweep\] {name}: trained in \d+ s, tested in \d+ s$',
+                         result.stdout, re.M)
     table = (root / 'sweep.md').read_text()
     assert '| retinanet_tiny_fpn_focal_shapes_seed3 (baseline) | focal |' in table
     assert 'poly-1 eps=-1' in table

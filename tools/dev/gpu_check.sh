@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
-# The GPU check (about 4 minutes on an H200 without the trees comparison, which has not run
-# yet): the CUDA tests, the GPU benchmark with a RetinaNet training step and the pretrained
-# trees comparison, written under $OUT (default gpu_results/: environment.txt,
-# pytest_cuda*.log, benchmark_cuda.md and .log, trees_*/). On a CUDA machine with torch, Triton,
-# pytest and hypothesis, after `bash tools/dev/prepare_gpu_carry.sh` where pip works and
-# with its .gpu_carry/ (GPU_CARRY) copied along: its wheels (mmengine, mmdet, mmcv without
-# compiled ops) go into a temporary folder, its mmcv sources become MMCV_SRC, from which
-# mmcv's CUDA focal kernel is JIT-built (mmcv_cuda_focal.py). Without it the machine needs
-# mmdet, and mmcv's compiled ops for the baseline and the training step.
+# The GPU check, in two parts that each fit one command's time on a GPU machine:
+#   bash tools/dev/gpu_check.sh [loss|trees|all]     (default: all)
+# loss (about 4 minutes on an H200): the CUDA tests and the GPU benchmark with a RetinaNet
+# training step; trees (not yet run on a GPU): the pretrained trees comparison, focal and
+# Poly-1 at -1, seed 0, trained and tested through tools/sweep.py on the GPU, fp32 and --amp.
+# Written under $OUT (default gpu_results/): environment.txt, pytest_cuda*.log,
+# benchmark_cuda.md and .log; trees_data.log, trees_{fp32,amp}.log and .md (the sweep
+# reports; the runs: work_dirs/gpu_check_trees/).
+# On a CUDA machine with torch, Triton, pytest and hypothesis, after `bash
+# tools/dev/prepare_gpu_carry.sh` where pip works and with its .gpu_carry/ (GPU_CARRY) copied
+# along: its wheels (mmengine, mmdet, mmcv without compiled ops) go into a temporary folder,
+# its mmcv sources become MMCV_SRC, from which mmcv's CUDA focal kernel is JIT-built
+# (mmcv_cuda_focal.py). Without it the machine needs mmdet and mmcv's compiled ops.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 OUT=${OUT:-$ROOT/gpu_results}
 GPU_CARRY=${GPU_CARRY:-$ROOT/.gpu_carry}
+PART=${1:-all}
+case $PART in loss|trees|all) ;; *) echo "gpu_check.sh: expected loss, trees or all, got" \
+  "'$PART'" >&2; exit 2 ;; esac
+want() { [ "$PART" = all ] || [ "$PART" = "$1" ]; }
 mkdir -p "$OUT"
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 if ls "$GPU_CARRY"/wheels/*.whl >/dev/null 2>&1; then
@@ -35,41 +43,48 @@ step() {  # step TITLE LOG SHOWN COMMAND...: COMMAND's output into $OUT/LOG, SHO
   python3 -c 'import mmdet, mmengine, mmcv; print("mmdet", mmdet.__version__, "mmengine",
 mmengine.__version__, "mmcv", mmcv.__version__)'; echo "MMCV_SRC=$MMCV_SRC"; } 2>&1 | tee "$OUT/environment.txt"
 
-# pytest-xdist, where installed, spreads the CPU side over 4 workers. The slow test
-# (Triton's CPU interpreter, CI's job) imports mmdet before the stand-in exists.
-XDIST=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 4")
-step "CUDA tests (tests/functional: every test taking 'device' runs on cuda too)" \
-  pytest_cuda.log 15 timeout 180 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" \
-  $XDIST tests/functional
-if [ -n "$MMCV_SRC" ] && python3 -c 'import mmdet' 2>/dev/null; then
-  step "CUDA tests against mmdet's FocalLoss (mmcv's kernel, JIT-built from MMCV_SRC)" \
-    pytest_cuda_mmdet.log 15 timeout 150 python3 -c 'import sys
+if want loss; then
+  # pytest-xdist, where installed, spreads the CPU side over 4 workers. The slow test
+  # (Triton's CPU interpreter, CI's job) imports mmdet before the stand-in exists.
+  XDIST=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 4")
+  step "CUDA tests (tests/functional: every test taking 'device' runs on cuda too)" \
+    pytest_cuda.log 15 timeout 180 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" \
+    $XDIST tests/functional
+  if [ -n "$MMCV_SRC" ] && python3 -c 'import mmdet' 2>/dev/null; then
+    step "CUDA tests against mmdet's FocalLoss (mmcv's kernel, JIT-built from MMCV_SRC)" \
+      pytest_cuda_mmdet.log 15 timeout 150 python3 -c 'import sys
 import pytest
 from tools.dev import mmcv_cuda_focal
 print("mmcv focal op:", mmcv_cuda_focal.ensure_ops(sys.argv[1]), flush=True)
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-rs", "-k", "equals_mmdet",
                       "tests/losses/test_poly_focal_loss.py"]))' "$MMCV_SRC"
+  fi
+  step "GPU benchmark" benchmark_cuda.log +1 timeout 300 python3 tools/benchmark/benchmark_loss.py \
+    --device cuda --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
+    --train-step --train-repeats 20 --out "$OUT/benchmark_cuda.md"
 fi
-step "GPU benchmark" benchmark_cuda.log +1 timeout 300 python3 tools/benchmark/benchmark_loss.py \
-  --device cuda --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
-  --train-step --train-repeats 20 --out "$OUT/benchmark_cuda.md"
 
 # The pretrained tree-crown comparison (focal, Poly-1 at -1; seed 0) trained and tested on the
-# GPU through the sweep, fp32 and AMP (TREES=0 skips it). The data and weights are made here
-# from the carried wheels; the sweep's train.py / test.py get the stand-in mmcv ops through
-# gpu_site/sitecustomize.py. Per-run wall time and AP: $OUT/trees_*/sweep.md and the log.
-if [ "${TREES:-1}" != 0 ] && [ -n "$MMCV_SRC" ]; then
-  export POLYLOSS_CACHE=$GPU_CARRY/cache POLYLOSS_MMCV_SRC=$MMCV_SRC
-  export PYTHONPATH=$ROOT/tools/dev/gpu_site:$PYTHONPATH
-  step "tree data and ImageNet weights" trees_data.log 3 timeout 240 bash -c \
+# GPU through the sweep, fp32 and --amp. The data and weights are made here from the carried
+# wheels (POLYLOSS_CACHE); where mmcv has no compiled ops, the sweep's train.py / test.py get
+# the stand-in through gpu_site/sitecustomize.py. AP: $OUT/trees_*.md; each run's wall
+# time: the "trained in N s, tested in M s" lines of $OUT/trees_*.log.
+if want trees; then
+  export POLYLOSS_CACHE=$GPU_CARRY/cache
+  TREES_ROOT=work_dirs/gpu_check_trees  # the run folders; their reports are copied to $OUT
+  if [ -n "$MMCV_SRC" ]; then
+    export POLYLOSS_MMCV_SRC=$MMCV_SRC PYTHONPATH=$ROOT/tools/dev/gpu_site:$PYTHONPATH
+  fi
+  step "tree data and ImageNet weights" trees_data.log 3 timeout 180 bash -c \
     'python3 tools/make_tree_data.py && python3 tools/model_converters/mobilenet_v2_imagenet.py'
   for precision in fp32 amp; do
-    AMP=(); [ "$precision" = amp ] && AMP=(--cfg-options optim_wrapper.type=AmpOptimWrapper)
-    step "trees comparison on the GPU ($precision)" "trees_$precision.log" 12 timeout 420 \
+    AMP=(); [ "$precision" = amp ] && AMP=(--amp)
+    step "trees comparison on the GPU ($precision)" "trees_$precision.log" 12 timeout 300 \
       python3 tools/sweep.py configs/trees/retinanet_mobilenetv2_fpn_poly1-eps-1_trees.py \
       --baseline configs/trees/retinanet_mobilenetv2_fpn_focal_trees.py --epsilons -1 \
-      --launcher pytorch --gpus 1 --work-dir-root "$OUT/trees_$precision" "${AMP[@]}" \
+      --launcher pytorch --gpus 1 --work-dir-root "$TREES_ROOT/$precision" "${AMP[@]}" \
       --key-files data/polyloss_trees/meta.json data/pretrained/mobilenet_v2_imagenet_mmdet.pth
+    cp "$TREES_ROOT/$precision/sweep.md" "$OUT/trees_$precision.md" 2>/dev/null
   done
 fi
 exit "$status"

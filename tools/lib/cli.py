@@ -47,6 +47,10 @@ def parse_cfg_value(text: str) -> Any:
     return _restore_spaces(DictAction._parse_iterable(bare.replace(' ', _SPACE)))
 
 
+#: What --amp sets (tools/train.py; tools/sweep.py for every run), as mmdet's train.py.
+AMP_OPTIONS = ('optim_wrapper.type=AmpOptimWrapper', '+optim_wrapper.loss_scale=dynamic')
+
+
 def parse_cfg_options(words: Sequence[str]) -> dict[str, Any]:
     """``{KEY: VALUE}`` of ``words`` as mmengine's ``DictAction`` parses them (spaces in a
     value kept: :func:`parse_cfg_value`), checked."""
@@ -184,7 +188,7 @@ def apply_train_flags(cfg: Config, args: argparse.Namespace) -> None:
     if args.amp:
         if 'optim_wrapper' not in cfg:
             raise UserError('--amp: the config has no optim_wrapper to switch to AmpOptimWrapper')
-        cfg.optim_wrapper.update(type='AmpOptimWrapper', loss_scale='dynamic')
+        apply_cfg_options(cfg, parse_cfg_options(AMP_OPTIONS))
     check_amp_device(cfg, '--amp' if args.amp else "optim_wrapper.type='AmpOptimWrapper'")
     if args.auto_scale_lr:
         scale = cfg.get('auto_scale_lr')
@@ -204,8 +208,13 @@ def check_amp_device(cfg: Config, what: str) -> None:
     device when the runner builds it, after the work dir is set up) where there is one."""
     wrapper = cfg.get('optim_wrapper')
     kind = wrapper.get('type') if isinstance(wrapper, Mapping) else None
-    if getattr(kind, '__name__', kind) != 'AmpOptimWrapper':
-        return
+    if getattr(kind, '__name__', kind) == 'AmpOptimWrapper':
+        require_amp_device(what)
+
+
+def require_amp_device(what: str) -> None:
+    """``what`` asks for mixed precision: a one-line error on a machine without a device
+    that AmpOptimWrapper trains on."""
     from mmengine.device import get_device
     device = get_device()
     if device in ('cpu', 'mps'):

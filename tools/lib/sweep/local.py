@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Sequence
 
 from tools.lib.errors import UserError
-from tools.lib.sweep.run import Run, RunBusy, StepFailed, Stopped
+from tools.lib.sweep.run import Run, RunBusy, StepFailed, Stopped, step_times
 
 ROOT = Path(__file__).resolve().parents[3]
 _RESUME_AGAIN = ' (if it fails the same way again, --force retrains it from scratch)'
@@ -42,14 +42,16 @@ def run_here(run: Run, args: Namespace) -> None:
         return
     run.clear()
     try:  # PYTHON: the interpreter of the dist_*.sh scripts
-        run.train_then_test(train, lambda checkpoint: command(args, 'test', run, checkpoint),
-                            env=dict(os.environ, PYTHON=sys.executable), show=_show)
+        seconds = run.train_then_test(
+            train, lambda checkpoint: command(args, 'test', run, checkpoint),
+            env=dict(os.environ, PYTHON=sys.executable), show=_show)
     except StepFailed as failed:
         hint = ('rerun the sweep to test it again' if failed.step == 'the test' else
                 'rerun the sweep to resume it' + (_RESUME_AGAIN if run.state == 'resume'
                                                   else ''))
         raise UserError(f'{Path(failed.command[1]).name} exited with status {failed.status} '
                         f'(its output is above); {hint}') from None
+    print(f'[sweep] {run.name}: {step_times(seconds)}', flush=True)
 
 
 def run_locally(runs: List[Run], args: Namespace) -> List[str]:

@@ -34,7 +34,8 @@ if __name__ == '__main__':  # run as a script: make ``tools`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from tools.lib.errors import UserError
-from tools.lib.sweep.run import LOCK_NAME, MARKER, Run, RunBusy, StepFailed, Stopped, raise_stopped
+from tools.lib.sweep.run import (LOCK_NAME, MARKER, Run, RunBusy, StepFailed, Stopped,
+                                 raise_stopped, step_times)
 from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, read_run_file
 
 PROG = 'slurm_run.sh'  # the job script's name, which the sweep finds in the logs
@@ -143,14 +144,14 @@ class Task:
         self.say(f'attempt {attempt} on {socket.gethostname().split(".")[0]}, MASTER_PORT='
                  f'{env["MASTER_PORT"]}, stage {self.start_stage or "new"!r}')
         try:
-            self.run.train_then_test(
+            seconds = self.run.train_then_test(
                 self.train, lambda checkpoint: [w.replace(LAST_CHECKPOINT, checkpoint)
                                                 for w in self.test],
                 env=env, job=self.job, grace=self.grace, stop_signals=STOP_SIGNALS,
                 show=lambda step, command: self.say(f'{step}: {" ".join(command)}'))
         except StepFailed as failed:
             fail(f'{self.run.name}: {failed}', failed.status)
-        self.say('tested')
+        self.say(step_times(seconds))
         return 0
 
     def stop(self, signal_name: str) -> int:
