@@ -172,6 +172,32 @@ def test_the_gpu_site_hook_gives_every_process_the_stand_in(fake_mmcv_src):
     assert plain.returncode != 0 and '_ext' in plain.stderr
 
 
+@pytest.mark.slow
+def test_a_detector_trains_and_tests_through_the_tools_on_the_stand_in(fake_mmcv_src, tmp_path):
+    """The GPU check's trees step on CPU: tools/train.py and tools/test.py, in processes whose
+    mmcv has no compiled ops (a sitecustomize hides them, as an image's own would run after
+    the hook), get the stand-in from the GPU site hook, build mmengine's optimizer (which
+    asks importlib about mmcv._ext) and test with the stand-in's NMS."""
+    from train_helpers import FAST, make_workspace, run
+    workspace = make_workspace(tmp_path)
+    hide = tmp_path / 'mmcv_lite_site'
+    hide.mkdir()
+    (hide / 'sitecustomize.py').write_text(
+        'import atexit, sys\nsys.modules["mmcv._ext"] = None  # mmcv-lite\natexit.register('
+        'lambda: print("mmcv._ext at exit:", type(sys.modules.get("mmcv._ext")).__name__))\n')
+    env = dict(PYTHONPATH=f'{REPO / "tools" / "dev" / "gpu_site"}:{hide}:{REPO}',
+               POLYLOSS_MMCV_SRC=fake_mmcv_src)
+    config = str(REPO / 'configs' / 'demo' / 'retinanet_tiny_fpn_focal_shapes.py')
+    work_dir = str(tmp_path / 'run')
+    trained = run([sys.executable, str(REPO / 'tools' / 'train.py'), config, '--work-dir',
+                   work_dir, '--cfg-options', *FAST], workspace, **env)
+    assert 'mmcv._ext at exit: StandInExt' in trained
+    checkpoint = Path(work_dir, 'last_checkpoint').read_text().strip()
+    tested = run([sys.executable, str(REPO / 'tools' / 'test.py'), config, checkpoint,
+                  '--work-dir', work_dir, '--cfg-options', *FAST], workspace, **env)
+    assert 'coco/bbox_mAP:' in tested and 'mmcv._ext at exit: StandInExt' in tested
+
+
 def test_the_gpu_site_hook_runs_the_sitecustomize_it_shadows(tmp_path):
     """An image's own sitecustomize, later on sys.path, still runs (once); one earlier on
     the path is the one Python imports, and the hook is not run at all then."""

@@ -6,6 +6,7 @@ is torchvision's (CPU and CUDA), which keeps the boxes mmcv's keeps at mmdet's o
 that a detector can be tested. Its other ops raise NotImplementedError when called
 (``import mmdet`` only imports them)."""
 import functools
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -94,6 +95,9 @@ class StandInExt(types.ModuleType):
     def __init__(self, mmcv_src: str) -> None:
         super().__init__('mmcv._ext', 'stand-in: sigmoid focal loss and nms (mmcv_cuda_focal)')
         self._mmcv_src = mmcv_src
+        # Found by importlib (pkgutil.find_loader raises on a module without a spec); no
+        # loader, so mmengine's mmcv_full_available() says False: no DCN or SyncBN ops here.
+        self.__spec__ = importlib.machinery.ModuleSpec('mmcv._ext', None, origin=__file__)
 
     @staticmethod
     def nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int = 0) -> Tensor:
