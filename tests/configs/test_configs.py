@@ -6,6 +6,7 @@ from typing import Any, Dict, Tuple
 
 import mmdet
 import pytest
+import torch
 from mmdet.registry import HOOKS, MODELS
 from mmdet.utils import register_all_modules
 from mmengine.config import Config
@@ -228,6 +229,36 @@ def test_config_builds_its_model(path: Path):
         assert head.fc_cls.out_features == head.num_classes + 1
 
 
+#: One config per recipe (the Poly-1 configs differ from these in the loss alone).
+RECIPE_CONFIGS = [p for p in RUN_CONFIGS if 'poly1' not in p.name]
+
+
+@pytest.mark.parametrize('path', RECIPE_CONFIGS, ids=_ids(RECIPE_CONFIGS))
+def test_every_trained_parameter_gets_a_gradient_or_ddp_is_told(path: Path):
+    """DistributedDataParallel (tools/dist_train.sh, --launcher pytorch or slurm) stops at the
+    second iteration when a parameter that requires grad got none, unless the config sets
+    ``find_unused_parameters = True`` (as mmdet's MobileNetV2 YOLOv3 config does): one
+    loss + backward on two images, single process, finds such parameters."""
+    from mmdet.testing import demo_mm_inputs
+    register_all_modules()
+    cfg = Config.fromfile(str(path))
+    torch.manual_seed(0)
+    model = MODELS.build(copy.deepcopy(cfg.model))  # no init_weights: nothing to download
+    model.train()
+    packed = demo_mm_inputs(batch_size=2, image_shapes=(3, 128, 128), num_items=[3, 2],
+                            num_classes=2, with_mask=True)
+    for sample in packed['data_samples']:  # class 0: every config has one (trees: only one)
+        sample.gt_instances.labels.zero_()
+    data = model.data_preprocessor(packed, True)
+    total, _ = model.parse_losses(model.loss(data['inputs'], data['data_samples']))
+    total.backward()
+    unused = [name for name, parameter in model.named_parameters()
+              if parameter.requires_grad and parameter.grad is None]
+    if path == PRETRAINED_FOCAL:  # mmdet's MobileNetV2 always runs its last 1x1 conv
+        assert unused == ['backbone.conv2.conv.weight']
+    assert not unused or cfg.get('find_unused_parameters') is True, unused
+
+
 def test_trees_config_is_small_untrained_and_reports_recall():
     cfg = Config.fromfile(str(TREES_POLY))
     assert cfg.model.backbone.init_cfg is None  # no download
@@ -244,7 +275,7 @@ def test_pretrained_trees_config_is_the_tiny_recipe_but_for_the_backbone():
     mmdet's MobileNetV2 from the converted ImageNet weights, BN frozen."""
     tiny, pretrained = _resolved(TREES_FOCAL), _resolved(PRETRAINED_FOCAL)
     changed = {key for key in set(tiny) | set(pretrained) if tiny.get(key) != pretrained.get(key)}
-    assert changed == {'model', 'optim_wrapper', 'pretrained'}
+    assert changed == {'model', 'optim_wrapper', 'pretrained', 'find_unused_parameters'}
     model_changed = {key for key in tiny['model'] if tiny['model'][key] != pretrained['model'][key]}
     assert model_changed == {'backbone', 'neck'}
     neck = dict(tiny['model']['neck'], in_channels=[32, 96, 320])

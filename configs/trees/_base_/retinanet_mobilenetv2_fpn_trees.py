@@ -32,3 +32,9 @@ model = dict(
 
 # The pretrained backbone learns at a tenth of the rate of the new FPN and head.
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys=dict(backbone=dict(lr_mult=0.1))))
+
+# mmdet's MobileNetV2 always runs its last 1x1 conv (320 -> 1280 channels), which
+# the FPN does not read, so its weight gets no gradient: DistributedDataParallel
+# (tools/dist_train.sh, --launcher pytorch or slurm) must look for such parameters,
+# as in mmdet's MobileNetV2 YOLOv3 config. One process trains the same either way.
+find_unused_parameters = True
