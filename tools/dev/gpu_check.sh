@@ -3,7 +3,8 @@
 #   bash tools/dev/gpu_check.sh [loss|trees|all]     (default: all)
 # loss (about 4 minutes on an H200): the CUDA tests and the GPU benchmark with a RetinaNet
 # training step; trees (not yet run on a GPU): the pretrained trees comparison, focal and
-# Poly-1 at -1, seed 0, trained and tested through tools/sweep.py on the GPU, fp32 and --amp.
+# Poly-1 at -1, seed 0, trained and tested through tools/sweep.py on the GPU, fp32 and --amp
+# (TREES_TIMEOUT seconds each, default 300; run again, it resumes what a timeout stopped).
 # Written under $OUT (default gpu_results/): environment.txt, pytest_cuda*.log,
 # benchmark_cuda.md and .log; trees_data.log, trees_{fp32,amp}.log and .md (the sweep
 # reports; the runs: work_dirs/gpu_check_trees/).
@@ -79,7 +80,8 @@ if want trees; then
     'python3 tools/make_tree_data.py && python3 tools/model_converters/mobilenet_v2_imagenet.py'
   for precision in fp32 amp; do
     AMP=(); [ "$precision" = amp ] && AMP=(--amp)
-    step "trees comparison on the GPU ($precision)" "trees_$precision.log" 12 timeout 300 \
+    step "trees comparison on the GPU ($precision)" "trees_$precision.log" 12 \
+      timeout "${TREES_TIMEOUT:-300}" \
       python3 tools/sweep.py configs/trees/retinanet_mobilenetv2_fpn_poly1-eps-1_trees.py \
       --baseline configs/trees/retinanet_mobilenetv2_fpn_focal_trees.py --epsilons -1 \
       --launcher pytorch --gpus 1 --work-dir-root "$TREES_ROOT/$precision" "${AMP[@]}" \

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 from mmengine.config import Config, ConfigDict, DictAction
 
 from tools.lib.errors import UserError
+from tools.lib.recipe import annotation_files
 from tools.lib.sweep.settings import SEED_LIMIT
 
 #: Top-level keys mmengine or mmdet read besides the Runner's arguments (set without ``+``).
@@ -359,28 +360,6 @@ def pretrained_files(node: Any, where: str = 'model') -> Iterator[tuple[str, str
     elif isinstance(node, (list, tuple)):
         for index, value in enumerate(node):
             yield from pretrained_files(value, f'{where}.{index}')
-
-
-def annotation_files(cfg: Config, loader: str) -> Iterator[tuple[str, str]]:
-    """(config key, path) of each ann_file of ``loader``'s datasets, then of its evaluators."""
-    def walk(dataset: Any, where: str, data_root: str = '') -> Iterator[tuple[str, str]]:
-        if not isinstance(dataset, Mapping):
-            return
-        data_root = dataset.get('data_root') or data_root
-        ann_file = dataset.get('ann_file')
-        if isinstance(ann_file, str) and ann_file and '://' not in ann_file:
-            yield f'{where}.ann_file', osp.join(data_root, ann_file)
-        inner = dataset.get('datasets', [dataset.get('dataset')])
-        for index, each in enumerate(inner if isinstance(inner, (list, tuple)) else [inner]):
-            yield from walk(each, f'{where}.dataset' if 'dataset' in dataset
-                            else f'{where}.datasets.{index}', data_root)
-
-    yield from walk((cfg.get(loader) or {}).get('dataset'), f'{loader}.dataset')
-    evaluator = loader.replace('dataloader', 'evaluator')
-    metrics = cfg.get(evaluator)
-    for metric in metrics if isinstance(metrics, (list, tuple)) else [metrics]:
-        if isinstance(metric, Mapping) and isinstance(metric.get('ann_file'), str):
-            yield f'{evaluator}.ann_file', metric['ann_file']
 
 
 def check_pickle_path(out: Optional[str]) -> None:

@@ -14,7 +14,7 @@ import ast
 import math
 import os.path as osp
 import re
-from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, NamedTuple, Optional, Tuple
 
 from tools.lib.errors import UserError
 
@@ -111,18 +111,29 @@ def loss_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> Optional[Diff
     return next(_walk(classifier_losses(a), classifier_losses(b), '', lambda key: False), None)
 
 
-def dataset_of(config: Mapping[str, Any], loader: str) -> str:
-    """The annotation file (joined to ``data_root``) of ``loader``'s dataset, inside any
-    dataset wrappers; '' when the config does not name one."""
-    dataset = (config.get(loader) or {}).get('dataset') if isinstance(
-        config.get(loader), Mapping) else None
-    while isinstance(dataset, Mapping) and isinstance(dataset.get('dataset'), Mapping):
-        dataset = dataset['dataset']
-    if not isinstance(dataset, Mapping):
-        return ''
-    root, ann_file = dataset.get('data_root'), dataset.get('ann_file')
-    root = root if isinstance(root, str) else ''
-    return osp.join(root, ann_file) if isinstance(ann_file, str) and ann_file else root
+def annotation_files(config: Mapping[str, Any], loader: str) -> Iterator[Tuple[str, str]]:
+    """(config key, path joined to its ``data_root``) of each ann_file of ``loader``'s datasets
+    (inside wrappers and concatenations), then of its evaluators."""
+    def walk(dataset: Any, where: str, data_root: str = '') -> Iterator[Tuple[str, str]]:
+        if not isinstance(dataset, Mapping):
+            return
+        data_root = dataset.get('data_root') or data_root
+        ann_file = dataset.get('ann_file')
+        if isinstance(ann_file, str) and ann_file:
+            yield f'{where}.ann_file', osp.join(data_root, ann_file)
+        inner = dataset.get('datasets', [dataset.get('dataset')])
+        for index, each in enumerate(inner if isinstance(inner, (list, tuple)) else [inner]):
+            yield from walk(each, f'{where}.dataset' if 'dataset' in dataset
+                            else f'{where}.datasets.{index}', data_root)
+
+    loader_cfg = config.get(loader)
+    yield from walk(loader_cfg.get('dataset') if isinstance(loader_cfg, Mapping) else None,
+                    f'{loader}.dataset')
+    evaluator = loader.replace('dataloader', 'evaluator')
+    metrics = config.get(evaluator)
+    for metric in metrics if isinstance(metrics, (list, tuple)) else [metrics]:
+        if isinstance(metric, Mapping) and isinstance(metric.get('ann_file'), str):
+            yield f'{evaluator}.ann_file', metric['ann_file']
 
 
 _FLOAT_NAMES = {'inf': math.inf, 'nan': math.nan}  # as Config.dump writes them

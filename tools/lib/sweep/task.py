@@ -34,8 +34,16 @@ if __name__ == '__main__':  # run as a script: make ``tools`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from tools.lib.errors import UserError
-from tools.lib.sweep.run import (LOCK_NAME, MARKER, Run, RunBusy, StepFailed, Stopped,
-                                 raise_stopped, step_times)
+from tools.lib.sweep.run import (
+    LOCK_NAME,
+    MARKER,
+    Run,
+    RunBusy,
+    StepFailed,
+    Stopped,
+    raise_stopped,
+    step_times,
+)
 from tools.lib.sweep.slurm_jobs import LAST_CHECKPOINT, read_run_file
 
 PROG = 'slurm_run.sh'  # the job script's name, which the sweep finds in the logs

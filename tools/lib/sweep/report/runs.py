@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 from tools.lib.errors import UserError
-from tools.lib.recipe import dataset_of, parse_config_text
+from tools.lib.recipe import annotation_files, parse_config_text
 from tools.lib.sweep.run import LOCK_NAME, MARKER, Run
 
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
@@ -277,6 +277,11 @@ def _as_floats(value: Any) -> Any:
     return tuple(map(_as_floats, value)) if isinstance(value, (list, tuple)) else value
 
 
+def _first_annotation_file(config: Dict[str, Any], loader: str) -> str:
+    """The data ``loader`` reads, as its first annotation file; '' when none is named."""
+    return next((path for _, path in annotation_files(config, loader)), '')
+
+
 def not_a_run(path: Path) -> str:
     """Why ``path`` is not a run's folder (a file; a folder with no ``last_checkpoint``,
     sweep marker or lock, dumped config or timestamped log folder); '' when it may be one
@@ -344,5 +349,6 @@ def load_run(work_dir: str) -> RunResult:
     return RunResult(name, path, loss_type, epsilon, alpha_weighted, metrics=metrics,
                      source=str(source), seed=seed if isinstance(seed, int) else None,
                      other=other + (('schedule', repr(schedule)),),
-                     train_data=dataset_of(recipe_config, 'train_dataloader'),
-                     test_data=dataset_of(config, 'test_dataloader'), recipe=recipe_config)
+                     train_data=_first_annotation_file(recipe_config, 'train_dataloader'),
+                     test_data=_first_annotation_file(config, 'test_dataloader'),
+                     recipe=recipe_config)
