@@ -85,10 +85,17 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
         raise UserError(f'--time {args.time!r} has spaces around it, which sbatch refuses; '
                         f'write --time {args.time.strip()!r}')
     args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
-    if args.amp:  # as tools/train.py --amp; an option, so part of each run's key
+    if args.amp:  # as tools/train.py --amp; options, so part of each run's key
+        amp_keys = [option.split('=', 1)[0] for option in AMP_OPTIONS]
+        clash = [o for o in args.cfg_options if '+' + o.split('=', 1)[0].lstrip('+') in amp_keys]
+        if clash:
+            raise UserError(f'--amp sets {" and ".join(k.lstrip("+") for k in amp_keys)}; '
+                            f'--cfg-options {clash[0]!r} sets it too: give one or the other')
+        if args.launcher == 'slurm' and args.gpus == 0:
+            raise UserError('--amp trains on GPUs, but --gpus 0 makes every run a CPU run')
         if args.launcher != 'slurm' and not args.dry_run:  # Slurm's nodes may have GPUs
             require_amp_device('--amp')
-        args.cfg_options += AMP_OPTIONS  # last: they win
+        args.cfg_options += AMP_OPTIONS
     return args
 
 

@@ -87,6 +87,11 @@ def test_amp_and_auto_scale_lr_edit_the_config(monkeypatch):
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
     assert cfg.auto_scale_lr == dict(enable=True, base_batch_size=16)
+    # An optim_wrapper without a type (mmengine's OptimWrapper by default) is switched too.
+    cfg = Config(dict(optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1))))
+    cli.apply_train_flags(cfg, _train_flags(amp=True))
+    assert cfg.optim_wrapper == dict(type='AmpOptimWrapper', loss_scale='dynamic',
+                                     optimizer=dict(type='SGD', lr=0.1))
 
 
 def test_auto_scale_lr_without_base_batch_size_is_an_error():

@@ -214,3 +214,9 @@ def test_the_gpu_site_hook_runs_the_sitecustomize_it_shadows(tmp_path):
         result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                                 env=dict(env, PYTHONPATH=path), timeout=120)
         assert (result.returncode, result.stdout) == (0, expected), result.stderr
+    # A failing one is reported, as Python reports its own sitecustomize's failure.
+    (image / 'sitecustomize.py').write_text('raise OSError("image site broken")\n')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            env=dict(env, PYTHONPATH=f'{hook}:{image}:{REPO}'), timeout=120)
+    assert (result.returncode, result.stdout) == (0, f'None {hook / "sitecustomize.py"}\n')
+    assert "OSError('image site broken')" in result.stderr

@@ -436,9 +436,8 @@ def test_job_script_trains_then_tests_and_marks_the_run(tmp_path):
                            'port': str(task.master_port(12345))}
     assert '77_0' in (run.work_dir / '.slurm-run.lock').read_text()
     # Each step's wall time: the stand-in trains 3 x 0.2 s.
-    trained, tested = map(int, re.search(r'\(77_0\): trained in (\d+) s, tested in (\d+) s$',
-                                         result.stdout, re.M).groups())
-    assert trained >= 1 and tested >= 0
+    trained = re.search(r'\(77_0\): trained in (\d+) s, tested in \d+ s$', result.stdout, re.M)
+    assert int(trained.group(1)) >= 1
     # Again: the run is tested, nothing runs.
     again = finish(job_script(tmp_path, [run]))
     assert again.returncode == 0 and 'already tested: nothing to do' in again.stdout

@@ -99,7 +99,7 @@ def test_amp_trains_every_run_in_mixed_precision_as_train_py_amp(tmp_path):
     result = sweep([POLY, '--baseline', FOCAL, '--epsilons', '-1', '--amp',
                     '--work-dir-root', str(tmp_path), '--dry-run'])
     assert result.returncode == 0, result.stderr
-    amp = ['optim_wrapper.type=AmpOptimWrapper', '+optim_wrapper.loss_scale=dynamic']
+    amp = ['+optim_wrapper.type=AmpOptimWrapper', '+optim_wrapper.loss_scale=dynamic']
     assert [row[-2:] for row in plan_lines(result.stdout)] == [amp, amp]
     train = [line for line in result.stdout.splitlines() if 'tools/train.py' in line]
     assert len(train) == 2 and all(line.endswith(' '.join(amp)) for line in train)
@@ -165,6 +165,11 @@ def test_amp_trains_every_run_in_mixed_precision_as_train_py_amp(tmp_path):
       '--signal-seconds', '1'], "argument --signal-seconds: expected an integer from 2 to "
                                 "65535, got '1'"),
     ([POLY, '--epsilons', '-1', '--retry-failed'], '--retry-failed needs --launcher slurm'),
+    ([POLY, '--epsilons', '-1', '--amp', '--cfg-options', 'optim_wrapper.loss_scale=512'],
+     "--amp sets optim_wrapper.type and optim_wrapper.loss_scale; --cfg-options "
+     "'optim_wrapper.loss_scale=512' sets it too: give one or the other"),
+    ([POLY, '--epsilons', '-1', '--amp', '--launcher', 'slurm', '--partition', 'p', '--gpus',
+      '0'], '--amp trains on GPUs, but --gpus 0 makes every run a CPU run'),
     ([POLY, '--epsilons', '-1', '--baseline', POLY],
      'two runs would share a work dir'),
     ([POLY], 'the following arguments are required: --epsilons'),

@@ -228,6 +228,24 @@ def test_annotation_files_of_wrapped_datasets_and_evaluators(tmp_path):
     cli.check_annotation_files(cfg, ['val_dataloader'])
 
 
+
+def test_annotation_files_as_the_sweep_report_names_a_runs_data():
+    """Joined to the nearest data_root (a URL is not; a data_root that is not a string is
+    ignored), every file of a concatenation, then the evaluator's."""
+    from tools.lib.recipe import annotation_files
+    config = dict(test_dataloader=dict(dataset=dict(type='ConcatDataset', datasets=[
+        dict(data_root='data/a/', ann_file='val.json'),
+        dict(data_root=5, ann_file='s3://bucket/b.json'),
+        dict(type='RepeatDataset', data_root='data/c/', dataset=dict(ann_file='c.json'))])),
+        test_evaluator=dict(type='CocoMetric', ann_file='data/a/val.json'))
+    assert list(annotation_files(config, 'test_dataloader')) == [
+        ('test_dataloader.dataset.datasets.0.ann_file', 'data/a/val.json'),
+        ('test_dataloader.dataset.datasets.1.ann_file', 's3://bucket/b.json'),
+        ('test_dataloader.dataset.datasets.2.dataset.ann_file', 'data/c/c.json'),
+        ('test_evaluator.ann_file', 'data/a/val.json')]
+    assert list(annotation_files(dict(test_dataloader='nope'), 'test_dataloader')) == []
+
+
 # ------------------------------------------------------------ make_demo_data
 @pytest.mark.parametrize('args,message', [
     (['--num-train', '0'], "argument --num-train: expected an integer >= 1, got '0'"),

@@ -4,7 +4,8 @@
 # loss (about 4 minutes on an H200): the CUDA tests and the GPU benchmark with a RetinaNet
 # training step; trees (not yet run on a GPU): the pretrained trees comparison, focal and
 # Poly-1 at -1, seed 0, trained and tested through tools/sweep.py on the GPU, fp32 and --amp
-# (TREES_TIMEOUT seconds each, default 300; run again, it resumes what a timeout stopped).
+# (TREES_TIMEOUT seconds each, default 220; run again, it resumes what a timeout stopped).
+# Each part's step timeouts add up to under 600 s.
 # Written under $OUT (default gpu_results/): environment.txt, pytest_cuda*.log,
 # benchmark_cuda.md and .log; trees_data.log, trees_{fp32,amp}.log and .md (the sweep
 # reports; the runs: work_dirs/gpu_check_trees/).
@@ -35,7 +36,9 @@ status=0
 step() {  # step TITLE LOG SHOWN COMMAND...: COMMAND's output into $OUT/LOG, SHOWN lines of it
   echo "== $1"; local log=$OUT/$2 shown=$3; shift 3
   "$@" 2>&1 | tee "$log" | tail -n "$shown"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  local code=${PIPESTATUS[0]}
+  [ "$code" -eq 0 ] || status=1
+  return "$code"
 }
 
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv;
@@ -49,18 +52,18 @@ if want loss; then
   # (Triton's CPU interpreter, CI's job) imports mmdet before the stand-in exists.
   XDIST=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 4")
   step "CUDA tests (tests/functional: every test taking 'device' runs on cuda too)" \
-    pytest_cuda.log 15 timeout 180 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" \
+    pytest_cuda.log 15 timeout 170 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" \
     $XDIST tests/functional
   if [ -n "$MMCV_SRC" ] && python3 -c 'import mmdet' 2>/dev/null; then
     step "CUDA tests against mmdet's FocalLoss (mmcv's kernel, JIT-built from MMCV_SRC)" \
-      pytest_cuda_mmdet.log 15 timeout 150 python3 -c 'import sys
+      pytest_cuda_mmdet.log 15 timeout 120 python3 -c 'import sys
 import pytest
 from tools.dev import mmcv_cuda_focal
 print("mmcv focal op:", mmcv_cuda_focal.ensure_ops(sys.argv[1]), flush=True)
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-rs", "-k", "equals_mmdet",
                       "tests/losses/test_poly_focal_loss.py"]))' "$MMCV_SRC"
   fi
-  step "GPU benchmark" benchmark_cuda.log +1 timeout 300 python3 tools/benchmark/benchmark_loss.py \
+  step "GPU benchmark" benchmark_cuda.log +1 timeout 280 python3 tools/benchmark/benchmark_loss.py \
     --device cuda --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
     --train-step --train-repeats 20 --out "$OUT/benchmark_cuda.md"
 fi
@@ -76,17 +79,19 @@ if want trees; then
   if [ -n "$MMCV_SRC" ]; then
     export POLYLOSS_MMCV_SRC=$MMCV_SRC PYTHONPATH=$ROOT/tools/dev/gpu_site:$PYTHONPATH
   fi
-  step "tree data and ImageNet weights" trees_data.log 3 timeout 180 bash -c \
+  step "tree data and ImageNet weights" trees_data.log 3 timeout 120 bash -c \
     'python3 tools/make_tree_data.py && python3 tools/model_converters/mobilenet_v2_imagenet.py'
   for precision in fp32 amp; do
     AMP=(); [ "$precision" = amp ] && AMP=(--amp)
+    rm -f "$OUT/trees_$precision.md"  # only this sweep's report, never an older one
     step "trees comparison on the GPU ($precision)" "trees_$precision.log" 12 \
-      timeout "${TREES_TIMEOUT:-300}" \
+      timeout "${TREES_TIMEOUT:-220}" \
       python3 tools/sweep.py configs/trees/retinanet_mobilenetv2_fpn_poly1-eps-1_trees.py \
       --baseline configs/trees/retinanet_mobilenetv2_fpn_focal_trees.py --epsilons -1 \
-      --launcher pytorch --gpus 1 --work-dir-root "$TREES_ROOT/$precision" "${AMP[@]}" \
-      --key-files data/polyloss_trees/meta.json data/pretrained/mobilenet_v2_imagenet_mmdet.pth
-    cp "$TREES_ROOT/$precision/sweep.md" "$OUT/trees_$precision.md" 2>/dev/null
+      --launcher pytorch --gpus 1 --work-dir-root "$TREES_ROOT/$precision" \
+      ${AMP[@]+"${AMP[@]}"} --key-files data/polyloss_trees/meta.json \
+      data/pretrained/mobilenet_v2_imagenet_mmdet.pth \
+      && cp "$TREES_ROOT/$precision/sweep.md" "$OUT/trees_$precision.md"
   done
 fi
 exit "$status"

@@ -49,7 +49,7 @@ def parse_cfg_value(text: str) -> Any:
 
 
 #: What --amp sets (tools/train.py; tools/sweep.py for every run), as mmdet's train.py.
-AMP_OPTIONS = ('optim_wrapper.type=AmpOptimWrapper', '+optim_wrapper.loss_scale=dynamic')
+AMP_OPTIONS = ('+optim_wrapper.type=AmpOptimWrapper', '+optim_wrapper.loss_scale=dynamic')
 
 
 def parse_cfg_options(words: Sequence[str]) -> dict[str, Any]:

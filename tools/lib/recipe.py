@@ -117,10 +117,12 @@ def annotation_files(config: Mapping[str, Any], loader: str) -> Iterator[Tuple[s
     def walk(dataset: Any, where: str, data_root: str = '') -> Iterator[Tuple[str, str]]:
         if not isinstance(dataset, Mapping):
             return
-        data_root = dataset.get('data_root') or data_root
+        root = dataset.get('data_root')
+        data_root = root if isinstance(root, str) and root else data_root
         ann_file = dataset.get('ann_file')
-        if isinstance(ann_file, str) and ann_file:
-            yield f'{where}.ann_file', osp.join(data_root, ann_file)
+        if isinstance(ann_file, str) and ann_file:  # a URL is not joined (as mmengine's)
+            yield f'{where}.ann_file', ann_file if '://' in ann_file else \
+                osp.join(data_root, ann_file)
         inner = dataset.get('datasets', [dataset.get('dataset')])
         for index, each in enumerate(inner if isinstance(inner, (list, tuple)) else [inner]):
             yield from walk(each, f'{where}.dataset' if 'dataset' in dataset

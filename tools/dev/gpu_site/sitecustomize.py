@@ -19,7 +19,10 @@ def _run_the_next_sitecustomize() -> None:
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
 
 
-_run_the_next_sitecustomize()
+try:
+    _run_the_next_sitecustomize()
+except Exception as error:  # as Python does with a failing sitecustomize: say it, go on
+    print(f'Error in the sitecustomize after {__file__}: {error!r}', file=sys.stderr)
 if os.environ.get('POLYLOSS_MMCV_SRC'):
     from tools.dev import mmcv_cuda_focal
 

@@ -277,9 +277,10 @@ def _as_floats(value: Any) -> Any:
     return tuple(map(_as_floats, value)) if isinstance(value, (list, tuple)) else value
 
 
-def _first_annotation_file(config: Dict[str, Any], loader: str) -> str:
-    """The data ``loader`` reads, as its first annotation file; '' when none is named."""
-    return next((path for _, path in annotation_files(config, loader)), '')
+def _data_of(config: Dict[str, Any], loader: str) -> str:
+    """The data ``loader`` reads: its datasets' annotation files; '' when none is named."""
+    return ', '.join(dict.fromkeys(path for key, path in annotation_files(config, loader)
+                                   if key.startswith(f'{loader}.')))
 
 
 def not_a_run(path: Path) -> str:
@@ -349,6 +350,6 @@ def load_run(work_dir: str) -> RunResult:
     return RunResult(name, path, loss_type, epsilon, alpha_weighted, metrics=metrics,
                      source=str(source), seed=seed if isinstance(seed, int) else None,
                      other=other + (('schedule', repr(schedule)),),
-                     train_data=_first_annotation_file(recipe_config, 'train_dataloader'),
-                     test_data=_first_annotation_file(config, 'test_dataloader'),
+                     train_data=_data_of(recipe_config, 'train_dataloader'),
+                     test_data=_data_of(config, 'test_dataloader'),
                      recipe=recipe_config)
