@@ -62,6 +62,37 @@ def test_the_lock_is_the_job_scripts(tmp_path):
     assert Run('run', '', work_dir).holder() is None
 
 
+def test_a_killed_driver_leaves_the_lock_with_its_training(tmp_path):
+    """Tried: a SIGKILLed driver (the OOM killer, kill -9) freed the lock while its
+    train.py went on, so a second driver could train the same run beside it. The step's
+    command inherits the lock; it is free once the command ends."""
+    work_dir, pid_file = tmp_path / 'run', tmp_path / 'child.pid'
+    child = f'import os, time; open({str(pid_file)!r}, "w").write(str(os.getpid())); ' \
+            'time.sleep(120)'
+    driver = subprocess.Popen([sys.executable, '-c', (
+        f'import sys; sys.path.insert(0, {str(ROOT)!r})\n'
+        'from tools.lib.sweep.run import Run\n'
+        f'run = Run("run", "", {str(work_dir)!r})\n'
+        'with run.lock(holder="the driver"):\n'
+        f'    run.train_then_test([sys.executable, "-c", {child!r}], lambda c: ["true"])\n')])
+    deadline = time.monotonic() + 30
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and driver.poll() is None
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    try:
+        driver.kill()
+        driver.wait(timeout=30)
+        assert Path(f'/proc/{child_pid}').exists()  # the training goes on
+        assert Run('run', '', work_dir).holder().startswith('the driver on ')
+    finally:
+        os.kill(child_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30  # its descriptors close as it dies
+    while Run('run', '', work_dir).holder() is not None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_a_stopped_child_group_ends_with_its_driver(tmp_path):
     """run_child: SIGTERM to the driver stops the child (and its children) first."""
     pid_file = tmp_path / 'child.pid'

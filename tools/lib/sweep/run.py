@@ -73,9 +73,11 @@ class Run:
     options: List[str] = field(default_factory=list)
     key: str = ''
     state: str = 'new'
+    #: The lock file's descriptor while :meth:`lock` holds it: the steps' commands inherit it.
+    _lock_fd: Optional[int] = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.work_dir = self.work_dir
+        self.work_dir = Path(self.work_dir)
 
     # --- the marker --------------------------------------------------------------------
     def marker(self) -> Dict:
@@ -105,7 +107,8 @@ class Run:
     def lock(self, holder: str = '') -> Iterator[None]:
         """Hold the run's lock (making the folder); :class:`RunBusy` at once if another
         process does. ``holder``: who holds it (default: this process and host). On a file
-        system without locks it warns and goes on unlocked."""
+        system without locks it warns and goes on unlocked. The commands of
+        :meth:`train_then_test` inherit the lock: killed, this process leaves it with them."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with open(self.work_dir / LOCK_NAME, 'a+') as handle:
             try:
@@ -122,11 +125,16 @@ class Run:
             handle.write(f'{holder or f"pid {os.getpid()}"} on {host}, since '
                          f'{time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}\n')
             handle.flush()
+            self._lock_fd = handle.fileno()
             try:
                 yield
             finally:
+                self._lock_fd = None
                 with contextlib.suppress(OSError):
                     fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _inherited(self) -> Sequence[int]:
+        return () if self._lock_fd is None else (self._lock_fd,)
 
     def holder(self) -> Optional[str]:
         """Who holds the run's lock now, or None."""
@@ -218,7 +226,7 @@ class Run:
             self.mark('training', job)
             show('train', train)
             start = time.monotonic()
-            status = run_child(list(train), env, grace, stop_signals)
+            status = run_child(list(train), env, grace, stop_signals, self._inherited())
             if status != 0:
                 raise StepFailed('training', train, status)
             seconds['train'] = time.monotonic() - start
@@ -232,7 +240,7 @@ class Run:
         command = test(checkpoint)
         show('test', command)
         start = time.monotonic()
-        status = run_child(command, env, grace, stop_signals)
+        status = run_child(command, env, grace, stop_signals, self._inherited())
         if status != 0:
             raise StepFailed('the test', command, status)
         seconds['test'] = time.monotonic() - start
@@ -247,16 +255,18 @@ def step_times(seconds: Mapping[str, float]) -> str:
 
 
 def run_child(argv: List[str], env: Optional[Mapping[str, str]] = None, grace: float = 30,
-              stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> int:
-    """Run ``argv`` in a process group of its own; its exit status (128 + N when signal N
-    ended it, 127 when it cannot be started, as a shell says). On one of ``stop_signals``
-    the group gets TERM (KILL after ``grace`` s), then :class:`Stopped`."""
+              stop_signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+              pass_fds: Sequence[int] = ()) -> int:
+    """Run ``argv`` (keeping ``pass_fds`` open in it) in a process group of its own; its
+    exit status (128 + N when signal N ended it, 127 when it cannot be started, as a shell
+    says). On one of ``stop_signals`` the group gets TERM (KILL after ``grace`` s), then
+    :class:`Stopped`."""
     previous = {sig: signal.signal(sig, raise_stopped) for sig in stop_signals}
     process = None
     try:
         try:
             process = subprocess.Popen(argv, env=None if env is None else dict(env),
-                                       start_new_session=True)
+                                       start_new_session=True, pass_fds=tuple(pass_fds))
         except OSError as error:
             print(f'{argv[0]}: {error.strerror}', file=sys.stderr, flush=True)
             return 127
