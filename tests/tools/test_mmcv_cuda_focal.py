@@ -220,3 +220,14 @@ def test_the_gpu_site_hook_runs_the_sitecustomize_it_shadows(tmp_path):
                             env=dict(env, PYTHONPATH=f'{hook}:{image}:{REPO}'), timeout=120)
     assert (result.returncode, result.stdout) == (0, f'None {hook / "sitecustomize.py"}\n')
     assert "OSError('image site broken')" in result.stderr
+
+
+def test_the_gpu_check_names_its_parts(tmp_path):
+    """tools/dev/gpu_check.sh PART: loss, trees or all; anything else is one line, exit 2,
+    before it makes its result folder, installs or runs anything."""
+    result = subprocess.run(['bash', str(REPO / 'tools' / 'dev' / 'gpu_check.sh'), 'tree'],
+                            capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, OUT=str(tmp_path / 'out')))
+    assert (result.returncode, result.stdout) == (2, '')
+    assert result.stderr == "gpu_check.sh: expected loss, trees or all, got 'tree'\n"
+    assert not (tmp_path / 'out').exists()
