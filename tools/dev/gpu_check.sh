@@ -4,7 +4,7 @@
 # loss (about 4 minutes on an H200): the CUDA tests and the GPU benchmark with a RetinaNet
 # training step; trees (not yet run on a GPU): the pretrained trees comparison, focal and
 # Poly-1 at -1, seed 0, trained and tested through tools/sweep.py on the GPU, fp32 and --amp
-# (TREES_TIMEOUT seconds each, default 220; run again, it resumes what a timeout stopped).
+# (TREES_TIMEOUT seconds each, default 250; run again, it resumes what a timeout stopped).
 # Each part's step timeouts add up to under 600 s.
 # Written under $OUT (default gpu_results/): environment.txt, pytest_cuda*.log,
 # benchmark_cuda.md and .log; trees_data.log, trees_{fp32,amp}.log and .md (the sweep
@@ -79,13 +79,13 @@ if want trees; then
   if [ -n "$MMCV_SRC" ]; then
     export POLYLOSS_MMCV_SRC=$MMCV_SRC PYTHONPATH=$ROOT/tools/dev/gpu_site:$PYTHONPATH
   fi
-  step "tree data and ImageNet weights" trees_data.log 3 timeout 120 bash -c \
+  step "tree data and ImageNet weights" trees_data.log 3 timeout 60 bash -c \
     'python3 tools/make_tree_data.py && python3 tools/model_converters/mobilenet_v2_imagenet.py'
   for precision in fp32 amp; do
     AMP=(); [ "$precision" = amp ] && AMP=(--amp)
     rm -f "$OUT/trees_$precision.md"  # only this sweep's report, never an older one
     step "trees comparison on the GPU ($precision)" "trees_$precision.log" 12 \
-      timeout "${TREES_TIMEOUT:-220}" \
+      timeout "${TREES_TIMEOUT:-250}" \
       python3 tools/sweep.py configs/trees/retinanet_mobilenetv2_fpn_poly1-eps-1_trees.py \
       --baseline configs/trees/retinanet_mobilenetv2_fpn_focal_trees.py --epsilons -1 \
       --launcher pytorch --gpus 1 --work-dir-root "$TREES_ROOT/$precision" \
