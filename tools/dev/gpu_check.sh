@@ -52,18 +52,18 @@ if want loss; then
   # (Triton's CPU interpreter, CI's job) imports mmdet before the stand-in exists.
   XDIST=$(python3 -c 'import xdist' 2>/dev/null && echo "-n 4")
   step "CUDA tests (tests/functional: every test taking 'device' runs on cuda too)" \
-    pytest_cuda.log 15 timeout 170 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" \
+    pytest_cuda.log 15 timeout 150 python3 -m pytest -q -p no:cacheprovider -rs -m "not slow" \
     $XDIST tests/functional
   if [ -n "$MMCV_SRC" ] && python3 -c 'import mmdet' 2>/dev/null; then
     step "CUDA tests against mmdet's FocalLoss (mmcv's kernel, JIT-built from MMCV_SRC)" \
-      pytest_cuda_mmdet.log 15 timeout 120 python3 -c 'import sys
+      pytest_cuda_mmdet.log 15 timeout 150 python3 -c 'import sys
 import pytest
 from tools.dev import mmcv_cuda_focal
 print("mmcv focal op:", mmcv_cuda_focal.ensure_ops(sys.argv[1]), flush=True)
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-rs", "-k", "equals_mmdet",
                       "tests/losses/test_poly_focal_loss.py"]))' "$MMCV_SRC"
   fi
-  step "GPU benchmark" benchmark_cuda.log +1 timeout 280 python3 tools/benchmark/benchmark_loss.py \
+  step "GPU benchmark" benchmark_cuda.log +1 timeout 270 python3 tools/benchmark/benchmark_loss.py \
     --device cuda --dtype float32 float16 bfloat16 ${MMCV_SRC:+--mmcv-src "$MMCV_SRC"} \
     --train-step --train-repeats 20 --out "$OUT/benchmark_cuda.md"
 fi
