@@ -34,9 +34,10 @@ MMCV_KERNELS=$(ls -d "$GPU_CARRY"/mmcv-*/ 2>/dev/null | head -n 1)
 MMCV_SRC=${MMCV_SRC:-${MMCV_KERNELS%/}}
 status=0
 step() {  # step TITLE LOG SHOWN COMMAND...: COMMAND's output into $OUT/LOG, SHOWN lines of it
-  echo "== $1"; local log=$OUT/$2 shown=$3; shift 3
+  echo "== $1"; local log=$OUT/$2 shown=$3 start=$SECONDS; shift 3
   "$@" 2>&1 | tee "$log" | tail -n "$shown"
   local code=${PIPESTATUS[0]}
+  echo "   ($((SECONDS - start)) s, exit status $code)"
   [ "$code" -eq 0 ] || status=1
   return "$code"
 }
