@@ -24,8 +24,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help='output folder (default: %(default)s)')
     parser.add_argument('--seed', type=number(int, 0, SEED_LIMIT - 1), default=0,
                         help='an integer in [0, 2^32) (default: %(default)s)')
-    parser.add_argument('--num-train', type=number(int, 1, 10000), default=8)
-    parser.add_argument('--num-val', type=number(int, 1, 10000), default=4)
+    parser.add_argument('--num-train', type=number(int, 1, 10000), default=8,
+                        help='training scenes (default: %(default)s)')
+    parser.add_argument('--num-val', type=number(int, 1, 10000), default=4,
+                        help='validation scenes (default: %(default)s)')
     args = parser.parse_args(argv)
     folder = target(args.out_dir)
     check_replaceable(folder, KIND)
