@@ -34,6 +34,8 @@ MARKER = '.sweep-run.json'
 FORCE = '--force (FORCE=1 for tools/run_demo.sh)'
 #: The sweep's verdict on a run from its folder (:meth:`Run.assess`) by the marker's stage.
 _VERDICT = {'tested': 'done', 'trained': 'test'}
+#: A step of :meth:`Run.train_then_test` as :class:`StepFailed` names it.
+_FAILED_STEP = {'train': 'training', 'test': 'the test'}
 
 
 class RunBusy(Exception):
@@ -221,15 +223,19 @@ class Run:
         :class:`Stopped` once the command has stopped (see :func:`run_child`). ``show`` is
         told each step (``train``, ``test``) and its command before it runs. Returns the
         wall seconds of each step run here (``train`` of this attempt only, on a resume)."""
-        seconds = {}
+        seconds: Dict[str, float] = {}
+
+        def step(name: str, command: Sequence[str]) -> None:
+            show(name, command)
+            start = time.monotonic()
+            status = run_child(list(command), env, grace, stop_signals, self._inherited())
+            if status != 0:
+                raise StepFailed(_FAILED_STEP[name], command, status)
+            seconds[name] = time.monotonic() - start
+
         if self.stage() != 'trained':
             self.mark('training', job)
-            show('train', train)
-            start = time.monotonic()
-            status = run_child(list(train), env, grace, stop_signals, self._inherited())
-            if status != 0:
-                raise StepFailed('training', train, status)
-            seconds['train'] = time.monotonic() - start
+            step('train', train)
             self.mark('trained', job)
         checkpoint = self.last_checkpoint()
         if not checkpoint:
@@ -237,13 +243,7 @@ class Run:
         if not osp.isfile(checkpoint):
             raise UserError(f'{self.name}: {self.work_dir}/last_checkpoint names no checkpoint '
                             f'file ({checkpoint!r}): training left none to test')
-        command = test(checkpoint)
-        show('test', command)
-        start = time.monotonic()
-        status = run_child(command, env, grace, stop_signals, self._inherited())
-        if status != 0:
-            raise StepFailed('the test', command, status)
-        seconds['test'] = time.monotonic() - start
+        step('test', test(checkpoint))
         self.mark('tested', job)
         return seconds
 
