@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.lib.cli import AMP_OPTIONS, require_amp_device
+from tools.lib.cli import AMP_OPTIONS, option_key, require_amp_device
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, number, run
 from tools.lib.sweep import slurm as sweep_slurm
 from tools.lib.sweep.local import run_locally
@@ -86,11 +86,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> Namespace:
                         f'write --time {args.time.strip()!r}')
     args.sbatch_args = sweep_slurm.parse_sbatch_args(args.sbatch_args)
     if args.amp:  # as tools/train.py --amp; options, so part of each run's key
-        amp_keys = [option.split('=', 1)[0] for option in AMP_OPTIONS]
-        clash = [o for o in args.cfg_options if '+' + o.split('=', 1)[0].lstrip('+') in amp_keys]
+        amp_keys = [option_key(option) for option in AMP_OPTIONS]
+        clash = [o for o in args.cfg_options if option_key(o) in amp_keys]
         if clash:
-            raise UserError(f'--amp sets {" and ".join(k.lstrip("+") for k in amp_keys)}; '
-                            f'--cfg-options {clash[0]!r} sets it too: give one or the other')
+            raise UserError(f'--amp sets {" and ".join(amp_keys)}; --cfg-options '
+                            f'{clash[0]!r} sets it too: give one or the other')
         if args.launcher == 'slurm' and args.gpus == 0:
             raise UserError('--amp trains on GPUs, but --gpus 0 makes every run a CPU run')
         if args.launcher != 'slurm' and not args.dry_run:  # Slurm's nodes may have GPUs

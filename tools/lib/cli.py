@@ -52,6 +52,11 @@ def parse_cfg_value(text: str) -> Any:
 AMP_OPTIONS = ('+optim_wrapper.type=AmpOptimWrapper', '+optim_wrapper.loss_scale=dynamic')
 
 
+def option_key(word: str) -> str:
+    """The config key a ``--cfg-options`` word sets: ``+a.b=1`` -> ``a.b``."""
+    return word.split('=', 1)[0].lstrip('+')
+
+
 def parse_cfg_options(words: Sequence[str]) -> dict[str, Any]:
     """``{KEY: VALUE}`` of ``words`` as mmengine's ``DictAction`` parses them (spaces in a
     value kept: :func:`parse_cfg_value`), checked."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from tools.lib import recipe
-from tools.lib.cli import apply_cfg_options, parse_cfg_options, read_config
+from tools.lib.cli import apply_cfg_options, option_key, parse_cfg_options, read_config
 from tools.lib.errors import UserError
 from tools.lib.sweep.run import Run
 
@@ -59,7 +59,7 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
     loaded = {path: read_config(path) for path in filter(None, (config, baseline))}
     loss_key = poly_loss_key(with_options(loaded[config], options).model)
     for option in options:
-        if option.split('=', 1)[0].lstrip('+') in ('randomness.seed', f'{loss_key}.epsilon'):
+        if option_key(option) in ('randomness.seed', f'{loss_key}.epsilon'):
             raise UserError(f'--cfg-options {option!r}: the sweep sets this for each run '
                             '(use --seeds / --epsilons)')
     if baseline:
