@@ -72,6 +72,5 @@ def run_locally(runs: List[Run], args: Namespace) -> List[str]:
             raise UserError(f'stopped by {stopped}: {run.name} was stopped in the middle; '
                             'rerun the sweep to resume it') from None
         except OSError as error:
-            raise UserError(f'cannot prepare the work dir {str(run.work_dir)!r}: '
-                            f'{error.strerror}: {error.filename!r}') from error
+            raise run.folder_error(error) from error
     return busy

@@ -196,6 +196,11 @@ class Run:
             raise UserError(f'the {what} in {work_dir} is damaged ({damage}); {FORCE} '
                             'retrains it')
 
+    def folder_error(self, error: OSError) -> UserError:
+        """The one-line error for ``error``, met while making, locking or clearing the folder."""
+        return UserError(f'cannot prepare the work dir {str(self.work_dir)!r}: '
+                         f'{error.strerror}: {error.filename!r}')
+
     def needs_clearing(self) -> bool:
         """Whether a ``new`` run's folder holds anything :meth:`clear` removes."""
         return self.state == 'new' and self.work_dir.is_dir() and any(

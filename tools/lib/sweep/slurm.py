@@ -203,8 +203,7 @@ def _clear(run: Run) -> None:
     except RunBusy as held:
         raise UserError(f'{run.name}: not cleared: {held}') from None
     except OSError as error:
-        raise UserError(f'cannot prepare the work dir {str(run.work_dir)!r}: '
-                        f'{error.strerror}: {error.filename!r}') from error
+        raise run.folder_error(error) from error
 
 
 def _submit_and_clear(runs: Sequence[Run], tasks: Dict[str, SlurmRun],
