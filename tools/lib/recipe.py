@@ -198,16 +198,16 @@ def parse_config_text(text: str, path: str) -> Dict[str, Any]:
                 raise _NotData(stmt.value) from None
     except SyntaxError as err:
         raise UserError(f'{path}:{err.lineno}: not a config mmengine dumped: '
-                               f'{err.msg}') from None
+                        f'{err.msg}') from None
     except (ValueError, RecursionError, MemoryError) as err:  # not text, null bytes, too deep
         raise UserError(f'{path}: not a config mmengine dumped: '
-                               f'{type(err).__name__} {err}') from None
+                        f'{type(err).__name__} {err}') from None
     except _NotData as err:
         node = err.args[0]
         what = 'a `name = value` line' if isinstance(node, ast.stmt) else 'a plain value'
         found = (ast.get_source_segment(text, node) or type(node).__name__).splitlines()[0]
         found = found if len(found) <= 60 else found[:57] + '...'
         raise UserError(f'{path}:{node.lineno}: expected {what}, found {found!r}; the '
-                               "sweep report reads a run's config as data (as mmengine's "
-                               'Config.dump writes it) and runs none of it') from None
+                        "sweep report reads a run's config as data (as mmengine's "
+                        'Config.dump writes it) and runs none of it') from None
     return config
