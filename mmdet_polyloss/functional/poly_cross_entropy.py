@@ -169,7 +169,8 @@ def softmax_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
     else:
         safe_label = label.masked_fill(~valid, 0).long()
         log_p_y = log_p.gather(1, safe_label.unsqueeze(1)).squeeze(1)
-        loss = -log_p_y - settings.epsilon * torch.expm1(log_p_y)  # CE + epsilon * (1 - p_y)
+        # CE + epsilon * (1 - p_y)
+        loss = _clamp_rounding(-log_p_y - settings.epsilon * torch.expm1(log_p_y), settings)
         if class_weight is not None:
             loss = loss * class_weight[safe_label]
     if valid is not None:
@@ -190,7 +191,8 @@ def _poly1_soft(log_p: Tensor, target: Tensor, settings: CrossEntropySettings,
     if class_weight is not None:
         target = target * class_weight.reshape(1, -1, *([1] * (log_p.dim() - 2)))
     one_minus_p = -torch.expm1(log_p)  # 1 - p_c, exact where p_c is near 1
-    return (target * (settings.epsilon * one_minus_p - log_p)).sum(dim=1)
+    return _clamp_rounding((target * (settings.epsilon * one_minus_p - log_p)).sum(dim=1),
+                           settings)
 
 
 def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Tensor],
@@ -223,18 +225,23 @@ def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
 
     target = target.to(x.dtype)
     x = zero_ignored(x.masked_fill(~valid, 0), weight)  # ignored: read as 0 (NaN, inf)
-    prob = torch.sigmoid(x)
-    positive_part = target * (1 - prob)
+    positive_part = target * torch.sigmoid(-x)  # t (1 - p): exact where p is near 1
     if pos_weight is not None:
         positive_part = positive_part * pos_weight
-    loss = (F.binary_cross_entropy_with_logits(x, target, pos_weight=pos_weight,
-                                               reduction='none')
-            + settings.epsilon * (positive_part + (1 - target) * prob))
+    loss = _clamp_rounding(
+        F.binary_cross_entropy_with_logits(x, target, pos_weight=pos_weight, reduction='none')
+        + settings.epsilon * (positive_part + (1 - target) * torch.sigmoid(x)), settings)
     valid = valid.to(x.dtype)
     weight = valid if weight is None else broadcast_weight(weight, pred).to(x.dtype) * valid
     if avg_factor is None and settings.avg_non_ignore and reduction == 'mean':
         avg_factor = valid.sum().item()
     return weight_reduce(loss, weight, reduction, avg_factor)
+
+
+def _clamp_rounding(loss: Tensor, settings: CrossEntropySettings) -> Tensor:
+    """``loss`` clamped at 0 where it is >= 0 exactly: for ``epsilon >= -1``, since
+    ``-log p >= 1 - p``, a computed value below 0 can only be rounding."""
+    return loss.clamp_min(0) if settings.epsilon >= -1 else loss
 
 
 def _class_weight_tensor(settings: CrossEntropySettings, num_classes: int,

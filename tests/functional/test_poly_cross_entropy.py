@@ -102,7 +102,35 @@ def test_sigmoid_epsilon_minus_one_is_nonnegative_and_ignores_ignored():
     label[:3] = -1
     loss = poly1_binary_cross_entropy(x, label, epsilon=-1.0, ignore_index=-1,
                                       reduction='none')
-    assert torch.all(loss[:3] == 0) and torch.all(loss >= -1e-6)
+    assert torch.all(loss[:3] == 0) and torch.all(loss >= 0)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize('form', ['softmax', 'smoothed', 'soft', 'sigmoid', 'sigmoid weighted'])
+def test_no_element_is_negative_at_epsilon_minus_one_in_any_dtype(dtype, form):
+    """-log p >= 1 - p, so CE + epsilon (1 - p) >= 0 exactly for epsilon >= -1: no computed
+    element may be below 0, confident ones included (``1 - sigmoid(x)`` made the sigmoid
+    form -5e-7 in float32), and the values stay those of the float64 computation."""
+    gen = torch.Generator().manual_seed(0)
+    rows = 20000
+    x = (torch.randn(rows, 4, generator=gen) * torch.logspace(-3, 1.5, rows).unsqueeze(1))
+    label = torch.randint(0, 4, (rows,), generator=gen)
+    soft = torch.softmax(3 * torch.randn(rows, 4, generator=gen), dim=1)  # float32 for all
+
+    def loss(logits):
+        if form.startswith('sigmoid'):
+            weight = [2.0, 1.0, 0.5, 1.0] if form == 'sigmoid weighted' else None
+            return poly1_binary_cross_entropy(logits, label, epsilon=-1.0, class_weight=weight,
+                                              reduction='none')
+        if form == 'soft':
+            return poly1_cross_entropy(logits, soft, epsilon=-1.0, reduction='none')
+        return poly1_cross_entropy(logits, label, epsilon=-1.0, reduction='none',
+                                   label_smoothing=0.1 if form == 'smoothed' else 0.0)
+
+    x = x.to(dtype)
+    got = loss(x)
+    assert got.min() >= 0
+    torch.testing.assert_close(got.double(), loss(x.double()), rtol=1e-5, atol=1e-6)
 
 
 def test_gradcheck_both_forms():

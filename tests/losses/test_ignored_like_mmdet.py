@@ -87,14 +87,23 @@ def test_settings_that_would_overflow_at_the_first_call_are_refused(loss, kwargs
         loss(**kwargs)
 
 
-def test_largest_accepted_settings_run():
-    """What construction accepts, the first call computes without an exception."""
+def test_largest_accepted_settings_give_finite_values_and_gradients():
+    """What construction accepts, the first call computes: finite where the value fits
+    float32. A product of two settings that each fit (epsilon and class weight at
+    float32's largest) is beyond float32 and comes out +inf, as in mmdet's own losses."""
     big = float(torch.finfo(torch.float32).max)
-    x, labels = torch.randn(3, 4, requires_grad=True), torch.tensor([0, 4, 2])
-    for loss in (Poly1FocalLoss(epsilon=big, ignore_index=2**63 - 1),
-                 PolyNFocalLoss(epsilons=[1.0, big / 2], loss_weight=1e-30),
-                 Poly1FocalLoss(gamma=big)):
-        loss(x, labels).backward()
-    Poly1CrossEntropyLoss(epsilon=big, class_weight=[big] * 4, ignore_index=-2**63,
-                          avg_non_ignore=True)(
-        x, labels.clamp_max(3)).backward()
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    labels, each = torch.tensor([0, 4, 2]), {'reduction_override': 'none'}  # a sum overflows
+    for loss, kwargs in [(Poly1FocalLoss(epsilon=big, ignore_index=2**63 - 1), each),
+                         (PolyNFocalLoss(epsilons=[1.0, big / 2], loss_weight=1e-30), {}),
+                         (Poly1FocalLoss(gamma=big), {}),
+                         (Poly1CrossEntropyLoss(epsilon=big, ignore_index=-2**63,
+                                                avg_non_ignore=True), each),
+                         (Poly1CrossEntropyLoss(class_weight=[1e30] * 4), {})]:
+        x.grad = None
+        value = loss(x, labels.clamp_max(3) if isinstance(loss, Poly1CrossEntropyLoss)
+                     else labels, **kwargs)
+        value.sum().backward()
+        assert torch.isfinite(value).all() and torch.isfinite(x.grad).all(), (loss, value)
+    overflow = Poly1CrossEntropyLoss(epsilon=big, class_weight=[big] * 4, reduction='none')
+    assert torch.all(overflow(x.detach(), labels.clamp_max(3)) == float('inf'))
