@@ -20,7 +20,7 @@ from tools.lib.cli import AMP_OPTIONS, option_key, require_amp_device
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, number, run
 from tools.lib.sweep import slurm as sweep_slurm
 from tools.lib.sweep.local import run_locally
-from tools.lib.sweep.plan import plan_runs
+from tools.lib.sweep.plan import check_inputs_before_clearing, plan_runs
 from tools.lib.sweep.report import write_sweep_report
 from tools.lib.sweep.settings import parse_epsilons, parse_seeds
 from tools.lib.sweep.slurm_jobs import MAX_SIGNAL_SECONDS
@@ -104,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ignore_known_warnings()
     root = Path(args.work_dir_root or f'work_dirs/sweep_{Path(args.config).stem}')
     runs = plan_runs(args.config, args.epsilons, args.seeds, args.baseline, root,
-                     args.cfg_options, args.key_files, args.dry_run)
+                     args.cfg_options, args.key_files, args.dry_run, max(args.gpus, 1))
     problems = {}  # Slurm: a run's work dir may change under a running task
     for each in runs:
         try:
@@ -116,6 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 problems[each.name] = error
             else:
                 raise
+    if not args.dry_run:
+        check_inputs_before_clearing(runs)
     missing = [path for path in args.key_files if not osp.exists(path)]
     if missing:  # only a dry run gets here with them
         print(f'  (--key-files not made yet: {" ".join(missing)}; a finished run counts '

@@ -178,6 +178,11 @@ def test_amp_trains_every_run_in_mixed_precision_as_train_py_amp(tmp_path):
      "--cfg-options 'randomness.seed=4': the sweep sets this for each run"),
     ([POLY, '--epsilons', '-1', '--cfg-options', 'oops'],
      "--cfg-options: expected KEY=VALUE, got 'oops'"),
+    # what tools/train.py refuses, refused before any run's folder is cleared for it
+    ([POLY, '--epsilons', '-1', '--cfg-options', 'optim_wrapper.optimizer.lr=nan'],
+     'optim_wrapper.optimizer.lr=nan: expected a finite number'),
+    ([POLY, '--epsilons', '-1', '--cfg-options', 'randomness=5'],
+     'randomness must be a dict such as dict(seed=0), got 5'),
     ([POLY, '--epsilons', '-1', '--cfg-options', 'a=[1,2'], "--cfg-options: cannot parse 'a=[1,2'"),
     ([POLY, '--epsilons', '-1', '--cfg-options',
       'model.bbox_head.loss_cls=dict(type=Poly1FocalLoss,epsilon=0.5)'],
@@ -332,6 +337,23 @@ def test_a_work_dir_root_that_cannot_be_written_is_one_line(tmp_path):
                              f"directory: '{run}'\n")
 
 
+def test_the_number_of_training_processes_is_part_of_a_runs_key(tmp_path):
+    """A run trained on 1 GPU (total batch 4) is not 'done' for a sweep on 4 (batch 16);
+    one process keeps the key a single-process run always had, whatever the launcher."""
+    run = tmp_path / 'retinanet_tiny_fpn_poly1-eps-1_shapes'
+    run.mkdir()
+    (run / '.sweep-run.json').write_text(json.dumps(
+        {'key': _key_of(tmp_path, run.name), 'state': 'tested'}))
+    (run / 'epoch_3.pth').write_bytes(b'PK')
+    (run / 'last_checkpoint').write_text(str(run / 'epoch_3.pth'))
+    args = [POLY, '--epsilons', '-1', '--work-dir-root', str(tmp_path), '--dry-run']
+    for launcher in ([], ['--launcher', 'pytorch', '--gpus', '1'],
+                     ['--launcher', 'slurm', '--partition', 'p', '--gpus', '0']):
+        assert plan_lines(sweep([*args, *launcher]).stdout)[0][1] == 'done', launcher
+    changed = sweep([*args, '--launcher', 'pytorch', '--gpus', '4'])
+    assert changed.returncode == 2 and 'holds a run of other settings' in changed.stderr
+
+
 def test_key_files_are_part_of_a_runs_key(tmp_path):
     """A finished run whose key file changed is a run of other settings; a dry run
     before the file is made plans (and says so), a real run refuses to start."""
@@ -450,6 +472,18 @@ def test_a_training_that_leaves_no_checkpoint_is_one_line(tmp_path, monkeypatch)
     assert result.stderr.splitlines()[-1] == (
         f'sweep.py: error: {name}: training left no last_checkpoint in {tmp_path / name}')
     assert [Path(command[1]).name for command in started] == ['train.py']
+
+
+def test_a_training_that_fails_before_its_first_checkpoint_says_rerun_to_train(tmp_path):
+    """Not 'rerun the sweep to resume it': there is nothing to resume."""
+    workspace = make_workspace(tmp_path, num_train=2, num_val=1)
+    result = sweep_subprocess([str(ROOT / POLY), '--epsilons', '-1', '--cfg-options',
+                               'train_cfg.max_epochs=0', '--work-dir-root', str(tmp_path / 's')],
+                              workspace)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        'sweep.py: error: train.py exited with status 2 (its output is above); rerun the '
+        'sweep to train it (it saved no checkpoint)')
 
 
 def test_a_baseline_of_another_recipe_is_refused_naming_the_key(tmp_path):

@@ -218,6 +218,7 @@ def test_force_clears_a_finished_run_only_once_sbatch_has_accepted_it(tmp_path, 
     """sbatch refuses the partition: nothing queued, the finished run's files all kept.
     Accepted: the array is submitted held, the run's folder cleared, then released."""
     monkeypatch.setenv('PATH', standin_slurm(tmp_path)['PATH'])
+    monkeypatch.chdir(make_workspace(tmp_path, num_train=2, num_val=1))  # the data is checked
     work_dir = tmp_path / 'sweep' / NAMES[1]
     work_dir.mkdir(parents=True)
     files = {'.sweep-run.json': '{"key": "k", "state": "tested"}', 'epoch_1.pth': 'PK',
@@ -239,6 +240,27 @@ def test_force_clears_a_finished_run_only_once_sbatch_has_accepted_it(tmp_path, 
     assert ' --hold ' in array
     assert (tmp_path / 'commands.log').read_text() == 'scontrol release 41\n'
     assert sorted(p.name for p in work_dir.iterdir()) == ['.slurm-run.lock']
+
+
+def test_missing_data_is_refused_before_a_finished_run_is_cleared(tmp_path, monkeypatch):
+    """--force with the dataset gone: one line naming the file, nothing submitted, the
+    finished run kept (it was cleared first, then every training failed)."""
+    monkeypatch.setenv('PATH', standin_slurm(tmp_path)['PATH'])
+    monkeypatch.chdir(tmp_path)  # no data/polyloss_shapes here
+    work_dir = tmp_path / 'sweep' / NAMES[1]
+    work_dir.mkdir(parents=True)
+    (work_dir / '.sweep-run.json').write_text('{"key": "k", "state": "tested"}')
+    args = [str(POLY), '--epsilons', '-1', '--work-dir-root', str(tmp_path / 'sweep'),
+            '--force', '--launcher']
+    for launcher in (['slurm', '--partition', 'p', '--gpus', '0'], ['none']):
+        refused = run_in_process(load_tool('sweep').main, [*args, *launcher], 'sweep.py')
+        assert refused.returncode == 2
+        assert refused.stderr == (
+            "sweep.py: error: train_dataloader.dataset.ann_file: no such file: "
+            "'data/polyloss_shapes/annotations/instances_train.json' (relative paths are from "
+            f"{str(tmp_path)!r}); python tools/make_demo_data.py makes it\n")
+        assert sorted(p.name for p in work_dir.iterdir()) == ['.sweep-run.json']
+    assert not (tmp_path / 'sbatch.log').exists()
 
 
 @pytest.mark.parametrize('wait', [False, True])
@@ -324,7 +346,7 @@ def test_a_failed_run_shows_its_cause_and_waits_for_retry_failed_on_a_real_clust
     assert f'queued with other settings; scancel {array}_0 first' in changed.stdout
     assert changed.stderr == (
         'sweep.py: error: 1 runs are queued or running with other settings than this '
-        "command's (its config, --cfg-options or --key-files differ): scancel "
+        "command's (its config, --cfg-options, --key-files or --gpus differ): scancel "
         f'{array}_0 first, then run it again\n')
     assert pending(job_name) == [f'{array}_0 (BeginTime)']
     cluster.command('scancel', f'--name={job_name}')

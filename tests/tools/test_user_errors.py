@@ -218,14 +218,14 @@ def test_annotation_files_of_wrapped_datasets_and_evaluators(tmp_path):
     cfg = Config(dict(train_dataloader=dict(dataset=wrapped)))
     with pytest.raises(UserError, match=re.escape(
             f'train_dataloader.dataset.datasets.1.dataset.ann_file: no such file: {gone!r}')):
-        cli.check_annotation_files(cfg, ['train_dataloader'])
+        cli.check_input_files(cfg, ['train'])
     cfg = Config(dict(val_dataloader=dict(dataset=dict(ann_file=here)),
                       val_evaluator=[dict(type='CocoMetric', ann_file=gone)]))
     with pytest.raises(UserError, match=re.escape(f'val_evaluator.ann_file: no such file: '
                                                   f'{gone!r}')):
-        cli.check_annotation_files(cfg, ['val_dataloader'])
+        cli.check_input_files(cfg, ['val'])
     cfg.val_evaluator[0].ann_file = 's3://bucket/a.json'  # not local: not checked
-    cli.check_annotation_files(cfg, ['val_dataloader'])
+    cli.check_input_files(cfg, ['val'])
 
 
 

@@ -106,6 +106,13 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    check_run_settings(cfg)
+    return cfg
+
+
+def check_run_settings(cfg: Config) -> None:
+    """The seed, and every number of the schedule and optimizer finite: what torch or
+    mmengine would take silently or fail on deep inside (the sweep checks them up front)."""
     randomness = cfg.get('randomness')
     if randomness is not None and not isinstance(randomness, Mapping):
         raise UserError(f'randomness must be a dict such as dict(seed=0), got {randomness!r}')
@@ -117,7 +124,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     # torch trains on lr=nan; mmengine fails on max_epochs=nan with a traceback.
     for key in ('train_cfg', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'):
         check_finite(cfg.get(key), key)
-    return cfg
 
 
 def read_config(config: str) -> Config:
@@ -295,10 +301,7 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
     """The runner and its ``loops``, built before any long work; each failure one line."""
     from tools.lib.dist import setup_cpu_distributed  # torch: not for tools/sweep.py's import
     setup_cpu_distributed(cfg, cfg.launcher)
-    check_annotation_files(cfg, [f'{loop}_dataloader' for loop in loops])
-    if 'train' in loops:  # a training initialises the model: its pretrained weights first
-        for where, path in pretrained_files(cfg.get('model')):
-            check_local_file(where, path)
+    check_input_files(cfg, loops)
     check_writable(cfg.work_dir, 'the work dir', directory=True)
     with user_errors('the config (building the runner: model, hooks, optimizer)'):
         runner = build_runner(cfg)
@@ -341,10 +344,14 @@ def check_local_file(where: str, path: str) -> None:
                         f'{os.getcwd()!r}){hint}')
 
 
-def check_annotation_files(cfg: Config, loaders: Sequence[str]) -> None:
-    """The local annotation files the ``loaders`` read exist."""
-    for loader in loaders:
-        for where, path in annotation_files(cfg, loader):
+def check_input_files(cfg: Config, loops: Sequence[str]) -> None:
+    """The local annotation files the ``loops``' dataloaders read exist, and for a training
+    the pretrained weights it initialises the model from (before its first step)."""
+    for loop in loops:
+        for where, path in annotation_files(cfg, f'{loop}_dataloader'):
+            check_local_file(where, path)
+    if 'train' in loops:
+        for where, path in pretrained_files(cfg.get('model')):
             check_local_file(where, path)
 
 

@@ -48,7 +48,8 @@ def run_here(run: Run, args: Namespace) -> None:
     except StepFailed as failed:
         hint = ('rerun the sweep to test it again' if failed.step == 'the test' else
                 'rerun the sweep to resume it' + (_RESUME_AGAIN if run.state == 'resume'
-                                                  else ''))
+                                                  else '') if run.last_checkpoint() else
+                'rerun the sweep to train it (it saved no checkpoint)')
         raise UserError(f'{Path(failed.command[1]).name} exited with status {failed.status} '
                         f'(its output is above); {hint}') from None
     print(f'[sweep] {run.name}: {step_times(seconds)}', flush=True)

@@ -1,5 +1,6 @@
 """The plan of ``tools/sweep.py``: its runs (a config at one epsilon and seed), each with its
-name, folder, ``--cfg-options`` and key (a hash of the resolved config and ``--key-files``)."""
+name, folder, ``--cfg-options`` and key (a hash of the resolved config, ``--key-files`` and,
+beyond one, the number of training processes); the checks made before any run starts."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +10,14 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from tools.lib import recipe
-from tools.lib.cli import apply_cfg_options, option_key, parse_cfg_options, read_config
+from tools.lib.cli import (
+    apply_cfg_options,
+    check_input_files,
+    check_run_settings,
+    option_key,
+    parse_cfg_options,
+    read_config,
+)
 from tools.lib.errors import UserError
 from tools.lib.sweep.run import Run
 
@@ -54,8 +62,11 @@ def run_name(config: str, epsilon: Optional[str], seed: int) -> str:
 
 def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
               baseline: Optional[str], root: Path, options: Sequence[str],
-              key_files: Sequence[str], dry_run: bool = False) -> List[Run]:
-    """Every (loss, seed) run, baseline first, each with its key (not yet its state)."""
+              key_files: Sequence[str], dry_run: bool = False,
+              processes: int = 1) -> List[Run]:
+    """Every (loss, seed) run, baseline first, each with its key (not yet its state).
+    ``processes``: each run's training processes (GPUs), part of the key beyond 1: the total
+    batch is the config's per-process batch times that."""
     loaded = {path: read_config(path) for path in filter(None, (config, baseline))}
     loss_key = poly_loss_key(with_options(loaded[config], options).model)
     for option in options:
@@ -82,14 +93,32 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
             if epsilon is not None:
                 run_options.insert(1, f'{loss_key}.epsilon={float(epsilon)!r}')
             name = run_name(path, epsilon, seed)
-            resolved = with_options(loaded[path], run_options).pretty_text
-            key = hashlib.sha256((resolved + extra.hexdigest()).encode()).hexdigest()[:16]
+            cfg = with_options(loaded[path], run_options)
+            check_run_settings(cfg)  # what tools/train.py would refuse, before any step
+            trained_by = f'\n{processes} processes' if processes > 1 else ''
+            key = hashlib.sha256((cfg.pretty_text + extra.hexdigest() + trained_by).encode())
+            key = key.hexdigest()[:16]
             runs.append(Run(name, path, root / name, run_options, key))
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise UserError(f'two runs would share a work dir: {sorted(names)}; give the baseline '
                         'and the Poly-1 config different names')
     return runs
+
+
+def check_inputs_before_clearing(runs: Sequence[Run]) -> None:
+    """The data and pretrained weights the runs read exist, if a folder is to be emptied for
+    a new run (``--force``, ``--retrain-changed``): else a finished run would be lost to a
+    training that cannot start. The runs differ in loss and seed only, so one is checked."""
+    def needs_clearing(run: Run) -> bool:
+        try:
+            return run.needs_clearing()
+        except OSError:  # an unreadable folder: the step that makes it says so
+            return False
+    clearing = next(filter(needs_clearing, runs), None)
+    if clearing is not None:
+        cfg = with_options(read_config(clearing.config), clearing.options)
+        check_input_files(cfg, ['train', *(['val'] if cfg.get('val_cfg') else []), 'test'])
 
 
 def check_comparable(config: str, baseline: str, resolved: Sequence[Dict]) -> None:

@@ -176,9 +176,10 @@ class Run:
                             'another --work-dir-root')
         if force or not marker or marker.get('key') != self.key:
             if marker and not force and not retrain_changed:
-                raise UserError(f'{work_dir} holds a run of other settings (its config or a '
-                                '--key-files file changed); --retrain-changed retrains it, '
-                                '--force retrains every run, or choose another --work-dir-root')
+                raise UserError(f'{work_dir} holds a run of other settings (its config, a '
+                                '--key-files file or --gpus changed); --retrain-changed '
+                                'retrains it, --force retrains every run, or choose another '
+                                '--work-dir-root')
             self.state = 'new'
             return
         self.state = _VERDICT.get(marker.get('state'), 'resume')

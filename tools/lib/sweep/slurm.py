@@ -269,7 +269,7 @@ def submit(runs: Sequence[Run], root: Path, options: ArrayOptions,
             print(_status_line(status), flush=True)
         if other:
             raise UserError(f'{len(other)} runs are queued or running with other settings than '
-                            f'this command\'s (its config, --cfg-options or --key-files '
+                            f'this command\'s (its config, --cfg-options, --key-files or --gpus '
                             f'differ): scancel {" ".join(other)} first, then run it again')
         submitted = _submit_and_clear(missing, tasks, options, root, env) if missing else None
     if submitted is not None:
