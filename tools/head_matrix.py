@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a checkout
 
 from tools.lib import errors, head_matrix
+from tools.lib.cli import check_writable
 
 POLY_LOSS = dict(type='Poly1FocalLoss', epsilon=-1.0)
 
@@ -24,6 +25,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='only these head types (default: all)')
     parser.add_argument('--out-md', type=Path, help='also write the table here')
     args = parser.parse_args(argv)
+    if args.out_md:  # fail now, not after every head has trained
+        check_writable(str(args.out_md), '--out-md')
     if args.scan or not head_matrix.HEADS_FILE.exists():
         print('scanning mmdet configs for FocalLoss users ...', flush=True)
         head_matrix.save_heads(head_matrix.find_focal_heads())

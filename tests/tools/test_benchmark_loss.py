@@ -97,6 +97,19 @@ def test_bad_arguments_give_a_clear_error():
     assert result.returncode == 2 and '--device' in result.stderr and 'tpu' in result.stderr
 
 
+def test_a_seed_torch_cannot_take_and_a_case_too_large_to_allocate_are_one_line():
+    """Both were tracebacks from inside torch (Overflow when unpacking long long;
+    DefaultCPUAllocator: can't allocate memory)."""
+    result = _run(['--device', 'cpu', '--seed', str(2**64)])
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        'benchmark_loss.py: error: argument --seed: expected an integer from 0 to '
+        f"9223372036854775807, got '{2**64}'"]
+    with pytest.raises(cases.UserError, match=r'^1 image\(s\) x --anchors-per-image '
+                       r'10000000000000 x --classes 80: 3.2e\+06 GB of float32 logits cannot be '
+                       r'allocated \(.*allocate'):
+        cases.make_case(1, 10**13, 80, 1, 0, torch.float32, 'cpu')
+
+
 def test_cuda_requested_without_cuda_is_an_error():
     if torch.cuda.is_available():
         pytest.skip('CUDA is available here')

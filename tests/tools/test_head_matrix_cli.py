@@ -18,6 +18,16 @@ def test_unknown_head_is_named_with_the_known_ones():
     assert "'RetinaHead'" in proc.stderr
 
 
+def test_an_out_md_that_cannot_be_written_is_refused_before_any_head_trains(tmp_path):
+    """It was a traceback (IsADirectoryError) after the whole matrix had trained."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / 'tools' / 'head_matrix.py'), '--out-md', str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and not proc.stdout
+    assert proc.stderr == (f"head_matrix.py: error: --out-md '{tmp_path}' cannot be written: "
+                           f"'{tmp_path}' is a directory\n")
+
+
 def test_head_table_rows(tmp_path):
     root = tmp_path / 'configs'
     inside = HeadCase('RetinaHead', root / 'retinanet' / 'r.py',

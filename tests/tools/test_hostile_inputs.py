@@ -152,6 +152,26 @@ def test_a_work_dir_that_cannot_be_written_is_one_line(tool, in_workspace, tmp_p
                                'written: ')
 
 
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_the_configs_own_folder_as_work_dir_is_refused_not_overwritten(tool, in_workspace,
+                                                                      tmp_path, capsys):
+    """mmengine saves the config into the work dir under its own name: given the
+    config's folder, it replaced the user's config (comments, _base_) with its dump."""
+    config = tmp_path / 'my_config.py'
+    text = f"# my notes\n_base_ = [{str(FOCAL)!r}]\n"
+    config.write_text(text)
+    Path('ckpt.pth').write_bytes(b'')
+    for flag, named in ((['--work-dir', str(tmp_path)], '--work-dir'),
+                        (['--cfg-options', f'work_dir={tmp_path}'], 'work_dir')):
+        argv = [str(config)] + (['ckpt.pth'] if tool == 'test' else []) + flag
+        line = error_line((train_tool if tool == 'train' else test_tool).main, argv,
+                          f'{tool}.py', capsys)
+        assert line == (f'{tool}.py: error: {named} {str(tmp_path)!r} is the config\'s own folder: mmengine saves its '
+                        f'copy of the config there under the same name, over {str(config)!r}; '
+                        'choose another work dir')
+    assert config.read_text() == text
+
+
 def test_an_out_file_that_cannot_be_written_fails_before_the_evaluation(in_workspace,
                                                                          tmp_path, capsys,
                                                                          monkeypatch):

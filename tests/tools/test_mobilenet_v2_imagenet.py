@@ -214,6 +214,9 @@ def test_damaged_wheel_contents_are_named(fake_wheel, tmp_path, monkeypatch, dam
 
 def test_out_that_is_a_folder_is_refused(tmp_path):
     _assert_one_line(_cli(tmp_path, '.'), "OUT '.' must name a file")
+    # a folder not made yet: it was written as a file of the folder's name
+    _assert_one_line(_cli(tmp_path, 'new/'), "OUT 'new/' must name a file")
+    assert not (tmp_path / 'new').exists()
 
 
 # ---------------------------------------------------------------- the real wheel

@@ -64,6 +64,22 @@ def test_dry_run_plans_every_epsilon_and_seed_with_the_baseline(tmp_path):
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
+@pytest.mark.parametrize('config, epsilon, seed, name', [
+    ('configs/x/retinanet_poly1-eps-1_coco.py', '-0.5', 0, 'retinanet_poly1-eps-0.5_coco'),
+    ('retinanet_steps1000_poly1-eps-1_shapes.py', '+1', 2,
+     'retinanet_steps1000_poly1-eps+1_shapes_seed2'),
+    ('retinanet_steps1000_poly1.py', '-1', 0, 'retinanet_steps1000_poly1_eps-1'),
+    ('eps1_retinanet.py', '+0.5', 0, 'eps+0.5_retinanet'),
+    ('retinanet_focal.py', None, 1, 'retinanet_focal_seed1'),
+])
+def test_run_names_replace_the_configs_own_epsilon_part(config, epsilon, seed, name):
+    """Only an ``eps`` word: ``steps1000`` once became ``steps-0.5``, and two runs of
+    other epsilons kept the config's ``eps-1`` in their names."""
+    sys.path.insert(0, str(ROOT))
+    from tools.lib.sweep.plan import run_name
+    assert run_name(config, epsilon, seed) == name
+
+
 def test_launchers_and_the_two_stage_loss_key(tmp_path):
     result = sweep([MASK_RCNN, '--epsilons', '-1', '--launcher', 'pytorch', '--gpus', '8',
                     '--work-dir-root', str(tmp_path), '--dry-run'])

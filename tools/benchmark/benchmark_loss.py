@@ -51,7 +51,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help='timed calls per method (default 20 on cuda, 5 on cpu)')
     add('--warmup', type=positive, default=2,
         help='untimed-for-the-median calls per method; the first is reported as "first call"')
-    add('--seed', type=number(int), default=0)
+    add('--seed', type=number(int, 0, 2**63 - 1), default=0)
     add('--threads', type=positive, help="torch CPU threads (default: torch's); on a "
         'small, shared machine 1 avoids OpenMP barrier stalls under contention')
     add('--mmcv-src', help='mmcv source tree to JIT-build its CUDA focal kernel from when '

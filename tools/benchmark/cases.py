@@ -13,6 +13,8 @@ from unittest import mock
 import torch
 from torch import Tensor
 
+from tools.lib.errors import UserError
+
 LossFn = Callable[[Tensor, Tensor, Tensor, float], Tensor]  # (pred, labels, weight, avg_factor)
 MMDET = 'mmdet FocalLoss'
 FUSED = 'Poly1FocalLoss (fused)'
@@ -70,7 +72,12 @@ def make_case(images: int, anchors: int, classes: int, positives: int, seed: int
     background 0) and avg_factor (the positives), the same for every dtype and device."""
     gen = torch.Generator().manual_seed(seed)
     rows = images * anchors
-    logits = torch.randn(rows, classes, generator=gen).add_(PRIOR_LOGIT)
+    try:
+        logits = torch.randn(rows, classes, generator=gen).add_(PRIOR_LOGIT)
+    except RuntimeError as error:  # "DefaultCPUAllocator: can't allocate memory: ..."
+        raise UserError(f'{images} image(s) x --anchors-per-image {anchors} x --classes '
+                        f'{classes}: {rows * classes * 4 / 1e9:.3g} GB of float32 logits '
+                        f'cannot be allocated ({str(error).splitlines()[0][:200]})') from None
     labels = torch.full((rows,), classes, dtype=torch.long)
     for image in range(images):
         index = torch.randperm(anchors, generator=gen)[:positives] + image * anchors

@@ -106,6 +106,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    dump = osp.join(cfg.work_dir, osp.basename(args.config))
+    if osp.exists(dump) and osp.samefile(dump, args.config):
+        raise UserError(f'{"--work-dir" if args.work_dir is not None else "work_dir"} '
+                        f'{cfg.work_dir!r} is the config\'s own folder: mmengine saves its copy '
+                        f'of the config there under the same name, over {args.config!r}; '
+                        'choose another work dir')
     check_run_settings(cfg)
     return cfg
 

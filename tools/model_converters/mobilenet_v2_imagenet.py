@@ -140,7 +140,7 @@ def build(out: str = DEFAULT_OUT, wheel: Optional[str] = None, force: bool = Fal
     """Write the converted checkpoint to ``out``; return its ``meta``, or None when the
     same conversion is already there (and ``force`` is not set)."""
     path = Path(out)
-    if path.name in ('', '.', '..') or path.is_dir():
+    if path.name in ('', '.', '..') or path.is_dir() or out.endswith(('/', osp.sep)):
         raise DataError(f'OUT {out!r} must name a file, not a folder')
     current = owner_meta(path)
     wheel_path = WHEEL.fetch(wheel, cache)

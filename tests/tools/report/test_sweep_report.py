@@ -197,8 +197,20 @@ def test_command_line(sweep, tmp_path):
         [sys.executable, str(TOOL), str(sweep['base']), '--out-png', str(blocked / 'x.png')],
         capture_output=True, text=True)
     assert unwritable.returncode == 2 and 'Traceback' not in unwritable.stderr
-    assert unwritable.stderr == (f"sweep_report.py: error: cannot write '{blocked}': "
-                                 'File exists\n')
+    assert unwritable.stderr == (f"sweep_report.py: error: --out-png '{blocked / 'x.png'}' "
+                                 f"cannot be written: [Errno 17] File exists: '{blocked}'\n")
+    # checked before any run is read: an unknown format was a traceback from matplotlib,
+    # a folder was written as '<folder>.png'
+    for flag, path, message in (
+            ('--out-png', tmp_path / 'p.txt', f"--out-png '{tmp_path / 'p.txt'}': expected a "
+                                              'file name ending in .png'),
+            ('--out-png', tmp_path, f"--out-png '{tmp_path}': expected a file name ending in "
+                                    '.png'),
+            ('--out-md', tmp_path, f"--out-md '{tmp_path}' cannot be written: '{tmp_path}' is "
+                                   'a directory')):
+        refused = subprocess.run([sys.executable, str(TOOL), str(tmp_path / 'missing'), flag,
+                                  str(path)], capture_output=True, text=True)
+        assert refused.returncode == 2 and refused.stderr == f'sweep_report.py: error: {message}\n'
 
 
 def test_two_stage_runs_read_the_roi_classifier_not_the_rpn(tmp_path):

@@ -22,7 +22,9 @@ from tools.lib.errors import UserError
 from tools.lib.sweep.run import Run
 
 POLY1_LOSSES = ('Poly1FocalLoss', 'Poly1CrossEntropyLoss')  # whose epsilon the sweep sets
-_EPSILON_IN_NAME = re.compile(r'eps[+-]?[0-9.]+')
+#: A name's epsilon part, ``eps-1`` in ``..._poly1-eps-1_...``: a word of its own, not the
+#: ``eps1000`` of ``steps1000``.
+_EPSILON_IN_NAME = re.compile(r'(?<![A-Za-z0-9])eps[+-]?[0-9.]+')
 
 
 def with_options(cfg, options: Sequence[str]):
