@@ -166,9 +166,9 @@ def test_the_configs_own_folder_as_work_dir_is_refused_not_overwritten(tool, in_
         argv = [str(config)] + (['ckpt.pth'] if tool == 'test' else []) + flag
         line = error_line((train_tool if tool == 'train' else test_tool).main, argv,
                           f'{tool}.py', capsys)
-        assert line == (f'{tool}.py: error: {named} {str(tmp_path)!r} is the config\'s own folder: mmengine saves its '
-                        f'copy of the config there under the same name, over {str(config)!r}; '
-                        'choose another work dir')
+        assert line == (f'{tool}.py: error: {named} {str(tmp_path)!r} is the config\'s own '
+                        'folder: mmengine saves its copy of the config there under the same '
+                        f'name, over {str(config)!r}; choose another work dir')
     assert config.read_text() == text
 
 
