@@ -399,6 +399,43 @@ def test_files_among_the_work_dirs_are_skipped_with_a_note(sweep, tmp_path):
     assert str(error.value) == f'no run folder among the work dirs: {tmp_path}/sweep.md: a file'
 
 
+def _training_part(work: Path, stamp: str, config: str) -> None:
+    """A logged part of a training (its loss, its dumped config) in ``work``."""
+    logs = work / stamp / 'vis_data'
+    logs.mkdir(parents=True, exist_ok=True)  # (make_run's part has no config)
+    (logs / 'scalars.json').write_text(json.dumps(dict(loss=1.0, step=1)) + '\n')
+    (logs / 'config.py').write_text(config)
+
+
+def test_runs_started_from_other_weights_are_separated_a_resume_is_not(tmp_path):
+    """load_from was never compared: a run fine-tuned from other weights sat in one table
+    with the others. A resumed part (resume=True; load_from: the run's own checkpoint, or
+    None) does not count; the part that started the training does."""
+    base = make_run(tmp_path, 'focal', FOCAL, 0.60)
+    other = make_run(tmp_path, 'poly', poly(-1.0), 0.20)
+    model = (f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={poly(-1.0)}))\n'
+             'train_cfg = dict(max_epochs=12)\n')
+    _training_part(other, '20260101_120000', model + "load_from = 'coco_retinanet.pth'\n")
+    _training_part(other, '20260101_150000', model + "load_from = None\nresume = True\n")
+    assert ("they differ from focal in load_from: None in focal, 'coco_retinanet.pth' in "
+            'poly)') in build_report([str(base), str(other)])
+    _training_part(other, '20260101_110000', model + 'load_from = None\n')  # the real start
+    assert 'another recipe' not in build_report([str(base), str(other)])
+
+
+def test_runs_tested_with_other_test_settings_are_separated(tmp_path):
+    """The recipe comparison read the training configs only: a final test with another
+    score threshold (or --tta, another test pipeline) was compared as if alike."""
+    base = make_run(tmp_path, 'focal', FOCAL, 0.60)
+    other = make_run(tmp_path, 'poly', poly(-1.0), 0.20)
+    for work, score_thr in ((base, 0.05), (other, 0.9)):
+        test_config = work / '20260102_090000' / 'vis_data' / 'config.py'
+        test_config.write_text(test_config.read_text().replace(
+            'type="RetinaNet",', f'type="RetinaNet", test_cfg=dict(score_thr={score_thr}),'))
+    assert ("they differ from focal in the final test's model.test_cfg.score_thr: 0.05 in "
+            'focal, 0.9 in poly)') in build_report([str(base), str(other)])
+
+
 def test_runs_tested_on_other_data_are_separated(tmp_path):
     """One training recipe, but one run tested on another annotation file
     (tools/test.py --cfg-options test_dataloader.dataset.ann_file=...)."""

@@ -14,19 +14,22 @@ __all__ = ['RunResult', 'SweepReportError', 'build_report', 'load_run', 'order_r
            'plot_sweep', 'recipe_groups', 'runs_table', 'write_sweep_report']
 
 
-#: Besides the run's identity and its loss (tools/lib/recipe.py): a resumed training, and a
-#: test, name their own checkpoint.
-RUN_STATE_KEYS = ('load_from', 'resume')
+#: Besides the run's identity and its loss (tools/lib/recipe.py): whether the newest part of
+#: a training resumed (``load_from`` in a recipe is what the training started from: runs.py).
+RUN_STATE_KEYS = ('resume',)
 
 
 def recipe_difference(a: RunResult, b: RunResult) -> Optional[Difference]:
     """Where the runs differ outside the loss, the seed, the work dir and
     :data:`RUN_STATE_KEYS`: their recipes (training configs), else the data their final
-    tests read; None when they are comparable."""
+    tests read or how those ran (:attr:`RunResult.test_settings`); None when they are
+    comparable."""
     difference = first_difference(a.recipe, b.recipe, RUN_STATE_KEYS)
     if difference is None and a.test_data != b.test_data:
         return Difference("the final test's test_dataloader.dataset", a.test_data or None,
                           b.test_data or None)
+    if difference is None and (test := first_difference(a.test_settings, b.test_settings)):
+        return test._replace(key=f"the final test's {test.key}")
     return difference
 
 

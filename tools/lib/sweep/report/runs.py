@@ -62,6 +62,9 @@ class RunResult:
     train_data: str = ''  # its training annotation file, as its config names it
     test_data: str = ''  # the one its final test read
     recipe: Dict[str, Any] = field(default_factory=dict)  # its config (tools/lib/recipe.py)
+    #: How its final test ran: the model's type (a TTA wrapper) and test_cfg, the test
+    #: pipeline; from the test's config.
+    test_settings: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def setting(self) -> Tuple[Any, ...]:
@@ -167,16 +170,21 @@ def _tests(work_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
             yield result, parse_dumped_config(config)
 
 
-def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any]]:
-    """Whether a run logged a training loss, and the newest such run's config (else the
-    newest ``*.py`` in ``work_dir``, which every run overwrites)."""
+def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any], Any]:
+    """Whether a run logged a training loss; the newest such run's config (else the newest
+    ``*.py`` in ``work_dir``, which every run overwrites); and the weights the training
+    started from: ``load_from`` of its first logged part unless that resumed (a resume names
+    its own checkpoint there), else None."""
     logs = [d / 'vis_data' for d in _newest_first(work_dir)
             if (d / 'vis_data' / 'scalars.json').is_file()]
-    trained = next((log / 'config.py' for log in logs
-                    if any('loss' in r for r in _read_json_lines(log / 'scalars.json'))), None)
-    dumped = [trained] if trained is not None and trained.is_file() else sorted(
-        work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)
-    return trained is not None, parse_dumped_config(dumped[-1]) if dumped else {}
+    trained = [log for log in logs
+               if any('loss' in r for r in _read_json_lines(log / 'scalars.json'))]
+    configs = [log / 'config.py' for log in trained if (log / 'config.py').is_file()]
+    dumped = configs[:1] or sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)[-1:]
+    config = parse_dumped_config(dumped[0]) if dumped else {}
+    start = parse_dumped_config(configs[-1]) if len(configs) > 1 else config
+    started_from = None if start.get('resume') else start.get('load_from')
+    return bool(trained), config, started_from
 
 
 def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
@@ -306,7 +314,7 @@ def load_run(work_dir: str) -> RunResult:
         raise SweepReportError(f'work_dir {work_dir!r} does not exist or is not a directory')
     name = path.resolve().name
     final, home = _final_checkpoint(path)  # home: the training's work dir
-    trained, train_config = _training_config(home)
+    trained, train_config, started_from = _training_config(home)
     why = ('no checkpoint yet (no last_checkpoint file)' if final is None else
            _unfinished_training(home, final, train_config.get('train_cfg')))
     test = None if why else _final_test(path, final)
@@ -345,11 +353,26 @@ def load_run(work_dir: str) -> RunResult:
         epsilon = float(given['epsilon'])
         if 'alpha_weighted_poly' in poly.defaults:
             alpha_weighted = bool(given['alpha_weighted_poly'])
-    # The recipe: the training's config (a work dir of tests only: the test's).
-    recipe_config = train_config if trained and train_config else config
+    # The recipe: the training's config (a work dir of tests only: the test's), with the
+    # weights the training started from (a resumed part's or a test's load_from is a
+    # checkpoint of the run itself; a work dir of tests only: not known, None).
+    recipe_config = {**(train_config if trained and train_config else config),
+                     'load_from': started_from if trained else None}
     return RunResult(name, path, loss_type, epsilon, alpha_weighted, metrics=metrics,
                      source=str(source), seed=seed if isinstance(seed, int) else None,
                      other=other + (('schedule', repr(schedule)),),
                      train_data=_data_of(recipe_config, 'train_dataloader'),
                      test_data=_data_of(config, 'test_dataloader'),
-                     recipe=recipe_config)
+                     recipe=recipe_config, test_settings=_test_settings(config))
+
+
+def _test_settings(config: Dict[str, Any]) -> Dict[str, Any]:
+    """What decides a test's numbers besides the weights and the data: the model's type
+    (``--tta`` wraps it) and ``test_cfg`` (score threshold, NMS, boxes per image), and the
+    test pipeline."""
+    model = config.get('model') if isinstance(config.get('model'), dict) else {}
+    loader = config.get('test_dataloader') if isinstance(config.get('test_dataloader'),
+                                                         dict) else {}
+    dataset = loader.get('dataset') if isinstance(loader.get('dataset'), dict) else {}
+    return {'model': {'type': model.get('type'), 'test_cfg': model.get('test_cfg')},
+            'test_dataloader': {'dataset': {'pipeline': dataset.get('pipeline')}}}
