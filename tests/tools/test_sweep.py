@@ -502,6 +502,26 @@ def test_a_training_that_fails_before_its_first_checkpoint_says_rerun_to_train(t
         'sweep to train it (it saved no checkpoint)')
 
 
+def test_a_test_that_fails_on_its_checkpoint_says_force_retrains_it(tmp_path):
+    """A trained run whose checkpoint torch cannot read: test.py's line, then the way
+    out if a rerun fails the same way."""
+    workspace = make_workspace(tmp_path, num_train=2, num_val=1)
+    run = tmp_path / 's' / 'retinanet_tiny_fpn_poly1-eps-1_shapes'
+    run.mkdir(parents=True)
+    (run / '.sweep-run.json').write_text(json.dumps(
+        {'key': _key_of(tmp_path, run.name), 'state': 'trained'}))
+    (run / 'epoch_1.pth').write_bytes(b'not a checkpoint')
+    (run / 'last_checkpoint').write_text(str(run / 'epoch_1.pth'))
+    result = sweep_subprocess([str(ROOT / POLY), '--epsilons', '-1', '--work-dir-root',
+                               str(tmp_path / 's')], workspace)
+    assert result.returncode == 2
+    assert f'test.py: error: checkpoint {run}/epoch_1.pth cannot be read' in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        'sweep.py: error: test.py exited with status 2 (its output is above); rerun the '
+        'sweep to test it again (if it fails the same way again, --force retrains it from '
+        'scratch)')
+
+
 def test_a_baseline_of_another_recipe_is_refused_naming_the_key(tmp_path):
     """Before: trained, paired and averaged as if comparable (trees Poly-1 against a shapes
     focal config). The run's work_dir may differ, and the loss; nothing else."""

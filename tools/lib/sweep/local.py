@@ -14,7 +14,7 @@ from tools.lib.errors import UserError
 from tools.lib.sweep.run import Run, RunBusy, StepFailed, Stopped, step_times
 
 ROOT = Path(__file__).resolve().parents[3]
-_RESUME_AGAIN = ' (if it fails the same way again, --force retrains it from scratch)'
+_FAILS_AGAIN = ' (if it fails the same way again, --force retrains it from scratch)'
 
 
 def command(args: Namespace, tool: str, run: Run, *positional: str) -> List[str]:
@@ -46,9 +46,9 @@ def run_here(run: Run, args: Namespace) -> None:
             train, lambda checkpoint: command(args, 'test', run, checkpoint),
             env=dict(os.environ, PYTHON=sys.executable), show=_show)
     except StepFailed as failed:
-        hint = ('rerun the sweep to test it again' if failed.step == 'the test' else
-                'rerun the sweep to resume it' + (_RESUME_AGAIN if run.state == 'resume'
-                                                  else '') if run.last_checkpoint() else
+        hint = ('rerun the sweep to test it again' + _FAILS_AGAIN if failed.step == 'the test'
+                else 'rerun the sweep to resume it' + (_FAILS_AGAIN if run.state == 'resume'
+                                                       else '') if run.last_checkpoint() else
                 'rerun the sweep to train it (it saved no checkpoint)')
         raise UserError(f'{Path(failed.command[1]).name} exited with status {failed.status} '
                         f'(its output is above); {hint}') from None
