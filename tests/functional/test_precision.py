@@ -74,7 +74,7 @@ def test_float64_soft_and_one_hot_targets_are_exact_to_1e12(setting):
     assert max(_relative_errors(got, x, t, setting)) < 1e-12
 
 
-def test_the_float32_formula_alone_would_not_be_exact():
+def test_the_composed_formula_alone_would_not_be_exact_even_in_float64():
     """What the exact form is for: the composed formula loses the small losses
     (at logit 40 it returns 0; the loss is about 1e-71)."""
     x = torch.tensor([[40.0]], dtype=torch.float64)

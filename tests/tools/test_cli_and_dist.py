@@ -2,6 +2,7 @@
 import argparse
 import os
 import re
+import types
 from pathlib import Path
 
 import pytest
@@ -273,6 +274,20 @@ def test_a_failed_run_skips_the_closing_barrier(tool, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match='rank failed'):
         module.main(argv)
     assert left == []
+
+    class FinishingRunner:  # a run that ends: the process group is left, once
+        model = None
+        train_loop = val_loop = test_loop = types.SimpleNamespace(max_iters=1)
+
+        def train(self):
+            return None
+
+        def test(self):
+            return {}
+    monkeypatch.setattr(cli, 'build_runner', lambda cfg: FinishingRunner())
+    monkeypatch.setattr(module.checkpoints, 'check_weights_fit', lambda *args: None)
+    module.main(argv)
+    assert left == [True]
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import List
 
 import pytest
-import torch
 
 from train_helpers import FAST, ROOT, TIMEOUT, load_tool, make_workspace, run_in_process
 
@@ -106,7 +105,7 @@ def test_launchers_and_the_two_stage_loss_key(tmp_path):
     assert not any(tmp_path.iterdir())  # a dry run submits and writes nothing
 
 
-def test_amp_trains_every_run_in_mixed_precision_as_train_py_amp(tmp_path):
+def test_amp_trains_every_run_in_mixed_precision_as_train_py_amp(tmp_path, monkeypatch):
     """--amp is the sweep's spelling of train.py --amp: the same config keys for every run
     (so a run's key tells fp32 and AMP runs apart); without a GPU it is refused before any
     run starts."""
@@ -126,12 +125,13 @@ def test_amp_trains_every_run_in_mixed_precision_as_train_py_amp(tmp_path):
     fp32, mixed = (sweep_plan.plan_runs(POLY, ['-1'], [0], None, tmp_path, options, [])[0]
                    for options in ([], amp))
     assert fp32.key != mixed.key
-    if not torch.cuda.is_available():
-        result = sweep([POLY, '--epsilons', '-1', '--amp', '--work-dir-root', str(tmp_path)])
-        assert result.returncode == 2
-        assert result.stderr == ('sweep.py: error: --amp: mixed precision (AmpOptimWrapper) '
-                                 'trains on a CUDA, NPU or MLU device, and this machine has none '
-                                 "(mmengine finds 'cpu'); train without it\n")
+    import mmengine.device  # a machine without a GPU, on any machine
+    monkeypatch.setattr(mmengine.device, 'get_device', lambda: 'cpu')
+    result = sweep([POLY, '--epsilons', '-1', '--amp', '--work-dir-root', str(tmp_path)])
+    assert result.returncode == 2
+    assert result.stderr == ('sweep.py: error: --amp: mixed precision (AmpOptimWrapper) '
+                             'trains on a CUDA, NPU or MLU device, and this machine has none '
+                             "(mmengine finds 'cpu'); train without it\n")
     assert not any(tmp_path.iterdir())
 
 

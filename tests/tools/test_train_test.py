@@ -106,8 +106,8 @@ def test_resume_from_missing_checkpoint_names_it(workspace):
         [sys.executable, str(ROOT / 'tools/train.py'), str(CONFIG),
          '--resume', 'no/such.pth'], cwd=workspace, capture_output=True,
         text=True, timeout=TIMEOUT)
-    assert proc.returncode != 0
-    assert "--resume: no such checkpoint: 'no/such.pth'" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr == "train.py: error: --resume: no such checkpoint: 'no/such.pth'\n"
 
 
 def test_test_tool_evaluates_and_dumps(workspace, trained):

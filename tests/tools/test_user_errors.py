@@ -100,6 +100,7 @@ def test_existing_new_marked_and_runner_keys_are_accepted():
     assert cfg.default_hooks.checkpoint.by_epoch is False
     assert cfg.work_dir == 'elsewhere'
     assert cfg.model_wrapper_cfg.type == 'MMDistributedDataParallel'
+    assert cfg.randomness.seed == 4294967295
 
 
 def test_an_option_mmengine_cannot_merge_is_a_user_error():
