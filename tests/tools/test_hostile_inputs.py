@@ -252,6 +252,11 @@ def test_sweep_epsilons_that_overflow_float32_are_refused():
                        r'computes in float32 \(at most 3.4028235e\+38\)'):
         parse_epsilons(big, '--epsilons')
     assert len(parse_epsilons('1' + '0' * 38, '--epsilons')) == 1
+    tiny = '0.' + '0' * 45 + '1'  # 1e-46: float32's 0, so a focal run labelled eps=+1e-46
+    with pytest.raises(UserError, match=f"--epsilons: '{tiny}' is too small for the loss, "
+                       'which computes in float32: it would train as epsilon 0'):
+        parse_epsilons(tiny, '--epsilons')
+    assert parse_epsilons('0.' + '0' * 44 + '1', '--epsilons') == ['+1e-45']  # a subnormal
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os.path as osp
 import re
+import struct
 import sys
 from typing import List, Optional, Sequence
 
@@ -53,6 +54,9 @@ def parse_epsilons(value: str, variable: str = 'EPSILONS') -> List[str]:
         if epsilon > FLOAT32_MAX:
             raise UserError(f'{variable}: {word!r} is too large for the loss, which computes '
                             f'in float32 (at most {FLOAT32_MAX:.8g}), in {variable}={value!r}')
+        if epsilon != 0 and struct.unpack('f', struct.pack('f', epsilon))[0] == 0:
+            raise UserError(f'{variable}: {word!r} is too small for the loss, which computes '
+                            f'in float32: it would train as epsilon 0, in {variable}={value!r}')
         name = '0' if epsilon == 0 else ('+' if epsilon > 0 else '') + '%.15g' % epsilon
         if name in names:
             raise UserError(f'{variable} lists epsilon {name} twice: {variable}={value!r}')
