@@ -127,6 +127,16 @@ def test_checkpoint_urls_are_left_to_mmengine():
         cli.check_checkpoint('missing.pth', 'checkpoint')
 
 
+@pytest.mark.parametrize('show_dir', ['/data/polyloss_trees/val', '../../data', 'a/../../b'])
+def test_a_show_dir_outside_the_test_folder_is_refused(show_dir):
+    """mmdet joins it to <work_dir>/<timestamp>/: an absolute path or '..' put the drawn
+    images, named as the dataset's, over the dataset's own."""
+    cfg = Config.fromfile(str(DEMO))
+    with pytest.raises(UserError, match=f"^--show-dir {re.escape(repr(show_dir))}: the images "
+                       r'are drawn into <work_dir>/<timestamp>/<show-dir>'):
+        cli.apply_test_flags(cfg, _test_flags(show_dir=show_dir))
+
+
 def test_show_dir_turns_on_drawing():
     cfg = Config.fromfile(str(DEMO))
     cli.apply_test_flags(cfg, _test_flags(show_dir='vis', wait_time=1))

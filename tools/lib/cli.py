@@ -258,7 +258,11 @@ def apply_test_flags(cfg: Config, args: argparse.Namespace) -> None:
         hook['draw'] = True
         if args.show:
             hook.update(show=True, wait_time=args.wait_time)
-        if args.show_dir:
+        if args.show_dir:  # mmdet joins it to <work_dir>/<timestamp>: '/x' or '..' escapes
+            if osp.isabs(args.show_dir) or '..' in args.show_dir.split(osp.sep):
+                raise UserError(f'--show-dir {args.show_dir!r}: the images are drawn into '
+                                '<work_dir>/<timestamp>/<show-dir>, named as the dataset\'s; '
+                                'give a relative folder name without ".."')
             hook['test_out_dir'] = args.show_dir
     if not args.tta:
         return
