@@ -289,18 +289,19 @@ def test_submission_without_a_cluster_array_then_report_job(tmp_path, wait):
 @pytest.mark.slow
 def test_a_failed_run_shows_its_cause_and_waits_for_retry_failed_on_a_real_cluster(
         slurm_cluster, tmp_path):
-    """A training that exits with an error (a bad --cfg-options value): --wait reports
+    """A training that exits with an error (a schedule train.py refuses): --wait reports
     the report job's own error; a rerun quotes the run's error and submits nothing;
     --retry-failed submits it held, clears its folder, releases it; a rerun adopts it
     and replaces the pending report job (one at a time); a rerun with other settings
     names the queued task and submits nothing. ``--begin`` keeps the resubmitted task
     pending: nothing trains after the first failure."""
     cluster = slurm_cluster
+    make_workspace(tmp_path, num_train=2, num_val=1)  # the data train.py and the sweep check
     root = tmp_path / 'sweep'
     work_dir = root / NAMES[1]
     base = [str(POLY), '--epsilons', '-1', '--work-dir-root', str(root), '--launcher', 'slurm',
             '--partition', cluster.partition, '--gpus', '0']
-    bad = [*base, '--cfg-options', 'optim_wrapper.optimizer.lr=nan']
+    bad = [*base, '--cfg-options', 'train_cfg.max_epochs=0']  # train.py, not the sweep, refuses
     later = '--sbatch-args=--begin=now+1hour'
 
     def call(args: List[str]) -> subprocess.CompletedProcess:
@@ -322,8 +323,8 @@ def test_a_failed_run_shows_its_cause_and_waits_for_retry_failed_on_a_real_clust
     again = call(bad)
     assert again.returncode == 0, again.stderr
     assert re.search(rf'{re.escape(NAMES[1])} +failed +job {job} \(FAILED \(NonZeroExitCode\)\) '
-                     r'log \S+: train.py: error: optim_wrapper.optimizer.lr=nan: expected a '
-                     r'finite number', again.stdout), again.stdout
+                     r'log \S+: train.py: error: train_cfg.max_epochs=0 leaves nothing to '
+                     r'train \(0 iterations\): it must be >= 1', again.stdout), again.stdout
     assert ('not resubmitted: it would fail the same way; fix the cause, then rerun with '
             '--retry-failed') in again.stdout
     assert '[sweep] submitted' not in again.stdout and 'nothing queued or running' in again.stdout
