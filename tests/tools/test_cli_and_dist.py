@@ -321,3 +321,36 @@ def test_a_launch_without_torchrun_is_one_line_and_exit_2(tool, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(
         f'{tool}.py: error: --launcher pytorch needs the torchrun environment'), result.stderr
     assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.slow
+def test_amp_trains_and_validates_a_detector_under_autocast(tmp_path, monkeypatch):
+    """train.py --amp end to end without a GPU: mmengine's AmpOptimWrapper asserts a CUDA
+    (NPU, MLU) device, so that check is patched, and CPU autocast (bf16) stands in for
+    CUDA's fp16. Poly1FocalLoss gets half-precision logits inside the detector, and the run
+    trains and validates to a finite loss."""
+    import json
+
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_wrapper
+    import torch
+
+    from mmdet_polyloss.losses import PolyNFocalLoss
+
+    from train_helpers import FAST
+    seen = []
+    forward = PolyNFocalLoss.forward
+    monkeypatch.setattr(PolyNFocalLoss, 'forward', lambda self, pred, *args, **kwargs: (
+        seen.append(pred.dtype), forward(self, pred, *args, **kwargs))[1])
+    monkeypatch.setattr(amp_wrapper, 'is_cuda_available', lambda: True)
+    monkeypatch.setattr(cli, 'require_amp_device', lambda what: None)
+    monkeypatch.chdir(make_workspace(tmp_path, num_train=8, num_val=4))
+    work_dir = tmp_path / 'amp'
+    train_tool.main([str(ROOT / 'configs/demo/retinanet_tiny_fpn_poly1-eps-1_shapes.py'),
+                     '--amp', '--work-dir', str(work_dir), '--cfg-options', *FAST])
+    assert seen and set(seen) == {torch.bfloat16}
+    (scalars,) = work_dir.glob('*/vis_data/scalars.json')
+    losses = [json.loads(line)['loss_cls'] for line in scalars.read_text().splitlines()
+              if 'loss_cls' in line]
+    assert losses and all(0 < loss < 10 for loss in losses), losses
+    assert (work_dir / 'last_checkpoint').is_file()
+    assert any('coco/bbox_mAP' in line for line in scalars.read_text().splitlines())
