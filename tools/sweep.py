@@ -20,7 +20,7 @@ from tools.lib.cli import AMP_OPTIONS, option_key, require_amp_device
 from tools.lib.errors import ArgumentParser, UserError, ignore_known_warnings, number, run
 from tools.lib.sweep import slurm as sweep_slurm
 from tools.lib.sweep.local import run_locally
-from tools.lib.sweep.plan import check_inputs_before_clearing, plan_runs
+from tools.lib.sweep.plan import check_inputs_before_clearing, plan_runs, to_be_emptied
 from tools.lib.sweep.report import write_sweep_report
 from tools.lib.sweep.settings import parse_epsilons, parse_seeds
 from tools.lib.sweep.slurm_jobs import MAX_SIGNAL_SECONDS
@@ -126,6 +126,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f'[sweep] {len(runs)} runs in {root}:', flush=True)
         for each in runs:
             print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
+    emptied = ', '.join(each.name for each in to_be_emptied(runs))
+    if emptied:
+        print(f'[sweep] {"a run would empty" if args.dry_run else "emptied before its run"}: '
+              f'the folder of {emptied} (what is in it is of other settings, or not the '
+              "sweep's)", flush=True)
     if args.launcher == 'slurm':
         sweep_slurm.main(args, runs, root, problems)
         return

@@ -339,7 +339,10 @@ def test_a_work_dir_the_sweep_did_not_write_is_kept(tmp_path):
             f'sweep.py: error: {run} holds files the sweep did not write (no .sweep-run.json), '
             'perhaps a run of tools/train.py; --force (FORCE=1 for tools/run_demo.sh) replaces '
             'it, or choose another --work-dir-root\n')
-    assert plan_lines(sweep([*args, '--force']).stdout)[0][1] == 'new'
+    forced = sweep([*args, '--force'])
+    assert plan_lines(forced.stdout)[0][1] == 'new'
+    assert (f"[sweep] a run would empty: the folder of {run.name} (what is in it is of other "
+            "settings, or not the sweep's)") in forced.stdout
     assert (run / 'epoch_12.pth').is_file()
 
 

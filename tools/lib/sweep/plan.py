@@ -108,18 +108,24 @@ def plan_runs(config: str, epsilons: Sequence[str], seeds: Sequence[int],
     return runs
 
 
-def check_inputs_before_clearing(runs: Sequence[Run]) -> None:
-    """The data and pretrained weights the runs read exist, if a folder is to be emptied for
-    a new run (``--force``, ``--retrain-changed``): else a finished run would be lost to a
-    training that cannot start. The runs differ in loss and seed only, so one is checked."""
+def to_be_emptied(runs: Sequence[Run]) -> List[Run]:
+    """The new runs whose folders hold something (``--force``, ``--retrain-changed``): they
+    are emptied before their runs start."""
     def needs_clearing(run: Run) -> bool:
         try:
             return run.needs_clearing()
         except OSError:  # an unreadable folder: the step that makes it says so
             return False
-    clearing = next(filter(needs_clearing, runs), None)
-    if clearing is not None:
-        cfg = with_options(read_config(clearing.config), clearing.options)
+    return [run for run in runs if needs_clearing(run)]
+
+
+def check_inputs_before_clearing(runs: Sequence[Run]) -> None:
+    """The data and pretrained weights the runs read exist, if a folder is to be emptied for
+    a new run: else a finished run would be lost to a training that cannot start. The runs
+    differ in loss and seed only, so one is checked."""
+    emptied = to_be_emptied(runs)
+    if emptied:
+        cfg = with_options(read_config(emptied[0].config), emptied[0].options)
         check_input_files(cfg, ['train', *(['val'] if cfg.get('val_cfg') else []), 'test'])
 
 
