@@ -38,24 +38,35 @@ FOCAL_TYPE_LOSSES: Tuple[Type[nn.Module], ...] = (FocalLoss, GHMC, PolyNFocalLos
 COVERED_HEADS: Tuple[Type[Anchor3DHead], ...] = (Anchor3DHead, ShapeAwareHead, PartA2RPNHead)
 
 
-def check_focal_head_setup(head: str, loss_cls: nn.Module, train_cfg: Optional[Any]) -> None:
+def check_focal_head_setup(head: str, loss_cls: nn.Module, train_cfg: Optional[Any],
+                           use_sigmoid_cls: bool = True) -> None:
     """Refuse a setup in which a sampling-free focal head would be wrong.
 
     Args:
         head: the head's class name, for the message.
         loss_cls: the built classification loss.
         train_cfg: the head's training settings (None when only testing).
+        use_sigmoid_cls: what the head read from the ``loss_cls`` config's
+            ``use_sigmoid`` (mmdet3d's default: False).
 
     Raises:
         TypeError: ``loss_cls`` is not focal-type (use mmdet3d's own head).
         ValueError: ``train_cfg`` names a ``sampler``: a focal-type loss is
             averaged over the positive anchors, a sampler would change that.
+            Or the config leaves ``use_sigmoid`` out: the head then gives its
+            classifier one output more (the background as a class), which a
+            sigmoid loss takes as a real class.
     """
     if not isinstance(loss_cls, FOCAL_TYPE_LOSSES):
         names = ', '.join(cls.__name__ for cls in FOCAL_TYPE_LOSSES)
         raise TypeError(
             f'{head} takes a focal-type loss_cls ({names}), got {type(loss_cls).__name__}; '
             f'for a sampled loss use mmdet3d\'s own head')
+    if not use_sigmoid_cls:
+        raise ValueError(
+            f'{head} with loss_cls {type(loss_cls).__name__}: the loss_cls config needs '
+            'use_sigmoid=True; the head reads that key (default False) and would give its '
+            'classifier num_classes + 1 outputs, the background as a class')
     sampler = None if train_cfg is None else train_cfg.get('sampler')
     if sampler is not None:  # sampler=None: no sampler, as mmdet3d's focal configs have it
         shown = dict(sampler) if isinstance(sampler, Mapping) else sampler
@@ -92,7 +103,8 @@ class FocalSamplingFreeMixin:
                 f'(loss_by_feat={getattr(cls, "loss_by_feat", None)!r})')
 
     def _init_assigner_sampler(self) -> None:
-        check_focal_head_setup(type(self).__name__, self.loss_cls, self.train_cfg)
+        check_focal_head_setup(type(self).__name__, self.loss_cls, self.train_cfg,
+                               getattr(self, 'use_sigmoid_cls', True))
         self.sampling = False
         super()._init_assigner_sampler()  # type: ignore[misc]
 

@@ -186,6 +186,20 @@ def test_head_refuses_a_sampler_with_a_focal_loss():
     assert build(cfg).sampling is False
 
 
+def test_head_refuses_a_loss_config_without_use_sigmoid():
+    """mmdet3d's head reads use_sigmoid from the config (default False): without it the
+    classifier got num_classes + 1 outputs (PointPillars: 24 instead of 18), the
+    background a class the sigmoid loss trained as real."""
+    cfg = head_config('Anchor3DHead')
+    cfg['type'] = 'PolyFocalAnchor3DHead'
+    cfg['loss_cls'] = dict(type='mmdet.Poly1FocalLoss', epsilon=-1.0)
+    with pytest.raises(ValueError, match='PolyFocalAnchor3DHead with loss_cls Poly1FocalLoss: '
+                       'the loss_cls config needs use_sigmoid=True'):
+        build(cfg)
+    cfg['loss_cls']['use_sigmoid'] = True
+    assert build(cfg).num_classes == 3
+
+
 def test_head_refuses_a_loss_that_is_not_focal():
     cfg = head_config('Anchor3DHead')
     cfg['type'] = 'PolyFocalAnchor3DHead'

@@ -206,6 +206,24 @@ def test_binary_cross_entropy_uint8_labels_are_read_by_value():
                                    ignore_index=-1)
 
 
+@pytest.mark.parametrize('dtype, ignore_index', [
+    (torch.int32, 2**32), (torch.int32, 2**40), (torch.int16, 2**16 + 1), (torch.int8, 257),
+    (torch.int8, -255)])
+@pytest.mark.parametrize('fn', [poly1_focal_loss, poly1_cross_entropy,
+                                poly1_binary_cross_entropy])
+def test_an_ignore_index_beyond_the_label_dtype_ignores_nothing(fn, dtype, ignore_index):
+    """Compared in the labels' own dtype the index wrapped around: int32 labels with
+    ignore_index=2**32 dropped class 0, int8 with 257 dropped class 1."""
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 3, 2, 1, 0])
+    reference = fn(x, labels, reduction='sum')
+    torch.testing.assert_close(fn(x, labels.to(dtype), ignore_index=ignore_index,
+                                  reduction='sum'), reference)
+    # an index the dtype holds is still ignored by value
+    torch.testing.assert_close(fn(x, labels.to(dtype), ignore_index=1, reduction='sum'),
+                               fn(x, labels, ignore_index=1, reduction='sum'))
+
+
 @pytest.mark.parametrize('dtype', [torch.uint16, torch.uint32, torch.uint64])
 @pytest.mark.parametrize('fn', [poly1_focal_loss, poly1_cross_entropy,
                                 poly1_binary_cross_entropy])

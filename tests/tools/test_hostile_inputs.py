@@ -172,6 +172,26 @@ def test_the_configs_own_folder_as_work_dir_is_refused_not_overwritten(tool, in_
     assert config.read_text() == text
 
 
+def test_a_poly_focal_loss_without_use_sigmoid_in_the_config_is_refused(in_workspace,
+                                                                          tmp_path, capsys):
+    """mmdet's RetinaHead reads use_sigmoid from the config (default False), not from the
+    loss (whose default is True): left out, the classifier got num_classes + 1 outputs and
+    the loss trained the background as a sixth class, without a word."""
+    config = tmp_path / 'no_sigmoid.py'
+    config.write_text(f"_base_ = [{str(FOCAL)!r}]\nmodel = dict(bbox_head=dict(loss_cls=dict("
+                      "_delete_=True, type='Poly1FocalLoss', epsilon=-1.0)))\n")
+    line = error_line(train_tool.main, [str(config), '--work-dir', str(tmp_path / 'w')],
+                      'train.py', capsys)
+    assert line == ("train.py: error: model.bbox_head.loss_cls: Poly1FocalLoss needs "
+                    "use_sigmoid=True in the config: mmdet's heads read that key (default "
+                    'False) to size their classifier, and without it add a background class '
+                    'the loss trains as real')
+    from mmdet.registry import MODELS  # what it would have built
+    from mmengine.config import Config
+    head = MODELS.build(Config.fromfile(str(config)).model.bbox_head)
+    assert head.cls_out_channels == head.num_classes + 1
+
+
 def test_an_out_file_that_cannot_be_written_fails_before_the_evaluation(in_workspace,
                                                                          tmp_path, capsys,
                                                                          monkeypatch):
@@ -332,7 +352,8 @@ def test_a_resume_with_another_loss_is_refused_naming_both(tmp_path, capsys):
     checkpoint = _checkpoint_of(POLY, tmp_path / 'epoch_1.pth')
     poly_n = tmp_path / 'poly_n.py'
     poly_n.write_text(f"_base_ = '{POLY}'\nmodel = dict(bbox_head=dict(loss_cls=dict("
-                      "_delete_=True, type='PolyNFocalLoss', epsilons=[-1.0])))\n")
+                      "_delete_=True, type='PolyNFocalLoss', use_sigmoid=True, "
+                      'epsilons=[-1.0])))\n')
     work_dir = tmp_path / 'wd'
     line = error_line(train_tool.main, [str(poly_n), '--work-dir', str(work_dir), '--resume',
                                         str(checkpoint)], 'train.py', capsys)

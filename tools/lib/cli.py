@@ -130,6 +130,29 @@ def check_run_settings(cfg: Config) -> None:
     # torch trains on lr=nan; mmengine fails on max_epochs=nan with a traceback.
     for key in ('train_cfg', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'):
         check_finite(cfg.get(key), key)
+    check_sigmoid_focal_losses(cfg.get('model'))
+
+
+#: The sigmoid-only losses whose heads size their classifier from the config's use_sigmoid.
+SIGMOID_ONLY_LOSSES = ('Poly1FocalLoss', 'PolyNFocalLoss')
+
+
+def check_sigmoid_focal_losses(node: Any, where: str = 'model') -> None:
+    """Every Poly focal loss under ``node`` names ``use_sigmoid`` in the config: mmdet's
+    anchor heads read that key (default False), not the loss, and without it give the
+    classifier one output more, the background as a class the loss trains as real."""
+    if isinstance(node, Mapping):
+        kind = node.get('type')
+        if isinstance(kind, str) and kind.removeprefix('mmdet.') in SIGMOID_ONLY_LOSSES \
+                and 'use_sigmoid' not in node:
+            raise UserError(f'{where}: {kind} needs use_sigmoid=True in the config: mmdet\'s '
+                            'heads read that key (default False) to size their classifier, '
+                            'and without it add a background class the loss trains as real')
+        for key, value in node.items():
+            check_sigmoid_focal_losses(value, f'{where}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            check_sigmoid_focal_losses(value, f'{where}.{index}')
 
 
 def read_config(config: str) -> Config:
