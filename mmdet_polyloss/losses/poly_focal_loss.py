@@ -123,8 +123,9 @@ class PolyNFocalLoss(nn.Module):
             target: class indices (N,) or (N, *) in [0, C] (C is
                 background), or per-element targets in [0, 1] shaped like
                 ``pred``.
-            weight: per-element weight shaped like ``pred``, or one per
-                sample: (N,), or (N, *) for a dense map.
+            weight: per-element weight shaped like ``pred``, one per
+                sample (N,), or, with class-index targets, one per location
+                (the target's shape, (N, *) for a dense map).
             avg_factor: divisor of the summed loss for 'mean'.
             reduction_override: overrides ``self.reduction`` when given.
 
