@@ -423,6 +423,24 @@ def test_runs_started_from_other_weights_are_separated_a_resume_is_not(tmp_path)
     assert 'another recipe' not in build_report([str(base), str(other)])
 
 
+def test_a_test_with_another_losss_config_than_the_training_is_not_reported(tmp_path):
+    """tools/test.py given another epsilon's config tests the same weights, and the row was
+    labelled by the test's loss (a run trained at -1 shown as eps=+0.5). Now it is left out,
+    saying why; a training begun after the test (interrupted) is no such case."""
+    work = make_run(tmp_path, 'r', poly(0.5), 0.30)  # its test's config: eps +0.5
+    trained_as = (f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={poly(-1.0)}))\n'
+                  'train_cfg = dict(max_epochs=12)\n')
+    _training_part(work, '20260101_120000', trained_as)  # trained at -1, before the test
+    result = load_run(str(work))
+    assert result.unfinished == (
+        "its final test (20260102_090000) ran a config of another loss than its training "
+        "(model.bbox_head.loss_cls.epsilon: 0.5 in the test, -1.0 in the training); test it "
+        'with the config it was trained with')
+    (work / '20260101_120000' / 'vis_data' / 'config.py').write_text(
+        trained_as.replace(poly(-1.0), poly(0.5)))
+    assert not load_run(str(work)).unfinished and load_run(str(work)).epsilon == 0.5
+
+
 def test_runs_tested_with_other_test_settings_are_separated(tmp_path):
     """The recipe comparison read the training configs only: a final test with another
     score threshold (or --tta, another test pipeline) was compared as if alike."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple
 
 from tools.lib.errors import UserError
-from tools.lib.recipe import annotation_files, parse_config_text
+from tools.lib.recipe import annotation_files, loss_difference, parse_config_text
 from tools.lib.sweep.run import LOCK_NAME, MARKER, Run
 
 #: mmdet's losses that the Poly losses replace, and their short names in the tables.
@@ -170,11 +170,18 @@ def _tests(work_dir: Path) -> Iterator[Tuple[Path, Dict[str, Any]]]:
             yield result, parse_dumped_config(config)
 
 
-def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any], Any]:
-    """Whether a run logged a training loss; the newest such run's config (else the newest
-    ``*.py`` in ``work_dir``, which every run overwrites); and the weights the training
-    started from: ``load_from`` of its first logged part unless that resumed (a resume names
-    its own checkpoint there), else None."""
+class Training(NamedTuple):
+    """What a run's work dir says of its training (:func:`_training`)."""
+    logged: bool  # some part logged a training loss
+    config: Dict[str, Any]  # the newest such part's config (else the newest *.py)
+    started_from: Any  # load_from of its first logged part, unless that resumed; else None
+    stamp: str  # the newest part's timestamp folder, when its config was read there; else ''
+
+
+def _training(work_dir: Path) -> Training:
+    """The run's training from its logs: the newest part that logged a loss gives the config
+    (else the newest ``*.py`` in ``work_dir``, which every run overwrites), the first part
+    the weights it started from (a resumed part names the run's own checkpoint there)."""
     logs = [d / 'vis_data' for d in _newest_first(work_dir)
             if (d / 'vis_data' / 'scalars.json').is_file()]
     trained = [log for log in logs
@@ -183,8 +190,8 @@ def _training_config(work_dir: Path) -> Tuple[bool, Dict[str, Any], Any]:
     dumped = configs[:1] or sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)[-1:]
     config = parse_dumped_config(dumped[0]) if dumped else {}
     start = parse_dumped_config(configs[-1]) if len(configs) > 1 else config
-    started_from = None if start.get('resume') else start.get('load_from')
-    return bool(trained), config, started_from
+    return Training(bool(trained), config, None if start.get('resume') else
+                    start.get('load_from'), configs[0].parent.parent.name if configs else '')
 
 
 def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
@@ -314,7 +321,7 @@ def load_run(work_dir: str) -> RunResult:
         raise SweepReportError(f'work_dir {work_dir!r} does not exist or is not a directory')
     name = path.resolve().name
     final, home = _final_checkpoint(path)  # home: the training's work dir
-    trained, train_config, started_from = _training_config(home)
+    trained, train_config, started_from, trained_at = _training(home)
     why = ('no checkpoint yet (no last_checkpoint file)' if final is None else
            _unfinished_training(home, final, train_config.get('train_cfg')))
     test = None if why else _final_test(path, final)
@@ -323,6 +330,12 @@ def load_run(work_dir: str) -> RunResult:
             f'no tools/test.py run of {Path(final).name}, the checkpoint its training '
             'ended with'))
     metrics, source, config = test
+    other_loss = loss_difference(config, train_config) if trained_at else None
+    if other_loss is not None and trained_at < source.parent.name:
+        return RunResult(name, path, None, None, None, unfinished=(
+            f'its final test ({source.parent.name}) ran a config of another loss than its '
+            f'training ({other_loss.describe("the test", "the training")}); test it with the '
+            'config it was trained with'))
     # The box classifier's loss (the RoI head's, a cascade's first stage; else the dense
     # head's, mmdet3d's pts_bbox_head included) from the test that logged the metrics;
     # else an unknown loss. mmdet3d configs name it in mmdet's scope: 'mmdet.FocalLoss'.
