@@ -423,7 +423,7 @@ def test_runs_started_from_other_weights_are_separated_a_resume_is_not(tmp_path)
     assert 'another recipe' not in build_report([str(base), str(other)])
 
 
-def test_a_test_with_another_losss_config_than_the_training_is_not_reported(tmp_path):
+def test_a_test_with_a_config_of_another_loss_than_its_training_is_not_reported(tmp_path):
     """tools/test.py given another epsilon's config tests the same weights, and the row was
     labelled by the test's loss (a run trained at -1 shown as eps=+0.5). Now it is left out,
     saying why; a training begun after the test (interrupted) is no such case."""
