@@ -231,3 +231,20 @@ def test_the_gpu_check_names_its_parts(tmp_path):
     assert (result.returncode, result.stdout) == (2, '')
     assert result.stderr == "gpu_check.sh: expected loss, trees or all, got 'tree'\n"
     assert not (tmp_path / 'out').exists()
+
+
+def test_the_gpu_checks_loss_part_stops_where_torch_sees_no_cuda(tmp_path):
+    """Every CUDA test takes 'device' from the devices torch sees: without CUDA they ran on
+    the CPU only and the step said exit status 0. Now the part stops at once, failing."""
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA: the check would run')
+    env = dict(os.environ, OUT=str(tmp_path / 'out'), GPU_CARRY=str(tmp_path / 'none'),
+               PATH=f'{Path(sys.executable).parent}:{os.environ["PATH"]}')
+    result = subprocess.run(['bash', str(REPO / 'tools' / 'dev' / 'gpu_check.sh'), 'loss'],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ('no CUDA device torch can use: the CUDA tests would run on the CPU only and pass'
+            in result.stdout)
+    assert result.stdout.rstrip().endswith(
+        '(the loss part stopped: nothing in it means anything without CUDA)')
+    assert '== CUDA tests' not in result.stdout and '== GPU benchmark' not in result.stdout
