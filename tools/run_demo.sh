@@ -87,7 +87,8 @@ fi
 start=$(date +%s)
 say "1/3 environment"
 bash tools/setup_env.sh
-say "machine: $("$PY" tools/lib/machine.py) (the same seed trains to other numbers on another CPU or thread count: docs/reproduction.md)"
+machine=$("$PY" tools/lib/machine.py)
+say "machine: $machine (the same seed trains to other numbers on another CPU or thread count: docs/reproduction.md)"
 say "2/3 the $DATASET dataset in $DATA_DIR${WEIGHTS:+ and the ImageNet weights in $WEIGHTS}"
 "$PY" "$MAKE_DATA" "$DATA_DIR"
 if [ -n "${WEIGHTS:-}" ]; then

@@ -22,7 +22,8 @@ echo "[run_tests] ruff check"
 if [ "${POLYLOSS_FLOOR:-1}" != 0 ]; then
   bash "$ROOT/tools/setup_floor_env.sh"
   FLOOR=${POLYLOSS_FLOOR_VENV:-$ROOT/.venv-floor}
-  echo "[run_tests] functional layer on $("$FLOOR/bin/python" -c 'import torch; print("torch", torch.__version__)')"
+  floor_torch=$("$FLOOR/bin/python" -c 'import torch; print("torch", torch.__version__)')
+  echo "[run_tests] functional layer on $floor_torch"
   PYTHONPATH=$ROOT "$FLOOR/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" \
       tests/functional tests/test_package_structure.py
 fi

@@ -3,7 +3,8 @@
 # 14 min on 2 cores once; the wheel is cached), mmengine, mmdet and this package
 # (editable, test extras). Idempotent: seconds when nothing changed.
 # Environment: POLYLOSS_VENV (default <repo>/.venv), POLYLOSS_CACHE (the mmcv wheel;
-# default ${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss), PYTHON (default python3.11),
+# default ${XDG_CACHE_HOME:-~/.cache}/mmdet-polyloss), PYTHON (default python3.11), MAX_JOBS
+# (compiler processes for the mmcv build; default: the number of cores),
 # FORCE_CUDA=1 (build mmcv's CUDA ops too; needs nvcc matching torch's CUDA), POLYLOSS_3D=0
 # (leave out mmdet3d and its runtime dependencies, the [3d] extra; the 3D tests then skip).
 set -euo pipefail
@@ -21,18 +22,35 @@ TORCH=$(pin torch)
 MMCV=$(pin mmcv)
 CUDA_TAG=$([ "${FORCE_CUDA:-0}" = 1 ] && echo cuda || echo cpu)
 WITH_3D=${POLYLOSS_3D:-1}
-# Everything that decides what the venv holds; a change re-runs the install.
-STAMP_KEY=$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" "$ROOT/tools/requirements-3d.txt" | sha256sum | cut -c1-16)-$CUDA_TAG-3d$WITH_3D
+# Everything that decides what the venv holds (this script's steps too); a change re-runs
+# the install.
+STAMP_KEY=$(cat "$CONSTRAINTS" "$ROOT/pyproject.toml" "$ROOT/tools/requirements-3d.txt" \
+  "${BASH_SOURCE[0]}" | sha256sum | cut -c1-16)-$CUDA_TAG-3d$WITH_3D
 STAMP=$VENV/.polyloss-setup-done
+up_to_date() { [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_KEY" ] &&
+  "$VENV/bin/python" -c '' 2>/dev/null; }
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_KEY" ]; then
+if up_to_date; then
   say "environment up to date: $VENV"
   exit 0
 fi
+# One set-up at a time per venv (run_demo.sh and run_tests.sh started together); the one
+# that waited finds the venv made.
+mkdir -p "$(dirname "$VENV")" "$CACHE"
+exec 8>"$VENV.setup-lock"
+if ! flock -n 8; then
+  say "waiting for another set-up of $VENV to finish"
+  flock 8
+fi
+if up_to_date; then
+  say "environment up to date: $VENV (made by the set-up waited for)"
+  exit 0
+fi
 
-if [ ! -x "$VENV/bin/python" ]; then
+if ! "$VENV/bin/python" -c '' 2>/dev/null; then
+  command -v "$PYTHON" >/dev/null || { say "error: no $PYTHON (set PYTHON to a Python 3.11)"; exit 1; }
   say "creating virtual environment $VENV with $PYTHON"
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv --clear "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
@@ -43,6 +61,9 @@ PYTAG=$("$VENV/bin/python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.v
 WHEEL_DIR=$CACHE/wheels/mmcv-$MMCV-torch-$TORCH-$PYTAG-$CUDA_TAG
 mmcv_wheel() { ls "$WHEEL_DIR"/mmcv-"$MMCV"-*.whl 2>/dev/null | head -n 1; }
 
+# One build at a time per cache (checkouts sharing it): the one that waited finds the wheel.
+exec 9>"$CACHE/.mmcv-build-lock"
+flock 9
 if [ -z "$(mmcv_wheel)" ]; then
   say "no cached mmcv $MMCV wheel for torch $TORCH in $WHEEL_DIR: building it from source"
   say "this compiles mmcv's C++ ops: about 14 minutes on 2 cores, once per machine"
@@ -60,13 +81,26 @@ if [ -z "$(mmcv_wheel)" ]; then
   sed -i 's/-std=c++17/-std=c++20/g' "$SRC/mmcv-$MMCV/setup.py"
   mkdir -p "$WHEEL_DIR"
   start=$(date +%s)
-  # -v streams each compiler call, so the long build never looks hung.
+  LOG=$CACHE/mmcv-build.log
+  say "build log: $LOG"
+  # -v streams each compiler call, so the long build never looks hung; the whole log is kept.
+  # Built beside, then moved in: the cache never holds a half-written wheel.
+  set +e  # pip's own status decides, not grep's (no line matched is no failure)
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" wheel -v --no-deps \
-      --no-build-isolation -w "$WHEEL_DIR" "$SRC/mmcv-$MMCV" 2>&1 |
-    grep --line-buffered -E '\[[0-9]+/[0-9]+\]|error:|Error|Stored in' || true
-  [ -n "$(mmcv_wheel)" ] || { say "mmcv build failed (no wheel in $WHEEL_DIR)"; exit 1; }
+      --no-build-isolation -w "$SRC/wheel" "$SRC/mmcv-$MMCV" 2>&1 | tee "$LOG" |
+    grep --line-buffered -iE '\[[0-9]+/[0-9]+\]|error|Stored in'
+  code=${PIPESTATUS[0]}
+  set -e
+  built=$(ls "$SRC"/wheel/mmcv-"$MMCV"-*.whl 2>/dev/null | head -n 1 || true)
+  if [ "$code" -ne 0 ] || [ -z "$built" ]; then
+    say "mmcv build failed (pip exit status $code); the last lines of $LOG:"
+    tail -n 25 "$LOG"
+    exit 1
+  fi
+  mv "$built" "$WHEEL_DIR/"
   say "mmcv built in $(( $(date +%s) - start )) s: $(mmcv_wheel)"
 fi
+flock -u 9
 say "installing $(basename "$(mmcv_wheel)") from the cache"
 "${PIP[@]}" install -q --no-deps "$(mmcv_wheel)"
 

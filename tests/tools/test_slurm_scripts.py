@@ -37,3 +37,11 @@ def test_missing_arguments_print_the_usage_and_exit_2(tmp_path):
     result = _run('slurm_test.sh', ['gpu', 'job', 'cfg.py'], tmp_path)
     assert result.returncode == 2
     assert 'usage:' in result.stderr and 'CHECKPOINT' in result.stderr
+
+
+def test_a_gpus_that_is_no_count_is_named(tmp_path):
+    """GPUS=abc was 'abc: unbound variable' from bash arithmetic, never naming GPUS."""
+    for gpus in ('abc', '0', '-2'):
+        result = _run('slurm_train.sh', ['gpu', 'job', 'cfg.py', 'wd'], tmp_path, GPUS=gpus)
+        assert (result.returncode, result.stdout) == (2, '')
+        assert result.stderr == f"slurm_train.sh: GPUS must be a positive integer, got '{gpus}'\n"

@@ -5,6 +5,8 @@ srun_tool() {
   local script=$1 partition=$2 job_name=$3
   shift 3
   local tools gpus=${GPUS:-8}
+  case $gpus in ''|*[!0-9]*|0) echo "${0##*/}: GPUS must be a positive integer, got '$gpus'" >&2
+    return 2 ;; esac
   tools=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   local gpus_per_node=${GPUS_PER_NODE:-$(( gpus < 8 ? gpus : 8 ))}
   # shellcheck disable=SC2086  # SRUN_ARGS is a list of flags
