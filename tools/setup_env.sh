@@ -36,7 +36,7 @@ if up_to_date; then
 fi
 # One set-up at a time per venv (run_demo.sh and run_tests.sh started together); the one
 # that waited finds the venv made.
-mkdir -p "$(dirname "$VENV")" "$CACHE"
+mkdir -p "$(dirname "$VENV")"
 exec 8>"$VENV.setup-lock"
 if ! flock -n 8; then
   say "waiting for another set-up of $VENV to finish"
@@ -49,8 +49,13 @@ fi
 
 if ! "$VENV/bin/python" -c '' 2>/dev/null; then
   command -v "$PYTHON" >/dev/null || { say "error: no $PYTHON (set PYTHON to a Python 3.11)"; exit 1; }
+  if [ -d "$VENV" ] && [ -n "$(ls -A "$VENV")" ] && [ ! -f "$VENV/pyvenv.cfg" ]; then
+    say "error: $VENV holds files and is no virtual environment (POLYLOSS_VENV?): not touched"
+    exit 1
+  fi
   say "creating virtual environment $VENV with $PYTHON"
-  "$PYTHON" -m venv --clear "$VENV"
+  # --clear only over a venv whose python no longer runs (its interpreter gone)
+  "$PYTHON" -m venv $([ -f "$VENV/pyvenv.cfg" ] && echo --clear) "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 
@@ -62,8 +67,18 @@ WHEEL_DIR=$CACHE/wheels/mmcv-$MMCV-torch-$TORCH-$PYTAG-$CUDA_TAG
 mmcv_wheel() { ls "$WHEEL_DIR"/mmcv-"$MMCV"-*.whl 2>/dev/null | head -n 1; }
 
 # One build at a time per cache (checkouts sharing it): the one that waited finds the wheel.
-exec 9>"$CACHE/.mmcv-build-lock"
-flock 9
+if [ -z "$(mmcv_wheel)" ]; then
+  if ! mkdir -p "$CACHE" 2>/dev/null || ! : 2>/dev/null >>"$CACHE/.mmcv-build-lock"; then
+    say "error: no mmcv $MMCV wheel in $WHEEL_DIR, and the cache $CACHE (POLYLOSS_CACHE)" \
+      "cannot be written to build one into"
+    exit 1
+  fi
+  exec 9>>"$CACHE/.mmcv-build-lock"
+  if ! flock -n 9; then
+    say "waiting for another build of mmcv into $CACHE (about 14 minutes on 2 cores)"
+    flock 9
+  fi
+fi
 if [ -z "$(mmcv_wheel)" ]; then
   say "no cached mmcv $MMCV wheel for torch $TORCH in $WHEEL_DIR: building it from source"
   say "this compiles mmcv's C++ ops: about 14 minutes on 2 cores, once per machine"
@@ -100,7 +115,6 @@ if [ -z "$(mmcv_wheel)" ]; then
   mv "$built" "$WHEEL_DIR/"
   say "mmcv built in $(( $(date +%s) - start )) s: $(mmcv_wheel)"
 fi
-flock -u 9
 say "installing $(basename "$(mmcv_wheel)") from the cache"
 "${PIP[@]}" install -q --no-deps "$(mmcv_wheel)"
 

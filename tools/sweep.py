@@ -116,8 +116,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 problems[each.name] = error
             else:
                 raise
-    if not args.dry_run:
-        check_inputs_before_clearing(runs)
+    if not args.dry_run and args.launcher != 'slurm':  # Slurm's nodes may hold data this
+        check_inputs_before_clearing(runs)            # host does not
     missing = [path for path in args.key_files if not osp.exists(path)]
     if missing:  # only a dry run gets here with them
         print(f'  (--key-files not made yet: {" ".join(missing)}; a finished run counts '
@@ -129,8 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     emptied = ', '.join(each.name for each in to_be_emptied(runs))
     if emptied:
         print(f'[sweep] {"a run would empty" if args.dry_run else "emptied before its run"}: '
-              f'the folder of {emptied} (what is in it is of other settings, or not the '
-              "sweep's)", flush=True)
+              f'the folder of {emptied} (it holds an earlier start of the run, a run of other '
+              "settings, or files not the sweep's)", flush=True)
     if args.launcher == 'slurm':
         sweep_slurm.main(args, runs, root, problems)
         return

@@ -11,6 +11,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 from tools.lib.cli import check_writable
 from tools.lib.errors import ArgumentParser, UserError, run
 from tools.lib.sweep.report import build_report
+from tools.lib.sweep.report.plot import plot_formats
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -22,8 +23,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument('--out-png', help='write the AP/AR vs epsilon plot')
     parser.add_argument('--out-md', help='write the table to this file')
     args = parser.parse_args(argv)
-    if args.out_png and Path(args.out_png).suffix.lower() != '.png':
-        raise UserError(f'--out-png {args.out_png!r}: expected a file name ending in .png')
+    if args.out_png and Path(args.out_png).suffix.lower().lstrip('.') not in plot_formats():
+        raise UserError(f'--out-png {args.out_png!r}: expected a file name ending in a format '
+                        'matplotlib writes (.png, .pdf, .svg, ...)')
     for flag, path in (('--out-png', args.out_png), ('--out-md', args.out_md)):
         if path:  # fail now, not after reading every run
             check_writable(path, flag)

@@ -346,22 +346,24 @@ def check_class_indices(labels: Tensor, pred: Tensor, name: str) -> Tensor:
             f'must hold integer class indices, got dtype {labels.dtype}')
     if pred.shape[1] == 0:
         raise ValueError(f'pred of shape {tuple(pred.shape)} has no classes (dim 1 is 0)')
-    return label_values(name, labels)
+    labels = label_values(name, labels)
+    # compared with an ignore_index in their own dtype, int32 labels 0 equal 2**32
+    return labels.long() if labels.dtype in _NARROW_LABELS else labels
 
 
-#: Integer label dtypes read as int64: compared with an ``ignore_index`` in their own dtype,
-#: a uint8 255 equals -1 and an int32 label 0 equals 2**32 (the index wraps around).
-_NARROW_LABELS = (torch.uint8, torch.int8, torch.int16, torch.int32)
+#: Class-index dtypes read as int64 (:func:`check_class_indices`): compared with an
+#: ``ignore_index`` in their own dtype, the index wraps around (int32 0 equals 2**32).
+_NARROW_LABELS = (torch.int8, torch.int16, torch.int32)
 
 
 def label_values(name: str, labels: Tensor) -> Tensor:
-    """``labels`` read by value: integer dtypes narrower than int64 as int64, so that every
-    ``ignore_index`` an int64 holds compares by value; the other unsigned integer dtypes
-    (which torch cannot reduce) are a TypeError. Other dtypes are returned as they are."""
+    """``labels`` with uint8 as int64, so that 255 is 255 (torch compares a uint8
+    255 equal to -1, an ``ignore_index``); the other unsigned integer dtypes (which
+    torch cannot reduce) are a TypeError. Other dtypes are returned as they are."""
     if not labels.dtype.is_signed and labels.dtype not in (torch.uint8, torch.bool):
         raise TypeError(f'{name} has dtype {labels.dtype}, which the losses do not take: '
                         'use a signed integer dtype or uint8')
-    return labels.long() if labels.dtype in _NARROW_LABELS else labels
+    return labels.long() if labels.dtype == torch.uint8 else labels
 
 
 def check_weight_shape(weight: Tensor, pred: Tensor, labels: Optional[Tensor] = None) -> None:

@@ -212,6 +212,9 @@ def sigmoid_poly1_with_settings(pred: Tensor, label: Tensor, weight: Optional[Te
         target = dense_target(torch.where(label == ignore_index, num_classes, label), x)
     elif label.shape == pred.shape:
         label = label_values('label', label)
+        if not label.is_floating_point() and not (
+                torch.iinfo(label.dtype).min <= ignore_index <= torch.iinfo(label.dtype).max):
+            label = label.long()  # else the index wraps around in the targets' own dtype
         check_labels_in_range(label, 0, 1, ignore_index, 'targets')
         valid = label != ignore_index
         target = torch.where(valid, label, torch.zeros_like(label))

@@ -222,6 +222,10 @@ def test_an_ignore_index_beyond_the_label_dtype_ignores_nothing(fn, dtype, ignor
     # an index the dtype holds is still ignored by value
     torch.testing.assert_close(fn(x, labels.to(dtype), ignore_index=1, reduction='sum'),
                                fn(x, labels, ignore_index=1, reduction='sum'))
+    if fn is poly1_binary_cross_entropy:  # per-element targets too (kept in their dtype)
+        targets = torch.nn.functional.one_hot(labels.clamp(max=3), 4).to(dtype)
+        torch.testing.assert_close(fn(x, targets, ignore_index=ignore_index, reduction='sum'),
+                                   fn(x, targets.long(), reduction='sum'))
 
 
 @pytest.mark.parametrize('dtype', [torch.uint16, torch.uint32, torch.uint64])

@@ -6,6 +6,7 @@ import types
 from pathlib import Path
 
 import pytest
+import torch
 from mmengine.config import Config
 
 from tools.lib import cli, dist
@@ -127,14 +128,19 @@ def test_checkpoint_urls_are_left_to_mmengine():
         cli.check_checkpoint('missing.pth', 'checkpoint')
 
 
-@pytest.mark.parametrize('show_dir', ['/data/polyloss_trees/val', '../../data', 'a/../../b'])
-def test_a_show_dir_outside_the_test_folder_is_refused(show_dir):
-    """mmdet joins it to <work_dir>/<timestamp>/: an absolute path or '..' put the drawn
-    images, named as the dataset's, over the dataset's own."""
+def test_a_show_dir_inside_the_test_set_is_refused_elsewhere_taken(tmp_path):
+    """mmdet joins it to <work_dir>/<timestamp>/ (an absolute one as it is) and names each
+    drawing after its image: into the dataset's folder, it drew over the images."""
     cfg = Config.fromfile(str(DEMO))
-    with pytest.raises(UserError, match=f"^--show-dir {re.escape(repr(show_dir))}: the images "
-                       r'are drawn into <work_dir>/<timestamp>/<show-dir>'):
+    cfg.work_dir = str(tmp_path / 'work')
+    data_root = os.path.realpath(cfg.test_dataloader.dataset.data_root)
+    for show_dir in (data_root, os.path.join(data_root, 'val'), '../' * 30 + data_root[1:]):
+        with pytest.raises(UserError, match=f"^--show-dir {re.escape(repr(show_dir))}: the "
+                           'images would be drawn into .*, inside the test set'):
+            cli.apply_test_flags(cfg, _test_flags(show_dir=show_dir))
+    for show_dir in ('vis', str(tmp_path / 'drawings'), '../vis'):
         cli.apply_test_flags(cfg, _test_flags(show_dir=show_dir))
+        assert cfg.default_hooks.visualization.test_out_dir == show_dir
 
 
 def test_show_dir_turns_on_drawing():
@@ -286,7 +292,7 @@ def test_a_failed_run_skips_the_closing_barrier(tool, tmp_path, monkeypatch):
     assert left == []
 
     class FinishingRunner:  # a run that ends: the process group is left, once
-        model = None
+        model = torch.nn.Identity()
         train_loop = val_loop = test_loop = types.SimpleNamespace(max_iters=1)
 
         def train(self):

@@ -182,14 +182,30 @@ def test_a_poly_focal_loss_without_use_sigmoid_in_the_config_is_refused(in_works
                       "_delete_=True, type='Poly1FocalLoss', epsilon=-1.0)))\n")
     line = error_line(train_tool.main, [str(config), '--work-dir', str(tmp_path / 'w')],
                       'train.py', capsys)
-    assert line == ("train.py: error: model.bbox_head.loss_cls: Poly1FocalLoss needs "
-                    "use_sigmoid=True in the config: mmdet's heads read that key (default "
-                    'False) to size their classifier, and without it add a background class '
-                    'the loss trains as real')
-    from mmdet.registry import MODELS  # what it would have built
-    from mmengine.config import Config
-    head = MODELS.build(Config.fromfile(str(config)).model.bbox_head)
-    assert head.cls_out_channels == head.num_classes + 1
+    assert line == ('train.py: error: model.bbox_head.loss_cls: Poly1FocalLoss needs '
+                    'use_sigmoid=True in the config: the head read it from there (default '
+                    'False) and built 6 class outputs for num_classes=5, a background class '
+                    'the loss would train as real')
+
+
+def test_a_detr_head_sizes_its_classifier_from_the_loss_and_needs_no_use_sigmoid():
+    """DETR-family heads read use_sigmoid from the built loss (True): the check that
+    refuses an anchor head without the key lets them through."""
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    head = MODELS.build(dict(type='DeformableDETRHead', num_classes=80, embed_dims=32,
+                             loss_cls=dict(type='Poly1FocalLoss', epsilon=1.0)))
+    assert head.cls_out_channels == 80
+    cli.check_sigmoid_classifiers(head)
+    anchor = MODELS.build(dict(
+        type='RetinaHead', num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
+        anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4, scales_per_octave=1,
+                              ratios=[1.0], strides=[8]),
+        bbox_coder=dict(type='DeltaXYWHBBoxCoder'), loss_cls=dict(type='Poly1FocalLoss'),
+        loss_bbox=dict(type='L1Loss')))
+    with pytest.raises(UserError, match=r'^model.loss_cls: Poly1FocalLoss needs use_sigmoid'):
+        cli.check_sigmoid_classifiers(anchor)
 
 
 def test_an_out_file_that_cannot_be_written_fails_before_the_evaluation(in_workspace,

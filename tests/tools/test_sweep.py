@@ -341,8 +341,8 @@ def test_a_work_dir_the_sweep_did_not_write_is_kept(tmp_path):
             'it, or choose another --work-dir-root\n')
     forced = sweep([*args, '--force'])
     assert plan_lines(forced.stdout)[0][1] == 'new'
-    assert (f"[sweep] a run would empty: the folder of {run.name} (what is in it is of other "
-            "settings, or not the sweep's)") in forced.stdout
+    assert (f'[sweep] a run would empty: the folder of {run.name} (it holds an earlier start '
+            "of the run, a run of other settings, or files not the sweep's)") in forced.stdout
     assert (run / 'epoch_12.pth').is_file()
 
 

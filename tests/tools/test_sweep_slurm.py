@@ -243,8 +243,9 @@ def test_force_clears_a_finished_run_only_once_sbatch_has_accepted_it(tmp_path, 
 
 
 def test_missing_data_is_refused_before_a_finished_run_is_cleared(tmp_path, monkeypatch):
-    """--force with the dataset gone: one line naming the file, nothing submitted, the
-    finished run kept (it was cleared first, then every training failed)."""
+    """--force with the dataset gone: one line naming the file, the finished run kept (it
+    was cleared first, then every training failed). Not checked for Slurm, whose nodes may
+    hold data the submitting host does not."""
     monkeypatch.setenv('PATH', standin_slurm(tmp_path)['PATH'])
     monkeypatch.chdir(tmp_path)  # no data/polyloss_shapes here
     work_dir = tmp_path / 'sweep' / NAMES[1]
@@ -252,7 +253,7 @@ def test_missing_data_is_refused_before_a_finished_run_is_cleared(tmp_path, monk
     (work_dir / '.sweep-run.json').write_text('{"key": "k", "state": "tested"}')
     args = [str(POLY), '--epsilons', '-1', '--work-dir-root', str(tmp_path / 'sweep'),
             '--force', '--launcher']
-    for launcher in (['slurm', '--partition', 'p', '--gpus', '0'], ['none']):
+    for launcher in (['none'], ['pytorch', '--gpus', '2']):  # (Slurm's nodes: not checked)
         refused = run_in_process(load_tool('sweep').main, [*args, *launcher], 'sweep.py')
         assert refused.returncode == 2
         assert refused.stderr == (
@@ -260,7 +261,6 @@ def test_missing_data_is_refused_before_a_finished_run_is_cleared(tmp_path, monk
             "'data/polyloss_shapes/annotations/instances_train.json' (relative paths are from "
             f"{str(tmp_path)!r}); python tools/make_demo_data.py makes it\n")
         assert sorted(p.name for p in work_dir.iterdir()) == ['.sweep-run.json']
-    assert not (tmp_path / 'sbatch.log').exists()
 
 
 @pytest.mark.parametrize('wait', [False, True])

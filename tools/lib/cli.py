@@ -130,29 +130,8 @@ def check_run_settings(cfg: Config) -> None:
     # torch trains on lr=nan; mmengine fails on max_epochs=nan with a traceback.
     for key in ('train_cfg', 'optim_wrapper', 'param_scheduler', 'auto_scale_lr'):
         check_finite(cfg.get(key), key)
-    check_sigmoid_focal_losses(cfg.get('model'))
 
 
-#: The sigmoid-only losses whose heads size their classifier from the config's use_sigmoid.
-SIGMOID_ONLY_LOSSES = ('Poly1FocalLoss', 'PolyNFocalLoss')
-
-
-def check_sigmoid_focal_losses(node: Any, where: str = 'model') -> None:
-    """Every Poly focal loss under ``node`` names ``use_sigmoid`` in the config: mmdet's
-    anchor heads read that key (default False), not the loss, and without it give the
-    classifier one output more, the background as a class the loss trains as real."""
-    if isinstance(node, Mapping):
-        kind = node.get('type')
-        if isinstance(kind, str) and kind.removeprefix('mmdet.') in SIGMOID_ONLY_LOSSES \
-                and 'use_sigmoid' not in node:
-            raise UserError(f'{where}: {kind} needs use_sigmoid=True in the config: mmdet\'s '
-                            'heads read that key (default False) to size their classifier, '
-                            'and without it add a background class the loss trains as real')
-        for key, value in node.items():
-            check_sigmoid_focal_losses(value, f'{where}.{key}')
-    elif isinstance(node, (list, tuple)):
-        for index, value in enumerate(node):
-            check_sigmoid_focal_losses(value, f'{where}.{index}')
 
 
 def read_config(config: str) -> Config:
@@ -281,11 +260,8 @@ def apply_test_flags(cfg: Config, args: argparse.Namespace) -> None:
         hook['draw'] = True
         if args.show:
             hook.update(show=True, wait_time=args.wait_time)
-        if args.show_dir:  # mmdet joins it to <work_dir>/<timestamp>: '/x' or '..' escapes
-            if osp.isabs(args.show_dir) or '..' in args.show_dir.split(osp.sep):
-                raise UserError(f'--show-dir {args.show_dir!r}: the images are drawn into '
-                                '<work_dir>/<timestamp>/<show-dir>, named as the dataset\'s; '
-                                'give a relative folder name without ".."')
+        if args.show_dir:
+            check_show_dir(cfg, args.show_dir)
             hook['test_out_dir'] = args.show_dir
     if not args.tta:
         return
@@ -307,6 +283,23 @@ def apply_test_flags(cfg: Config, args: argparse.Namespace) -> None:
             [dict(type='RandomFlip', prob=1.0), dict(type='RandomFlip', prob=0.0)], [pack]])]
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def check_show_dir(cfg: Config, show_dir: str) -> None:
+    """mmdet draws the predictions into ``<work_dir>/<timestamp>/<show_dir>`` (an absolute
+    one as it is), each named as its image: never into the test set's own folder."""
+    dataset = cfg.get('test_dataloader', {}).get('dataset', {})
+    while isinstance(dataset, Mapping) and 'dataset' in dataset:  # wrappers
+        dataset = dataset['dataset']
+    data_root = dataset.get('data_root') if isinstance(dataset, Mapping) else None
+    if not isinstance(data_root, str) or not data_root or '://' in data_root:
+        return
+    drawn = osp.realpath(osp.join(cfg.get('work_dir') or '.', 'timestamp', show_dir))
+    root = osp.realpath(data_root)
+    if drawn == root or drawn.startswith(root + osp.sep):
+        raise UserError(f'--show-dir {show_dir!r}: the images would be drawn into {drawn}, '
+                        f'inside the test set\'s data_root {data_root!r}, over or beside its '
+                        'own images; choose a folder outside it')
 
 
 def build_runner(cfg: Config) -> Any:
@@ -338,6 +331,7 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
     check_writable(cfg.work_dir, 'the work dir', directory=True)
     with user_errors('the config (building the runner: model, hooks, optimizer)'):
         runner = build_runner(cfg)
+    check_sigmoid_classifiers(runner.model)
     for loop in loops:
         files = ', '.join(dict.fromkeys(path for _, path in
                                         annotation_files(cfg, f'{loop}_dataloader')))
@@ -349,6 +343,26 @@ def prepare_runner(cfg: Config, loops: Sequence[str]) -> Any:
             raise UserError(f'train_cfg.{key}={cfg.train_cfg.get(key)!r} leaves nothing to '
                             f'train ({built.max_iters} iterations): it must be >= 1')
     return runner
+
+
+def check_sigmoid_classifiers(model: Any) -> None:
+    """No head with a Poly focal loss gives its classifier one output more than its classes:
+    mmdet's anchor heads read ``use_sigmoid`` from the loss config (default False), not from
+    the loss (True), so a config without it adds a background class the loss trains as real.
+    DETR-family heads read the loss itself and are fine without it."""
+    from mmdet_polyloss.losses import PolyNFocalLoss
+    for name, module in model.named_modules():
+        outputs, classes = (getattr(module, key, None) for key in ('cls_out_channels',
+                                                                    'num_classes'))
+        loss = getattr(module, 'loss_cls', None)
+        if isinstance(loss, PolyNFocalLoss) and isinstance(classes, int) and \
+                outputs == classes + 1:
+            # (a DDP model's modules are under 'module.')
+            where = '.'.join(filter(None, ('model', name.removeprefix('module.'), 'loss_cls')))
+            raise UserError(f'{where}: {type(loss).__name__} needs use_sigmoid=True in the '
+                            f'config: the head read it from there (default False) and built '
+                            f'{outputs} class outputs for num_classes={classes}, a background '
+                            'class the loss would train as real')
 
 
 def check_writable(path: str, what: str, directory: bool = False) -> None:

@@ -203,9 +203,10 @@ def test_command_line(sweep, tmp_path):
     # a folder was written as '<folder>.png'
     for flag, path, message in (
             ('--out-png', tmp_path / 'p.txt', f"--out-png '{tmp_path / 'p.txt'}': expected a "
-                                              'file name ending in .png'),
+                                              'file name ending in a format matplotlib writes '
+                                              '(.png, .pdf, .svg, ...)'),
             ('--out-png', tmp_path, f"--out-png '{tmp_path}': expected a file name ending in "
-                                    '.png'),
+                                    'a format matplotlib writes (.png, .pdf, .svg, ...)'),
             ('--out-md', tmp_path, f"--out-md '{tmp_path}' cannot be written: '{tmp_path}' is "
                                    'a directory')):
         refused = subprocess.run([sys.executable, str(TOOL), str(tmp_path / 'missing'), flag,
@@ -415,11 +416,13 @@ def test_runs_started_from_other_weights_are_separated_a_resume_is_not(tmp_path)
     other = make_run(tmp_path, 'poly', poly(-1.0), 0.20)
     model = (f'model = dict(type="RetinaNet", bbox_head=dict(loss_cls={poly(-1.0)}))\n'
              'train_cfg = dict(max_epochs=12)\n')
+    _training_part(other, '20260101_100000', model + 'load_from = None\n')  # retrained since
     _training_part(other, '20260101_120000', model + "load_from = 'coco_retinanet.pth'\n")
     _training_part(other, '20260101_150000', model + "load_from = None\nresume = True\n")
     assert ("they differ from focal in load_from: None in focal, 'coco_retinanet.pth' in "
             'poly)') in build_report([str(base), str(other)])
-    _training_part(other, '20260101_110000', model + 'load_from = None\n')  # the real start
+    # retrained from scratch after that (no resume): the newest start counts
+    _training_part(other, '20260101_160000', model + 'load_from = None\n')
     assert 'another recipe' not in build_report([str(base), str(other)])
 
 

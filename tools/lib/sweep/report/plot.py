@@ -65,3 +65,11 @@ def plot_sweep(runs: Sequence[RunResult], out_file: str) -> None:
     Path(out_file).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(Path(out_file), dpi=120)
     plt.close(fig)
+
+
+def plot_formats() -> List[str]:
+    """The file types (extensions) the plot can be written as: matplotlib's for this backend."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib.figure import Figure
+    return list(Figure().canvas.get_supported_filetypes())

@@ -174,14 +174,15 @@ class Training(NamedTuple):
     """What a run's work dir says of its training (:func:`_training`)."""
     logged: bool  # some part logged a training loss
     config: Dict[str, Any]  # the newest such part's config (else the newest *.py)
-    started_from: Any  # load_from of its first logged part, unless that resumed; else None
+    started_from: Any  # load_from of the part that started it (the newest not resumed)
     stamp: str  # the newest part's timestamp folder, when its config was read there; else ''
 
 
 def _training(work_dir: Path) -> Training:
     """The run's training from its logs: the newest part that logged a loss gives the config
-    (else the newest ``*.py`` in ``work_dir``, which every run overwrites), the first part
-    the weights it started from (a resumed part names the run's own checkpoint there)."""
+    (else the newest ``*.py`` in ``work_dir``, which every run overwrites); the newest part
+    that did not resume, the weights the training started from (a resumed part names the
+    run's own checkpoint there; none logged: the oldest part's, if it did not resume)."""
     logs = [d / 'vis_data' for d in _newest_first(work_dir)
             if (d / 'vis_data' / 'scalars.json').is_file()]
     trained = [log for log in logs
@@ -189,9 +190,10 @@ def _training(work_dir: Path) -> Training:
     configs = [log / 'config.py' for log in trained if (log / 'config.py').is_file()]
     dumped = configs[:1] or sorted(work_dir.glob('*.py'), key=lambda p: p.stat().st_mtime)[-1:]
     config = parse_dumped_config(dumped[0]) if dumped else {}
-    start = parse_dumped_config(configs[-1]) if len(configs) > 1 else config
-    return Training(bool(trained), config, None if start.get('resume') else
-                    start.get('load_from'), configs[0].parent.parent.name if configs else '')
+    parts = (parse_dumped_config(path) for path in configs[1:])
+    start = next((part for part in [config, *parts] if not part.get('resume')), {})
+    return Training(bool(trained), config, start.get('load_from'),
+                    configs[0].parent.parent.name if configs else '')
 
 
 def _same_checkpoint(load_from: Any, final: str, work_dir: Path) -> bool:
