@@ -116,8 +116,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 problems[each.name] = error
             else:
                 raise
+    emptied = to_be_emptied(runs)
     if not args.dry_run and args.launcher != 'slurm':  # Slurm's nodes may hold data this
-        check_inputs_before_clearing(runs)            # host does not
+        check_inputs_before_clearing(emptied)         # host does not
     missing = [path for path in args.key_files if not osp.exists(path)]
     if missing:  # only a dry run gets here with them
         print(f'  (--key-files not made yet: {" ".join(missing)}; a finished run counts '
@@ -126,10 +127,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f'[sweep] {len(runs)} runs in {root}:', flush=True)
         for each in runs:
             print(f'  {each.name:<48} {each.state:<8} {" ".join(each.options)}')
-    emptied = ', '.join(each.name for each in to_be_emptied(runs))
     if emptied:
+        names = ', '.join(each.name for each in emptied)
         print(f'[sweep] {"a run would empty" if args.dry_run else "emptied before its run"}: '
-              f'the folder of {emptied} (it holds an earlier start of the run, a run of other '
+              f'the folder of {names} (it holds an earlier start of the run, a run of other '
               "settings, or files not the sweep's)", flush=True)
     if args.launcher == 'slurm':
         sweep_slurm.main(args, runs, root, problems)

@@ -132,8 +132,6 @@ def check_run_settings(cfg: Config) -> None:
         check_finite(cfg.get(key), key)
 
 
-
-
 def read_config(config: str) -> Config:
     """``Config.fromfile``; a missing or broken config is a :class:`UserError`."""
     if not osp.isfile(config):
@@ -273,9 +271,7 @@ def apply_test_flags(cfg: Config, args: argparse.Namespace) -> None:
     if 'tta_pipeline' not in cfg:
         warnings.warn('--tta: the config has no tta_pipeline; using its test pipeline '
                       'with and without a horizontal flip', stacklevel=2)
-        dataset = cfg.test_dataloader.dataset
-        while 'dataset' in dataset:  # wrappers such as ClassBalancedDataset
-            dataset = dataset['dataset']
+        dataset = innermost_dataset(cfg, 'test_dataloader')
         *steps, pack = copy.deepcopy(list(dataset['pipeline']))
         if 'meta_keys' in pack:  # the merge needs to know which pass was flipped
             pack['meta_keys'] = tuple(dict.fromkeys([*pack['meta_keys'], 'flip', 'flip_direction']))
@@ -285,12 +281,18 @@ def apply_test_flags(cfg: Config, args: argparse.Namespace) -> None:
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 
 
+def innermost_dataset(cfg: Config, loader: str) -> Any:
+    """``loader``'s dataset inside its wrappers (ClassBalancedDataset, RepeatDataset, ...)."""
+    dataset = (cfg.get(loader) or {}).get('dataset')
+    while isinstance(dataset, Mapping) and 'dataset' in dataset:
+        dataset = dataset['dataset']
+    return dataset
+
+
 def check_show_dir(cfg: Config, show_dir: str) -> None:
     """mmdet draws the predictions into ``<work_dir>/<timestamp>/<show_dir>`` (an absolute
     one as it is), each named as its image: never into the test set's own folder."""
-    dataset = cfg.get('test_dataloader', {}).get('dataset', {})
-    while isinstance(dataset, Mapping) and 'dataset' in dataset:  # wrappers
-        dataset = dataset['dataset']
+    dataset = innermost_dataset(cfg, 'test_dataloader')
     data_root = dataset.get('data_root') if isinstance(dataset, Mapping) else None
     if not isinstance(data_root, str) or not data_root or '://' in data_root:
         return

@@ -119,11 +119,10 @@ def to_be_emptied(runs: Sequence[Run]) -> List[Run]:
     return [run for run in runs if needs_clearing(run)]
 
 
-def check_inputs_before_clearing(runs: Sequence[Run]) -> None:
-    """The data and pretrained weights the runs read exist, if a folder is to be emptied for
-    a new run: else a finished run would be lost to a training that cannot start. The runs
-    differ in loss and seed only, so one is checked."""
-    emptied = to_be_emptied(runs)
+def check_inputs_before_clearing(emptied: Sequence[Run]) -> None:
+    """The data and pretrained weights the runs read exist, if folders are to be emptied for
+    new runs (``emptied``: :func:`to_be_emptied`): else a finished run would be lost to a
+    training that cannot start. The runs differ in loss and seed only, so one is checked."""
     if emptied:
         cfg = with_options(read_config(emptied[0].config), emptied[0].options)
         check_input_files(cfg, ['train', *(['val'] if cfg.get('val_cfg') else []), 'test'])
